@@ -1,0 +1,1 @@
+//! Benchmarks behind `ttrec bench` and `cargo bench`.

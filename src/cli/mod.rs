@@ -1,0 +1,3 @@
+//! Subcommands of the `ttrec` binary.
+
+pub mod data;

@@ -1,0 +1,1 @@
+//! Criteo data: streaming reader, dlrm preprocessing, binary cache, batches, synthetic source.

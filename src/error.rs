@@ -1,0 +1,60 @@
+//! One error type for the library: every variant names what is wrong (table, position, value),
+//! so a caller can act on it without a debugger.
+
+use thiserror::Error as ThisError;
+
+/// Errors of ttrec's library calls.
+#[derive(Debug, ThisError)]
+pub enum Error {
+    /// No wgpu adapter could be found or the one asked for is absent.
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    /// The device could not be created or a GPU operation failed.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// A TT shape (p, q, ranks, N, D) is invalid.
+    #[error("invalid TT shape{}: {msg}", table_suffix(.table))]
+    Shape { table: Option<usize>, msg: String },
+    /// A batch (indices, offsets, weights, gradients) is invalid.
+    #[error("invalid input{}: {msg}", table_suffix(.table))]
+    Input { table: Option<usize>, msg: String },
+    /// A file could not be read or written, or has the wrong format.
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn table_suffix(table: &Option<usize>) -> String {
+    match table {
+        Some(t) => format!(" (table {t})"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// An input error for `table` (None when the call has a single table).
+    pub fn input(table: Option<usize>, msg: impl Into<String>) -> Self {
+        Error::Input { table, msg: msg.into() }
+    }
+    /// A shape error for `table`.
+    pub fn shape(table: Option<usize>, msg: impl Into<String>) -> Self {
+        Error::Shape { table, msg: msg.into() }
+    }
+    /// A file error naming the path.
+    pub fn file(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
+        Error::File { path: path.as_ref().display().to_string(), msg: msg.into() }
+    }
+    /// Attach a table number to input and shape errors that have none.
+    pub fn with_table(self, t: usize) -> Self {
+        match self {
+            Error::Input { table: None, msg } => Error::Input { table: Some(t), msg },
+            Error::Shape { table: None, msg } => Error::Shape { table: Some(t), msg },
+            e => e,
+        }
+    }
+}
+
+/// Result with ttrec's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,23 @@
+//! ttrec: TT-Rec tensor-train compressed embedding tables on any GPU, through wgpu.
+//!
+//! Layers, bottom up (each uses only the ones below it):
+//! - [`data`], [`metrics`]: Criteo reader, preprocessing, cache, synthetic source; no GPU.
+//! - [`reference`]: CPU twins of every GPU kernel, in f64; the oracle of the tests.
+//! - [`gpu`]: adapter/device (own or borrowed), buffers, pipeline cache, readback, timestamps.
+//! - [`graph`]: the executor; a step is a plan of dispatches built once and replayed.
+//! - [`kernels`]: thin launchers of the WGSL kernel families under `shaders/`.
+//! - [`tt`]: TT shapes, initialisation, the TT-EmbeddingBag table, checkpoints.
+//! - [`parity`], [`bench`]: the CUDA-parity checker and the benchmarks behind the CLI.
+
+pub mod bench;
+pub mod data;
+pub mod error;
+pub mod gpu;
+pub mod graph;
+pub mod kernels;
+pub mod metrics;
+pub mod parity;
+pub mod reference;
+pub mod tt;
+
+pub use error::{Error, Result};

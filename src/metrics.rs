@@ -1,0 +1,1 @@
+//! Evaluation metrics: log loss, accuracy, exact ROC AUC.

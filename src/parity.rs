@@ -1,0 +1,1 @@
+//! CUDA-parity fixtures (ttrec-parity-v1).

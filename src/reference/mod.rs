@@ -1,0 +1,3 @@
+//! CPU twins of the GPU kernels, computed in f64: the oracle of every test.
+
+pub mod tt;

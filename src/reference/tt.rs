@@ -1,0 +1,1 @@
+//! CPU twin of the TT-EmbeddingBag kernels (shaders/tt.wgsl).
