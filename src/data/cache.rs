@@ -1,0 +1,619 @@
+//! The preprocessed binary cache: parse a Criteo file once, then memory-map the result.
+//!
+//! Layout (little-endian hosts; numbers in the header are little-endian):
+//! - header, [`HEADER_LEN`] bytes: magic, format version, the source's size and mtime,
+//!   `max_ind_range`, row count, payload length and checksum, the source's line and malformed
+//!   counts, the 26 table sizes, and a checksum of the header itself;
+//! - rows: `rows` x [`CachedRow`] (160 bytes: label, 13 dense f32, 26 ids u32), so a batch gathers
+//!   each sample from one place;
+//! - dictionaries: for each column, its categorical values in id order (u32).
+//!
+//! The file is written to a temporary name in the same directory, fsynced and renamed, so a crash
+//! leaves either the old cache or the new one. A cache whose source changed (size or mtime), whose
+//! options differ, or whose bytes do not match their checksum is rebuilt, never used.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytemuck::{Pod, Zeroable};
+use memmap2::Mmap;
+
+use super::batches::{Batch, BatchLoader};
+use super::hash::{checksum64, mix64, Checksum64};
+use super::preprocess::{
+    row_order, split_ranges, Dictionary, PreprocessConfig, Split, SplitRanges,
+};
+use super::reader::{CriteoReader, ReadStats};
+use super::{NUM_DENSE, NUM_SPARSE};
+use crate::{Error, Result};
+
+const MAGIC: [u8; 8] = *b"TTRECCRT";
+/// Format version; bump on any layout change so old caches are rebuilt.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the header before the rows.
+pub const HEADER_LEN: usize = 320;
+const ROW_BYTES: u64 = std::mem::size_of::<CachedRow>() as u64;
+
+/// One preprocessed sample as stored in the cache.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct CachedRow {
+    pub label: f32,
+    pub dense: [f32; NUM_DENSE],
+    pub sparse: [u32; NUM_SPARSE],
+}
+
+/// `<source>.ttcache`, next to the source.
+pub fn default_cache_path(source: impl AsRef<Path>) -> PathBuf {
+    let mut name = source.as_ref().as_os_str().to_owned();
+    name.push(".ttcache");
+    PathBuf::from(name)
+}
+
+/// What was found at a cache path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheState {
+    /// Present, matching the source and options, checksum verified.
+    Valid,
+    /// No file.
+    Missing,
+    /// Well-formed but built from another version of the source, other options or format.
+    Stale(String),
+    /// Damaged: wrong magic, length or checksum.
+    Corrupt(String),
+}
+
+impl CacheState {
+    pub fn is_valid(&self) -> bool {
+        matches!(self, CacheState::Valid)
+    }
+}
+
+impl std::fmt::Display for CacheState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheState::Valid => write!(f, "valid"),
+            CacheState::Missing => write!(f, "missing"),
+            CacheState::Stale(why) => write!(f, "stale: {why}"),
+            CacheState::Corrupt(why) => write!(f, "corrupt: {why}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Header {
+    version: u32,
+    source_size: u64,
+    source_mtime_ns: i64,
+    max_ind_range: u64,
+    rows: u64,
+    payload_len: u64,
+    payload_checksum: u64,
+    source_lines: u64,
+    malformed: [u64; 4],
+    table_sizes: [u64; NUM_SPARSE],
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&MAGIC);
+        put(&self.version.to_le_bytes());
+        put(&(HEADER_LEN as u32).to_le_bytes());
+        for v in [
+            self.source_size,
+            self.source_mtime_ns as u64,
+            self.max_ind_range,
+            self.rows,
+            self.payload_len,
+            self.payload_checksum,
+            self.source_lines,
+        ] {
+            put(&v.to_le_bytes());
+        }
+        for v in self.malformed.iter().chain(&self.table_sizes) {
+            put(&v.to_le_bytes());
+        }
+        let end = at;
+        let sum = checksum64(&b[..end]);
+        b[end..end + 8].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Decodes a header, or says why the bytes are not one.
+    fn decode(b: &[u8]) -> std::result::Result<Header, CacheState> {
+        if b.len() < HEADER_LEN {
+            return Err(CacheState::Corrupt(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                b.len()
+            )));
+        }
+        if b[..8] != MAGIC {
+            return Err(CacheState::Corrupt("not a ttrec cache (bad magic)".into()));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(CacheState::Stale(format!(
+                "format version {version}, expected {FORMAT_VERSION}"
+            )));
+        }
+        let fields_end = 16 + 7 * 8 + (4 + NUM_SPARSE) * 8;
+        if u32_at(12) as usize != HEADER_LEN || checksum64(&b[..fields_end]) != u64_at(fields_end) {
+            return Err(CacheState::Corrupt("header checksum mismatch".into()));
+        }
+        Ok(Header {
+            version,
+            source_size: u64_at(16),
+            source_mtime_ns: u64_at(24) as i64,
+            max_ind_range: u64_at(32),
+            rows: u64_at(40),
+            payload_len: u64_at(48),
+            payload_checksum: u64_at(56),
+            source_lines: u64_at(64),
+            malformed: std::array::from_fn(|i| u64_at(72 + 8 * i)),
+            table_sizes: std::array::from_fn(|i| u64_at(104 + 8 * i)),
+        })
+    }
+}
+
+/// Size and modification time (ns since the epoch) of the source: what staleness is judged by.
+fn source_stamp(source: &Path) -> Result<(u64, i64)> {
+    let meta =
+        fs::metadata(source).map_err(|e| Error::file(source, format!("cannot stat: {e}")))?;
+    let mtime = meta
+        .modified()
+        .map_err(|e| Error::file(source, format!("no modification time: {e}")))?;
+    let ns = match mtime.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+    };
+    Ok((meta.len(), ns))
+}
+
+/// Checks the cache at `cache` against `source` and `config` (including the payload checksum).
+pub fn check_cache(
+    source: impl AsRef<Path>,
+    cache: impl AsRef<Path>,
+    config: &PreprocessConfig,
+) -> Result<CacheState> {
+    Ok(match try_map(source.as_ref(), cache.as_ref(), config)? {
+        Ok(_) => CacheState::Valid,
+        Err(state) => state,
+    })
+}
+
+/// Maps a valid cache, or says what is wrong with it. I/O errors on the source are errors.
+fn try_map(
+    source: &Path,
+    cache: &Path,
+    config: &PreprocessConfig,
+) -> Result<std::result::Result<(Mmap, Header), CacheState>> {
+    let (size, mtime) = source_stamp(source)?;
+    let mut file = match File::open(cache) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Err(CacheState::Missing)),
+        Err(e) => return Err(Error::file(cache, format!("cannot open cache: {e}"))),
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::file(cache, e.to_string()))?;
+    let header = match Header::decode(&head) {
+        Ok(h) => h,
+        Err(state) => return Ok(Err(state)),
+    };
+    if header.source_size != size {
+        return Ok(Err(CacheState::Stale(format!(
+            "source size changed: cached {} bytes, now {size}",
+            header.source_size
+        ))));
+    }
+    if header.source_mtime_ns != mtime {
+        return Ok(Err(CacheState::Stale(format!(
+            "source modified: cached mtime {} ns, now {mtime} ns",
+            header.source_mtime_ns
+        ))));
+    }
+    let want_range = config.max_ind_range.unwrap_or(0);
+    if header.max_ind_range != want_range {
+        return Ok(Err(CacheState::Stale(format!(
+            "built with max_ind_range {}, asked for {want_range} (0 = none)",
+            header.max_ind_range
+        ))));
+    }
+    let dict_len: u64 = header.table_sizes.iter().sum();
+    let expect_payload = header
+        .rows
+        .checked_mul(ROW_BYTES)
+        .and_then(|r| r.checked_add(dict_len.checked_mul(4)?));
+    if expect_payload != Some(header.payload_len) || header.rows == 0 {
+        return Ok(Err(CacheState::Corrupt(format!(
+            "payload length {} does not match {} rows and {dict_len} dictionary entries",
+            header.payload_len, header.rows
+        ))));
+    }
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::file(cache, e.to_string()))?
+        .len();
+    if file_len != HEADER_LEN as u64 + header.payload_len {
+        return Ok(Err(CacheState::Corrupt(format!(
+            "file is {file_len} bytes, header says {}",
+            HEADER_LEN as u64 + header.payload_len
+        ))));
+    }
+    // SAFETY: the cache is only ever replaced by rename, never written in place, so the mapped
+    // inode does not change under us (unless someone edits it by hand, which the checksum below
+    // catches at open time).
+    let mmap =
+        unsafe { Mmap::map(&file) }.map_err(|e| Error::file(cache, format!("cannot map: {e}")))?;
+    if checksum64(&mmap[HEADER_LEN..]) != header.payload_checksum {
+        return Ok(Err(CacheState::Corrupt("payload checksum mismatch".into())));
+    }
+    Ok(Ok((mmap, header)))
+}
+
+/// Parses `source` and writes its cache atomically at `cache`; returns what the read saw.
+fn build(source: &Path, cache: &Path, config: &PreprocessConfig) -> Result<ReadStats> {
+    let (size, mtime) = source_stamp(source)?;
+    let mut reader = CriteoReader::open(source)?;
+    let dir = cache
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = cache
+        .file_name()
+        .ok_or_else(|| Error::file(cache, "cache path has no file name"))?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{nonce}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = write_cache(&mut reader, &tmp, size, mtime, config);
+    let result = result.and_then(|stats| {
+        fs::rename(&tmp, cache).map_err(|e| {
+            Error::file(
+                cache,
+                format!("cannot rename {} into place: {e}", tmp.display()),
+            )
+        })?;
+        // Make the rename itself durable; not every platform can open a directory, so best effort.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(stats)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_cache(
+    reader: &mut CriteoReader,
+    tmp: &Path,
+    size: u64,
+    mtime: i64,
+    config: &PreprocessConfig,
+) -> Result<ReadStats> {
+    let io = |e: std::io::Error| Error::file(tmp, format!("cannot write cache: {e}"));
+    let file = File::create(tmp).map_err(io)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
+    let mut sum = Checksum64::new();
+    let mut dict = Dictionary::new();
+    let mut chunk: Vec<CachedRow> = Vec::with_capacity(4096);
+    let mut rows = 0u64;
+    let flush = |chunk: &mut Vec<CachedRow>, out: &mut BufWriter<File>, sum: &mut Checksum64| {
+        let bytes: &[u8] = bytemuck::cast_slice(chunk);
+        sum.update(bytes);
+        out.write_all(bytes).map_err(io)?;
+        chunk.clear();
+        Ok::<(), Error>(())
+    };
+    while let Some(sample) = reader.next_sample()? {
+        let (label, dense, sparse) = dict.preprocess(&sample, config.max_ind_range);
+        chunk.push(CachedRow {
+            label,
+            dense,
+            sparse,
+        });
+        rows += 1;
+        if chunk.len() == chunk.capacity() {
+            flush(&mut chunk, &mut out, &mut sum)?;
+        }
+    }
+    flush(&mut chunk, &mut out, &mut sum)?;
+    if rows == 0 {
+        return Err(Error::file(reader.path(), "no valid Criteo lines"));
+    }
+    let mut dict_len = 0u64;
+    for c in 0..NUM_SPARSE {
+        let bytes: &[u8] = bytemuck::cast_slice(dict.values(c));
+        sum.update(bytes);
+        out.write_all(bytes).map_err(io)?;
+        dict_len += dict.values(c).len() as u64;
+    }
+    let stats = reader.stats().clone();
+    let header = Header {
+        version: FORMAT_VERSION,
+        source_size: size,
+        source_mtime_ns: mtime,
+        max_ind_range: config.max_ind_range.unwrap_or(0),
+        rows,
+        payload_len: rows * ROW_BYTES + dict_len * 4,
+        payload_checksum: sum.finish(),
+        source_lines: stats.lines,
+        malformed: stats.malformed,
+        table_sizes: dict.table_sizes(),
+    };
+    let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.write_all(&header.encode()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(stats)
+}
+
+struct Inner {
+    mmap: Mmap,
+    header: Header,
+    cache_path: PathBuf,
+    config: PreprocessConfig,
+    splits: SplitRanges,
+}
+
+/// A preprocessed Criteo file, memory-mapped from its cache. Cheap to clone (shared mapping), so
+/// batch threads can hold it.
+#[derive(Clone)]
+pub struct PreprocessedDataset {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PreprocessedDataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreprocessedDataset")
+            .field("cache", &self.inner.cache_path)
+            .field("rows", &self.inner.header.rows)
+            .field("splits", &self.inner.splits)
+            .finish()
+    }
+}
+
+/// How [`PreprocessedDataset::batches`] serves a split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOptions {
+    pub batch_size: usize,
+    /// Batches kept ready ahead of the consumer.
+    pub prefetch: usize,
+    /// Drop a last batch smaller than `batch_size`.
+    pub drop_last: bool,
+    /// Mixed into the shuffle seed, so each epoch sees the training rows in another order.
+    pub epoch: u64,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            batch_size: 128,
+            prefetch: 4,
+            drop_last: false,
+            epoch: 0,
+        }
+    }
+}
+
+impl PreprocessedDataset {
+    /// Maps `<source>.ttcache`, building (or rebuilding) it first unless it is valid. Returns the
+    /// state the cache was found in ([`CacheState::Valid`] = reused).
+    pub fn open_or_build(
+        source: impl AsRef<Path>,
+        config: &PreprocessConfig,
+    ) -> Result<(Self, CacheState)> {
+        let source = source.as_ref();
+        Self::open_or_build_at(source, default_cache_path(source), config)
+    }
+
+    /// Like [`open_or_build`](Self::open_or_build) with the cache at `cache`.
+    pub fn open_or_build_at(
+        source: impl AsRef<Path>,
+        cache: impl AsRef<Path>,
+        config: &PreprocessConfig,
+    ) -> Result<(Self, CacheState)> {
+        let (source, cache) = (source.as_ref(), cache.as_ref());
+        let found = match try_map(source, cache, config)? {
+            Ok(mapped) => {
+                return Ok((Self::from_mapped(mapped, cache, config)?, CacheState::Valid))
+            }
+            Err(state) => state,
+        };
+        build(source, cache, config)?;
+        match try_map(source, cache, config)? {
+            Ok(mapped) => Ok((Self::from_mapped(mapped, cache, config)?, found)),
+            Err(state) => Err(Error::file(
+                cache,
+                format!(
+                    "cache just built is not usable ({state}); did the source change meanwhile?"
+                ),
+            )),
+        }
+    }
+
+    /// Maps an existing cache without ever building one; an error says why it is not valid.
+    pub fn open(
+        source: impl AsRef<Path>,
+        cache: impl AsRef<Path>,
+        config: &PreprocessConfig,
+    ) -> Result<Self> {
+        let (source, cache) = (source.as_ref(), cache.as_ref());
+        match try_map(source, cache, config)? {
+            Ok(mapped) => Self::from_mapped(mapped, cache, config),
+            Err(state) => Err(Error::file(cache, format!("cache is {state}"))),
+        }
+    }
+
+    fn from_mapped(
+        (mmap, header): (Mmap, Header),
+        cache: &Path,
+        config: &PreprocessConfig,
+    ) -> Result<Self> {
+        let splits = split_ranges(header.rows, config.split)?;
+        Ok(PreprocessedDataset {
+            inner: Arc::new(Inner {
+                mmap,
+                header,
+                cache_path: cache.to_path_buf(),
+                config: config.clone(),
+                splits,
+            }),
+        })
+    }
+
+    /// Number of rows (valid samples of the source).
+    pub fn len(&self) -> u64 {
+        self.inner.header.rows
+    }
+
+    /// Never true for a built cache (an empty source is an error); here for completeness.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the cache lives.
+    pub fn cache_path(&self) -> &Path {
+        &self.inner.cache_path
+    }
+
+    /// Lines of the source, valid or not.
+    pub fn source_lines(&self) -> u64 {
+        self.inner.header.source_lines
+    }
+
+    /// Malformed source lines per kind, indexed like [`super::MalformedKind::ALL`].
+    pub fn malformed_counts(&self) -> [u64; 4] {
+        self.inner.header.malformed
+    }
+
+    /// Embedding table sizes C1..C26 (distinct values per column).
+    pub fn table_sizes(&self) -> [u64; NUM_SPARSE] {
+        self.inner.header.table_sizes
+    }
+
+    /// All rows, in file order.
+    pub fn rows(&self) -> &[CachedRow] {
+        let end = HEADER_LEN + (self.len() * ROW_BYTES) as usize;
+        bytemuck::cast_slice(&self.inner.mmap[HEADER_LEN..end])
+    }
+
+    /// Row `i` in file order.
+    pub fn row(&self, i: u64) -> Option<&CachedRow> {
+        self.rows().get(usize::try_from(i).ok()?)
+    }
+
+    /// Categorical values of `column` (0-based) in id order: the dictionary that maps raw values
+    /// to the ids in [`CachedRow::sparse`].
+    pub fn dictionary_values(&self, column: usize) -> &[u32] {
+        let sizes = &self.inner.header.table_sizes;
+        let start = HEADER_LEN
+            + (self.len() * ROW_BYTES) as usize
+            + 4 * sizes[..column].iter().sum::<u64>() as usize;
+        bytemuck::cast_slice(&self.inner.mmap[start..start + 4 * sizes[column] as usize])
+    }
+
+    /// The dictionary as a lookup structure (to map other data to the same ids).
+    pub fn dictionary(&self) -> Result<Dictionary> {
+        Dictionary::from_values(
+            (0..NUM_SPARSE)
+                .map(|c| self.dictionary_values(c).to_vec())
+                .collect(),
+        )
+    }
+
+    /// Row ranges of the three splits.
+    pub fn splits(&self) -> &SplitRanges {
+        &self.inner.splits
+    }
+
+    /// Rows of the training split.
+    pub fn train(&self) -> Range<u64> {
+        self.inner.splits.train.clone()
+    }
+
+    /// Rows of the test split.
+    pub fn test(&self) -> Range<u64> {
+        self.inner.splits.test.clone()
+    }
+
+    /// Rows of the validation split.
+    pub fn val(&self) -> Range<u64> {
+        self.inner.splits.val.clone()
+    }
+
+    /// The rows of `split` in serving order: training rows shuffled (per `epoch`) when the config
+    /// has a shuffle seed, evaluation rows in file order.
+    pub fn order(&self, split: Split, epoch: u64) -> Vec<u64> {
+        let seed = match (split, self.inner.config.shuffle_seed) {
+            (Split::Train, Some(seed)) => Some(mix64(seed ^ mix64(epoch))),
+            _ => None,
+        };
+        row_order(self.inner.splits.get(split), seed)
+    }
+
+    /// Appends the rows `indices` to `batch`.
+    pub fn fill_batch(&self, indices: &[u64], batch: &mut Batch) -> Result<()> {
+        let rows = self.rows();
+        for &i in indices {
+            let r = usize::try_from(i)
+                .ok()
+                .and_then(|i| rows.get(i))
+                .ok_or_else(|| {
+                    Error::input(
+                        None,
+                        format!("row {i} out of range: the data set has {} rows", rows.len()),
+                    )
+                })?;
+            batch.push(r.label, &r.dense, &r.sparse);
+        }
+        Ok(())
+    }
+
+    /// Batches of `split`, gathered on a background thread.
+    pub fn batches(&self, split: Split, options: &BatchOptions) -> Result<BatchLoader> {
+        if options.batch_size == 0 {
+            return Err(Error::input(None, "batch size must be at least 1"));
+        }
+        let order = self.order(split, options.epoch);
+        let bs = options.batch_size;
+        let n_batches = if options.drop_last {
+            order.len() / bs
+        } else {
+            order.len().div_ceil(bs)
+        };
+        let data = self.clone();
+        let mut next = 0usize;
+        BatchLoader::spawn(options.prefetch, Some(n_batches), move || {
+            if next >= n_batches {
+                return None;
+            }
+            let rows = &order[next * bs..((next + 1) * bs).min(order.len())];
+            next += 1;
+            let mut batch = Batch::with_capacity(rows.len());
+            Some(data.fill_batch(rows, &mut batch).map(|()| batch))
+        })
+    }
+}
