@@ -90,7 +90,7 @@ fn factorize(mut n: u64) -> Vec<u64> {
     let mut out = vec![];
     let mut f = 2;
     while n > 1 {
-        while n % f == 0 {
+        while n.is_multiple_of(f) {
             out.push(f);
             n /= f;
         }

@@ -113,9 +113,10 @@ pub fn forward(
     let bags = offsets.len() - 1;
     let mut out = vec![0.0f64; bags * dim];
     for b in 0..bags {
-        for n in offsets[b] as usize..offsets[b + 1] as usize {
+        let (start, end) = (offsets[b] as usize, offsets[b + 1] as usize);
+        for (n, &index) in (start..end).zip(&indices[start..end]) {
             let s = lookup_scale(offsets, b, n, weights, pooling);
-            let row = tt_row(shape, cores, indices[n]);
+            let row = tt_row(shape, cores, index);
             for (o, v) in out[b * dim..(b + 1) * dim].iter_mut().zip(&row) {
                 *o += s * v;
             }
@@ -145,9 +146,10 @@ pub fn backward(
     // Gradient w.r.t. the rows of W that are looked up (duplicates summed).
     let mut dw: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     for b in 0..bags {
-        for n in offsets[b] as usize..offsets[b + 1] as usize {
+        let (start, end) = (offsets[b] as usize, offsets[b + 1] as usize);
+        for (n, &index) in (start..end).zip(&indices[start..end]) {
             let s = lookup_scale(offsets, b, n, weights, pooling);
-            let g = dw.entry(indices[n]).or_insert_with(|| vec![0.0; dim]);
+            let g = dw.entry(index).or_insert_with(|| vec![0.0; dim]);
             for (gj, &go) in g.iter_mut().zip(&grad_output[b * dim..(b + 1) * dim]) {
                 *gj += s * go as f64;
             }

@@ -16,7 +16,7 @@ fn prime_factors(mut n: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut f = 2u64;
     while f.saturating_mul(f) <= n {
-        while n % f == 0 {
+        while n.is_multiple_of(f) {
             out.push(f);
             n /= f;
         }
@@ -81,7 +81,7 @@ fn factor_tuples(
         return;
     }
     for &f in divs {
-        if f < min || rest % f != 0 {
+        if f < min || !rest.is_multiple_of(f) {
             continue;
         }
         // f is the smallest of the remaining factors: f^slots <= rest.
