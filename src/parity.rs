@@ -1,1 +1,254 @@
-//! CUDA-parity fixtures (ttrec-parity-v1).
+//! The CUDA-parity checker: runs `ttrec-parity-v1` fixtures (made by the reference's algorithm,
+//! see `tools/parity/`) on the current adapter and compares every expected tensor.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::tt::checkpoint::{parse_list, read_safetensors, write_safetensors, Tensor};
+use crate::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
+
+/// Relative tolerance against the tensor's largest magnitude: |got - want| <= RTOL * max|want| + ATOL.
+pub const RTOL: f64 = 1e-5;
+/// Absolute tolerance.
+pub const ATOL: f64 = 1e-6;
+
+/// A parsed fixture.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub path: PathBuf,
+    pub name: String,
+    pub source: String,
+    pub shape: TtShape,
+    pub pooling: Pooling,
+    pub optimizer: Optimizer,
+    pub cores: Vec<Vec<f32>>,
+    pub indices: Vec<i64>,
+    pub offsets: Vec<i64>,
+    pub weights: Option<Vec<f32>>,
+    pub grad_output: Vec<f32>,
+    /// Expected tensors by name (`expected.output`, `expected.grad.cores.K`, ...).
+    pub expected: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+fn meta<'a>(m: &'a HashMap<String, String>, key: &str, path: &Path) -> Result<&'a str> {
+    m.get(key).map(|s| s.as_str()).ok_or_else(|| Error::file(path, format!("metadata {key} is missing")))
+}
+
+fn take<'a>(t: &'a HashMap<String, Tensor>, name: &str, path: &Path) -> Result<&'a Tensor> {
+    t.get(name).ok_or_else(|| Error::file(path, format!("tensor {name} is missing")))
+}
+
+impl Fixture {
+    /// Reads and checks a fixture file; unknown tensors are an error, not skipped.
+    pub fn read(path: &Path) -> Result<Fixture> {
+        let (m, t) = read_safetensors(path)?;
+        let format = meta(&m, "format", path)?;
+        if format != "ttrec-parity-v1" {
+            return Err(Error::file(path, format!("format {format:?}; ttrec-parity-v1 expected")));
+        }
+        let n: u64 = meta(&m, "num_embeddings", path)?
+            .trim()
+            .parse()
+            .map_err(|_| Error::file(path, "metadata num_embeddings is not an integer"))?;
+        let p = parse_list(&m, "p_shapes", path)?;
+        let q = parse_list(&m, "q_shapes", path)?;
+        let r = parse_list(&m, "tt_ranks", path)?;
+        let shape = TtShape::new(n, &p, &q, &r).map_err(|e| Error::file(path, e.to_string()))?;
+        let pooling = match meta(&m, "pooling", path)? {
+            "sum" => Pooling::Sum,
+            "mean" => Pooling::Mean,
+            o => return Err(Error::file(path, format!("pooling {o:?}; sum or mean expected"))),
+        };
+        let num = |key: &str| -> Result<f32> {
+            meta(&m, key, path)?.trim().parse::<f32>().map_err(|_| Error::file(path, format!("metadata {key} is not a number")))
+        };
+        let optimizer = match meta(&m, "optimizer", path)? {
+            "none" => Optimizer::None,
+            "sgd" => Optimizer::Sgd { lr: num("learning_rate")? },
+            "adagrad" => Optimizer::Adagrad { lr: num("learning_rate")?, eps: num("eps")? },
+            o => return Err(Error::file(path, format!("optimizer {o:?}; none, sgd or adagrad expected"))),
+        };
+        let d = shape.d();
+        let mut cores = Vec::new();
+        for k in 0..d {
+            let name = format!("cores.{k}");
+            let c = take(&t, &name, path)?;
+            if c.shape != shape.core_shape(k) {
+                return Err(Error::file(path, format!("tensor {name} has shape {:?}; {:?} expected", c.shape, shape.core_shape(k))));
+            }
+            cores.push(c.f32s(&name, path)?);
+        }
+        let indices = take(&t, "indices", path)?.i64s("indices", path)?;
+        let offsets = take(&t, "offsets", path)?.i64s("offsets", path)?;
+        let weights = match t.get("per_sample_weights") {
+            Some(w) => Some(w.f32s("per_sample_weights", path)?),
+            None => None,
+        };
+        let grad_output = take(&t, "grad_output", path)?.f32s("grad_output", path)?;
+        let mut known: Vec<String> = vec!["indices".into(), "offsets".into(), "per_sample_weights".into(), "grad_output".into()];
+        known.extend((0..d).map(|k| format!("cores.{k}")));
+        let mut expected_names = vec!["expected.output".to_string()];
+        for k in 0..d {
+            expected_names.push(format!("expected.grad.cores.{k}"));
+            expected_names.push(format!("expected.updated.cores.{k}"));
+            expected_names.push(format!("expected.state.cores.{k}"));
+        }
+        let mut names: Vec<&String> = t.keys().collect();
+        names.sort();
+        let mut expected = Vec::new();
+        for name in names {
+            if known.contains(name) {
+                continue;
+            }
+            if !expected_names.contains(name) {
+                return Err(Error::file(path, format!("unknown tensor {name:?} (a checker must not skip what it does not know)")));
+            }
+            let tensor = &t[name];
+            expected.push((name.clone(), tensor.shape.clone(), tensor.f32s(name, path)?));
+        }
+        if expected.is_empty() {
+            return Err(Error::file(path, "the fixture has no expected tensors"));
+        }
+        Ok(Fixture {
+            path: path.to_path_buf(),
+            name: m.get("name").cloned().unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into()),
+            source: m.get("source").cloned().unwrap_or_default(),
+            shape,
+            pooling,
+            optimizer,
+            cores,
+            indices,
+            offsets,
+            weights,
+            grad_output,
+            expected,
+        })
+    }
+}
+
+/// Worst error of one expected tensor.
+#[derive(Clone, Debug)]
+pub struct TensorCheck {
+    pub name: String,
+    pub worst_abs: f64,
+    pub worst_index: usize,
+    pub tolerance: f64,
+    pub max_abs_want: f64,
+    pub pass: bool,
+}
+
+/// The result of one fixture.
+#[derive(Clone, Debug)]
+pub struct ParityReport {
+    pub name: String,
+    pub source: String,
+    pub checks: Vec<TensorCheck>,
+    /// What was computed: (name, shape, values), named `actual.*`.
+    pub actual: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl ParityReport {
+    pub fn pass(&self) -> bool {
+        self.checks.iter().all(|c| c.pass)
+    }
+}
+
+/// Compares `got` with `want` elementwise within |got - want| <= RTOL * max|want| + ATOL.
+pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
+    let max_abs_want = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+    let tolerance = RTOL * max_abs_want + ATOL;
+    let mut worst_abs = if got.len() == want.len() { 0.0 } else { f64::INFINITY };
+    let mut worst_index = 0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w as f64).abs();
+        if !(e <= worst_abs) {
+            worst_abs = e;
+            worst_index = i;
+        }
+        if e.is_nan() {
+            worst_abs = f64::NAN;
+            worst_index = i;
+            break;
+        }
+    }
+    TensorCheck { name: name.to_string(), worst_abs, worst_index, tolerance, max_abs_want, pass: worst_abs <= tolerance }
+}
+
+/// Runs a fixture on `gpu`: one forward+backward (with the fixture's fused optimizer) in one
+/// submit, then compares output, gradients, updated cores and optimizer state.
+pub fn run_fixture(gpu: &Gpu, fx: &Fixture) -> Result<ParityReport> {
+    let options = TtOptions { pooling: fx.pooling, optimizer: fx.optimizer, ..TtOptions::default() };
+    let mut table = TtEmbeddingBag::from_cores(gpu, fx.shape.clone(), &fx.cores, options)?;
+    let mut bags = Bags::new(&fx.indices, &fx.offsets);
+    if let Some(w) = &fx.weights {
+        bags = bags.with_weights(w);
+    }
+    let output = table.forward_backward(&bags, &fx.grad_output)?;
+    let d = fx.shape.d();
+    let b = bags.num_bags();
+    let mut actual = vec![("actual.output".to_string(), vec![b, fx.shape.dim()], output)];
+    let grads = table.grads()?;
+    for (k, g) in grads.into_iter().enumerate() {
+        actual.push((format!("actual.grad.cores.{k}"), fx.shape.core_shape(k).to_vec(), g));
+    }
+    if fx.optimizer != Optimizer::None {
+        for (k, c) in table.cores()?.into_iter().enumerate() {
+            actual.push((format!("actual.updated.cores.{k}"), fx.shape.core_shape(k).to_vec(), c));
+        }
+        if let Some(state) = table.optimizer_state()? {
+            for (k, s) in state.into_iter().enumerate() {
+                actual.push((format!("actual.state.cores.{k}"), fx.shape.core_shape(k).to_vec(), s));
+            }
+        }
+    }
+    let _ = d;
+    let mut checks = Vec::new();
+    for (name, shape, want) in &fx.expected {
+        let actual_name = name.replacen("expected.", "actual.", 1);
+        let got = actual.iter().find(|(n, _, _)| *n == actual_name);
+        let check = match got {
+            Some((_, gshape, got)) if gshape == shape => compare(name, got, want),
+            Some((_, gshape, _)) => TensorCheck {
+                name: format!("{name} (shape {gshape:?} computed, {shape:?} expected)"),
+                worst_abs: f64::INFINITY,
+                worst_index: 0,
+                tolerance: 0.0,
+                max_abs_want: 0.0,
+                pass: false,
+            },
+            None => TensorCheck {
+                name: format!("{name} (not computed: the fixture's optimizer does not produce it)"),
+                worst_abs: f64::INFINITY,
+                worst_index: 0,
+                tolerance: 0.0,
+                max_abs_want: 0.0,
+                pass: false,
+            },
+        };
+        checks.push(check);
+    }
+    Ok(ParityReport { name: fx.name.clone(), source: fx.source.clone(), checks, actual })
+}
+
+/// Writes what a report computed to `dir/<fixture file name>` as safetensors.
+pub fn dump(report: &ParityReport, fixture_path: &Path, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+    let file = fixture_path.file_name().ok_or_else(|| Error::file(fixture_path, "not a file"))?;
+    let out = dir.join(file);
+    let meta = HashMap::from([("format".to_string(), "ttrec-parity-actual-v1".to_string()), ("name".to_string(), report.name.clone())]);
+    write_safetensors(&out, &report.actual, meta)?;
+    Ok(out)
+}
+
+/// The `.safetensors` files of `dir`, sorted.
+pub fn fixtures_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::file(dir, format!("cannot list: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("safetensors"))
+        .collect();
+    v.sort();
+    Ok(v)
+}

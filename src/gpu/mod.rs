@@ -1,1 +1,371 @@
-//! gpu
+//! The GPU layer: adapter and device (own or borrowed), limits and features, buffers and their
+//! pool, the pipeline cache keyed by (shader, entry point, override constants), readback and
+//! timestamps. It knows no model.
+
+mod pool;
+pub mod shaders;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+pub use pool::BufferPool;
+
+/// Whether the adapter computes on a CPU (lavapipe, llvmpipe, WARP) or on a GPU: kernels pick
+/// their variant by this, since the two want opposite trade-offs (registers vs shared memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterClass {
+    Cpu,
+    Gpu,
+}
+
+/// How long a blocking wait on the GPU may take before it is reported as a hang.
+pub const GPU_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Key of a cached pipeline: shader, entry point and override constants (as f64 bits).
+type PipelineKey = (&'static str, &'static str, Vec<(String, u64)>);
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    class: AdapterClass,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    pool: Mutex<BufferPool>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// A wgpu device and queue with ttrec's caches. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+/// Options for choosing an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterOptions {
+    /// Case-insensitive substring of the adapter name to use (default: `TTREC_ADAPTER`).
+    pub name: Option<String>,
+}
+
+impl AdapterOptions {
+    /// Options from the environment: `TTREC_ADAPTER` picks an adapter by name; `WGPU_BACKEND`
+    /// (vulkan, metal, dx12, gl) limits the backends searched.
+    pub fn from_env() -> Self {
+        AdapterOptions { name: std::env::var("TTREC_ADAPTER").ok().filter(|s| !s.is_empty()) }
+    }
+}
+
+fn adapter_rank(info: &wgpu::AdapterInfo) -> u32 {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 40,
+        wgpu::DeviceType::IntegratedGpu => 30,
+        wgpu::DeviceType::VirtualGpu => 20,
+        wgpu::DeviceType::Cpu => 10,
+        wgpu::DeviceType::Other => 0,
+    };
+    // GL compute is a last resort: Mesa's GL llvmpipe is slower than lavapipe and lacks features.
+    let backend = if info.backend == wgpu::Backend::Gl { 0 } else { 5 };
+    ty + backend
+}
+
+const NO_ADAPTER_HELP: &str = "install a Vulkan, Metal or DX12 driver; on Linux without a GPU, \
+Mesa's CPU Vulkan driver lavapipe works: `apt-get install mesa-vulkan-drivers libvulkan1`";
+
+impl Gpu {
+    /// Picks an adapter (a real GPU before a CPU adapter, or the one named by `TTREC_ADAPTER`),
+    /// honouring `WGPU_BACKEND`, and creates a device with the adapter's own limits.
+    pub fn new() -> Result<Self> {
+        Self::with_options(&AdapterOptions::from_env())
+    }
+
+    /// Like [`Gpu::new`] with explicit options.
+    pub fn with_options(opts: &AdapterOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!("wgpu found no adapter; {NO_ADAPTER_HELP}")));
+        }
+        let names: Vec<String> =
+            adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
+        let chosen = match &opts.name {
+            Some(want) => {
+                let want_l = want.to_lowercase();
+                adapters
+                    .into_iter()
+                    .filter(|a| a.get_info().name.to_lowercase().contains(&want_l))
+                    .max_by_key(|a| adapter_rank(&a.get_info()))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            "no adapter name contains {want:?} (TTREC_ADAPTER); available: {}",
+                            names.join(", ")
+                        ))
+                    })?
+            }
+            None => adapters.into_iter().max_by_key(|a| adapter_rank(&a.get_info())).expect("non-empty"),
+        };
+        Self::from_adapter(&chosen)
+    }
+
+    /// Creates the device on `adapter`, asking for its full limits and the features that help.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ttrec"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Gpu(format!("creating a device on {}: {e}", info.name)))?;
+        Ok(Self::from_parts(device, queue, info))
+    }
+
+    /// Uses a device and queue the application already owns (an app that renders with wgpu
+    /// keeps one device). `info` names the adapter in reports; limits are read off the device.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        Self::from_parts(device, queue, info)
+    }
+
+    fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+        }));
+        let limits = device.limits();
+        let class = if info.device_type == wgpu::DeviceType::Cpu { AdapterClass::Cpu } else { AdapterClass::Gpu };
+        Gpu {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                class,
+                modules: Mutex::new(HashMap::new()),
+                pipelines: Mutex::new(HashMap::new()),
+                pool: Mutex::new(BufferPool::default()),
+                errors,
+            }),
+        }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    pub fn class(&self) -> AdapterClass {
+        self.inner.class
+    }
+    /// Whether GPU timestamps can be written between passes.
+    pub fn has_timestamps(&self) -> bool {
+        self.device().features().contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    /// "name (backend, device type)": how reports name the adapter.
+    pub fn adapter_name(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+    }
+
+    /// Returns the first GPU error raised since the last check, if any.
+    pub fn take_error(&self) -> Result<()> {
+        let mut errs = self.inner.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let msg = errs.join("; ");
+            errs.clear();
+            Err(Error::Gpu(msg))
+        }
+    }
+
+    /// A compute pipeline for `entry` of `shader` specialised by override `constants`, built once
+    /// and then served from the cache.
+    pub fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key: PipelineKey =
+            (shader, entry, constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect());
+        if let Some(p) = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let module = {
+            let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+            match modules.get(shader) {
+                Some(m) => m.clone(),
+                None => {
+                    let source = shaders::source(shader)
+                        .ok_or_else(|| Error::Gpu(format!("unknown shader {shader:?}")))?;
+                    let m = self.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                    modules.insert(shader, m.clone());
+                    m
+                }
+            }
+        };
+        let label = format!("{shader}::{entry}");
+        let pipeline = self.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        self.take_error().map_err(|e| Error::Gpu(format!("building pipeline {label}: {e}")))?;
+        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of pipelines built so far (tests check that replays build none).
+    pub fn pipelines_built(&self) -> usize {
+        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A storage buffer of at least `bytes` bytes (rounded up to 16), usable as copy source and
+    /// destination.
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A uniform buffer of `bytes` bytes.
+    pub fn uniform(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buf = self.storage(label, bytes.len() as u64);
+        if !bytes.is_empty() {
+            self.queue().write_buffer(&buf, 0, bytes);
+        }
+        buf
+    }
+
+    /// Takes a pooled storage buffer of at least `bytes` bytes.
+    pub fn acquire(&self, bytes: u64) -> wgpu::Buffer {
+        let size = pool::size_class(bytes);
+        let found = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner()).take(size);
+        found.unwrap_or_else(|| self.storage("ttrec pooled", size))
+    }
+
+    /// Returns a buffer taken with [`Gpu::acquire`] to the pool.
+    pub fn release(&self, buffer: wgpu::Buffer) {
+        self.inner.pool.lock().unwrap_or_else(|p| p.into_inner()).put(buffer);
+    }
+
+    /// Waits for all submitted work, with [`GPU_WAIT_TIMEOUT`] as the limit.
+    pub fn wait(&self) -> Result<()> {
+        self.device()
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(GPU_WAIT_TIMEOUT) })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.take_error()
+    }
+
+    /// Copies `bytes` bytes of `buffer` from `offset` back to the host.
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let padded = bytes.div_ceil(4) * 4;
+        let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ttrec readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device().create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+        self.queue().submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| Error::Gpu("readback was never mapped".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Reads `len` f32 values of `buffer` from element `start`.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, start: usize, len: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, start as u64 * 4, len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Reads `len` u32 values of `buffer` from element `start`.
+    pub fn read_u32(&self, buffer: &wgpu::Buffer, start: usize, len: usize) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buffer, start as u64 * 4, len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Writes `data` into `buffer` at the start of the next submit.
+    pub fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, data: &[T]) {
+        if !data.is_empty() {
+            self.queue().write_buffer(buffer, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Largest storage binding in bytes.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits().max_storage_buffer_binding_size as u64).min(self.limits().max_buffer_size)
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.adapter_name())
+    }
+}
+
+/// Workgroup counts for `invocations` threads in groups of `wg`, folded into y when x would exceed
+/// the per-dimension limit; kernels rebuild the linear id from `num_workgroups`.
+pub fn grid(invocations: u64, wg: u32, max_dim: u32) -> [u32; 3] {
+    let groups = invocations.div_ceil(wg as u64).max(1);
+    if groups <= max_dim as u64 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(max_dim as u64);
+        let x = groups.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}

@@ -27,3 +27,11 @@ pub enum Optimizer {
     /// s <- s + g^2; W <- W - lr * g / (sqrt(s) + eps); s starts at 0.
     Adagrad { lr: f32, eps: f32 },
 }
+
+pub mod batch;
+pub mod checkpoint;
+pub mod table;
+
+pub use batch::{Bags, Ids};
+pub use init::init_cores;
+pub use table::{Mode, TtEmbeddingBag, TtOptions};

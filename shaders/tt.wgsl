@@ -1,0 +1,247 @@
+// TT-EmbeddingBag kernels: the per-lookup core chain (forward and its transpose for backward),
+// bag pooling, the per-lookup output gradient, segment-ordered core gradients and the fused
+// optimizers. CPU twin: src/reference/tt.rs. Launchers: src/kernels/tt.rs.
+//
+// Every kernel is deterministic: each output element is written by exactly one invocation, which
+// reduces its terms in a fixed order (lookups of a row are visited in the host-sorted order, chunks
+// one after the other). No atomics.
+//
+// Layout: core k is [p_k, R_k * q_k * R_{k+1}]; the slice of digit i is row-major [R_k, q_k, R_{k+1}].
+// Per-lookup prefixes P_k are [Q_k, R_k] (Q_k = q_0 ... q_{k-1}), row-major.
+
+const WG: u32 = 64u;
+
+// One chunk of the lookups of a call; every chunk has its own uniform buffer.
+struct Chunk {
+    start: u32,     // first (global) lookup of the chunk
+    len: u32,       // lookups in the chunk (0 for chunks past the call's lookups)
+    cap: u32,       // stride between the per-core sections of `digits` and `sorted`
+    num_bags: u32,  // bags of the call
+    index: u32,     // chunk number (selects the segment table of the chunk)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+// ---------------------------------------------------------------------------------------------
+// chain: C[n] = A[n] (M x K) * B (K x N), B = the slice of core CORE_K at the lookup's digit
+// (or its transpose [N, K] stored, when TRANS_B). A comes from scratch (one M x K block per
+// lookup) or, when A_FROM_CORE, from core 0's slice at the lookup's digit 0.
+// Each invocation computes a 4 x 4 register tile of C.
+
+override M: u32 = 1u;
+override K: u32 = 1u;
+override N: u32 = 1u;
+override CORE_K: u32 = 1u;
+override TRANS_B: bool = false;
+override A_FROM_CORE: bool = false;
+
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read> digits: array<u32>;
+@group(0) @binding(2) var<storage, read> chain_a: array<f32>;
+@group(0) @binding(3) var<storage, read> chain_b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> chain_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn chain(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let mt = (M + 3u) / 4u;
+    let nt = (N + 3u) / 4u;
+    let per = mt * nt;
+    let id = linear_id(wid, nwg, lid);
+    let n = id / per;
+    if (n >= chunk.len) {
+        return;
+    }
+    let rem = id - n * per;
+    let m0 = (rem / nt) * 4u;
+    let c0 = (rem % nt) * 4u;
+    let g = chunk.start + n;
+    var a_base = n * M * K;
+    if (A_FROM_CORE) {
+        a_base = digits[g] * M * K;
+    }
+    let b_base = digits[CORE_K * chunk.cap + g] * K * N;
+    // Clamped rows/columns load valid memory; their results are not stored.
+    let m1 = min(m0 + 1u, M - 1u);
+    let m2 = min(m0 + 2u, M - 1u);
+    let m3 = min(m0 + 3u, M - 1u);
+    let c1 = min(c0 + 1u, N - 1u);
+    let c2 = min(c0 + 2u, N - 1u);
+    let c3 = min(c0 + 3u, N - 1u);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var kk = 0u; kk < K; kk = kk + 1u) {
+        var b: vec4<f32>;
+        if (TRANS_B) {
+            b = vec4<f32>(chain_b[b_base + c0 * K + kk], chain_b[b_base + c1 * K + kk],
+                          chain_b[b_base + c2 * K + kk], chain_b[b_base + c3 * K + kk]);
+        } else {
+            let row = b_base + kk * N;
+            b = vec4<f32>(chain_b[row + c0], chain_b[row + c1], chain_b[row + c2], chain_b[row + c3]);
+        }
+        acc0 = acc0 + chain_a[a_base + m0 * K + kk] * b;
+        acc1 = acc1 + chain_a[a_base + m1 * K + kk] * b;
+        acc2 = acc2 + chain_a[a_base + m2 * K + kk] * b;
+        acc3 = acc3 + chain_a[a_base + m3 * K + kk] * b;
+    }
+    let o = n * M * N;
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = m0 + i;
+        if (m < M) {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                let c = c0 + j;
+                if (c < N) {
+                    chain_out[o + m * N + c] = accs[i][j];
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pool: out[b, c] += sum over the chunk's lookups n of bag b (in order) of scale[n] * rows[n, c].
+// scale holds the per-sample weight (sum), 1 (sum) or 1 / bag length (mean).
+
+override D: u32 = 1u;
+
+@group(0) @binding(1) var<storage, read> pool_offsets: array<u32>;
+@group(0) @binding(2) var<storage, read> pool_scale: array<f32>;
+@group(0) @binding(3) var<storage, read> pool_rows: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pool_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let b = id / D;
+    if (b >= chunk.num_bags) {
+        return;
+    }
+    let c = id - b * D;
+    let lo = max(pool_offsets[b], chunk.start);
+    let hi = min(pool_offsets[b + 1u], chunk.start + chunk.len);
+    if (lo >= hi) {
+        return;
+    }
+    var acc = 0.0;
+    for (var n = lo; n < hi; n = n + 1u) {
+        acc = acc + pool_scale[n] * pool_rows[(n - chunk.start) * D + c];
+    }
+    pool_out[b * D + c] = pool_out[b * D + c] + acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// row_grad: drow[n, c] = scale[n] * dout[bag[n], c], the gradient reaching each lookup's row.
+
+@group(0) @binding(1) var<storage, read> rg_bag: array<u32>;
+@group(0) @binding(2) var<storage, read> rg_scale: array<f32>;
+@group(0) @binding(3) var<storage, read> rg_dout: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rg_drow: array<f32>;
+
+@compute @workgroup_size(64)
+fn row_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let n = id / D;
+    if (n >= chunk.len) {
+        return;
+    }
+    let c = id - n * D;
+    let g = chunk.start + n;
+    rg_drow[n * D + c] = rg_scale[g] * rg_dout[rg_bag[g] * D + c];
+}
+
+// ---------------------------------------------------------------------------------------------
+// core_grad: grad_k[row] += sum over the chunk's lookups n with digit_k(n) = row, in sorted order,
+// of P_k(n)^T (RK x QK) * dP_{k+1}(n) (QK x NK). P_k is 1 for core 0 (P_MODE 0), core 0's slice
+// for core 1 (P_MODE 1), scratch otherwise (P_MODE 2). Each invocation owns a 4 x 4 tile of one
+// row's [RK, NK] gradient.
+
+override QK: u32 = 1u;
+override RK: u32 = 1u;
+override NK: u32 = 1u;
+override PK: u32 = 1u;
+override P_MODE: u32 = 0u;
+
+@group(0) @binding(1) var<storage, read> cg_digits: array<u32>;
+@group(0) @binding(2) var<storage, read> cg_sorted: array<u32>;
+@group(0) @binding(3) var<storage, read> cg_segments: array<u32>;
+@group(0) @binding(4) var<storage, read> cg_p: array<f32>;
+@group(0) @binding(5) var<storage, read> cg_dp: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cg_grad: array<f32>;
+
+@compute @workgroup_size(64)
+fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let rt = (RK + 3u) / 4u;
+    let nt = (NK + 3u) / 4u;
+    let per = rt * nt;
+    let id = linear_id(wid, nwg, lid);
+    let row = id / per;
+    if (row >= PK) {
+        return;
+    }
+    let seg = chunk.index * (PK + 1u) + row;
+    let s0 = cg_segments[seg];
+    let s1 = cg_segments[seg + 1u];
+    if (s0 >= s1) {
+        return;
+    }
+    let rem = id - row * per;
+    let r0 = (rem / nt) * 4u;
+    let c0 = (rem % nt) * 4u;
+    let r1 = min(r0 + 1u, RK - 1u);
+    let r2 = min(r0 + 2u, RK - 1u);
+    let r3 = min(r0 + 3u, RK - 1u);
+    let c1 = min(c0 + 1u, NK - 1u);
+    let c2 = min(c0 + 2u, NK - 1u);
+    let c3 = min(c0 + 3u, NK - 1u);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let core_section = CORE_K * chunk.cap;
+    for (var s = s0; s < s1; s = s + 1u) {
+        let g = cg_sorted[core_section + s];
+        let n = g - chunk.start;
+        var p_base = n * QK * RK;
+        if (P_MODE == 1u) {
+            p_base = cg_digits[g] * QK * RK;
+        }
+        let dp_base = n * QK * NK;
+        for (var a = 0u; a < QK; a = a + 1u) {
+            let d = dp_base + a * NK;
+            let dpv = vec4<f32>(cg_dp[d + c0], cg_dp[d + c1], cg_dp[d + c2], cg_dp[d + c3]);
+            var pv = vec4<f32>(1.0);
+            if (P_MODE != 0u) {
+                let p = p_base + a * RK;
+                pv = vec4<f32>(cg_p[p + r0], cg_p[p + r1], cg_p[p + r2], cg_p[p + r3]);
+            }
+            acc0 = acc0 + pv.x * dpv;
+            acc1 = acc1 + pv.y * dpv;
+            acc2 = acc2 + pv.z * dpv;
+            acc3 = acc3 + pv.w * dpv;
+        }
+    }
+    let o = row * RK * NK;
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = r0 + i;
+        if (r < RK) {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                let c = c0 + j;
+                if (c < NK) {
+                    cg_grad[o + r * NK + c] = cg_grad[o + r * NK + c] + accs[i][j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The WGSL sources under `shaders/`, embedded in the binary.
+
+/// (name, source) of every shader; a test validates each with naga.
+pub const ALL: &[(&str, &str)] = &[
+    ("tt", include_str!("../../shaders/tt.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
+];
+
+/// The source of shader `name`.
+pub fn source(name: &str) -> Option<&'static str> {
+    ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}

@@ -1,0 +1,45 @@
+//! Launcher of `shaders/optim.wgsl`: fused SGD and Adagrad over a whole parameter buffer.
+
+use crate::error::Result;
+use crate::graph::{Buf, GraphBuilder};
+use crate::gpu::grid;
+use crate::kernels::WORKGROUP;
+
+/// Uniform parameters of an update (the WGSL `OptParams`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct OptParams {
+    pub lr: f32,
+    pub eps: f32,
+    pub len: u32,
+    pub _pad: u32,
+}
+
+/// Which update the kernel applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    Sgd,
+    Adagrad,
+}
+
+/// Adds the update of `len` elements of `weight` from `grad` (and `state` for Adagrad; any buffer
+/// for SGD) with the learning rate and eps held in the uniform buffer `params`.
+pub fn record_update(
+    g: &mut GraphBuilder,
+    label: &str,
+    kind: UpdateKind,
+    params: Buf,
+    grad: Buf,
+    weight: Buf,
+    state: Buf,
+    len: usize,
+) -> Result<()> {
+    let code = match kind {
+        UpdateKind::Sgd => 0.0,
+        UpdateKind::Adagrad => 1.0,
+    };
+    let pipeline = g.gpu().pipeline("optim", "optim", &[("OPTIMIZER", code)])?;
+    let groups = grid(len as u64, WORKGROUP, g.gpu().limits().max_compute_workgroups_per_dimension);
+    g.dispatch(label, pipeline, vec![params, grad, weight, state], groups);
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Launchers of `shaders/tt.wgsl`: the per-lookup core chain, pooling, the row gradient and the
+//! segment-ordered core gradient, each specialised by override constants for its shapes.
+
+use crate::error::Result;
+use crate::gpu::grid;
+use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::WORKGROUP;
+
+/// The per-chunk uniform (the WGSL `Chunk`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ChunkParams {
+    pub start: u32,
+    pub len: u32,
+    pub cap: u32,
+    pub num_bags: u32,
+    pub index: u32,
+    pub _pad: [u32; 3],
+}
+
+fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
+    grid(invocations, WORKGROUP, g.gpu().limits().max_compute_workgroups_per_dimension)
+}
+
+/// Shapes of one chain product C = A (m x k) * B (k x n) per lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Core whose slice is B (its digit selects the slice).
+    pub core: usize,
+    /// B is stored transposed ([n, k]): the backward direction.
+    pub trans_b: bool,
+    /// A is core 0's slice at the lookup's digit 0 instead of scratch.
+    pub a_from_core: bool,
+}
+
+/// Adds one chain product for up to `max_lookups` lookups of a chunk.
+#[allow(clippy::too_many_arguments)]
+pub fn record_chain(
+    g: &mut GraphBuilder,
+    label: String,
+    s: ChainShape,
+    chunk: Buf,
+    digits: Buf,
+    a: Buf,
+    core: Buf,
+    out: Buf,
+    max_lookups: usize,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "tt",
+        "chain",
+        &[
+            ("M", s.m as f64),
+            ("K", s.k as f64),
+            ("N", s.n as f64),
+            ("CORE_K", s.core as f64),
+            ("TRANS_B", if s.trans_b { 1.0 } else { 0.0 }),
+            ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
+        ],
+    )?;
+    let inv = max_lookups as u64 * s.m.div_ceil(4) as u64 * s.n.div_ceil(4) as u64;
+    let gr = groups(g, inv);
+    g.dispatch(label, pipeline, vec![chunk, digits, a, core, out], gr);
+    Ok(())
+}
+
+/// Adds the pooling of a chunk's rows into the bag outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn record_pool(
+    g: &mut GraphBuilder,
+    label: String,
+    dim: usize,
+    chunk: Buf,
+    offsets: Buf,
+    scale: Buf,
+    rows: Buf,
+    out: Buf,
+    max_bags: usize,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline("tt", "pool", &[("D", dim as f64)])?;
+    let gr = groups(g, max_bags as u64 * dim as u64);
+    g.dispatch(label, pipeline, vec![chunk, offsets, scale, rows, out], gr);
+    Ok(())
+}
+
+/// Adds the per-lookup row gradient drow[n] = scale[n] * dout[bag[n]].
+#[allow(clippy::too_many_arguments)]
+pub fn record_row_grad(
+    g: &mut GraphBuilder,
+    label: String,
+    dim: usize,
+    chunk: Buf,
+    bag: Buf,
+    scale: Buf,
+    dout: Buf,
+    drow: Buf,
+    max_lookups: usize,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline("tt", "row_grad", &[("D", dim as f64)])?;
+    let gr = groups(g, max_lookups as u64 * dim as u64);
+    g.dispatch(label, pipeline, vec![chunk, bag, scale, dout, drow], gr);
+    Ok(())
+}
+
+/// Where the left factor P_k of a core gradient comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefixSource {
+    /// P_0 = 1 (core 0).
+    One,
+    /// P_1 = core 0's slice.
+    Core0,
+    /// P_k from scratch.
+    Scratch,
+}
+
+/// Shapes of one core gradient: grad[row] (rk x nk) += P^T (rk x qk) * dP (qk x nk).
+#[derive(Clone, Copy, Debug)]
+pub struct CoreGradShape {
+    pub core: usize,
+    pub rows: usize,
+    pub qk: usize,
+    pub rk: usize,
+    pub nk: usize,
+    pub prefix: PrefixSource,
+}
+
+/// Adds the accumulation of one chunk's contribution to core `s.core`'s gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn record_core_grad(
+    g: &mut GraphBuilder,
+    label: String,
+    s: CoreGradShape,
+    chunk: Buf,
+    digits: Buf,
+    sorted: Buf,
+    segments: Buf,
+    prefix: Buf,
+    dp: Buf,
+    grad: Buf,
+) -> Result<()> {
+    let mode = match s.prefix {
+        PrefixSource::One => 0.0,
+        PrefixSource::Core0 => 1.0,
+        PrefixSource::Scratch => 2.0,
+    };
+    let pipeline = g.gpu().pipeline(
+        "tt",
+        "core_grad",
+        &[
+            ("QK", s.qk as f64),
+            ("RK", s.rk as f64),
+            ("NK", s.nk as f64),
+            ("PK", s.rows as f64),
+            ("P_MODE", mode),
+            ("CORE_K", s.core as f64),
+        ],
+    )?;
+    let inv = s.rows as u64 * s.rk.div_ceil(4) as u64 * s.nk.div_ceil(4) as u64;
+    let gr = groups(g, inv);
+    g.dispatch(label, pipeline, vec![chunk, digits, sorted, segments, prefix, dp, grad], gr);
+    Ok(())
+}

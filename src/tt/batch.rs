@@ -1,0 +1,212 @@
+//! Bags of lookups as the caller gives them, their validation, and their preparation on the host
+//! into the arrays the kernels read (row digits, bag of each lookup, pooling scale, and for each
+//! core the lookups sorted by digit per chunk so gradients reduce in a fixed order).
+
+use crate::error::{Error, Result};
+use crate::tt::{Pooling, TtShape};
+
+/// Integer ids as the caller holds them: u32 or i64 (PyTorch's default index type).
+#[derive(Clone, Copy, Debug)]
+pub enum Ids<'a> {
+    U32(&'a [u32]),
+    I64(&'a [i64]),
+}
+
+impl Ids<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Ids::U32(v) => v.len(),
+            Ids::I64(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Element `i` widened to i64.
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            Ids::U32(v) => v[i] as i64,
+            Ids::I64(v) => v[i],
+        }
+    }
+}
+
+impl<'a> From<&'a [u32]> for Ids<'a> {
+    fn from(v: &'a [u32]) -> Self {
+        Ids::U32(v)
+    }
+}
+impl<'a> From<&'a [i64]> for Ids<'a> {
+    fn from(v: &'a [i64]) -> Self {
+        Ids::I64(v)
+    }
+}
+impl<'a> From<&'a Vec<u32>> for Ids<'a> {
+    fn from(v: &'a Vec<u32>) -> Self {
+        Ids::U32(v)
+    }
+}
+impl<'a> From<&'a Vec<i64>> for Ids<'a> {
+    fn from(v: &'a Vec<i64>) -> Self {
+        Ids::I64(v)
+    }
+}
+
+/// A batch of B bags: `indices` of all lookups, B+1 `offsets` (offsets[0] = 0,
+/// offsets[B] = indices.len(), non-decreasing), optional per-sample `weights` (sum pooling only).
+#[derive(Clone, Copy, Debug)]
+pub struct Bags<'a> {
+    pub indices: Ids<'a>,
+    pub offsets: Ids<'a>,
+    pub weights: Option<&'a [f32]>,
+}
+
+impl<'a> Bags<'a> {
+    pub fn new(indices: impl Into<Ids<'a>>, offsets: impl Into<Ids<'a>>) -> Self {
+        Bags { indices: indices.into(), offsets: offsets.into(), weights: None }
+    }
+    pub fn with_weights(mut self, weights: &'a [f32]) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+    /// Number of bags B (0 when offsets is empty, which validation rejects).
+    pub fn num_bags(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+    /// Number of lookups.
+    pub fn nnz(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Checks the batch against a table: every problem is named with its position and value.
+    pub fn validate(&self, shape: &TtShape, pooling: Pooling) -> Result<()> {
+        let nnz = self.indices.len();
+        if nnz >= (1 << 31) {
+            return Err(Error::input(None, format!("{nnz} lookups in one call; at most 2^31 - 1")));
+        }
+        let no = self.offsets.len();
+        if no == 0 {
+            return Err(Error::input(None, "offsets is empty; B bags need B+1 offsets (the last = number of indices)"));
+        }
+        if self.offsets.get(0) != 0 {
+            return Err(Error::input(None, format!("offsets[0] = {}; it must be 0", self.offsets.get(0))));
+        }
+        for i in 1..no {
+            let (a, b) = (self.offsets.get(i - 1), self.offsets.get(i));
+            if b < a {
+                return Err(Error::input(None, format!("offsets decrease at position {i}: {a} then {b}")));
+            }
+        }
+        let last = self.offsets.get(no - 1);
+        if last != nnz as i64 {
+            return Err(Error::input(
+                None,
+                format!("offsets[{}] = {last} but there are {nnz} indices; the last offset must equal the number of indices", no - 1),
+            ));
+        }
+        let n = shape.num_embeddings as i64;
+        for i in 0..nnz {
+            let v = self.indices.get(i);
+            if v < 0 || v >= n {
+                return Err(Error::input(
+                    None,
+                    format!("index {v} at position {i} is out of range; the table has {n} rows (0..{n})"),
+                ));
+            }
+        }
+        if let Some(w) = self.weights {
+            if pooling == Pooling::Mean {
+                return Err(Error::input(None, "per-sample weights are only allowed with sum pooling, not mean"));
+            }
+            if w.len() != nnz {
+                return Err(Error::input(None, format!("{} per-sample weights for {nnz} indices", w.len())));
+            }
+            if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+                return Err(Error::input(None, format!("per-sample weight at position {i} is {}", w[i])));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A validated batch laid out for the kernels, padded to the plan's capacities.
+#[derive(Debug, Default)]
+pub struct HostBatch {
+    pub nnz: usize,
+    pub num_bags: usize,
+    /// Row digit of lookup n for core k at `k * nnz_cap + n`.
+    pub digits: Vec<u32>,
+    /// Bag of each lookup.
+    pub bag: Vec<u32>,
+    /// Pooling factor of each lookup: weight (sum), 1 (sum), 1 / bag length (mean).
+    pub scale: Vec<f32>,
+    /// B+1 offsets padded with nnz to bag_cap + 1.
+    pub offsets: Vec<u32>,
+    /// For core k at `k * nnz_cap + s`: lookups of each chunk sorted by digit k (stable).
+    pub sorted: Vec<u32>,
+    /// For core k: per chunk, p_k + 1 positions into `sorted` where each digit's run starts.
+    pub segments: Vec<Vec<u32>>,
+}
+
+/// Lays a validated batch out for a plan with `nnz_cap` lookups, `bag_cap` bags and chunks of
+/// `chunk` lookups. O(nnz * d + chunks * sum(p)).
+pub fn prepare(shape: &TtShape, bags: &Bags, pooling: Pooling, nnz_cap: usize, bag_cap: usize, chunk: usize) -> HostBatch {
+    let d = shape.d();
+    let nnz = bags.nnz();
+    let nb = bags.num_bags();
+    let mut digits = vec![0u32; d * nnz_cap];
+    let mut bag = vec![0u32; nnz_cap];
+    let mut scale = vec![0f32; nnz_cap];
+    let mut offsets = vec![nnz as u32; bag_cap + 1];
+    for b in 0..nb {
+        let (lo, hi) = (bags.offsets.get(b) as usize, bags.offsets.get(b + 1) as usize);
+        offsets[b] = lo as u32;
+        let mean = 1.0 / (hi - lo).max(1) as f32;
+        for n in lo..hi {
+            bag[n] = b as u32;
+            scale[n] = match (pooling, bags.weights) {
+                (Pooling::Mean, _) => mean,
+                (Pooling::Sum, Some(w)) => w[n],
+                (Pooling::Sum, None) => 1.0,
+            };
+        }
+    }
+    offsets[nb] = nnz as u32;
+    for n in 0..nnz {
+        let mut rest = bags.indices.get(n) as u64;
+        for k in (0..d).rev() {
+            digits[k * nnz_cap + n] = (rest % shape.p[k] as u64) as u32;
+            rest /= shape.p[k] as u64;
+        }
+    }
+    let chunks = nnz_cap.div_ceil(chunk).max(1);
+    let mut sorted = vec![0u32; d * nnz_cap];
+    let mut segments = Vec::with_capacity(d);
+    for k in 0..d {
+        let p = shape.p[k];
+        let mut seg = vec![0u32; chunks * (p + 1)];
+        let dk = &digits[k * nnz_cap..(k + 1) * nnz_cap];
+        let out = &mut sorted[k * nnz_cap..(k + 1) * nnz_cap];
+        let mut count = vec![0u32; p + 1];
+        for c in 0..chunks {
+            let start = (c * chunk).min(nnz);
+            let end = ((c + 1) * chunk).min(nnz);
+            count.iter_mut().for_each(|x| *x = 0);
+            for &dg in &dk[start..end] {
+                count[dg as usize + 1] += 1;
+            }
+            let s = &mut seg[c * (p + 1)..(c + 1) * (p + 1)];
+            s[0] = start as u32;
+            for r in 0..p {
+                s[r + 1] = s[r] + count[r + 1];
+            }
+            let mut next: Vec<u32> = s[..p].to_vec();
+            for (n, &dg) in dk.iter().enumerate().take(end).skip(start) {
+                out[next[dg as usize] as usize] = n as u32;
+                next[dg as usize] += 1;
+            }
+        }
+        segments.push(seg);
+    }
+    HostBatch { nnz, num_bags: nb, digits, bag, scale, offsets, sorted, segments }
+}

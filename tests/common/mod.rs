@@ -1,0 +1,67 @@
+//! Shared helpers of the GPU tests.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The adapter the tests run on: the same choice as the library (TTREC_ADAPTER, WGPU_BACKEND).
+/// With no adapter the tests fail, they do not skip.
+pub fn gpu() -> ttrec::gpu::Gpu {
+    ttrec::gpu::Gpu::new().unwrap_or_else(|e| panic!("tests need a wgpu adapter (lavapipe works): {e}"))
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Random non-zero values in about [-1, 1].
+pub fn values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v: f32 = rng.random_range(-1.0..1.0);
+            if v.abs() < 0.05 { v + 0.1f32.copysign(v) } else { v }
+        })
+        .collect()
+}
+
+/// Random bags: `b` bags with lengths in [0, max_len], indices < n.
+pub fn bags(rng: &mut ChaCha8Rng, b: usize, max_len: usize, n: u64) -> (Vec<i64>, Vec<i64>) {
+    let mut offsets = vec![0i64];
+    let mut indices = Vec::new();
+    for _ in 0..b {
+        let len = rng.random_range(0..=max_len);
+        for _ in 0..len {
+            indices.push(rng.random_range(0..n) as i64);
+        }
+        offsets.push(indices.len() as i64);
+    }
+    (indices, offsets)
+}
+
+/// Asserts |got - want| <= rtol * max|want| + atol elementwise, naming the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let tol = rtol * scale + atol;
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w).abs();
+        assert!(!e.is_nan(), "{what}: NaN at {i}");
+        if e > worst.0 {
+            worst = (e, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: worst error {:.3e} at {} (got {}, want {}), tolerance {:.3e}",
+        worst.0,
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        tol
+    );
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
