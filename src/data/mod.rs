@@ -13,6 +13,7 @@
 pub mod batches;
 pub mod cache;
 mod hash;
+pub mod inspect;
 pub mod preprocess;
 pub mod reader;
 pub mod synth;
@@ -21,6 +22,7 @@ pub use batches::{Batch, BatchLoader};
 pub use cache::{
     check_cache, default_cache_path, BatchOptions, CacheState, CachedRow, PreprocessedDataset,
 };
+pub use inspect::{inspect_file, FileReport};
 pub use preprocess::{
     categorical_value, dense_transform, row_order, split_ranges, Dictionary, PreprocessConfig,
     Split, SplitMode, SplitRanges,

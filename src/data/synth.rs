@@ -46,6 +46,7 @@ const PILOT_BASE: u64 = u64::MAX - PILOT_SAMPLES;
 /// The categorical x categorical interaction: (C6, C14); the dense x categorical one: (I5, C9).
 const PAIR: (usize, usize) = (5, 13);
 const DENSE_BY_CAT: (usize, usize) = (4, 8);
+const LN1P_TABLE_LEN: usize = 4096;
 
 /// One synthetic sample, with what the teacher knows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +54,8 @@ pub struct SyntheticSample {
     pub label: u8,
     /// Raw I1..I13 (`None` = missing), as they would appear in a Criteo line.
     pub dense_raw: [Option<i64>; NUM_DENSE],
+    /// I1..I13 after dlrm's transform (`dense_transform(dense_raw)`).
+    pub dense: [f32; NUM_DENSE],
     /// Dense ids, `< table size`; 0 where `sparse_missing` is set.
     pub sparse: [u32; NUM_SPARSE],
     /// Bit c set when C(c+1) is missing.
@@ -70,6 +73,10 @@ pub struct SyntheticCriteo {
     ln_sizes: [f64; NUM_SPARSE],
     scatter_mul: [u64; NUM_SPARSE],
     scatter_add: [u64; NUM_SPARSE],
+    /// `u64::MAX / n` per column: `% n` by multiplication (Barrett), a 64-bit division is slow.
+    barrett: [u64; NUM_SPARSE],
+    /// `dense_transform(x)` for small x, which is most of them.
+    ln1p_table: Box<[f32]>,
     sparse_missing: [u32; NUM_SPARSE],
     sparse_weight: [f32; NUM_SPARSE],
     column_salt: [u64; NUM_SPARSE],
@@ -118,6 +125,10 @@ impl SyntheticCriteo {
             ln_sizes: table_sizes.map(|n| (n as f64 + 1.0).ln()),
             scatter_mul: [1; NUM_SPARSE],
             scatter_add: [0; NUM_SPARSE],
+            barrett: table_sizes.map(|n| u64::MAX / n),
+            ln1p_table: (0..LN1P_TABLE_LEN as i64)
+                .map(|x| dense_transform(Some(x)))
+                .collect(),
             sparse_missing: SPARSE_MISSING.map(threshold),
             sparse_weight: [0.0; NUM_SPARSE],
             column_salt: std::array::from_fn(|c| salt(1000 + c as u64)),
@@ -210,7 +221,10 @@ impl SyntheticCriteo {
                 x
             };
             dense_raw[j] = Some(x);
-            dense[j] = dense_transform(Some(x));
+            dense[j] = match self.ln1p_table.get(x.max(0) as usize) {
+                Some(&v) => v,
+                None => dense_transform(Some(x)),
+            };
             logit += self.dense_weight[j] * (dense[j] - self.dense_center[j]);
         }
         let mut sparse = [0u32; NUM_SPARSE];
@@ -227,7 +241,7 @@ impl SyntheticCriteo {
             let rank = ((u * self.ln_sizes[c]).exp() as u64)
                 .saturating_sub(1)
                 .min(n - 1);
-            let id = (rank * self.scatter_mul[c] + self.scatter_add[c]) % n;
+            let id = self.mod_n(c, rank * self.scatter_mul[c] + self.scatter_add[c]);
             sparse[c] = id as u32;
             logit += self.sparse_weight[c] * self.effect(c, id);
         }
@@ -243,18 +257,30 @@ impl SyntheticCriteo {
         SyntheticSample {
             label,
             dense_raw,
+            dense,
             sparse,
             sparse_missing: missing,
             logit,
         }
     }
 
+    /// `x % table_sizes[c]` without a division.
+    #[inline(always)]
+    fn mod_n(&self, c: usize, x: u64) -> u64 {
+        let n = self.table_sizes[c];
+        let q = ((x as u128 * self.barrett[c] as u128) >> 64) as u64;
+        let mut r = x - q * n;
+        while r >= n {
+            r -= n;
+        }
+        r
+    }
+
     /// Appends samples `first..first + count` to `batch`, preprocessed as dlrm would.
     pub fn fill_batch(&self, first: u64, count: usize, batch: &mut Batch) {
         for i in 0..count as u64 {
             let s = self.sample(first + i);
-            let dense = s.dense_raw.map(dense_transform);
-            batch.push(s.label as f32, &dense, &s.sparse);
+            batch.push(s.label as f32, &s.dense, &s.sparse);
         }
     }
 
