@@ -13,6 +13,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run CUDA-parity fixtures (ttrec-parity-v1) on this adapter; exit 0 only if all pass.
+    Parity(cli::tt::ParityArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(cli::tt::BenchCommand),
+    /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
+    Info,
     /// Criteo data tools.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -21,6 +28,9 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Parity(a) => cli::tt::parity(a),
+        Command::Bench(c) => cli::tt::bench(c),
+        Command::Info => cli::tt::info(),
         Command::Data(cmd) => cli::data::run(cmd),
     };
     match result {

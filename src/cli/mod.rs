@@ -1,3 +1,4 @@
 //! Subcommands of the `ttrec` binary.
 
 pub mod data;
+pub mod tt;

@@ -84,8 +84,19 @@ impl Gpu {
 
     /// Like [`Gpu::new`] with explicit options.
     pub fn with_options(opts: &AdapterOptions) -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        // Without WGPU_BACKEND, GL is searched only when no Vulkan/Metal/DX12 adapter exists:
+        // its compute is the slowest path, and probing it prints EGL noise on headless machines.
+        let from_env = wgpu::Backends::from_env();
+        let enumerate = |backends: wgpu::Backends| {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+            desc.backends = backends;
+            let instance = wgpu::Instance::new(desc);
+            pollster::block_on(instance.enumerate_adapters(backends))
+        };
+        let mut adapters = enumerate(from_env.unwrap_or(wgpu::Backends::PRIMARY));
+        if adapters.is_empty() && from_env.is_none() {
+            adapters = enumerate(wgpu::Backends::all());
+        }
         if adapters.is_empty() {
             return Err(Error::NoAdapter(format!("wgpu found no adapter; {NO_ADAPTER_HELP}")));
         }
