@@ -36,8 +36,9 @@ const SPARSE_MISSING: [f64; NUM_SPARSE] = [
     0.0, 0.0, 0.03, 0.03, 0.0, 0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.03, 0.0, 0.0, 0.0, 0.03, 0.0, 0.0,
     0.44, 0.44, 0.03, 0.76, 0.0, 0.03, 0.44, 0.44,
 ];
-/// Spread of the teacher's logit; with Bernoulli labels this gives a teacher AUC of about 0.8.
-const TARGET_LOGIT_STD: f64 = 1.9;
+/// Spread of the teacher's logit: with Bernoulli labels the teacher's own AUC is about 0.83 and
+/// a hashed logistic regression on 100k samples reaches about 0.77 (Criteo models: 0.78-0.80).
+const TARGET_LOGIT_STD: f64 = 1.6;
 /// Wanted share of positive labels (Criteo Kaggle has about 25.6%).
 pub const TARGET_POSITIVE_RATE: f64 = 0.25;
 /// Samples used to calibrate the teacher, drawn from indices no caller uses (the top of u64).
