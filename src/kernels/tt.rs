@@ -49,9 +49,15 @@ pub fn record_chain(
     out: Buf,
     max_lookups: usize,
 ) -> Result<()> {
+    // Vectorised variants where the inner dimensions allow vec4 reads.
+    let entry = match (s.trans_b, s.k % 4 == 0, s.n % 4 == 0) {
+        (false, true, true) => "chain_v4",
+        (true, true, _) => "chain_t_v4",
+        _ => "chain",
+    };
     let pipeline = g.gpu().pipeline(
         "tt",
-        "chain",
+        entry,
         &[
             ("M", s.m as f64),
             ("K", s.k as f64),
@@ -146,9 +152,11 @@ pub fn record_core_grad(
         PrefixSource::Core0 => 1.0,
         PrefixSource::Scratch => 2.0,
     };
+    let vec4 = s.nk % 4 == 0 && (s.prefix == PrefixSource::One || s.rk % 4 == 0);
+    let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
     let pipeline = g.gpu().pipeline(
         "tt",
-        "core_grad",
+        entry,
         &[
             ("QK", s.qk as f64),
             ("RK", s.rk as f64),
