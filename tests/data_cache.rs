@@ -118,10 +118,9 @@ fn stale_caches_are_detected_and_rebuilt() {
 
     // Same size, other content, other mtime: flip a label and move the mtime.
     let text = std::fs::read_to_string(&source).unwrap();
-    let flipped = if text.starts_with('0') {
-        format!("1{}", &text[1..])
-    } else {
-        format!("0{}", &text[1..])
+    let flipped = match text.strip_prefix('0') {
+        Some(rest) => format!("1{rest}"),
+        None => format!("0{}", &text[1..]),
     };
     std::fs::write(&source, flipped).unwrap();
     let f = std::fs::OpenOptions::new()
@@ -153,7 +152,9 @@ fn corrupt_caches_are_detected_never_used_and_rebuilt() {
     drop(good);
     let pristine = std::fs::read(&cache).unwrap();
 
-    let corruptions: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    type Corruption = Box<dyn Fn(&mut Vec<u8>)>;
+    // (what, how, a word the reason must contain)
+    let corruptions: Vec<(&str, Corruption, &str)> = vec![
         (
             "payload byte",
             Box::new(|b: &mut Vec<u8>| b[5000] ^= 0x10),

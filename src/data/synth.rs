@@ -116,6 +116,8 @@ fn sigmoid(x: f32) -> f32 {
 
 impl SyntheticCriteo {
     /// A generator with Kaggle's table sizes times `scale` (see [`scaled_table_sizes`]).
+    // Loops index several per-column arrays at once; iterators would obscure that.
+    #[allow(clippy::needless_range_loop)]
     pub fn new(seed: u64, scale: f64) -> Result<Self> {
         let table_sizes = scaled_table_sizes(scale)?;
         let salt = |k: u64| mix64(seed ^ mix64(k));
@@ -201,6 +203,8 @@ impl SyntheticCriteo {
     }
 
     /// Sample `index`.
+    // Loops index several per-column arrays at once; iterators would obscure that.
+    #[allow(clippy::needless_range_loop)]
     #[inline]
     pub fn sample(&self, index: u64) -> SyntheticSample {
         let base = mix64(self.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
