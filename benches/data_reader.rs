@@ -24,11 +24,11 @@ fn main() -> ttrec::Result<()> {
     result
 }
 
-fn row(name: &str, secs: f64, lines: u64, bytes: u64) {
+fn row(name: &str, secs: f64, lines: u64, bytes: Option<u64>) {
+    let mb_s = bytes.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / secs / 1e6));
     println!(
-        "| {name:<44} | {secs:>8.3} | {:>12.0} | {:>8.1} |",
-        lines as f64 / secs,
-        bytes as f64 / secs / 1e6
+        "| {name:<48} | {secs:>8.3} | {:>12.0} | {mb_s:>8} |",
+        lines as f64 / secs
     );
 }
 
@@ -64,17 +64,17 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
         bytes as f64 / lines as f64
     );
     println!(
-        "| {:<44} | {:>8} | {:>12} | {:>8} |",
+        "| {:<48} | {:>8} | {:>12} | {:>8} |",
         "path", "seconds", "lines/s", "MB/s"
     );
-    println!("|{:-<46}|{:-<10}|{:-<14}|{:-<10}|", "", "", "", "");
+    println!("|{:-<50}|{:-<10}|{:-<14}|{:-<10}|", "", "", "", "");
     row(
-        "synthetic: generate batches (1 core)",
+        "synthetic: generate batches (1 core, samples/s)",
         synth_secs,
         generated,
-        0,
+        None,
     );
-    row("synthetic: write raw text", write_secs, lines, bytes);
+    row("synthetic: write raw text", write_secs, lines, Some(bytes));
 
     let parse = |path: &std::path::Path| -> ttrec::Result<(f64, u64)> {
         let t = Instant::now();
@@ -88,9 +88,9 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
     };
     let (secs, valid) = parse(&plain)?;
     assert_eq!(valid, lines);
-    row("uncached: parse only", secs, lines, bytes);
+    row("uncached: parse only", secs, lines, Some(bytes));
     let (secs, _) = parse(&gz)?;
-    row("uncached: parse only, gzip input", secs, lines, bytes);
+    row("uncached: parse only, gzip input", secs, lines, Some(bytes));
 
     let config = PreprocessConfig::default();
     let cache = default_cache_path(&plain);
@@ -105,7 +105,7 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
         "uncached: parse + preprocess + write cache",
         build_secs,
         lines,
-        bytes,
+        Some(bytes),
     );
     drop(data);
 
@@ -125,13 +125,13 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
         "cached: open (verify checksum) + scan rows",
         t.elapsed().as_secs_f64(),
         lines,
-        bytes,
+        Some(bytes),
     );
     row(
         "cached: open (verify checksum) only",
         open_secs,
         lines,
-        bytes,
+        Some(bytes),
     );
 
     let t = Instant::now();
@@ -152,7 +152,7 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
         "cached: shuffled batches of 2048 (BatchLoader)",
         t.elapsed().as_secs_f64(),
         lines,
-        bytes,
+        Some(bytes),
     );
 
     let cache_bytes = std::fs::metadata(&cache)?.len();
