@@ -225,6 +225,25 @@ fn random_corruptions_are_counted_exactly() {
 }
 
 #[test]
+fn an_overlong_line_is_skipped_without_being_kept() {
+    let text = real_text();
+    let good: Vec<&str> = text.lines().take(3).collect();
+    let huge = "7\t".repeat(200_000); // 400 KB, no newline until the end
+    let body = format!("{}\n{huge}\n{}\n{}", good[0], good[1], good[2]);
+    let (samples, reader) = read_bytes(body.into_bytes());
+    assert_eq!(
+        samples.iter().map(|s| s.line).collect::<Vec<_>>(),
+        [1, 3, 4]
+    );
+    let m = &reader.stats().examples_of(MalformedKind::FieldCount)[0];
+    assert_eq!(m.line, 2);
+    assert!(
+        m.to_string().contains("longer than the 65536-byte limit"),
+        "{m}"
+    );
+}
+
+#[test]
 fn open_missing_file_names_it() {
     let err = CriteoReader::open("/nonexistent/criteo.txt")
         .unwrap_err()

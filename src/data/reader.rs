@@ -74,7 +74,8 @@ pub struct Malformed {
     pub kind: MalformedKind,
     /// 0-based field index (see [`column_name`]); `None` for a wrong field count.
     pub column: Option<usize>,
-    /// The offending value (lossy UTF-8, truncated), or the field count found.
+    /// The offending value (lossy UTF-8, truncated), the field count found, or why the line was
+    /// not split into fields at all (too long).
     pub value: String,
 }
 
@@ -89,11 +90,12 @@ impl std::fmt::Display for Malformed {
                 column_name(c),
                 self.value
             ),
-            None => write!(
+            None if self.value.parse::<usize>().is_ok() => write!(
                 f,
                 "line {}: {} fields, expected {NUM_FIELDS}",
                 self.line, self.value
             ),
+            None => write!(f, "line {}: {}", self.line, self.value),
         }
     }
 }
@@ -229,11 +231,8 @@ impl CriteoReader {
             return Ok(None);
         }
         loop {
-            self.line_buf.clear();
-            let n = self
-                .input
-                .read_until(b'\n', &mut self.line_buf)
-                .map_err(|e| {
+            let (n, too_long) =
+                read_line_bounded(&mut self.input, &mut self.line_buf).map_err(|e| {
                     Error::file(
                         &self.path,
                         format!("read error after line {}: {e}", self.stats.lines),
@@ -246,6 +245,15 @@ impl CriteoReader {
             self.stats.bytes += n as u64;
             self.stats.lines += 1;
             let line_no = self.stats.lines;
+            if too_long {
+                self.stats.record(Malformed {
+                    line: line_no,
+                    kind: MalformedKind::FieldCount,
+                    column: None,
+                    value: format!("{n} bytes, longer than the {MAX_LINE}-byte limit"),
+                });
+                continue;
+            }
             match parse_line(&self.line_buf, line_no) {
                 Ok(sample) => {
                     self.stats.valid += 1;
@@ -283,6 +291,41 @@ impl Iterator for CriteoReader {
                 self.done = true;
                 Some(Err(e))
             }
+        }
+    }
+}
+
+/// Longest line kept: real lines are about 250 bytes; a longer one (a binary file, a missing
+/// newline) is skipped as malformed without being held in memory.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Reads one line into `buf` (cleared first), keeping at most [`MAX_LINE`] bytes; returns the bytes
+/// consumed (0 at the end) and whether the line was longer than that.
+fn read_line_bounded(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+    buf.clear();
+    // The common case through std's memchr-based read_until, capped one byte past the limit.
+    let mut consumed = input.take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if buf.len() <= MAX_LINE || buf.last() == Some(&b'\n') {
+        return Ok((consumed, false));
+    }
+    // Too long: drop the rest of the line without keeping it.
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok((consumed, true));
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        input.consume(take);
+        consumed += take;
+        if done {
+            return Ok((consumed, true));
         }
     }
 }
