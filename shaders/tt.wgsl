@@ -256,22 +256,25 @@ fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @group(0) @binding(3) var<storage, read> v4_b: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> v4_out: array<vec4<f32>>;
 
-// C = A * B with K % 4 == 0 and N % 4 == 0.
+// C = A * B with K % 4 == 0 and N % (4 TNQ) == 0: each invocation owns 4 rows x TNQ vec4 columns.
+override TNQ: u32 = 1u;
+
 @compute @workgroup_size(64)
 fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let mt = (M + 3u) / 4u;
     let nq = N / 4u;
+    let ntiles = nq / TNQ;
     let kq = K / 4u;
-    let per = mt * nq;
+    let per = mt * ntiles;
     let id = linear_id(wid, nwg, lid);
     let n = id / per;
     if (n >= chunk.len) {
         return;
     }
     let rem = id - n * per;
-    let m0 = (rem / nq) * 4u;
-    let cq = rem % nq;
+    let m0 = (rem / ntiles) * 4u;
+    let cq = (rem % ntiles) * TNQ;
     let g = chunk.start + n;
     var a_base = n * M * kq;
     if (A_FROM_CORE) {
@@ -282,35 +285,34 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let a1 = a_base + min(m0 + 1u, M - 1u) * kq;
     let a2 = a_base + min(m0 + 2u, M - 1u) * kq;
     let a3 = a_base + min(m0 + 3u, M - 1u) * kq;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 16>;
+    for (var t = 0u; t < 16u; t = t + 1u) {
+        acc[t] = vec4<f32>(0.0);
+    }
     for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
-        let row = b_base + 4u * k4 * nq;
-        let b0 = v4_b[row];
-        let b1 = v4_b[row + nq];
-        let b2 = v4_b[row + 2u * nq];
-        let b3 = v4_b[row + 3u * nq];
         let x0 = v4_a[a0 + k4];
         let x1 = v4_a[a1 + k4];
         let x2 = v4_a[a2 + k4];
         let x3 = v4_a[a3 + k4];
-        acc0 = acc0 + x0.x * b0 + x0.y * b1 + x0.z * b2 + x0.w * b3;
-        acc1 = acc1 + x1.x * b0 + x1.y * b1 + x1.z * b2 + x1.w * b3;
-        acc2 = acc2 + x2.x * b0 + x2.y * b1 + x2.z * b2 + x2.w * b3;
-        acc3 = acc3 + x3.x * b0 + x3.y * b1 + x3.z * b2 + x3.w * b3;
+        let row = b_base + 4u * k4 * nq;
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            let b0 = v4_b[row + j];
+            let b1 = v4_b[row + nq + j];
+            let b2 = v4_b[row + 2u * nq + j];
+            let b3 = v4_b[row + 3u * nq + j];
+            acc[j] = acc[j] + x0.x * b0 + x0.y * b1 + x0.z * b2 + x0.w * b3;
+            acc[4u + j] = acc[4u + j] + x1.x * b0 + x1.y * b1 + x1.z * b2 + x1.w * b3;
+            acc[8u + j] = acc[8u + j] + x2.x * b0 + x2.y * b1 + x2.z * b2 + x2.w * b3;
+            acc[12u + j] = acc[12u + j] + x3.x * b0 + x3.y * b1 + x3.z * b2 + x3.w * b3;
+        }
     }
     let o = n * M * nq + cq;
-    v4_out[o + m0 * nq] = acc0;
-    if (m0 + 1u < M) {
-        v4_out[o + (m0 + 1u) * nq] = acc1;
-    }
-    if (m0 + 2u < M) {
-        v4_out[o + (m0 + 2u) * nq] = acc2;
-    }
-    if (m0 + 3u < M) {
-        v4_out[o + (m0 + 3u) * nq] = acc3;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        if (m0 + i < M) {
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                v4_out[o + (m0 + i) * nq + j] = acc[4u * i + j];
+            }
+        }
     }
 }
 
@@ -379,13 +381,15 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(5) var<storage, read> cg4_dp: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> cg4_grad: array<vec4<f32>>;
 
-// core_grad with NK % 4 == 0 and (P_MODE == 0 or RK % 4 == 0).
+// core_grad with NK % (4 TNQ) == 0 and (P_MODE == 0 or RK % 4 == 0): each invocation owns 4 rows
+// x TNQ vec4 columns of one core row's gradient.
 @compute @workgroup_size(64)
 fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let rt = (RK + 3u) / 4u;
     let nq = NK / 4u;
-    let per = rt * nq;
+    let ntiles = nq / TNQ;
+    let per = rt * ntiles;
     let id = linear_id(wid, nwg, lid);
     let row = id / per;
     if (row >= PK) {
@@ -398,13 +402,13 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let rem = id - row * per;
-    let r0 = (rem / nq) * 4u;
-    let cq = rem % nq;
+    let r0 = (rem / ntiles) * 4u;
+    let cq = (rem % ntiles) * TNQ;
     let rq = RK / 4u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 16>;
+    for (var t = 0u; t < 16u; t = t + 1u) {
+        acc[t] = vec4<f32>(0.0);
+    }
     let core_section = CORE_K * chunk.cap;
     for (var s = s0; s < s1; s = s + 1u) {
         let g = cg_sorted[core_section + s];
@@ -415,23 +419,27 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
         var d = n * QK * nq + cq;
         for (var a = 0u; a < QK; a = a + 1u) {
-            let dpv = cg4_dp[d];
-            d = d + nq;
             var pv = vec4<f32>(1.0, 0.0, 0.0, 0.0);
             if (P_MODE != 0u) {
                 pv = cg4_p[p_base + a * rq];
             }
-            acc0 = acc0 + pv.x * dpv;
-            acc1 = acc1 + pv.y * dpv;
-            acc2 = acc2 + pv.z * dpv;
-            acc3 = acc3 + pv.w * dpv;
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                let dpv = cg4_dp[d + j];
+                acc[j] = acc[j] + pv.x * dpv;
+                acc[4u + j] = acc[4u + j] + pv.y * dpv;
+                acc[8u + j] = acc[8u + j] + pv.z * dpv;
+                acc[12u + j] = acc[12u + j] + pv.w * dpv;
+            }
+            d = d + nq;
         }
     }
     let o = row * RK * nq + cq;
-    cg4_grad[o + r0 * nq] = cg4_grad[o + r0 * nq] + acc0;
-    if (r0 + 1u < RK) {
-        cg4_grad[o + (r0 + 1u) * nq] = cg4_grad[o + (r0 + 1u) * nq] + acc1;
-        cg4_grad[o + (r0 + 2u) * nq] = cg4_grad[o + (r0 + 2u) * nq] + acc2;
-        cg4_grad[o + (r0 + 3u) * nq] = cg4_grad[o + (r0 + 3u) * nq] + acc3;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        if (r0 + i < RK) {
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                let at = o + (r0 + i) * nq + j;
+                cg4_grad[at] = cg4_grad[at] + acc[4u * i + j];
+            }
+        }
     }
 }

@@ -55,6 +55,8 @@ pub fn record_chain(
         (true, true, _) => "chain_t_v4",
         _ => "chain",
     };
+    // Wider column tiles amortise each invocation's loads of A over more columns.
+    let tnq = pick_tnq(s.n);
     let pipeline = g.gpu().pipeline(
         "tt",
         entry,
@@ -65,9 +67,11 @@ pub fn record_chain(
             ("CORE_K", s.core as f64),
             ("TRANS_B", if s.trans_b { 1.0 } else { 0.0 }),
             ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
+            ("TNQ", tnq as f64),
         ],
     )?;
-    let inv = max_lookups as u64 * s.m.div_ceil(4) as u64 * s.n.div_ceil(4) as u64;
+    let col_tiles = if entry == "chain_v4" { s.n / 4 / tnq } else { s.n.div_ceil(4) };
+    let inv = max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64;
     let gr = groups(g, inv);
     g.dispatch(label, pipeline, vec![chunk, digits, a, core, out], gr);
     Ok(())
@@ -154,6 +158,7 @@ pub fn record_core_grad(
     };
     let vec4 = s.nk % 4 == 0 && (s.prefix == PrefixSource::One || s.rk % 4 == 0);
     let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
+    let tnq = pick_tnq(s.nk);
     let pipeline = g.gpu().pipeline(
         "tt",
         entry,
@@ -164,10 +169,19 @@ pub fn record_core_grad(
             ("PK", s.rows as f64),
             ("P_MODE", mode),
             ("CORE_K", s.core as f64),
+            ("TNQ", tnq as f64),
         ],
     )?;
-    let inv = s.rows as u64 * s.rk.div_ceil(4) as u64 * s.nk.div_ceil(4) as u64;
+    let col_tiles = if vec4 { s.nk / 4 / tnq } else { s.nk.div_ceil(4) };
+    let inv = s.rows as u64 * s.rk.div_ceil(4) as u64 * col_tiles as u64;
     let gr = groups(g, inv);
     g.dispatch(label, pipeline, vec![chunk, digits, sorted, segments, prefix, dp, grad], gr);
     Ok(())
+}
+
+/// Vec4 columns per invocation: the widest of 4, 2, 1 that divides the columns (`TTREC_TNQ` caps
+/// it, for tuning).
+fn pick_tnq(cols: usize) -> usize {
+    let cap = std::env::var("TTREC_TNQ").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    [4, 2, 1].into_iter().filter(|&t| t <= cap).find(|t| cols % (4 * t) == 0).unwrap_or(1)
 }
