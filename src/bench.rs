@@ -58,7 +58,9 @@ impl TtBenchConfig {
     /// 3 x 2 x nnz x (q0 R1 q1 R2 + q0 q1 R2 q2).
     pub fn step_flops(&self) -> f64 {
         let (q, r) = (self.q, self.ranks);
-        3.0 * 2.0 * self.nnz() as f64 * (q[0] * r[0] * q[1] * r[1] + q[0] * q[1] * r[1] * q[2]) as f64
+        3.0 * 2.0
+            * self.nnz() as f64
+            * (q[0] * r[0] * q[1] * r[1] + q[0] * q[1] * r[1] * q[2]) as f64
     }
 }
 
@@ -116,17 +118,36 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs one configuration: warm-up, then at least `min_iters` timed iterations of forward,
 /// backward (+SGD) and the whole step, each lasting at least `min_seconds` in total.
-pub fn run_tt(gpu: &Gpu, cfg: &TtBenchConfig, min_iters: usize, min_seconds: f64, profile: bool) -> Result<TtBenchResult> {
+pub fn run_tt(
+    gpu: &Gpu,
+    cfg: &TtBenchConfig,
+    min_iters: usize,
+    min_seconds: f64,
+    profile: bool,
+) -> Result<TtBenchResult> {
     let shape = TtShape::new(cfg.num_embeddings, &cfg.p, &cfg.q, &cfg.ranks)?;
-    let options = TtOptions { pooling: Pooling::Sum, optimizer: Optimizer::Sgd { lr: 0.1 }, seed: 1, ..TtOptions::default() };
+    let options = TtOptions {
+        pooling: Pooling::Sum,
+        optimizer: Optimizer::Sgd { lr: 0.1 },
+        seed: 1,
+        ..TtOptions::default()
+    };
     let mut table = TtEmbeddingBag::new(gpu, shape.clone(), options)?;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let indices: Vec<u32> = (0..cfg.nnz()).map(|_| rng.random_range(0..cfg.num_embeddings as u32)).collect();
+    let indices: Vec<u32> = (0..cfg.nnz())
+        .map(|_| rng.random_range(0..cfg.num_embeddings as u32))
+        .collect();
     let offsets: Vec<u32> = (0..=cfg.bags).map(|b| (b * cfg.bag_len) as u32).collect();
-    let dout: Vec<f32> = (0..cfg.bags * shape.dim()).map(|_| rng.random_range(-1e-3..1e-3)).collect();
+    let dout: Vec<f32> = (0..cfg.bags * shape.dim())
+        .map(|_| rng.random_range(-1e-3..1e-3))
+        .collect();
     let bags = Bags::new(&indices, &offsets);
     let mut time = |mode: Mode| -> Result<f64> {
-        let dout = if mode == Mode::Forward { None } else { Some(&dout[..]) };
+        let dout = if mode == Mode::Forward {
+            None
+        } else {
+            Some(&dout[..])
+        };
         for _ in 0..2 {
             table.replay_only(&bags, dout, mode)?;
             gpu.wait()?;
@@ -151,7 +172,10 @@ pub fn run_tt(gpu: &Gpu, cfg: &TtBenchConfig, min_iters: usize, min_seconds: f64
     let mut prof = Vec::new();
     if profile {
         if !gpu.has_timestamps() {
-            return Err(Error::Gpu(format!("{} has no timestamp queries; --profile needs them", gpu.adapter_name())));
+            return Err(Error::Gpu(format!(
+                "{} has no timestamp queries; --profile needs them",
+                gpu.adapter_name()
+            )));
         }
         for n in table.profile(&bags, Some(&dout), Mode::ForwardBackward)? {
             prof.push((n.label, n.nanos));

@@ -36,21 +36,36 @@ fn table_suffix(table: &Option<usize>) -> String {
 impl Error {
     /// An input error for `table` (None when the call has a single table).
     pub fn input(table: Option<usize>, msg: impl Into<String>) -> Self {
-        Error::Input { table, msg: msg.into() }
+        Error::Input {
+            table,
+            msg: msg.into(),
+        }
     }
     /// A shape error for `table`.
     pub fn shape(table: Option<usize>, msg: impl Into<String>) -> Self {
-        Error::Shape { table, msg: msg.into() }
+        Error::Shape {
+            table,
+            msg: msg.into(),
+        }
     }
     /// A file error naming the path.
     pub fn file(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
-        Error::File { path: path.as_ref().display().to_string(), msg: msg.into() }
+        Error::File {
+            path: path.as_ref().display().to_string(),
+            msg: msg.into(),
+        }
     }
     /// Attach a table number to input and shape errors that have none.
     pub fn with_table(self, t: usize) -> Self {
         match self {
-            Error::Input { table: None, msg } => Error::Input { table: Some(t), msg },
-            Error::Shape { table: None, msg } => Error::Shape { table: Some(t), msg },
+            Error::Input { table: None, msg } => Error::Input {
+                table: Some(t),
+                msg,
+            },
+            Error::Shape { table: None, msg } => Error::Shape {
+                table: Some(t),
+                msg,
+            },
             e => e,
         }
     }

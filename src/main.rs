@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ttrec", version, about = "TT-Rec tensor-train embedding tables on any GPU (wgpu)")]
+#[command(
+    name = "ttrec",
+    version,
+    about = "TT-Rec tensor-train embedding tables on any GPU (wgpu)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -33,11 +33,14 @@ pub struct Fixture {
 }
 
 fn meta<'a>(m: &'a HashMap<String, String>, key: &str, path: &Path) -> Result<&'a str> {
-    m.get(key).map(|s| s.as_str()).ok_or_else(|| Error::file(path, format!("metadata {key} is missing")))
+    m.get(key)
+        .map(|s| s.as_str())
+        .ok_or_else(|| Error::file(path, format!("metadata {key} is missing")))
 }
 
 fn take<'a>(t: &'a HashMap<String, Tensor>, name: &str, path: &Path) -> Result<&'a Tensor> {
-    t.get(name).ok_or_else(|| Error::file(path, format!("tensor {name} is missing")))
+    t.get(name)
+        .ok_or_else(|| Error::file(path, format!("tensor {name} is missing")))
 }
 
 impl Fixture {
@@ -46,7 +49,10 @@ impl Fixture {
         let (m, t) = read_safetensors(path)?;
         let format = meta(&m, "format", path)?;
         if format != "ttrec-parity-v1" {
-            return Err(Error::file(path, format!("format {format:?}; ttrec-parity-v1 expected")));
+            return Err(Error::file(
+                path,
+                format!("format {format:?}; ttrec-parity-v1 expected"),
+            ));
         }
         let n: u64 = meta(&m, "num_embeddings", path)?
             .trim()
@@ -59,16 +65,34 @@ impl Fixture {
         let pooling = match meta(&m, "pooling", path)? {
             "sum" => Pooling::Sum,
             "mean" => Pooling::Mean,
-            o => return Err(Error::file(path, format!("pooling {o:?}; sum or mean expected"))),
+            o => {
+                return Err(Error::file(
+                    path,
+                    format!("pooling {o:?}; sum or mean expected"),
+                ))
+            }
         };
         let num = |key: &str| -> Result<f32> {
-            meta(&m, key, path)?.trim().parse::<f32>().map_err(|_| Error::file(path, format!("metadata {key} is not a number")))
+            meta(&m, key, path)?
+                .trim()
+                .parse::<f32>()
+                .map_err(|_| Error::file(path, format!("metadata {key} is not a number")))
         };
         let optimizer = match meta(&m, "optimizer", path)? {
             "none" => Optimizer::None,
-            "sgd" => Optimizer::Sgd { lr: num("learning_rate")? },
-            "adagrad" => Optimizer::Adagrad { lr: num("learning_rate")?, eps: num("eps")? },
-            o => return Err(Error::file(path, format!("optimizer {o:?}; none, sgd or adagrad expected"))),
+            "sgd" => Optimizer::Sgd {
+                lr: num("learning_rate")?,
+            },
+            "adagrad" => Optimizer::Adagrad {
+                lr: num("learning_rate")?,
+                eps: num("eps")?,
+            },
+            o => {
+                return Err(Error::file(
+                    path,
+                    format!("optimizer {o:?}; none, sgd or adagrad expected"),
+                ))
+            }
         };
         let d = shape.d();
         let mut cores = Vec::new();
@@ -76,7 +100,14 @@ impl Fixture {
             let name = format!("cores.{k}");
             let c = take(&t, &name, path)?;
             if c.shape != shape.core_shape(k) {
-                return Err(Error::file(path, format!("tensor {name} has shape {:?}; {:?} expected", c.shape, shape.core_shape(k))));
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "tensor {name} has shape {:?}; {:?} expected",
+                        c.shape,
+                        shape.core_shape(k)
+                    ),
+                ));
             }
             cores.push(c.f32s(&name, path)?);
         }
@@ -87,7 +118,12 @@ impl Fixture {
             None => None,
         };
         let grad_output = take(&t, "grad_output", path)?.f32s("grad_output", path)?;
-        let mut known: Vec<String> = vec!["indices".into(), "offsets".into(), "per_sample_weights".into(), "grad_output".into()];
+        let mut known: Vec<String> = vec![
+            "indices".into(),
+            "offsets".into(),
+            "per_sample_weights".into(),
+            "grad_output".into(),
+        ];
         known.extend((0..d).map(|k| format!("cores.{k}")));
         let mut expected_names = vec!["expected.output".to_string()];
         for k in 0..d {
@@ -103,7 +139,12 @@ impl Fixture {
                 continue;
             }
             if !expected_names.contains(name) {
-                return Err(Error::file(path, format!("unknown tensor {name:?} (a checker must not skip what it does not know)")));
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "unknown tensor {name:?} (a checker must not skip what it does not know)"
+                    ),
+                ));
             }
             let tensor = &t[name];
             expected.push((name.clone(), tensor.shape.clone(), tensor.f32s(name, path)?));
@@ -113,7 +154,12 @@ impl Fixture {
         }
         Ok(Fixture {
             path: path.to_path_buf(),
-            name: m.get("name").cloned().unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into()),
+            name: m.get("name").cloned().unwrap_or_else(|| {
+                path.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into()
+            }),
             source: m.get("source").cloned().unwrap_or_default(),
             shape,
             pooling,
@@ -159,7 +205,11 @@ impl ParityReport {
 pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
     let max_abs_want = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
     let tolerance = RTOL * max_abs_want + ATOL;
-    let mut worst_abs = if got.len() == want.len() { 0.0 } else { f64::INFINITY };
+    let mut worst_abs = if got.len() == want.len() {
+        0.0
+    } else {
+        f64::INFINITY
+    };
     let mut worst_index = 0;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let e = (g as f64 - w as f64).abs();
@@ -173,13 +223,24 @@ pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
             break;
         }
     }
-    TensorCheck { name: name.to_string(), worst_abs, worst_index, tolerance, max_abs_want, pass: worst_abs <= tolerance }
+    TensorCheck {
+        name: name.to_string(),
+        worst_abs,
+        worst_index,
+        tolerance,
+        max_abs_want,
+        pass: worst_abs <= tolerance,
+    }
 }
 
 /// Runs a fixture on `gpu`: one forward+backward (with the fixture's fused optimizer) in one
 /// submit, then compares output, gradients, updated cores and optimizer state.
 pub fn run_fixture(gpu: &Gpu, fx: &Fixture) -> Result<ParityReport> {
-    let options = TtOptions { pooling: fx.pooling, optimizer: fx.optimizer, ..TtOptions::default() };
+    let options = TtOptions {
+        pooling: fx.pooling,
+        optimizer: fx.optimizer,
+        ..TtOptions::default()
+    };
     let mut table = TtEmbeddingBag::from_cores(gpu, fx.shape.clone(), &fx.cores, options)?;
     let mut bags = Bags::new(&fx.indices, &fx.offsets);
     if let Some(w) = &fx.weights {
@@ -191,15 +252,27 @@ pub fn run_fixture(gpu: &Gpu, fx: &Fixture) -> Result<ParityReport> {
     let mut actual = vec![("actual.output".to_string(), vec![b, fx.shape.dim()], output)];
     let grads = table.grads()?;
     for (k, g) in grads.into_iter().enumerate() {
-        actual.push((format!("actual.grad.cores.{k}"), fx.shape.core_shape(k).to_vec(), g));
+        actual.push((
+            format!("actual.grad.cores.{k}"),
+            fx.shape.core_shape(k).to_vec(),
+            g,
+        ));
     }
     if fx.optimizer != Optimizer::None {
         for (k, c) in table.cores()?.into_iter().enumerate() {
-            actual.push((format!("actual.updated.cores.{k}"), fx.shape.core_shape(k).to_vec(), c));
+            actual.push((
+                format!("actual.updated.cores.{k}"),
+                fx.shape.core_shape(k).to_vec(),
+                c,
+            ));
         }
         if let Some(state) = table.optimizer_state()? {
             for (k, s) in state.into_iter().enumerate() {
-                actual.push((format!("actual.state.cores.{k}"), fx.shape.core_shape(k).to_vec(), s));
+                actual.push((
+                    format!("actual.state.cores.{k}"),
+                    fx.shape.core_shape(k).to_vec(),
+                    s,
+                ));
             }
         }
     }
@@ -229,15 +302,25 @@ pub fn run_fixture(gpu: &Gpu, fx: &Fixture) -> Result<ParityReport> {
         };
         checks.push(check);
     }
-    Ok(ParityReport { name: fx.name.clone(), source: fx.source.clone(), checks, actual })
+    Ok(ParityReport {
+        name: fx.name.clone(),
+        source: fx.source.clone(),
+        checks,
+        actual,
+    })
 }
 
 /// Writes what a report computed to `dir/<fixture file name>` as safetensors.
 pub fn dump(report: &ParityReport, fixture_path: &Path, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
-    let file = fixture_path.file_name().ok_or_else(|| Error::file(fixture_path, "not a file"))?;
+    let file = fixture_path
+        .file_name()
+        .ok_or_else(|| Error::file(fixture_path, "not a file"))?;
     let out = dir.join(file);
-    let meta = HashMap::from([("format".to_string(), "ttrec-parity-actual-v1".to_string()), ("name".to_string(), report.name.clone())]);
+    let meta = HashMap::from([
+        ("format".to_string(), "ttrec-parity-actual-v1".to_string()),
+        ("name".to_string(), report.name.clone()),
+    ]);
     write_safetensors(&out, &report.actual, meta)?;
     Ok(out)
 }

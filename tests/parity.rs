@@ -21,39 +21,84 @@ fn run_dir(dir: &Path, must_exist: bool) -> usize {
         let fx = Fixture::read(f).unwrap_or_else(|e| panic!("{e}"));
         let report = run_fixture(&gpu, &fx).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for c in &report.checks {
-            assert!(c.pass, "{}: {} worst error {:.3e} > tolerance {:.3e}", f.display(), c.name, c.worst_abs, c.tolerance);
+            assert!(
+                c.pass,
+                "{}: {} worst error {:.3e} > tolerance {:.3e}",
+                f.display(),
+                c.name,
+                c.worst_abs,
+                c.tolerance
+            );
         }
-        assert!(report.checks.iter().any(|c| c.name.starts_with("expected.grad")), "{}: no gradient checked", f.display());
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.name.starts_with("expected.grad")),
+            "{}: no gradient checked",
+            f.display()
+        );
     }
     files.len()
 }
 
 #[test]
 fn committed_fixtures_pass() {
-    let n = run_dir(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity")), true);
+    let n = run_dir(
+        &PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/parity"
+        )),
+        true,
+    );
     assert!(n >= 10, "only {n} committed fixtures");
 }
 
 #[test]
 fn shared_fixtures_pass() {
-    run_dir(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/parity")), false);
+    run_dir(
+        &PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/parity"
+        )),
+        false,
+    );
 }
 
 /// Rewrites a fixture with one tensor replaced or added.
-fn patched(src: &Path, dst: &Path, replace: &str, dtype: safetensors::Dtype, shape: Vec<usize>, data: Vec<u8>) {
+fn patched(
+    src: &Path,
+    dst: &Path,
+    replace: &str,
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+) {
     let (meta, mut tensors) = ttrec::tt::checkpoint::read_safetensors(src).unwrap();
-    tensors.insert(replace.to_string(), ttrec::tt::checkpoint::Tensor { dtype, shape, data });
+    tensors.insert(
+        replace.to_string(),
+        ttrec::tt::checkpoint::Tensor { dtype, shape, data },
+    );
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap(),
+            )
+        })
         .collect();
-    let bytes = safetensors::serialize(views, Some(meta.into_iter().collect::<HashMap<_, _>>())).unwrap();
+    let bytes =
+        safetensors::serialize(views, Some(meta.into_iter().collect::<HashMap<_, _>>())).unwrap();
     std::fs::write(dst, bytes).unwrap();
 }
 
 #[test]
 fn bad_fixtures_are_errors_not_passes() {
-    let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity/d3_sum.safetensors"));
+    let src = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/parity/d3_sum.safetensors"
+    ));
     let dir = std::env::temp_dir().join(format!("ttrec-parity-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let gpu = common::gpu();
@@ -62,13 +107,33 @@ fn bad_fixtures_are_errors_not_passes() {
     let mut idx = fx.indices.clone();
     idx[3] = fx.shape.num_embeddings as i64 + 5;
     let bad = dir.join("bad_index.safetensors");
-    patched(&src, &bad, "indices", safetensors::Dtype::I64, vec![idx.len()], bytemuck::cast_slice(&idx).to_vec());
-    let e = run_fixture(&gpu, &Fixture::read(&bad).unwrap()).err().expect("must fail").to_string();
+    patched(
+        &src,
+        &bad,
+        "indices",
+        safetensors::Dtype::I64,
+        vec![idx.len()],
+        bytemuck::cast_slice(&idx).to_vec(),
+    );
+    let e = run_fixture(&gpu, &Fixture::read(&bad).unwrap())
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(e.contains("position 3"), "{e}");
     // An unknown tensor is an error, not skipped.
     let unknown = dir.join("unknown.safetensors");
-    patched(&src, &unknown, "expected.mystery", safetensors::Dtype::F32, vec![1], vec![0; 4]);
-    let e = Fixture::read(&unknown).err().expect("must fail").to_string();
+    patched(
+        &src,
+        &unknown,
+        "expected.mystery",
+        safetensors::Dtype::F32,
+        vec![1],
+        vec![0; 4],
+    );
+    let e = Fixture::read(&unknown)
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(e.contains("expected.mystery"), "{e}");
     // A wrong expected value fails the check.
     let (_, t) = ttrec::tt::checkpoint::read_safetensors(&src).unwrap();
@@ -76,10 +141,22 @@ fn bad_fixtures_are_errors_not_passes() {
     let mut vals: Vec<f32> = bytemuck::pod_collect_to_vec(&out.data);
     vals[5] += 1e-2;
     let off = dir.join("off.safetensors");
-    patched(&src, &off, "expected.output", safetensors::Dtype::F32, out.shape.clone(), bytemuck::cast_slice(&vals).to_vec());
+    patched(
+        &src,
+        &off,
+        "expected.output",
+        safetensors::Dtype::F32,
+        out.shape.clone(),
+        bytemuck::cast_slice(&vals).to_vec(),
+    );
     let report = run_fixture(&gpu, &Fixture::read(&off).unwrap()).unwrap();
     assert!(!report.pass());
-    let failed: Vec<_> = report.checks.iter().filter(|c| !c.pass).map(|c| (c.name.clone(), c.worst_index)).collect();
+    let failed: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| (c.name.clone(), c.worst_index))
+        .collect();
     assert_eq!(failed, vec![("expected.output".to_string(), 5)]);
     std::fs::remove_dir_all(&dir).ok();
 }

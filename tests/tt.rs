@@ -16,20 +16,68 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "d2", n: 90, p: &[9, 11], q: &[4, 4], r: &[6] },
-    Case { name: "d2 rank 64", n: 72, p: &[8, 9], q: &[4, 4], r: &[64] },
-    Case { name: "d3 padded, D=6", n: 100, p: &[4, 5, 6], q: &[3, 1, 2], r: &[5, 7] },
-    Case { name: "d3 fbtt-like", n: 1000, p: &[10, 10, 10], q: &[4, 4, 4], r: &[16, 16] },
-    Case { name: "d4", n: 200, p: &[3, 4, 5, 4], q: &[2, 3, 2, 2], r: &[3, 5, 4] },
+    Case {
+        name: "d2",
+        n: 90,
+        p: &[9, 11],
+        q: &[4, 4],
+        r: &[6],
+    },
+    Case {
+        name: "d2 rank 64",
+        n: 72,
+        p: &[8, 9],
+        q: &[4, 4],
+        r: &[64],
+    },
+    Case {
+        name: "d3 padded, D=6",
+        n: 100,
+        p: &[4, 5, 6],
+        q: &[3, 1, 2],
+        r: &[5, 7],
+    },
+    Case {
+        name: "d3 fbtt-like",
+        n: 1000,
+        p: &[10, 10, 10],
+        q: &[4, 4, 4],
+        r: &[16, 16],
+    },
+    Case {
+        name: "d4",
+        n: 200,
+        p: &[3, 4, 5, 4],
+        q: &[2, 3, 2, 2],
+        r: &[3, 5, 4],
+    },
 ];
 
 fn random_cores(shape: &TtShape, seed: u64) -> Vec<Vec<f32>> {
     let mut r = rng(seed);
-    (0..shape.d()).map(|k| values(&mut r, shape.core_len(k)).iter().map(|v| v * 0.6).collect()).collect()
+    (0..shape.d())
+        .map(|k| {
+            values(&mut r, shape.core_len(k))
+                .iter()
+                .map(|v| v * 0.6)
+                .collect()
+        })
+        .collect()
 }
 
-fn table(shape: &TtShape, cores: &[Vec<f32>], pooling: Pooling, optimizer: Optimizer, chunk: Option<usize>) -> TtEmbeddingBag {
-    let options = TtOptions { pooling, optimizer, max_chunk_lookups: chunk, ..TtOptions::default() };
+fn table(
+    shape: &TtShape,
+    cores: &[Vec<f32>],
+    pooling: Pooling,
+    optimizer: Optimizer,
+    chunk: Option<usize>,
+) -> TtEmbeddingBag {
+    let options = TtOptions {
+        pooling,
+        optimizer,
+        max_chunk_lookups: chunk,
+        ..TtOptions::default()
+    };
     TtEmbeddingBag::from_cores(&gpu(), shape.clone(), cores, options).expect("table")
 }
 
@@ -43,7 +91,11 @@ fn forward_and_gradients_match_the_twin() {
     for (ci, case) in CASES.iter().enumerate() {
         let shape = TtShape::new(case.n, case.p, case.q, case.r).unwrap();
         let cores = random_cores(&shape, 10 + ci as u64);
-        for (pooling, weighted) in [(Pooling::Sum, false), (Pooling::Sum, true), (Pooling::Mean, false)] {
+        for (pooling, weighted) in [
+            (Pooling::Sum, false),
+            (Pooling::Sum, true),
+            (Pooling::Mean, false),
+        ] {
             let mut r = rng(100 + ci as u64);
             let (idx, off) = bags(&mut r, 23, 6, case.n);
             let w = values(&mut r, idx.len());
@@ -60,12 +112,30 @@ fn forward_and_gradients_match_the_twin() {
             assert_close(&format!("{what} forward"), &out, &want, 1e-5, 1e-6);
             t.backward(&bags_, &dout).unwrap();
             let grads = t.grads().unwrap();
-            let want = reference::backward(&shape, &cores, &u64s(&idx), &u64s(&off), wref, pooling, &dout);
+            let want = reference::backward(
+                &shape,
+                &cores,
+                &u64s(&idx),
+                &u64s(&off),
+                wref,
+                pooling,
+                &dout,
+            );
             for k in 0..shape.d() {
-                assert_close(&format!("{what} grad core {k}"), &grads[k], &want[k], 1e-5, 1e-6);
+                assert_close(
+                    &format!("{what} grad core {k}"),
+                    &grads[k],
+                    &want[k],
+                    1e-5,
+                    1e-6,
+                );
             }
             // Optimizer None leaves the cores alone.
-            assert_eq!(t.cores().unwrap(), cores, "{what}: cores changed without an optimizer");
+            assert_eq!(
+                t.cores().unwrap(),
+                cores,
+                "{what}: cores changed without an optimizer"
+            );
         }
     }
 }
@@ -80,28 +150,78 @@ fn fused_sgd_and_adagrad_update_every_row() {
     let off: Vec<i64> = (0..=100).map(|b| b * 10).collect();
     let dout = values(&mut r, 100 * shape.dim());
     let bags_ = Bags::new(&idx, &off);
-    let grads = reference::backward(&shape, &cores, &u64s(&idx), &u64s(&off), None, Pooling::Sum, &dout);
-    let mut t = table(&shape, &cores, Pooling::Sum, Optimizer::Sgd { lr: 0.05 }, None);
+    let grads = reference::backward(
+        &shape,
+        &cores,
+        &u64s(&idx),
+        &u64s(&off),
+        None,
+        Pooling::Sum,
+        &dout,
+    );
+    let mut t = table(
+        &shape,
+        &cores,
+        Pooling::Sum,
+        Optimizer::Sgd { lr: 0.05 },
+        None,
+    );
     t.backward(&bags_, &dout).unwrap();
     let want = reference::sgd_update(&cores, &grads, 0.05);
     for (k, got) in t.cores().unwrap().iter().enumerate() {
-        assert_close(&format!("sgd core {k}"), got, &to_f64(&want[k][..]), 1e-6, 1e-7);
-        let changed = got.chunks(shape.core_cols(k)).zip(cores[k].chunks(shape.core_cols(k))).filter(|(a, b)| a != b).count();
+        assert_close(
+            &format!("sgd core {k}"),
+            got,
+            &to_f64(&want[k][..]),
+            1e-6,
+            1e-7,
+        );
+        let changed = got
+            .chunks(shape.core_cols(k))
+            .zip(cores[k].chunks(shape.core_cols(k)))
+            .filter(|(a, b)| a != b)
+            .count();
         assert_eq!(changed, shape.p[k], "sgd: every row of core {k} must move");
     }
-    let mut t = table(&shape, &cores, Pooling::Sum, Optimizer::Adagrad { lr: 0.1, eps: 1e-8 }, None);
+    let mut t = table(
+        &shape,
+        &cores,
+        Pooling::Sum,
+        Optimizer::Adagrad { lr: 0.1, eps: 1e-8 },
+        None,
+    );
     t.backward(&bags_, &dout).unwrap();
     t.backward(&bags_, &dout).unwrap();
     // Two Adagrad steps: the second sees the first's state and updated cores.
     let zero: Vec<Vec<f32>> = cores.iter().map(|c| vec![0.0; c.len()]).collect();
     let (c1, s1) = reference::adagrad_update(&cores, &zero, &grads, 0.1, 1e-8);
-    let g2 = reference::backward(&shape, &c1, &u64s(&idx), &u64s(&off), None, Pooling::Sum, &dout);
+    let g2 = reference::backward(
+        &shape,
+        &c1,
+        &u64s(&idx),
+        &u64s(&off),
+        None,
+        Pooling::Sum,
+        &dout,
+    );
     let (c2, s2) = reference::adagrad_update(&c1, &s1, &g2, 0.1, 1e-8);
     let got_c = t.cores().unwrap();
     let got_s = t.optimizer_state().unwrap().expect("adagrad state");
     for k in 0..shape.d() {
-        assert_close(&format!("adagrad core {k}"), &got_c[k], &to_f64(&c2[k]), 1e-5, 1e-6);
-        assert_close(&format!("adagrad state {k}"), &got_s[k], &to_f64(&s2[k]), 1e-5, 1e-9);
+        assert_close(
+            &format!("adagrad core {k}"),
+            &got_c[k],
+            &to_f64(&c2[k]),
+            1e-5,
+            1e-6,
+        );
+        assert_close(
+            &format!("adagrad state {k}"),
+            &got_s[k],
+            &to_f64(&s2[k]),
+            1e-5,
+            1e-9,
+        );
     }
 }
 
@@ -118,10 +238,25 @@ fn chunked_calls_match_unchunked() {
     let mut chunked = table(&shape, &cores, Pooling::Mean, Optimizer::None, Some(7));
     let a = whole.forward_backward(&bags_, &dout).unwrap();
     let b = chunked.forward_backward(&bags_, &dout).unwrap();
-    let want = reference::forward(&shape, &cores, &u64s(&idx), &u64s(&off), None, Pooling::Mean);
+    let want = reference::forward(
+        &shape,
+        &cores,
+        &u64s(&idx),
+        &u64s(&off),
+        None,
+        Pooling::Mean,
+    );
     assert_close("chunked forward", &b, &want, 1e-5, 1e-6);
     assert_close("whole forward", &a, &want, 1e-5, 1e-6);
-    let gw = reference::backward(&shape, &cores, &u64s(&idx), &u64s(&off), None, Pooling::Mean, &dout);
+    let gw = reference::backward(
+        &shape,
+        &cores,
+        &u64s(&idx),
+        &u64s(&off),
+        None,
+        Pooling::Mean,
+        &dout,
+    );
     for (k, g) in chunked.grads().unwrap().iter().enumerate() {
         assert_close(&format!("chunked grad {k}"), g, &gw[k], 1e-5, 1e-6);
     }
@@ -142,7 +277,16 @@ fn results_are_bitwise_deterministic() {
     }
     let dout = values(&mut r, 64 * shape.dim());
     let run = || {
-        let mut t = table(&shape, &cores, Pooling::Sum, Optimizer::Adagrad { lr: 0.1, eps: 1e-10 }, Some(50));
+        let mut t = table(
+            &shape,
+            &cores,
+            Pooling::Sum,
+            Optimizer::Adagrad {
+                lr: 0.1,
+                eps: 1e-10,
+            },
+            Some(50),
+        );
         let out = t.forward_backward(&Bags::new(&idx, &off), &dout).unwrap();
         (out, t.grads().unwrap(), t.cores().unwrap())
     };
@@ -151,8 +295,16 @@ fn results_are_bitwise_deterministic() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.0), bits(&b.0), "outputs differ between runs");
     for k in 0..3 {
-        assert_eq!(bits(&a.1[k]), bits(&b.1[k]), "grad of core {k} differs between runs");
-        assert_eq!(bits(&a.2[k]), bits(&b.2[k]), "core {k} differs between runs");
+        assert_eq!(
+            bits(&a.1[k]),
+            bits(&b.1[k]),
+            "grad of core {k} differs between runs"
+        );
+        assert_eq!(
+            bits(&a.2[k]),
+            bits(&b.2[k]),
+            "core {k} differs between runs"
+        );
     }
 }
 
@@ -164,26 +316,52 @@ fn empty_bags_u32_indices_and_fused_step_equal_separate_calls() {
     let off: Vec<u32> = vec![0, 0, 3, 3, 7, 7];
     let mut r = rng(1);
     let dout = values(&mut r, 5 * 8);
-    let mut t = table(&shape, &cores, Pooling::Mean, Optimizer::Sgd { lr: 0.3 }, None);
+    let mut t = table(
+        &shape,
+        &cores,
+        Pooling::Mean,
+        Optimizer::Sgd { lr: 0.3 },
+        None,
+    );
     let out = t.forward(&Bags::new(&idx, &off)).unwrap();
     let i64s: Vec<u64> = idx.iter().map(|&x| x as u64).collect();
     let o64s: Vec<u64> = off.iter().map(|&x| x as u64).collect();
     let want = reference::forward(&shape, &cores, &i64s, &o64s, None, Pooling::Mean);
     assert_close("u32 forward", &out, &want, 1e-5, 1e-6);
-    assert!(out[..8].iter().all(|&x| x == 0.0) && out[16..24].iter().all(|&x| x == 0.0) && out[32..].iter().all(|&x| x == 0.0));
+    assert!(
+        out[..8].iter().all(|&x| x == 0.0)
+            && out[16..24].iter().all(|&x| x == 0.0)
+            && out[32..].iter().all(|&x| x == 0.0)
+    );
     t.backward(&Bags::new(&idx, &off), &dout).unwrap();
     let separate = t.cores().unwrap();
-    let mut f = table(&shape, &cores, Pooling::Mean, Optimizer::Sgd { lr: 0.3 }, None);
+    let mut f = table(
+        &shape,
+        &cores,
+        Pooling::Mean,
+        Optimizer::Sgd { lr: 0.3 },
+        None,
+    );
     let fused_out = f.forward_backward(&Bags::new(&idx, &off), &dout).unwrap();
     assert_eq!(fused_out, out);
-    assert_eq!(f.cores().unwrap(), separate, "fused step differs from forward then backward");
+    assert_eq!(
+        f.cores().unwrap(),
+        separate,
+        "fused step differs from forward then backward"
+    );
 }
 
 #[test]
 fn bad_input_is_reported_before_gpu_work() {
     let shape = TtShape::new(100, &[4, 5, 6], &[2, 2, 2], &[3, 4]).unwrap();
     let cores = random_cores(&shape, 2);
-    let mut t = table(&shape, &cores, Pooling::Sum, Optimizer::Sgd { lr: 0.1 }, None);
+    let mut t = table(
+        &shape,
+        &cores,
+        Pooling::Sum,
+        Optimizer::Sgd { lr: 0.1 },
+        None,
+    );
     let err = |r: ttrec::Result<Vec<f32>>| r.expect_err("must fail").to_string();
     let e = err(t.forward(&Bags::new(&vec![1u32, 100], &vec![0u32, 2])));
     assert!(e.contains("index 100") && e.contains("position 1"), "{e}");
@@ -194,7 +372,10 @@ fn bad_input_is_reported_before_gpu_work() {
     let e = err(t.forward(&Bags::new(&vec![1u32, 2, 3], &vec![0u32, 2, 1, 3])));
     assert!(e.contains("decrease at position 2"), "{e}");
     let e = err(t.forward(&Bags::new(&vec![1u32, 2, 3], &vec![0u32, 2])));
-    assert!(e.contains("offsets[1] = 2") && e.contains("3 indices"), "{e}");
+    assert!(
+        e.contains("offsets[1] = 2") && e.contains("3 indices"),
+        "{e}"
+    );
     let e = err(t.forward(&Bags::new(&vec![1u32, 2], &Vec::<u32>::new())));
     assert!(e.contains("offsets is empty"), "{e}");
     let w = [1.0f32];
@@ -204,34 +385,63 @@ fn bad_input_is_reported_before_gpu_work() {
     let w2 = [1.0f32, 2.0];
     let e = err(m.forward(&Bags::new(&vec![1u32, 2], &vec![0u32, 2]).with_weights(&w2)));
     assert!(e.contains("mean"), "{e}");
-    let e = t.backward(&Bags::new(&vec![1u32, 2], &vec![0u32, 2]), &[0.5; 7]).expect_err("must fail").to_string();
+    let e = t
+        .backward(&Bags::new(&vec![1u32, 2], &vec![0u32, 2]), &[0.5; 7])
+        .expect_err("must fail")
+        .to_string();
     assert!(e.contains("grad_output has 7 values"), "{e}");
     // Shapes.
-    let e = TtShape::with_dim(100, 16, &[4, 5, 6], &[2, 2, 2], &[3, 4]).unwrap_err().to_string();
+    let e = TtShape::with_dim(100, 16, &[4, 5, 6], &[2, 2, 2], &[3, 4])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("prod(q) = 8") && e.contains("D = 16"), "{e}");
-    let e = TtShape::new(100, &[4, 5, 6], &[2, 2, 2], &[3, 0]).unwrap_err().to_string();
+    let e = TtShape::new(100, &[4, 5, 6], &[2, 2, 2], &[3, 0])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rank R_2 is 0"), "{e}");
-    let e = TtShape::new(200, &[4, 5, 6], &[2, 2, 2], &[3, 4]).unwrap_err().to_string();
+    let e = TtShape::new(200, &[4, 5, 6], &[2, 2, 2], &[3, 4])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("prod(p) = 120 < num_embeddings = 200"), "{e}");
-    let e = TtShape::new(100, &[100], &[4], &[]).unwrap_err().to_string();
+    let e = TtShape::new(100, &[100], &[4], &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("2 to 4 cores"), "{e}");
     let mut bad = cores.clone();
     bad[1].pop();
-    let e = TtEmbeddingBag::from_cores(&gpu(), shape.clone(), &bad, TtOptions::default()).err().expect("must fail").to_string();
+    let e = TtEmbeddingBag::from_cores(&gpu(), shape.clone(), &bad, TtOptions::default())
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(e.contains("core 1 has 119 elements"), "{e}");
     // The table still works after errors.
-    assert_eq!(t.forward(&Bags::new(&vec![1u32], &vec![0u32, 1])).unwrap().len(), 8);
+    assert_eq!(
+        t.forward(&Bags::new(&vec![1u32], &vec![0u32, 1]))
+            .unwrap()
+            .len(),
+        8
+    );
 }
 
 #[test]
 fn full_weight_and_checkpoints_round_trip() {
     let shape = TtShape::new(100, &[4, 5, 6], &[3, 1, 2], &[5, 7]).unwrap();
-    let options = TtOptions { init: TtInit::SampledGaussian, seed: 42, ..TtOptions::default() };
+    let options = TtOptions {
+        init: TtInit::SampledGaussian,
+        seed: 42,
+        ..TtOptions::default()
+    };
     let mut t = TtEmbeddingBag::new(&gpu(), shape.clone(), options.clone()).unwrap();
     let cores = t.cores().unwrap();
     assert!(cores.iter().flatten().any(|&x| x != 0.0));
     let full = t.full_weight().unwrap();
-    assert_close("full_weight", &full, &reference::full_weight(&shape, &cores), 1e-5, 1e-9);
+    assert_close(
+        "full_weight",
+        &full,
+        &reference::full_weight(&shape, &cores),
+        1e-5,
+        1e-9,
+    );
     let dir = std::env::temp_dir().join(format!("ttrec-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("table.safetensors");
@@ -241,7 +451,10 @@ fn full_weight_and_checkpoints_round_trip() {
     assert_eq!(back.cores().unwrap(), cores);
     assert_eq!(back.full_weight().unwrap(), full);
     std::fs::write(&path, b"garbage").unwrap();
-    let e = TtEmbeddingBag::load(&gpu(), &path, TtOptions::default()).err().expect("must fail").to_string();
+    let e = TtEmbeddingBag::load(&gpu(), &path, TtOptions::default())
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(e.contains("table.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -255,7 +468,8 @@ fn replays_build_no_new_pipelines() {
     let mut r = rng(3);
     let (idx, off) = bags(&mut r, 32, 4, 1000);
     let dout = values(&mut r, 32 * 16);
-    t.replay_only(&Bags::new(&idx, &off), Some(&dout), Mode::ForwardBackward).unwrap();
+    t.replay_only(&Bags::new(&idx, &off), Some(&dout), Mode::ForwardBackward)
+        .unwrap();
     let built = g.pipelines_built();
     for _ in 0..3 {
         t.forward_backward(&Bags::new(&idx, &off), &dout).unwrap();

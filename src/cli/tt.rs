@@ -45,7 +45,12 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
             }
             Ok((_, report)) => {
                 let status = if report.pass() { "ok  " } else { "FAIL" };
-                println!("{status} {} ({}) [{}]", report.name, path.display(), report.source);
+                println!(
+                    "{status} {} ({}) [{}]",
+                    report.name,
+                    path.display(),
+                    report.source
+                );
                 for c in &report.checks {
                     println!(
                         "     {:<28} worst |err| {:.3e} at {:<6} tolerance {:.3e} (max|want| {:.3e}) {}",
@@ -106,7 +111,10 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
             let all = tt_configs();
             for c in &a.configs {
                 if !all.iter().any(|x| x.name == c) {
-                    bail!("unknown config {c:?}; known: {}", all.iter().map(|x| x.name).collect::<Vec<_>>().join(", "));
+                    bail!(
+                        "unknown config {c:?}; known: {}",
+                        all.iter().map(|x| x.name).collect::<Vec<_>>().join(", ")
+                    );
                 }
             }
             let gpu = Gpu::new()?;
@@ -114,11 +122,23 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
                 println!("adapter: {}", gpu.adapter_name());
                 println!(
                     "{:<11} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10}",
-                    "config", "lookups", "fwd us/lkp", "fwd GF/s", "bwd us/lkp", "bwd GF/s", "step us/lkp", "step GF/s", "step ms"
+                    "config",
+                    "lookups",
+                    "fwd us/lkp",
+                    "fwd GF/s",
+                    "bwd us/lkp",
+                    "bwd GF/s",
+                    "step us/lkp",
+                    "step GF/s",
+                    "step ms"
                 );
             }
-            for cfg in all.iter().filter(|c| a.configs.is_empty() || a.configs.iter().any(|n| n == c.name)) {
-                let r = run_tt(&gpu, cfg, a.iters.max(1), a.seconds, a.profile).with_context(|| format!("config {}", cfg.name))?;
+            for cfg in all
+                .iter()
+                .filter(|c| a.configs.is_empty() || a.configs.iter().any(|n| n == c.name))
+            {
+                let r = run_tt(&gpu, cfg, a.iters.max(1), a.seconds, a.profile)
+                    .with_context(|| format!("config {}", cfg.name))?;
                 if a.json {
                     println!("{}", r.json());
                 } else {
@@ -137,7 +157,10 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
                 }
                 for (label, ns) in &r.profile {
                     if a.json {
-                        println!("{}", serde_json::json!({"config": r.config, "node": label, "us": ns / 1e3}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"config": r.config, "node": label, "us": ns / 1e3})
+                        );
                     } else {
                         println!("    {:<32} {:>10.1} us", label, ns / 1e3);
                     }
@@ -155,9 +178,15 @@ pub fn info() -> anyhow::Result<()> {
     println!("adapter: {}", gpu.adapter_name());
     println!("class: {:?}", gpu.class());
     println!("driver: {} {}", gpu.info().driver, gpu.info().driver_info);
-    println!("max storage binding: {} bytes", l.max_storage_buffer_binding_size);
+    println!(
+        "max storage binding: {} bytes",
+        l.max_storage_buffer_binding_size
+    );
     println!("max buffer: {} bytes", l.max_buffer_size);
-    println!("max workgroups per dimension: {}", l.max_compute_workgroups_per_dimension);
+    println!(
+        "max workgroups per dimension: {}",
+        l.max_compute_workgroups_per_dimension
+    );
     println!("timestamps: {}", gpu.has_timestamps());
     Ok(())
 }

@@ -55,7 +55,11 @@ impl AdapterOptions {
     /// Options from the environment: `TTREC_ADAPTER` picks an adapter by name; `WGPU_BACKEND`
     /// (vulkan, metal, dx12, gl) limits the backends searched.
     pub fn from_env() -> Self {
-        AdapterOptions { name: std::env::var("TTREC_ADAPTER").ok().filter(|s| !s.is_empty()) }
+        AdapterOptions {
+            name: std::env::var("TTREC_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
     }
 }
 
@@ -68,7 +72,11 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> u32 {
         wgpu::DeviceType::Other => 0,
     };
     // GL compute is a last resort: Mesa's GL llvmpipe is slower than lavapipe and lacks features.
-    let backend = if info.backend == wgpu::Backend::Gl { 0 } else { 5 };
+    let backend = if info.backend == wgpu::Backend::Gl {
+        0
+    } else {
+        5
+    };
     ty + backend
 }
 
@@ -98,10 +106,14 @@ impl Gpu {
             adapters = enumerate(wgpu::Backends::all());
         }
         if adapters.is_empty() {
-            return Err(Error::NoAdapter(format!("wgpu found no adapter; {NO_ADAPTER_HELP}")));
+            return Err(Error::NoAdapter(format!(
+                "wgpu found no adapter; {NO_ADAPTER_HELP}"
+            )));
         }
-        let names: Vec<String> =
-            adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+            .collect();
         let chosen = match &opts.name {
             Some(want) => {
                 let want_l = want.to_lowercase();
@@ -116,7 +128,10 @@ impl Gpu {
                         ))
                     })?
             }
-            None => adapters.into_iter().max_by_key(|a| adapter_rank(&a.get_info())).expect("non-empty"),
+            None => adapters
+                .into_iter()
+                .max_by_key(|a| adapter_rank(&a.get_info()))
+                .expect("non-empty"),
         };
         Self::from_adapter(&chosen)
     }
@@ -125,7 +140,8 @@ impl Gpu {
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ttrec"),
@@ -149,10 +165,16 @@ impl Gpu {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.to_string());
         }));
         let limits = device.limits();
-        let class = if info.device_type == wgpu::DeviceType::Cpu { AdapterClass::Cpu } else { AdapterClass::Gpu };
+        let class = if info.device_type == wgpu::DeviceType::Cpu {
+            AdapterClass::Cpu
+        } else {
+            AdapterClass::Gpu
+        };
         Gpu {
             inner: Arc::new(Inner {
                 device,
@@ -185,7 +207,9 @@ impl Gpu {
     }
     /// Whether GPU timestamps can be written between passes.
     pub fn has_timestamps(&self) -> bool {
-        self.device().features().contains(wgpu::Features::TIMESTAMP_QUERY)
+        self.device()
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
     /// "name (backend, device type)": how reports name the adapter.
     pub fn adapter_name(&self) -> String {
@@ -213,9 +237,21 @@ impl Gpu {
         entry: &'static str,
         constants: &[(&str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        let key: PipelineKey =
-            (shader, entry, constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect());
-        if let Some(p) = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let key: PipelineKey = (
+            shader,
+            entry,
+            constants
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_bits()))
+                .collect(),
+        );
+        if let Some(p) = self
+            .inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let module = {
@@ -225,35 +261,48 @@ impl Gpu {
                 None => {
                     let source = shaders::source(shader)
                         .ok_or_else(|| Error::Gpu(format!("unknown shader {shader:?}")))?;
-                    let m = self.device().create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
+                    let m = self
+                        .device()
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        });
                     modules.insert(shader, m.clone());
                     m
                 }
             }
         };
         let label = format!("{shader}::{entry}");
-        let pipeline = self.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        self.take_error().map_err(|e| Error::Gpu(format!("building pipeline {label}: {e}")))?;
-        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        let pipeline = self
+            .device()
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.take_error()
+            .map_err(|e| Error::Gpu(format!("building pipeline {label}: {e}")))?;
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     /// Number of pipelines built so far (tests check that replays build none).
     pub fn pipelines_built(&self) -> usize {
-        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// A storage buffer of at least `bytes` bytes (rounded up to 16), usable as copy source and
@@ -262,7 +311,9 @@ impl Gpu {
         self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(16).div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         })
     }
@@ -290,19 +341,31 @@ impl Gpu {
     /// Takes a pooled storage buffer of at least `bytes` bytes.
     pub fn acquire(&self, bytes: u64) -> wgpu::Buffer {
         let size = pool::size_class(bytes);
-        let found = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner()).take(size);
+        let found = self
+            .inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(size);
         found.unwrap_or_else(|| self.storage("ttrec pooled", size))
     }
 
     /// Returns a buffer taken with [`Gpu::acquire`] to the pool.
     pub fn release(&self, buffer: wgpu::Buffer) {
-        self.inner.pool.lock().unwrap_or_else(|p| p.into_inner()).put(buffer);
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(buffer);
     }
 
     /// Waits for all submitted work, with [`GPU_WAIT_TIMEOUT`] as the limit.
     pub fn wait(&self) -> Result<()> {
         self.device()
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(GPU_WAIT_TIMEOUT) })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(GPU_WAIT_TIMEOUT),
+            })
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         self.take_error()
     }
@@ -330,7 +393,9 @@ impl Gpu {
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| Error::Gpu("readback was never mapped".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("readback: {e}")))?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();
@@ -352,7 +417,8 @@ impl Gpu {
     /// Writes `data` into `buffer` at the start of the next submit.
     pub fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, data: &[T]) {
         if !data.is_empty() {
-            self.queue().write_buffer(buffer, 0, bytemuck::cast_slice(data));
+            self.queue()
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
         }
     }
 

@@ -21,9 +21,21 @@ impl From<&wgpu::Buffer> for Buf {
 }
 
 enum NodeKind {
-    Dispatch { pipeline: wgpu::ComputePipeline, bindings: Vec<Buf>, groups: [u32; 3] },
-    Clear { buffer: Buf },
-    Copy { src: Buf, src_offset: u64, dst: Buf, dst_offset: u64, bytes: u64 },
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bindings: Vec<Buf>,
+        groups: [u32; 3],
+    },
+    Clear {
+        buffer: Buf,
+    },
+    Copy {
+        src: Buf,
+        src_offset: u64,
+        dst: Buf,
+        dst_offset: u64,
+        bytes: u64,
+    },
 }
 
 struct Node {
@@ -40,7 +52,11 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(gpu: &Gpu) -> Self {
-        GraphBuilder { gpu: gpu.clone(), nodes: Vec::new(), transients: Vec::new() }
+        GraphBuilder {
+            gpu: gpu.clone(),
+            nodes: Vec::new(),
+            transients: Vec::new(),
+        }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -55,18 +71,51 @@ impl GraphBuilder {
     }
 
     /// A dispatch of `pipeline` with `bindings[i]` at `@group(0) @binding(i)`.
-    pub fn dispatch(&mut self, label: impl Into<String>, pipeline: wgpu::ComputePipeline, bindings: Vec<Buf>, groups: [u32; 3]) {
-        self.nodes.push(Node { label: label.into(), kind: NodeKind::Dispatch { pipeline, bindings, groups } });
+    pub fn dispatch(
+        &mut self,
+        label: impl Into<String>,
+        pipeline: wgpu::ComputePipeline,
+        bindings: Vec<Buf>,
+        groups: [u32; 3],
+    ) {
+        self.nodes.push(Node {
+            label: label.into(),
+            kind: NodeKind::Dispatch {
+                pipeline,
+                bindings,
+                groups,
+            },
+        });
     }
 
     /// Zeroes a whole buffer.
     pub fn clear(&mut self, label: impl Into<String>, buffer: Buf) {
-        self.nodes.push(Node { label: label.into(), kind: NodeKind::Clear { buffer } });
+        self.nodes.push(Node {
+            label: label.into(),
+            kind: NodeKind::Clear { buffer },
+        });
     }
 
     /// Copies `bytes` bytes between buffers.
-    pub fn copy(&mut self, label: impl Into<String>, src: Buf, src_offset: u64, dst: Buf, dst_offset: u64, bytes: u64) {
-        self.nodes.push(Node { label: label.into(), kind: NodeKind::Copy { src, src_offset, dst, dst_offset, bytes } });
+    pub fn copy(
+        &mut self,
+        label: impl Into<String>,
+        src: Buf,
+        src_offset: u64,
+        dst: Buf,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        self.nodes.push(Node {
+            label: label.into(),
+            kind: NodeKind::Copy {
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                bytes,
+            },
+        });
     }
 
     /// Number of nodes so far.
@@ -80,7 +129,11 @@ impl GraphBuilder {
     /// Plans the step: assigns transients to pooled buffers by lifetime (a buffer is reused once
     /// the last node using its previous tenant has run) and makes every bind group.
     pub fn build(self) -> Result<Plan> {
-        let GraphBuilder { gpu, nodes, transients } = self;
+        let GraphBuilder {
+            gpu,
+            nodes,
+            transients,
+        } = self;
         // First and last node index of each transient.
         let mut life: Vec<Option<(usize, usize)>> = vec![None; transients.len()];
         for (i, node) in nodes.iter().enumerate() {
@@ -104,7 +157,9 @@ impl GraphBuilder {
         }
         // Greedy assignment in order of first use: reuse the smallest free physical buffer that
         // fits, else take a new one from the pool.
-        let mut order: Vec<usize> = (0..transients.len()).filter(|&t| life[t].is_some()).collect();
+        let mut order: Vec<usize> = (0..transients.len())
+            .filter(|&t| life[t].is_some())
+            .collect();
         order.sort_by_key(|&t| life[t].map(|l| l.0));
         let mut physical: Vec<(wgpu::Buffer, usize)> = Vec::new(); // (buffer, last use of tenant)
         let mut assigned: Vec<Option<usize>> = vec![None; transients.len()];
@@ -144,36 +199,76 @@ impl GraphBuilder {
         let mut ops = Vec::with_capacity(nodes.len());
         for node in nodes {
             let op = match node.kind {
-                NodeKind::Dispatch { pipeline, bindings, groups } => {
+                NodeKind::Dispatch {
+                    pipeline,
+                    bindings,
+                    groups,
+                } => {
                     let bufs: Vec<wgpu::Buffer> = bindings.iter().map(&resolve).collect();
                     let entries: Vec<wgpu::BindGroupEntry> = bufs
                         .iter()
                         .enumerate()
-                        .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                        .map(|(i, b)| wgpu::BindGroupEntry {
+                            binding: i as u32,
+                            resource: b.as_entire_binding(),
+                        })
                         .collect();
                     let bind_group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some(&node.label),
                         layout: &pipeline.get_bind_group_layout(0),
                         entries: &entries,
                     });
-                    Op::Dispatch { pipeline, bind_group, groups }
+                    Op::Dispatch {
+                        pipeline,
+                        bind_group,
+                        groups,
+                    }
                 }
-                NodeKind::Clear { buffer } => Op::Clear { buffer: resolve(&buffer) },
-                NodeKind::Copy { src, src_offset, dst, dst_offset, bytes } => {
-                    Op::Copy { src: resolve(&src), src_offset, dst: resolve(&dst), dst_offset, bytes }
-                }
+                NodeKind::Clear { buffer } => Op::Clear {
+                    buffer: resolve(&buffer),
+                },
+                NodeKind::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    bytes,
+                } => Op::Copy {
+                    src: resolve(&src),
+                    src_offset,
+                    dst: resolve(&dst),
+                    dst_offset,
+                    bytes,
+                },
             };
             ops.push((node.label, op));
         }
-        gpu.take_error().map_err(|e| Error::Gpu(format!("building a plan: {e}")))?;
-        Ok(Plan { gpu, ops, transient_buffers: buffers })
+        gpu.take_error()
+            .map_err(|e| Error::Gpu(format!("building a plan: {e}")))?;
+        Ok(Plan {
+            gpu,
+            ops,
+            transient_buffers: buffers,
+        })
     }
 }
 
 enum Op {
-    Dispatch { pipeline: wgpu::ComputePipeline, bind_group: wgpu::BindGroup, groups: [u32; 3] },
-    Clear { buffer: wgpu::Buffer },
-    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind_group: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Clear {
+        buffer: wgpu::Buffer,
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    },
 }
 
 /// A built step: replay it with [`Plan::encode`] (inside a larger encoder) or [`Plan::run`].
@@ -217,7 +312,15 @@ impl Plan {
                         label: Some("ttrec step"),
                         timestamp_writes: None,
                     });
-                    while let Some((_, Op::Dispatch { pipeline, bind_group, groups })) = self.ops.get(i) {
+                    while let Some((
+                        _,
+                        Op::Dispatch {
+                            pipeline,
+                            bind_group,
+                            groups,
+                        },
+                    )) = self.ops.get(i)
+                    {
                         pass.set_pipeline(pipeline);
                         pass.set_bind_group(0, bind_group, &[]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -228,7 +331,13 @@ impl Plan {
                     encoder.clear_buffer(buffer, 0, None);
                     i += 1;
                 }
-                Op::Copy { src, src_offset, dst, dst_offset, bytes } => {
+                Op::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    bytes,
+                } => {
                     encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
                     i += 1;
                 }
@@ -238,7 +347,10 @@ impl Plan {
 
     /// Replays the step: one encoder, one submit. Does not wait.
     pub fn run(&self) -> Result<()> {
-        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+        let mut enc = self
+            .gpu
+            .device()
+            .create_command_encoder(&Default::default());
         self.encode(&mut enc);
         self.gpu.queue().submit([enc.finish()]);
         self.gpu.take_error()
@@ -249,7 +361,10 @@ impl Plan {
     pub fn run_profiled(&self) -> Result<Vec<NodeTime>> {
         let gpu = &self.gpu;
         if !gpu.has_timestamps() {
-            return Err(Error::Gpu(format!("{} has no timestamp queries", gpu.adapter_name())));
+            return Err(Error::Gpu(format!(
+                "{} has no timestamp queries",
+                gpu.adapter_name()
+            )));
         }
         let n = self.ops.len() as u32;
         if n == 0 {
@@ -271,7 +386,11 @@ impl Plan {
         for (i, (label, op)) in self.ops.iter().enumerate() {
             let i = i as u32;
             match op {
-                Op::Dispatch { pipeline, bind_group, groups } => {
+                Op::Dispatch {
+                    pipeline,
+                    bind_group,
+                    groups,
+                } => {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some(label),
                         timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -285,16 +404,22 @@ impl Plan {
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 }
                 other => {
-                    let with_encoder_stamps =
-                        gpu.device().features().contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+                    let with_encoder_stamps = gpu
+                        .device()
+                        .features()
+                        .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
                     if with_encoder_stamps {
                         enc.write_timestamp(&set, 2 * i);
                     }
                     match other {
                         Op::Clear { buffer } => enc.clear_buffer(buffer, 0, None),
-                        Op::Copy { src, src_offset, dst, dst_offset, bytes } => {
-                            enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes)
-                        }
+                        Op::Copy {
+                            src,
+                            src_offset,
+                            dst,
+                            dst_offset,
+                            bytes,
+                        } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes),
                         Op::Dispatch { .. } => unreachable!(),
                     }
                     if with_encoder_stamps {

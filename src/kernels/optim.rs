@@ -1,8 +1,8 @@
 //! Launcher of `shaders/optim.wgsl`: fused SGD and Adagrad over a whole parameter buffer.
 
 use crate::error::Result;
-use crate::graph::{Buf, GraphBuilder};
 use crate::gpu::grid;
+use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::WORKGROUP;
 
 /// Uniform parameters of an update (the WGSL `OptParams`).
@@ -39,7 +39,11 @@ pub fn record_update(
         UpdateKind::Adagrad => 1.0,
     };
     let pipeline = g.gpu().pipeline("optim", "optim", &[("OPTIMIZER", code)])?;
-    let groups = grid(len as u64, WORKGROUP, g.gpu().limits().max_compute_workgroups_per_dimension);
+    let groups = grid(
+        len as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
     g.dispatch(label, pipeline, vec![params, grad, weight, state], groups);
     Ok(())
 }

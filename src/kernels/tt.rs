@@ -19,7 +19,11 @@ pub struct ChunkParams {
 }
 
 fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
-    grid(invocations, WORKGROUP, g.gpu().limits().max_compute_workgroups_per_dimension)
+    grid(
+        invocations,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    )
 }
 
 /// Shapes of one chain product C = A (m x k) * B (k x n) per lookup.
@@ -70,7 +74,11 @@ pub fn record_chain(
             ("TNQ", tnq as f64),
         ],
     )?;
-    let col_tiles = if entry == "chain_v4" { s.n / 4 / tnq } else { s.n.div_ceil(4) };
+    let col_tiles = if entry == "chain_v4" {
+        s.n / 4 / tnq
+    } else {
+        s.n.div_ceil(4)
+    };
     let inv = max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64;
     let gr = groups(g, inv);
     g.dispatch(label, pipeline, vec![chunk, digits, a, core, out], gr);
@@ -172,16 +180,32 @@ pub fn record_core_grad(
             ("TNQ", tnq as f64),
         ],
     )?;
-    let col_tiles = if vec4 { s.nk / 4 / tnq } else { s.nk.div_ceil(4) };
+    let col_tiles = if vec4 {
+        s.nk / 4 / tnq
+    } else {
+        s.nk.div_ceil(4)
+    };
     let inv = s.rows as u64 * s.rk.div_ceil(4) as u64 * col_tiles as u64;
     let gr = groups(g, inv);
-    g.dispatch(label, pipeline, vec![chunk, digits, sorted, segments, prefix, dp, grad], gr);
+    g.dispatch(
+        label,
+        pipeline,
+        vec![chunk, digits, sorted, segments, prefix, dp, grad],
+        gr,
+    );
     Ok(())
 }
 
 /// Vec4 columns per invocation: the widest of 4, 2, 1 that divides the columns (`TTREC_TNQ` caps
 /// it, for tuning).
 fn pick_tnq(cols: usize) -> usize {
-    let cap = std::env::var("TTREC_TNQ").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    [4, 2, 1].into_iter().filter(|&t| t <= cap).find(|t| cols % (4 * t) == 0).unwrap_or(1)
+    let cap = std::env::var("TTREC_TNQ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    [4, 2, 1]
+        .into_iter()
+        .filter(|&t| t <= cap)
+        .find(|t| cols % (4 * t) == 0)
+        .unwrap_or(1)
 }

@@ -63,7 +63,11 @@ pub struct Bags<'a> {
 
 impl<'a> Bags<'a> {
     pub fn new(indices: impl Into<Ids<'a>>, offsets: impl Into<Ids<'a>>) -> Self {
-        Bags { indices: indices.into(), offsets: offsets.into(), weights: None }
+        Bags {
+            indices: indices.into(),
+            offsets: offsets.into(),
+            weights: None,
+        }
     }
     pub fn with_weights(mut self, weights: &'a [f32]) -> Self {
         self.weights = Some(weights);
@@ -82,19 +86,31 @@ impl<'a> Bags<'a> {
     pub fn validate(&self, shape: &TtShape, pooling: Pooling) -> Result<()> {
         let nnz = self.indices.len();
         if nnz >= (1 << 31) {
-            return Err(Error::input(None, format!("{nnz} lookups in one call; at most 2^31 - 1")));
+            return Err(Error::input(
+                None,
+                format!("{nnz} lookups in one call; at most 2^31 - 1"),
+            ));
         }
         let no = self.offsets.len();
         if no == 0 {
-            return Err(Error::input(None, "offsets is empty; B bags need B+1 offsets (the last = number of indices)"));
+            return Err(Error::input(
+                None,
+                "offsets is empty; B bags need B+1 offsets (the last = number of indices)",
+            ));
         }
         if self.offsets.get(0) != 0 {
-            return Err(Error::input(None, format!("offsets[0] = {}; it must be 0", self.offsets.get(0))));
+            return Err(Error::input(
+                None,
+                format!("offsets[0] = {}; it must be 0", self.offsets.get(0)),
+            ));
         }
         for i in 1..no {
             let (a, b) = (self.offsets.get(i - 1), self.offsets.get(i));
             if b < a {
-                return Err(Error::input(None, format!("offsets decrease at position {i}: {a} then {b}")));
+                return Err(Error::input(
+                    None,
+                    format!("offsets decrease at position {i}: {a} then {b}"),
+                ));
             }
         }
         let last = self.offsets.get(no - 1);
@@ -116,13 +132,22 @@ impl<'a> Bags<'a> {
         }
         if let Some(w) = self.weights {
             if pooling == Pooling::Mean {
-                return Err(Error::input(None, "per-sample weights are only allowed with sum pooling, not mean"));
+                return Err(Error::input(
+                    None,
+                    "per-sample weights are only allowed with sum pooling, not mean",
+                ));
             }
             if w.len() != nnz {
-                return Err(Error::input(None, format!("{} per-sample weights for {nnz} indices", w.len())));
+                return Err(Error::input(
+                    None,
+                    format!("{} per-sample weights for {nnz} indices", w.len()),
+                ));
             }
             if let Some(i) = w.iter().position(|x| !x.is_finite()) {
-                return Err(Error::input(None, format!("per-sample weight at position {i} is {}", w[i])));
+                return Err(Error::input(
+                    None,
+                    format!("per-sample weight at position {i} is {}", w[i]),
+                ));
             }
         }
         Ok(())
@@ -150,7 +175,14 @@ pub struct HostBatch {
 
 /// Lays a validated batch out for a plan with `nnz_cap` lookups, `bag_cap` bags and chunks of
 /// `chunk` lookups. O(nnz * d + chunks * sum(p)).
-pub fn prepare(shape: &TtShape, bags: &Bags, pooling: Pooling, nnz_cap: usize, bag_cap: usize, chunk: usize) -> HostBatch {
+pub fn prepare(
+    shape: &TtShape,
+    bags: &Bags,
+    pooling: Pooling,
+    nnz_cap: usize,
+    bag_cap: usize,
+    chunk: usize,
+) -> HostBatch {
     let d = shape.d();
     let nnz = bags.nnz();
     let nb = bags.num_bags();
@@ -159,7 +191,10 @@ pub fn prepare(shape: &TtShape, bags: &Bags, pooling: Pooling, nnz_cap: usize, b
     let mut scale = vec![0f32; nnz_cap];
     let mut offsets = vec![nnz as u32; bag_cap + 1];
     for b in 0..nb {
-        let (lo, hi) = (bags.offsets.get(b) as usize, bags.offsets.get(b + 1) as usize);
+        let (lo, hi) = (
+            bags.offsets.get(b) as usize,
+            bags.offsets.get(b + 1) as usize,
+        );
         offsets[b] = lo as u32;
         let mean = 1.0 / (hi - lo).max(1) as f32;
         for n in lo..hi {
@@ -208,5 +243,14 @@ pub fn prepare(shape: &TtShape, bags: &Bags, pooling: Pooling, nnz_cap: usize, b
         }
         segments.push(seg);
     }
-    HostBatch { nnz, num_bags: nb, digits, bag, scale, offsets, sorted, segments }
+    HostBatch {
+        nnz,
+        num_bags: nb,
+        digits,
+        bag,
+        scale,
+        offsets,
+        sorted,
+        segments,
+    }
 }

@@ -24,7 +24,10 @@ impl Tensor {
     /// Values as f32 (the tensor must be F32).
     pub fn f32s(&self, name: &str, path: &Path) -> Result<Vec<f32>> {
         if self.dtype != Dtype::F32 {
-            return Err(Error::file(path, format!("tensor {name} is {:?}; F32 expected", self.dtype)));
+            return Err(Error::file(
+                path,
+                format!("tensor {name} is {:?}; F32 expected", self.dtype),
+            ));
         }
         Ok(bytemuck::pod_collect_to_vec(&self.data))
     }
@@ -32,8 +35,14 @@ impl Tensor {
     pub fn i64s(&self, name: &str, path: &Path) -> Result<Vec<i64>> {
         match self.dtype {
             Dtype::I64 => Ok(bytemuck::pod_collect_to_vec(&self.data)),
-            Dtype::I32 => Ok(bytemuck::pod_collect_to_vec::<u8, i32>(&self.data).into_iter().map(i64::from).collect()),
-            d => Err(Error::file(path, format!("tensor {name} is {d:?}; I64 expected"))),
+            Dtype::I32 => Ok(bytemuck::pod_collect_to_vec::<u8, i32>(&self.data)
+                .into_iter()
+                .map(i64::from)
+                .collect()),
+            d => Err(Error::file(
+                path,
+                format!("tensor {name} is {d:?}; I64 expected"),
+            )),
         }
     }
 }
@@ -41,37 +50,66 @@ impl Tensor {
 /// Reads every tensor and the metadata of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, String>, HashMap<String, Tensor>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let tensors = st
         .tensors()
         .into_iter()
-        .map(|(name, view)| (name, Tensor { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() }))
+        .map(|(name, view)| {
+            (
+                name,
+                Tensor {
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    data: view.data().to_vec(),
+                },
+            )
+        })
         .collect();
     Ok((metadata, tensors))
 }
 
 /// Writes f32 tensors and metadata to `path` atomically.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: HashMap<String, String>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, data)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))?;
+            let view = safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(path, format!("serialising: {e}")))?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::file(path, format!("serialising: {e}")))?;
     write_atomic(path, &bytes)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so a
 /// crash leaves either the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -86,14 +124,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn join(v: &[usize]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses a comma-separated list of positive integers from metadata key `key`.
 pub fn parse_list(meta: &HashMap<String, String>, key: &str, path: &Path) -> Result<Vec<usize>> {
-    let s = meta.get(key).ok_or_else(|| Error::file(path, format!("metadata {key} is missing")))?;
+    let s = meta
+        .get(key)
+        .ok_or_else(|| Error::file(path, format!("metadata {key} is missing")))?;
     s.split(',')
-        .map(|t| t.trim().parse::<usize>().map_err(|_| Error::file(path, format!("metadata {key} = {s:?} is not a list of integers"))))
+        .map(|t| {
+            t.trim().parse::<usize>().map_err(|_| {
+                Error::file(
+                    path,
+                    format!("metadata {key} = {s:?} is not a list of integers"),
+                )
+            })
+        })
         .collect()
 }
 
@@ -101,7 +151,10 @@ pub fn parse_list(meta: &HashMap<String, String>, key: &str, path: &Path) -> Res
 pub fn shape_metadata(shape: &TtShape) -> HashMap<String, String> {
     HashMap::from([
         ("format".to_string(), "ttrec-tt-cores-v1".to_string()),
-        ("num_embeddings".to_string(), shape.num_embeddings.to_string()),
+        (
+            "num_embeddings".to_string(),
+            shape.num_embeddings.to_string(),
+        ),
         ("p_shapes".to_string(), join(&shape.p)),
         ("q_shapes".to_string(), join(&shape.q)),
         ("tt_ranks".to_string(), join(shape.interior_ranks())),
@@ -125,7 +178,15 @@ pub fn shape_from_metadata(meta: &HashMap<String, String>, path: &Path) -> Resul
 /// Saves `cores` of `shape` to `path`.
 pub fn save_cores(path: &Path, shape: &TtShape, cores: &[Vec<f32>]) -> Result<()> {
     shape.check_cores(cores)?;
-    let tensors: Vec<_> = (0..shape.d()).map(|k| (format!("tt_cores.{k}"), shape.core_shape(k).to_vec(), cores[k].clone())).collect();
+    let tensors: Vec<_> = (0..shape.d())
+        .map(|k| {
+            (
+                format!("tt_cores.{k}"),
+                shape.core_shape(k).to_vec(),
+                cores[k].clone(),
+            )
+        })
+        .collect();
     write_safetensors(path, &tensors, shape_metadata(shape))
 }
 
@@ -139,11 +200,21 @@ pub fn load_cores(path: &Path) -> Result<(TtShape, Vec<Vec<f32>>)> {
         let t = tensors
             .get(&format!("tt_cores.{k}"))
             .map(|t| (format!("tt_cores.{k}"), t))
-            .or_else(|| tensors.get(&format!("cores.{k}")).map(|t| (format!("cores.{k}"), t)))
+            .or_else(|| {
+                tensors
+                    .get(&format!("cores.{k}"))
+                    .map(|t| (format!("cores.{k}"), t))
+            })
             .ok_or_else(|| Error::file(path, format!("tensor tt_cores.{k} is missing")))?;
         let want = shape.core_shape(k);
         if t.1.shape != want {
-            return Err(Error::file(path, format!("tensor {} has shape {:?}; the metadata's shape needs {want:?}", t.0, t.1.shape)));
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor {} has shape {:?}; the metadata's shape needs {want:?}",
+                    t.0, t.1.shape
+                ),
+            ));
         }
         cores.push(t.1.f32s(&t.0, path)?);
     }

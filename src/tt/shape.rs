@@ -18,18 +18,33 @@ pub struct TtShape {
 
 impl TtShape {
     /// Checks and builds a shape from the interior ranks R_1..R_{d-1}.
-    pub fn new(num_embeddings: u64, p: &[usize], q: &[usize], interior_ranks: &[usize]) -> Result<Self> {
+    pub fn new(
+        num_embeddings: u64,
+        p: &[usize],
+        q: &[usize],
+        interior_ranks: &[usize],
+    ) -> Result<Self> {
         let d = p.len();
         if !(2..=4).contains(&d) {
-            return Err(Error::shape(None, format!("{d} cores given; TT tables have 2 to 4 cores")));
+            return Err(Error::shape(
+                None,
+                format!("{d} cores given; TT tables have 2 to 4 cores"),
+            ));
         }
         if q.len() != d {
-            return Err(Error::shape(None, format!("{} column factors q for {d} row factors p", q.len())));
+            return Err(Error::shape(
+                None,
+                format!("{} column factors q for {d} row factors p", q.len()),
+            ));
         }
         if interior_ranks.len() != d - 1 {
             return Err(Error::shape(
                 None,
-                format!("{} interior ranks given; {d} cores need {}", interior_ranks.len(), d - 1),
+                format!(
+                    "{} interior ranks given; {d} cores need {}",
+                    interior_ranks.len(),
+                    d - 1
+                ),
             ));
         }
         if num_embeddings == 0 {
@@ -58,26 +73,49 @@ impl TtShape {
             ));
         }
         if rows > u32::MAX as u128 + 1 {
-            return Err(Error::shape(None, format!("prod(p) = {rows} exceeds 2^32 rows")));
+            return Err(Error::shape(
+                None,
+                format!("prod(p) = {rows} exceeds 2^32 rows"),
+            ));
         }
         let mut ranks = vec![1];
         ranks.extend_from_slice(interior_ranks);
         ranks.push(1);
-        let shape = TtShape { num_embeddings, p: p.to_vec(), q: q.to_vec(), ranks };
+        let shape = TtShape {
+            num_embeddings,
+            p: p.to_vec(),
+            q: q.to_vec(),
+            ranks,
+        };
         for k in 0..d {
             let len = shape.core_cols(k) as u128 * shape.p[k] as u128;
             if len > (1u128 << 31) {
-                return Err(Error::shape(None, format!("core {k} has {len} elements; at most 2^31 are supported")));
+                return Err(Error::shape(
+                    None,
+                    format!("core {k} has {len} elements; at most 2^31 are supported"),
+                ));
             }
         }
         Ok(shape)
     }
 
     /// Builds a shape whose D must equal prod(q).
-    pub fn with_dim(num_embeddings: u64, dim: usize, p: &[usize], q: &[usize], interior_ranks: &[usize]) -> Result<Self> {
+    pub fn with_dim(
+        num_embeddings: u64,
+        dim: usize,
+        p: &[usize],
+        q: &[usize],
+        interior_ranks: &[usize],
+    ) -> Result<Self> {
         let s = Self::new(num_embeddings, p, q, interior_ranks)?;
         if s.dim() != dim {
-            return Err(Error::shape(None, format!("prod(q) = {} but the embedding dimension D = {dim}", s.dim())));
+            return Err(Error::shape(
+                None,
+                format!(
+                    "prod(q) = {} but the embedding dimension D = {dim}",
+                    s.dim()
+                ),
+            ));
         }
         Ok(s)
     }
@@ -135,14 +173,21 @@ impl TtShape {
     /// Checks that `cores` have this shape's lengths.
     pub fn check_cores(&self, cores: &[Vec<f32>]) -> Result<()> {
         if cores.len() != self.d() {
-            return Err(Error::shape(None, format!("{} cores given for a {}-core shape", cores.len(), self.d())));
+            return Err(Error::shape(
+                None,
+                format!("{} cores given for a {}-core shape", cores.len(), self.d()),
+            ));
         }
         for (k, c) in cores.iter().enumerate() {
             if c.len() != self.core_len(k) {
                 let [r, cc] = self.core_shape(k);
                 return Err(Error::shape(
                     None,
-                    format!("core {k} has {} elements; shape [{r}, {cc}] needs {}", c.len(), self.core_len(k)),
+                    format!(
+                        "core {k} has {} elements; shape [{r}, {cc}] needs {}",
+                        c.len(),
+                        self.core_len(k)
+                    ),
                 ));
             }
         }
@@ -152,6 +197,14 @@ impl TtShape {
 
 impl std::fmt::Display for TtShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "N={} D={} p={:?} q={:?} ranks={:?}", self.num_embeddings, self.dim(), self.p, self.q, self.interior_ranks())
+        write!(
+            f,
+            "N={} D={} p={:?} q={:?} ranks={:?}",
+            self.num_embeddings,
+            self.dim(),
+            self.p,
+            self.q,
+            self.interior_ranks()
+        )
     }
 }

@@ -9,8 +9,8 @@ use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, Plan};
 use crate::kernels::optim::{record_update, OptParams, UpdateKind};
 use crate::kernels::tt::{
-    record_chain, record_core_grad, record_pool, record_row_grad, ChainShape, ChunkParams, CoreGradShape,
-    PrefixSource,
+    record_chain, record_core_grad, record_pool, record_row_grad, ChainShape, ChunkParams,
+    CoreGradShape, PrefixSource,
 };
 use crate::tt::batch::{prepare, Bags};
 use crate::tt::{init_cores, Optimizer, Pooling, TtInit, TtShape};
@@ -110,10 +110,18 @@ impl TtEmbeddingBag {
     }
 
     /// A table with the given cores (core k row-major `[p_k, R_k q_k R_{k+1}]`).
-    pub fn from_cores(gpu: &Gpu, shape: TtShape, cores: &[Vec<f32>], options: TtOptions) -> Result<Self> {
+    pub fn from_cores(
+        gpu: &Gpu,
+        shape: TtShape,
+        cores: &[Vec<f32>],
+        options: TtOptions,
+    ) -> Result<Self> {
         shape.check_cores(cores)?;
         if let Some(i) = cores.iter().flatten().position(|x| !x.is_finite()) {
-            return Err(Error::shape(None, format!("core values must be finite; element {i} (over all cores) is not")));
+            return Err(Error::shape(
+                None,
+                format!("core values must be finite; element {i} (over all cores) is not"),
+            ));
         }
         if let Some(0) = options.max_chunk_lookups {
             return Err(Error::input(None, "max_chunk_lookups is 0"));
@@ -124,12 +132,19 @@ impl TtEmbeddingBag {
             if bytes > gpu.max_binding() {
                 return Err(Error::shape(
                     None,
-                    format!("core {k} needs {bytes} bytes, over the adapter's {} byte binding limit", gpu.max_binding()),
+                    format!(
+                        "core {k} needs {bytes} bytes, over the adapter's {} byte binding limit",
+                        gpu.max_binding()
+                    ),
                 ));
             }
         }
-        let cores_buf: Vec<_> = (0..d).map(|k| gpu.storage_from(&format!("tt core {k}"), &cores[k])).collect();
-        let grads = (0..d).map(|k| gpu.storage(&format!("tt grad {k}"), shape.core_len(k) as u64 * 4)).collect();
+        let cores_buf: Vec<_> = (0..d)
+            .map(|k| gpu.storage_from(&format!("tt core {k}"), &cores[k]))
+            .collect();
+        let grads = (0..d)
+            .map(|k| gpu.storage(&format!("tt grad {k}"), shape.core_len(k) as u64 * 4))
+            .collect();
         let adagrad = matches!(options.optimizer, Optimizer::Adagrad { .. });
         let state = (0..d)
             .map(|k| {
@@ -137,8 +152,19 @@ impl TtEmbeddingBag {
                 gpu.storage_from(&format!("tt state {k}"), &vec![0f32; len])
             })
             .collect();
-        let opt_params = (0..d).map(|k| gpu.uniform(&format!("tt opt {k}"), 16)).collect();
-        let t = TtEmbeddingBag { gpu: gpu.clone(), shape, options, cores: cores_buf, grads, state, opt_params, plans: HashMap::new() };
+        let opt_params = (0..d)
+            .map(|k| gpu.uniform(&format!("tt opt {k}"), 16))
+            .collect();
+        let t = TtEmbeddingBag {
+            gpu: gpu.clone(),
+            shape,
+            options,
+            cores: cores_buf,
+            grads,
+            state,
+            opt_params,
+            plans: HashMap::new(),
+        };
         t.write_opt_params();
         Ok(t)
     }
@@ -150,7 +176,12 @@ impl TtEmbeddingBag {
             Optimizer::Adagrad { lr, eps } => (lr, eps),
         };
         for k in 0..self.shape.d() {
-            let p = OptParams { lr, eps, len: self.shape.core_len(k) as u32, _pad: 0 };
+            let p = OptParams {
+                lr,
+                eps,
+                len: self.shape.core_len(k) as u32,
+                _pad: 0,
+            };
             self.gpu.write(&self.opt_params[k], &[p]);
         }
     }
@@ -209,13 +240,17 @@ impl TtEmbeddingBag {
             nnz_cap,
             bag_cap,
             chunk,
-            chunk_params: (0..chunks).map(|c| g.uniform(&format!("tt chunk {c}"), 32)).collect(),
+            chunk_params: (0..chunks)
+                .map(|c| g.uniform(&format!("tt chunk {c}"), 32))
+                .collect(),
             digits: g.storage("tt digits", (d * nnz_cap) as u64 * 4),
             bag: g.storage("tt bag", nnz_cap as u64 * 4),
             scale: g.storage("tt scale", nnz_cap as u64 * 4),
             offsets: g.storage("tt offsets", (bag_cap + 1) as u64 * 4),
             sorted: g.storage("tt sorted", (d * nnz_cap) as u64 * 4),
-            segments: (0..d).map(|k| g.storage("tt segments", (chunks * (self.shape.p[k] + 1)) as u64 * 4)).collect(),
+            segments: (0..d)
+                .map(|k| g.storage("tt segments", (chunks * (self.shape.p[k] + 1)) as u64 * 4))
+                .collect(),
             out: g.storage("tt out", (bag_cap * dim) as u64 * 4),
             dout: g.storage("tt dout", (bag_cap * dim) as u64 * 4),
         }
@@ -241,7 +276,11 @@ impl TtEmbeddingBag {
             }
         }
         let row = g.transient(&format!("{tag} rows"), (c * dim) as u64 * f);
-        let drow = if mode.backward() { Some(g.transient(&format!("{tag} drows"), (c * dim) as u64 * f)) } else { None };
+        let drow = if mode.backward() {
+            Some(g.transient(&format!("{tag} drows"), (c * dim) as u64 * f))
+        } else {
+            None
+        };
         if mode.forward_out() {
             g.clear(format!("{tag} zero out"), Buf::from(&io.out));
         }
@@ -256,8 +295,16 @@ impl TtEmbeddingBag {
             // Forward chain: P_{k+1} = P_k * G_k[i_k]; the last product is the row.
             let last_chain = if mode.forward_out() { d - 1 } else { d - 2 };
             for k in 1..=last_chain {
-                let a = if k == 1 { Buf::from(&self.cores[0]) } else { prefix[k].clone().expect("prefix") };
-                let out = if k == d - 1 { row.clone() } else { prefix[k + 1].clone().expect("prefix") };
+                let a = if k == 1 {
+                    Buf::from(&self.cores[0])
+                } else {
+                    prefix[k].clone().expect("prefix")
+                };
+                let out = if k == d - 1 {
+                    row.clone()
+                } else {
+                    prefix[k + 1].clone().expect("prefix")
+                };
                 let shape = ChainShape {
                     m: s.q_prefix(k),
                     k: s.ranks[k],
@@ -266,7 +313,17 @@ impl TtEmbeddingBag {
                     trans_b: false,
                     a_from_core: k == 1,
                 };
-                record_chain(g, format!("{tag} c{ci} chain {k}"), shape, chunk.clone(), digits.clone(), a, Buf::from(&self.cores[k]), out, c)?;
+                record_chain(
+                    g,
+                    format!("{tag} c{ci} chain {k}"),
+                    shape,
+                    chunk.clone(),
+                    digits.clone(),
+                    a,
+                    Buf::from(&self.cores[k]),
+                    out,
+                    c,
+                )?;
             }
             if mode.forward_out() {
                 record_pool(
@@ -296,7 +353,13 @@ impl TtEmbeddingBag {
                 drow.clone(),
                 c,
             )?;
-            let dp_next = |k: usize| if k + 1 == d { drow.clone() } else { dprefix[k + 1].clone().expect("dprefix") };
+            let dp_next = |k: usize| {
+                if k + 1 == d {
+                    drow.clone()
+                } else {
+                    dprefix[k + 1].clone().expect("dprefix")
+                }
+            };
             // dP_k = dP_{k+1} * G_k[i_k]^T, from the last core down to core 1.
             for k in (1..d).rev() {
                 let shape = ChainShape {
@@ -308,7 +371,17 @@ impl TtEmbeddingBag {
                     a_from_core: false,
                 };
                 let out = dprefix[k].clone().expect("dprefix");
-                record_chain(g, format!("{tag} c{ci} chain^T {k}"), shape, chunk.clone(), digits.clone(), dp_next(k), Buf::from(&self.cores[k]), out, c)?;
+                record_chain(
+                    g,
+                    format!("{tag} c{ci} chain^T {k}"),
+                    shape,
+                    chunk.clone(),
+                    digits.clone(),
+                    dp_next(k),
+                    Buf::from(&self.cores[k]),
+                    out,
+                    c,
+                )?;
             }
             // grad G_k[row] += sum over the row's lookups of P_k^T dP_{k+1}.
             for k in (0..d).rev() {
@@ -365,7 +438,14 @@ impl TtEmbeddingBag {
 
     /// Validates `bags` and uploads them (and `dout`) into `io`.
     fn upload(&self, io: &TableIo, bags: &Bags, dout: Option<&[f32]>) -> Result<()> {
-        let hb = prepare(&self.shape, bags, self.options.pooling, io.nnz_cap, io.bag_cap, io.chunk);
+        let hb = prepare(
+            &self.shape,
+            bags,
+            self.options.pooling,
+            io.nnz_cap,
+            io.bag_cap,
+            io.chunk,
+        );
         let g = &self.gpu;
         for (ci, buf) in io.chunk_params.iter().enumerate() {
             let start = (ci * io.chunk).min(hb.nnz);
@@ -399,11 +479,19 @@ impl TtEmbeddingBag {
         if dout.len() != want {
             return Err(Error::input(
                 None,
-                format!("grad_output has {} values; {} bags x D = {} needs {want}", dout.len(), bags.num_bags(), self.shape.dim()),
+                format!(
+                    "grad_output has {} values; {} bags x D = {} needs {want}",
+                    dout.len(),
+                    bags.num_bags(),
+                    self.shape.dim()
+                ),
             ));
         }
         if let Some(i) = dout.iter().position(|x| !x.is_finite()) {
-            return Err(Error::input(None, format!("grad_output at position {i} is {}", dout[i])));
+            return Err(Error::input(
+                None,
+                format!("grad_output at position {i} is {}", dout[i]),
+            ));
         }
         Ok(())
     }
@@ -422,13 +510,21 @@ impl TtEmbeddingBag {
             let mut g = GraphBuilder::new(&self.gpu);
             self.record(&mut g, &io, mode, "tt")?;
             let plan = g.build()?;
-            self.plans.insert(key, CallPlan { plan, ios: vec![io] });
+            self.plans.insert(
+                key,
+                CallPlan {
+                    plan,
+                    ios: vec![io],
+                },
+            );
         }
         let cp = &self.plans[&key];
         self.upload(&cp.ios[0], bags, dout)?;
         cp.plan.run()?;
         if mode.forward_out() {
-            let out = self.gpu.read_f32(&cp.ios[0].out, 0, bags.num_bags() * self.shape.dim())?;
+            let out = self
+                .gpu
+                .read_f32(&cp.ios[0].out, 0, bags.num_bags() * self.shape.dim())?;
             Ok(Some(out))
         } else {
             self.gpu.wait()?;
@@ -438,30 +534,46 @@ impl TtEmbeddingBag {
 
     /// Pooled rows of every bag, `[B, D]` row-major.
     pub fn forward(&mut self, bags: &Bags) -> Result<Vec<f32>> {
-        Ok(self.call(bags, None, Mode::Forward)?.expect("forward output"))
+        Ok(self
+            .call(bags, None, Mode::Forward)?
+            .expect("forward output"))
     }
 
     /// Gradient of `sum(grad_output * forward(bags))` into the dense core gradients, then the
     /// fused update (if any). `grad_output` is `[B, D]`.
     pub fn backward(&mut self, bags: &Bags, grad_output: &[f32]) -> Result<()> {
-        self.call(bags, Some(grad_output), Mode::Backward).map(|_| ())
+        self.call(bags, Some(grad_output), Mode::Backward)
+            .map(|_| ())
     }
 
     /// Forward and backward with update in one submit (the training step of a table alone);
     /// returns the forward output computed before the update.
     pub fn forward_backward(&mut self, bags: &Bags, grad_output: &[f32]) -> Result<Vec<f32>> {
-        Ok(self.call(bags, Some(grad_output), Mode::ForwardBackward)?.expect("forward output"))
+        Ok(self
+            .call(bags, Some(grad_output), Mode::ForwardBackward)?
+            .expect("forward output"))
     }
 
     /// Runs the plan of `mode` for `bags` without reading anything back (benchmarks).
-    pub fn replay_only(&mut self, bags: &Bags, grad_output: Option<&[f32]>, mode: Mode) -> Result<()> {
+    pub fn replay_only(
+        &mut self,
+        bags: &Bags,
+        grad_output: Option<&[f32]>,
+        mode: Mode,
+    ) -> Result<()> {
         bags.validate(&self.shape, self.options.pooling)?;
         let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
         if !self.plans.contains_key(&key) {
             let io = self.make_io(key.1, key.2);
             let mut g = GraphBuilder::new(&self.gpu);
             self.record(&mut g, &io, mode, "tt")?;
-            self.plans.insert(key, CallPlan { plan: g.build()?, ios: vec![io] });
+            self.plans.insert(
+                key,
+                CallPlan {
+                    plan: g.build()?,
+                    ios: vec![io],
+                },
+            );
         }
         let cp = &self.plans[&key];
         self.upload(&cp.ios[0], bags, grad_output)?;
@@ -469,7 +581,12 @@ impl TtEmbeddingBag {
     }
 
     /// Per-node GPU times of the plan of `mode` for `bags` (needs timestamp queries).
-    pub fn profile(&mut self, bags: &Bags, grad_output: Option<&[f32]>, mode: Mode) -> Result<Vec<crate::graph::NodeTime>> {
+    pub fn profile(
+        &mut self,
+        bags: &Bags,
+        grad_output: Option<&[f32]>,
+        mode: Mode,
+    ) -> Result<Vec<crate::graph::NodeTime>> {
         self.replay_only(bags, grad_output, mode)?;
         self.gpu.wait()?;
         let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
@@ -478,18 +595,24 @@ impl TtEmbeddingBag {
 
     /// The cores, read back.
     pub fn cores(&self) -> Result<Vec<Vec<f32>>> {
-        (0..self.shape.d()).map(|k| self.gpu.read_f32(&self.cores[k], 0, self.shape.core_len(k))).collect()
+        (0..self.shape.d())
+            .map(|k| self.gpu.read_f32(&self.cores[k], 0, self.shape.core_len(k)))
+            .collect()
     }
     /// The dense core gradients of the last backward.
     pub fn grads(&self) -> Result<Vec<Vec<f32>>> {
-        (0..self.shape.d()).map(|k| self.gpu.read_f32(&self.grads[k], 0, self.shape.core_len(k))).collect()
+        (0..self.shape.d())
+            .map(|k| self.gpu.read_f32(&self.grads[k], 0, self.shape.core_len(k)))
+            .collect()
     }
     /// The Adagrad accumulators (None for other optimizers).
     pub fn optimizer_state(&self) -> Result<Option<Vec<Vec<f32>>>> {
         if !matches!(self.options.optimizer, Optimizer::Adagrad { .. }) {
             return Ok(None);
         }
-        let s: Result<Vec<_>> = (0..self.shape.d()).map(|k| self.gpu.read_f32(&self.state[k], 0, self.shape.core_len(k))).collect();
+        let s: Result<Vec<_>> = (0..self.shape.d())
+            .map(|k| self.gpu.read_f32(&self.state[k], 0, self.shape.core_len(k)))
+            .collect();
         s.map(Some)
     }
     /// Replaces the cores (and resets the optimizer state).
@@ -498,7 +621,8 @@ impl TtEmbeddingBag {
         for k in 0..self.shape.d() {
             self.gpu.write(&self.cores[k], &cores[k]);
             if matches!(self.options.optimizer, Optimizer::Adagrad { .. }) {
-                self.gpu.write(&self.state[k], &vec![0f32; self.shape.core_len(k)]);
+                self.gpu
+                    .write(&self.state[k], &vec![0f32; self.shape.core_len(k)]);
             }
         }
         Ok(())
@@ -510,7 +634,13 @@ impl TtEmbeddingBag {
         let n = self.shape.num_embeddings as usize;
         let total = n as u128 * self.shape.dim() as u128;
         if total > 1 << 26 {
-            return Err(Error::input(None, format!("full_weight of {n} x {} is too large; it is meant for small tables", self.shape.dim())));
+            return Err(Error::input(
+                None,
+                format!(
+                    "full_weight of {n} x {} is too large; it is meant for small tables",
+                    self.shape.dim()
+                ),
+            ));
         }
         let idx: Vec<u32> = (0..n as u32).collect();
         let off: Vec<u32> = (0..=n as u32).collect();

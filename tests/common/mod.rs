@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 /// The adapter the tests run on: the same choice as the library (TTREC_ADAPTER, WGPU_BACKEND).
 /// With no adapter the tests fail, they do not skip.
 pub fn gpu() -> ttrec::gpu::Gpu {
-    ttrec::gpu::Gpu::new().unwrap_or_else(|e| panic!("tests need a wgpu adapter (lavapipe works): {e}"))
+    ttrec::gpu::Gpu::new()
+        .unwrap_or_else(|e| panic!("tests need a wgpu adapter (lavapipe works): {e}"))
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
@@ -19,7 +20,11 @@ pub fn values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let v: f32 = rng.random_range(-1.0..1.0);
-            if v.abs() < 0.05 { v + 0.1f32.copysign(v) } else { v }
+            if v.abs() < 0.05 {
+                v + 0.1f32.copysign(v)
+            } else {
+                v
+            }
         })
         .collect()
 }
