@@ -213,7 +213,7 @@ pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
     let mut worst_index = 0;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let e = (g as f64 - w as f64).abs();
-        if !(e <= worst_abs) {
+        if e > worst_abs {
             worst_abs = e;
             worst_index = i;
         }

@@ -116,8 +116,7 @@ fn bad_fixtures_are_errors_not_passes() {
         bytemuck::cast_slice(&idx).to_vec(),
     );
     let e = run_fixture(&gpu, &Fixture::read(&bad).unwrap())
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("position 3"), "{e}");
     // An unknown tensor is an error, not skipped.
@@ -130,10 +129,7 @@ fn bad_fixtures_are_errors_not_passes() {
         vec![1],
         vec![0; 4],
     );
-    let e = Fixture::read(&unknown)
-        .err()
-        .expect("must fail")
-        .to_string();
+    let e = Fixture::read(&unknown).expect_err("must fail").to_string();
     assert!(e.contains("expected.mystery"), "{e}");
     // A wrong expected value fails the check.
     let (_, t) = ttrec::tt::checkpoint::read_safetensors(&src).unwrap();

@@ -24,6 +24,7 @@ pub enum UpdateKind {
 
 /// Adds the update of `len` elements of `weight` from `grad` (and `state` for Adagrad; any buffer
 /// for SGD) with the learning rate and eps held in the uniform buffer `params`.
+#[allow(clippy::too_many_arguments)]
 pub fn record_update(
     g: &mut GraphBuilder,
     label: &str,

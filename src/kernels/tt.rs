@@ -54,7 +54,7 @@ pub fn record_chain(
     max_lookups: usize,
 ) -> Result<()> {
     // Vectorised variants where the inner dimensions allow vec4 reads.
-    let entry = match (s.trans_b, s.k % 4 == 0, s.n % 4 == 0) {
+    let entry = match (s.trans_b, s.k.is_multiple_of(4), s.n.is_multiple_of(4)) {
         (false, true, true) => "chain_v4",
         (true, true, _) => "chain_t_v4",
         _ => "chain",
@@ -164,7 +164,7 @@ pub fn record_core_grad(
         PrefixSource::Core0 => 1.0,
         PrefixSource::Scratch => 2.0,
     };
-    let vec4 = s.nk % 4 == 0 && (s.prefix == PrefixSource::One || s.rk % 4 == 0);
+    let vec4 = s.nk.is_multiple_of(4) && (s.prefix == PrefixSource::One || s.rk.is_multiple_of(4));
     let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
     let tnq = pick_tnq(s.nk);
     let pipeline = g.gpu().pipeline(
@@ -206,6 +206,6 @@ fn pick_tnq(cols: usize) -> usize {
     [4, 2, 1]
         .into_iter()
         .filter(|&t| t <= cap)
-        .find(|t| cols % (4 * t) == 0)
+        .find(|t| cols.is_multiple_of(4 * t))
         .unwrap_or(1)
 }

@@ -175,6 +175,7 @@ pub struct HostBatch {
 
 /// Lays a validated batch out for a plan with `nnz_cap` lookups, `bag_cap` bags and chunks of
 /// `chunk` lookups. O(nnz * d + chunks * sum(p)).
+#[allow(clippy::needless_range_loop)]
 pub fn prepare(
     shape: &TtShape,
     bags: &Bags,

@@ -618,8 +618,14 @@ impl TtEmbeddingBag {
     /// Replaces the cores (and resets the optimizer state).
     pub fn set_cores(&mut self, cores: &[Vec<f32>]) -> Result<()> {
         self.shape.check_cores(cores)?;
-        for k in 0..self.shape.d() {
-            self.gpu.write(&self.cores[k], &cores[k]);
+        if let Some(i) = cores.iter().flatten().position(|x| !x.is_finite()) {
+            return Err(Error::shape(
+                None,
+                format!("core values must be finite; element {i} (over all cores) is not"),
+            ));
+        }
+        for (k, core) in cores.iter().enumerate() {
+            self.gpu.write(&self.cores[k], core);
             if matches!(self.options.optimizer, Optimizer::Adagrad { .. }) {
                 self.gpu
                     .write(&self.state[k], &vec![0f32; self.shape.core_len(k)]);
