@@ -317,12 +317,12 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 // C = A * B^T (B stored [N, K]) with K % 4 == 0: every output is a dot product of two
-// contiguous rows, read as vec4s.
+// contiguous rows, read as vec4s. Each invocation owns 4 rows x 4 TNQ columns.
 @compute @workgroup_size(64)
 fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let mt = (M + 3u) / 4u;
-    let nt = (N + 3u) / 4u;
+    let nt = (N + 4u * TNQ - 1u) / (4u * TNQ);
     let kq = K / 4u;
     let per = mt * nt;
     let id = linear_id(wid, nwg, lid);
@@ -332,7 +332,7 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     let rem = id - n * per;
     let m0 = (rem / nt) * 4u;
-    let c0 = (rem % nt) * 4u;
+    let c0 = (rem % nt) * 4u * TNQ;
     let g = chunk.start + n;
     let a_base = n * M * kq;
     let b_base = digits[CORE_K * chunk.cap + g] * N * kq;
@@ -340,37 +340,35 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let a1 = a_base + min(m0 + 1u, M - 1u) * kq;
     let a2 = a_base + min(m0 + 2u, M - 1u) * kq;
     let a3 = a_base + min(m0 + 3u, M - 1u) * kq;
-    let g0 = b_base + c0 * kq;
-    let g1 = b_base + min(c0 + 1u, N - 1u) * kq;
-    let g2 = b_base + min(c0 + 2u, N - 1u) * kq;
-    let g3 = b_base + min(c0 + 3u, N - 1u) * kq;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 16>;
+    for (var t = 0u; t < 16u; t = t + 1u) {
+        acc[t] = vec4<f32>(0.0);
+    }
     for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
-        let y0 = v4_b[g0 + k4];
-        let y1 = v4_b[g1 + k4];
-        let y2 = v4_b[g2 + k4];
-        let y3 = v4_b[g3 + k4];
         let x0 = v4_a[a0 + k4];
         let x1 = v4_a[a1 + k4];
         let x2 = v4_a[a2 + k4];
         let x3 = v4_a[a3 + k4];
-        acc0 = acc0 + vec4<f32>(dot(x0, y0), dot(x0, y1), dot(x0, y2), dot(x0, y3));
-        acc1 = acc1 + vec4<f32>(dot(x1, y0), dot(x1, y1), dot(x1, y2), dot(x1, y3));
-        acc2 = acc2 + vec4<f32>(dot(x2, y0), dot(x2, y1), dot(x2, y2), dot(x2, y3));
-        acc3 = acc3 + vec4<f32>(dot(x3, y0), dot(x3, y1), dot(x3, y2), dot(x3, y3));
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            let c = c0 + 4u * j;
+            let y0 = v4_b[b_base + min(c, N - 1u) * kq + k4];
+            let y1 = v4_b[b_base + min(c + 1u, N - 1u) * kq + k4];
+            let y2 = v4_b[b_base + min(c + 2u, N - 1u) * kq + k4];
+            let y3 = v4_b[b_base + min(c + 3u, N - 1u) * kq + k4];
+            acc[j] = acc[j] + vec4<f32>(dot(x0, y0), dot(x0, y1), dot(x0, y2), dot(x0, y3));
+            acc[4u + j] = acc[4u + j] + vec4<f32>(dot(x1, y0), dot(x1, y1), dot(x1, y2), dot(x1, y3));
+            acc[8u + j] = acc[8u + j] + vec4<f32>(dot(x2, y0), dot(x2, y1), dot(x2, y2), dot(x2, y3));
+            acc[12u + j] = acc[12u + j] + vec4<f32>(dot(x3, y0), dot(x3, y1), dot(x3, y2), dot(x3, y3));
+        }
     }
     let o = n * M * N;
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i = i + 1u) {
         let m = m0 + i;
         if (m < M) {
-            for (var j = 0u; j < 4u; j = j + 1u) {
+            for (var j = 0u; j < 4u * TNQ; j = j + 1u) {
                 let c = c0 + j;
                 if (c < N) {
-                    chain_out[o + m * N + c] = accs[i][j];
+                    chain_out[o + m * N + c] = acc[4u * i + j / 4u][j % 4u];
                 }
             }
         }

@@ -60,7 +60,11 @@ pub fn record_chain(
         _ => "chain",
     };
     // Wider column tiles amortise each invocation's loads of A over more columns.
-    let tnq = pick_tnq(s.n);
+    let tnq = if entry == "chain_t_v4" {
+        pick_tnq_rows(s.n)
+    } else {
+        pick_tnq(s.n)
+    };
     let pipeline = g.gpu().pipeline(
         "tt",
         entry,
@@ -74,10 +78,10 @@ pub fn record_chain(
             ("TNQ", tnq as f64),
         ],
     )?;
-    let col_tiles = if entry == "chain_v4" {
-        s.n / 4 / tnq
-    } else {
-        s.n.div_ceil(4)
+    let col_tiles = match entry {
+        "chain_v4" => s.n / 4 / tnq,
+        "chain_t_v4" => s.n.div_ceil(4 * tnq),
+        _ => s.n.div_ceil(4),
     };
     let inv = max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64;
     let gr = groups(g, inv);
@@ -208,4 +212,11 @@ fn pick_tnq(cols: usize) -> usize {
         .filter(|&t| t <= cap)
         .find(|t| cols.is_multiple_of(4 * t))
         .unwrap_or(1)
+}
+
+/// Groups of 4 output columns per invocation of the transposed chain (any N: edges are clamped);
+/// `TTREC_TNQ_T` overrides it, for tuning.
+fn pick_tnq_rows(cols: usize) -> usize {
+    let want = std::env::var("TTREC_TNQ_T").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
+    want.clamp(1, 4).min(cols.div_ceil(4))
 }
