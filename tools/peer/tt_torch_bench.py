@@ -6,10 +6,14 @@ Same algorithm as the reference (FBTT-Embedding) in fp32 on the CPU:
              bmm chain over all lookups, [q0,R1] x [R1,q1 R2] -> [q0 q1,R2] x [R2,q2] -> D;
              sum pooling into bags with index_add_;
   backward = the chain rule by hand with bmm (reusing the forward's gathered slices and partial
-             product), then a fused SGD step: index_add_ of -lr * (per-lookup slice gradient)
+             product), then a fused SGD step: index_add_ of the per-lookup slice gradients (with -lr folded
+             into the upstream gradient)
              straight into each core (duplicates summed), i.e. W <- W - lr * g.
              `--backward dense` instead accumulates dense core gradients first and then applies
              W -= lr * g; `--backward autograd` uses torch.autograd for the gradients.
+  fused/dense write every intermediate into persistent workspace tensors (out=), as a training
+  loop would; fresh per-step allocations of the multi-MB slices cost page faults that made step
+  times bimodal (up to 4x) on the measurement VM.
 
 FLOPs are counted as the reference does: whole step = 3 x 2 x nnz x (q0 R1 q1 R2 + q0 q1 R2 q2),
 forward = 1/3 of that, backward = 2/3.
@@ -52,21 +56,31 @@ class TTBag:
         sigma = float(ranks[0] * ranks[1]) ** (-1.0 / 6)
         self.cores = [torch.randn(p[k], R[k] * q[k] * R[k + 1], generator=gen) * sigma for k in range(3)]
         self.D = q[0] * q[1] * q[2]
+        self.ws = {}
+
+    def buf(self, name, shape, dtype=torch.float32):
+        """Persistent workspace tensor (reused across steps: no per-step allocation/page faults)."""
+        t = self.ws.get(name)
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            t = torch.empty(shape, dtype=dtype)
+            self.ws[name] = t
+        return t
 
     def forward(self, indices, bags, B):
-        """Returns (pooled [B, D], saved tensors for backward)."""
+        """Returns (pooled [B, D], saved tensors for backward). Outputs live in the workspace."""
         p, q, R = self.p, self.q, self.R
         n = indices.numel()
-        i2 = indices % p[2]
-        rest = indices // p[2]
-        i1 = rest % p[1]
-        i0 = rest // p[1]
-        a0 = self.cores[0].index_select(0, i0).view(n, q[0], R[1])
-        a1 = self.cores[1].index_select(0, i1).view(n, R[1], q[1] * R[2])
-        a2 = self.cores[2].index_select(0, i2).view(n, R[2], q[2])
-        t1 = torch.bmm(a0, a1).view(n, q[0] * q[1], R[2])
-        rows = torch.bmm(t1, a2).view(n, self.D)
-        out = torch.zeros(B, self.D).index_add_(0, bags, rows)
+        i2 = torch.remainder(indices, p[2], out=self.buf("i2", (n,), torch.int64))
+        rest = torch.div(indices, p[2], rounding_mode="floor", out=self.buf("rest", (n,), torch.int64))
+        i1 = torch.remainder(rest, p[1], out=self.buf("i1", (n,), torch.int64))
+        i0 = torch.div(rest, p[1], rounding_mode="floor", out=self.buf("i0", (n,), torch.int64))
+        c0, c1, c2 = self.cores
+        a0 = torch.index_select(c0, 0, i0, out=self.buf("a0", (n, c0.shape[1]))).view(n, q[0], R[1])
+        a1 = torch.index_select(c1, 0, i1, out=self.buf("a1", (n, c1.shape[1]))).view(n, R[1], q[1] * R[2])
+        a2 = torch.index_select(c2, 0, i2, out=self.buf("a2", (n, c2.shape[1]))).view(n, R[2], q[2])
+        t1 = torch.bmm(a0, a1, out=self.buf("t1", (n, q[0], q[1] * R[2]))).view(n, q[0] * q[1], R[2])
+        rows = torch.bmm(t1, a2, out=self.buf("rows", (n, q[0] * q[1], q[2]))).view(n, self.D)
+        out = self.buf("out", (B, self.D)).zero_().index_add_(0, bags, rows)
         return out, (i0, i1, i2, a0, a1, a2, t1)
 
     def backward_sgd(self, d_out, bags, saved, lr, mode="fused"):
@@ -74,17 +88,22 @@ class TTBag:
         i0, i1, i2, a0, a1, a2, t1 = saved
         p, q, R = self.p, self.q, self.R
         n = a0.shape[0]
-        g = d_out.index_select(0, bags).view(n, q[0] * q[1], q[2])
-        d_a2 = torch.bmm(t1.transpose(1, 2), g)  # [n, R2, q2]
-        d_t1 = torch.bmm(g, a2.transpose(1, 2)).view(n, q[0], q[1] * R[2])  # [n, q0, q1 R2]
-        d_a1 = torch.bmm(a0.transpose(1, 2), d_t1)  # [n, R1, q1 R2]
-        d_a0 = torch.bmm(d_t1, a1.transpose(1, 2))  # [n, q0, R1]
+        g = torch.index_select(d_out, 0, bags, out=self.buf("g", (n, self.D))).view(n, q[0] * q[1], q[2])
         if mode == "fused":
-            for core, idx, d in ((self.cores[0], i0, d_a0), (self.cores[1], i1, d_a1), (self.cores[2], i2, d_a2)):
-                core.index_add_(0, idx, d.reshape(n, -1), alpha=-lr)
-        else:  # dense gradients first, then W -= lr * g
-            for core, idx, d in ((self.cores[0], i0, d_a0), (self.cores[1], i1, d_a1), (self.cores[2], i2, d_a2)):
-                grad = torch.zeros_like(core).index_add_(0, idx, d.reshape(n, -1))
+            # fold -lr into the upstream gradient (everything below is linear in it): the slice
+            # gradients are then the SGD deltas, and index_add_ avoids its slow alpha != 1 path
+            g.mul_(-lr)
+        d_a2 = torch.bmm(t1.transpose(1, 2), g, out=self.buf("d_a2", (n, R[2], q[2])))
+        d_t1 = torch.bmm(g, a2.transpose(1, 2), out=self.buf("d_t1", (n, q[0] * q[1], R[2])))
+        d_t1 = d_t1.view(n, q[0], q[1] * R[2])
+        d_a1 = torch.bmm(a0.transpose(1, 2), d_t1, out=self.buf("d_a1", (n, R[1], q[1] * R[2])))
+        d_a0 = torch.bmm(d_t1, a1.transpose(1, 2), out=self.buf("d_a0", (n, q[0], R[1])))
+        for k, (core, idx, d) in enumerate(((self.cores[0], i0, d_a0), (self.cores[1], i1, d_a1),
+                                            (self.cores[2], i2, d_a2))):
+            if mode == "fused":  # W <- W - lr * g straight from the per-lookup (-lr * g) slices
+                core.index_add_(0, idx, d.view(n, -1))
+            else:  # dense gradient first, then W -= lr * g
+                grad = self.buf(f"grad{k}", core.shape).zero_().index_add_(0, idx, d.view(n, -1))
                 core.add_(grad, alpha=-lr)
 
 
