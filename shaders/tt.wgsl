@@ -274,7 +274,9 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let rem = id - n * per;
     let m0 = (rem / ntiles) * 4u;
-    let cq = (rem % ntiles) * TNQ;
+    // Column j of this invocation is vec4 column tile + j * ntiles: for a fixed j, neighbouring
+    // invocations (SIMD lanes on CPU adapters, threads of a warp on GPUs) read neighbouring vec4s.
+    let cq = rem % ntiles;
     let g = chunk.start + n;
     var a_base = n * M * kq;
     if (A_FROM_CORE) {
@@ -296,10 +298,11 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let x3 = v4_a[a3 + k4];
         let row = b_base + 4u * k4 * nq;
         for (var j = 0u; j < TNQ; j = j + 1u) {
-            let b0 = v4_b[row + j];
-            let b1 = v4_b[row + nq + j];
-            let b2 = v4_b[row + 2u * nq + j];
-            let b3 = v4_b[row + 3u * nq + j];
+            let col = row + j * ntiles;
+            let b0 = v4_b[col];
+            let b1 = v4_b[col + nq];
+            let b2 = v4_b[col + 2u * nq];
+            let b3 = v4_b[col + 3u * nq];
             acc[j] = acc[j] + x0.x * b0 + x0.y * b1 + x0.z * b2 + x0.w * b3;
             acc[4u + j] = acc[4u + j] + x1.x * b0 + x1.y * b1 + x1.z * b2 + x1.w * b3;
             acc[8u + j] = acc[8u + j] + x2.x * b0 + x2.y * b1 + x2.z * b2 + x2.w * b3;
@@ -310,7 +313,7 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     for (var i = 0u; i < 4u; i = i + 1u) {
         if (m0 + i < M) {
             for (var j = 0u; j < TNQ; j = j + 1u) {
-                v4_out[o + (m0 + i) * nq + j] = acc[4u * i + j];
+                v4_out[o + (m0 + i) * nq + j * ntiles] = acc[4u * i + j];
             }
         }
     }
@@ -401,7 +404,7 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     let rem = id - row * per;
     let r0 = (rem / ntiles) * 4u;
-    let cq = (rem % ntiles) * TNQ;
+    let cq = rem % ntiles; // columns cq + j * ntiles, interleaved as in chain_v4
     let rq = RK / 4u;
     var acc: array<vec4<f32>, 16>;
     for (var t = 0u; t < 16u; t = t + 1u) {
@@ -422,7 +425,7 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 pv = cg4_p[p_base + a * rq];
             }
             for (var j = 0u; j < TNQ; j = j + 1u) {
-                let dpv = cg4_dp[d + j];
+                let dpv = cg4_dp[d + j * ntiles];
                 acc[j] = acc[j] + pv.x * dpv;
                 acc[4u + j] = acc[4u + j] + pv.y * dpv;
                 acc[8u + j] = acc[8u + j] + pv.z * dpv;
@@ -435,7 +438,7 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = 0u; i < 4u; i = i + 1u) {
         if (r0 + i < RK) {
             for (var j = 0u; j < TNQ; j = j + 1u) {
-                let at = o + (r0 + i) * nq + j;
+                let at = o + (r0 + i) * nq + j * ntiles;
                 cg4_grad[at] = cg4_grad[at] + acc[4u * i + j];
             }
         }
