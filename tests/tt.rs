@@ -476,3 +476,67 @@ fn replays_build_no_new_pipelines() {
     }
     assert_eq!(g.pipelines_built(), built);
 }
+
+/// Several tables of different shapes in one call (one submit) give what each gives alone, and a
+/// bad batch names its table.
+#[test]
+fn table_batch_matches_tables_alone() {
+    use ttrec::tt::TtTableBatch;
+    let g = gpu();
+    let shapes = [
+        TtShape::new(1000, &[10, 10, 10], &[2, 2, 4], &[8, 8]).unwrap(),
+        TtShape::new(90, &[9, 11], &[4, 4], &[6]).unwrap(),
+        TtShape::new(100, &[4, 5, 6], &[3, 1, 2], &[5, 7]).unwrap(),
+    ];
+    let mut r = rng(21);
+    let cores: Vec<_> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| random_cores(s, 30 + i as u64))
+        .collect();
+    let data: Vec<_> = shapes
+        .iter()
+        .map(|s| bags(&mut r, 17, 5, s.num_embeddings))
+        .collect();
+    let douts: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| values(&mut r, 17 * s.dim()))
+        .collect();
+    let opt = Optimizer::Adagrad { lr: 0.1, eps: 1e-8 };
+    let tables = shapes
+        .iter()
+        .zip(&cores)
+        .map(|(s, c)| {
+            TtEmbeddingBag::from_cores(
+                &g,
+                s.clone(),
+                c,
+                TtOptions {
+                    optimizer: opt,
+                    ..TtOptions::default()
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut batch = TtTableBatch::new(tables).unwrap();
+    let all: Vec<Bags> = data.iter().map(|(i, o)| Bags::new(i, o)).collect();
+    let dref: Vec<&[f32]> = douts.iter().map(|d| &d[..]).collect();
+    let outs = batch.forward_backward(&all, &dref).unwrap();
+    for t in 0..3 {
+        let mut alone = table(&shapes[t], &cores[t], Pooling::Sum, opt, None);
+        let out = alone.forward_backward(&all[t], &douts[t]).unwrap();
+        assert_eq!(outs[t], out, "table {t} output");
+        assert_eq!(
+            batch.tables()[t].cores().unwrap(),
+            alone.cores().unwrap(),
+            "table {t} cores"
+        );
+    }
+    let bad_idx = vec![0i64, 5000];
+    let bad_off = vec![0i64, 2];
+    let mut wrong = all.clone();
+    wrong[0] = Bags::new(&bad_idx, &bad_off);
+    let e = batch.forward(&wrong).unwrap_err().to_string();
+    assert!(e.contains("table 0") && e.contains("index 5000"), "{e}");
+}

@@ -217,6 +217,9 @@ fn pick_tnq(cols: usize) -> usize {
 /// Groups of 4 output columns per invocation of the transposed chain (any N: edges are clamped);
 /// `TTREC_TNQ_T` overrides it, for tuning.
 fn pick_tnq_rows(cols: usize) -> usize {
-    let want = std::env::var("TTREC_TNQ_T").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
+    let want = std::env::var("TTREC_TNQ_T")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2usize);
     want.clamp(1, 4).min(cols.div_ceil(4))
 }

@@ -34,4 +34,4 @@ pub mod table;
 
 pub use batch::{Bags, Ids};
 pub use init::init_cores;
-pub use table::{Mode, TtEmbeddingBag, TtOptions};
+pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch};

@@ -671,3 +671,136 @@ impl TtEmbeddingBag {
         Self::from_cores(gpu, shape, &cores, options)
     }
 }
+
+/// Several TT tables (shapes may differ) run in one call: one plan with every table's nodes, one
+/// submit. This is how a DLRM step looks up its 26 tables.
+pub struct TtTableBatch {
+    gpu: Gpu,
+    tables: Vec<TtEmbeddingBag>,
+    plans: HashMap<(Mode, Vec<(usize, usize)>), CallPlan>,
+}
+
+impl TtTableBatch {
+    /// Takes ownership of `tables`; they must share one [`Gpu`].
+    pub fn new(tables: Vec<TtEmbeddingBag>) -> Result<Self> {
+        let gpu = tables
+            .first()
+            .ok_or_else(|| Error::input(None, "a table batch needs at least one table"))?
+            .gpu
+            .clone();
+        for (t, table) in tables.iter().enumerate() {
+            if table.gpu.device() != gpu.device() {
+                return Err(Error::input(
+                    Some(t),
+                    "all tables of a batch must live on the same device",
+                ));
+            }
+        }
+        Ok(TtTableBatch {
+            gpu,
+            tables,
+            plans: HashMap::new(),
+        })
+    }
+
+    pub fn tables(&self) -> &[TtEmbeddingBag] {
+        &self.tables
+    }
+    pub fn tables_mut(&mut self) -> &mut [TtEmbeddingBag] {
+        &mut self.tables
+    }
+
+    fn call(
+        &mut self,
+        bags: &[Bags],
+        douts: Option<&[&[f32]]>,
+        mode: Mode,
+    ) -> Result<Option<Vec<Vec<f32>>>> {
+        if bags.len() != self.tables.len() {
+            return Err(Error::input(
+                None,
+                format!("{} batches for {} tables", bags.len(), self.tables.len()),
+            ));
+        }
+        if let Some(d) = douts {
+            if d.len() != self.tables.len() {
+                return Err(Error::input(
+                    None,
+                    format!("{} grad_outputs for {} tables", d.len(), self.tables.len()),
+                ));
+            }
+        }
+        // Validate everything before any GPU work; errors name the table.
+        for (t, (table, b)) in self.tables.iter().zip(bags).enumerate() {
+            b.validate(&table.shape, table.options.pooling)
+                .map_err(|e| e.with_table(t))?;
+            if let Some(d) = douts {
+                table.check_dout(b, d[t]).map_err(|e| e.with_table(t))?;
+            }
+        }
+        let caps: Vec<(usize, usize)> = bags
+            .iter()
+            .map(|b| (capacity(b.nnz()), capacity(b.num_bags())))
+            .collect();
+        let key = (mode, caps.clone());
+        if !self.plans.contains_key(&key) {
+            if self.plans.len() >= 8 {
+                self.plans.clear();
+            }
+            let mut g = GraphBuilder::new(&self.gpu);
+            let mut ios = Vec::new();
+            for (t, (table, &(nc, bc))) in self.tables.iter().zip(&caps).enumerate() {
+                let io = table.make_io(nc, bc);
+                table.record(&mut g, &io, mode, &format!("table {t}"))?;
+                ios.push(io);
+            }
+            self.plans.insert(
+                key.clone(),
+                CallPlan {
+                    plan: g.build()?,
+                    ios,
+                },
+            );
+        }
+        let cp = &self.plans[&key];
+        for (t, table) in self.tables.iter().enumerate() {
+            table.upload(&cp.ios[t], &bags[t], douts.map(|d| d[t]))?;
+        }
+        cp.plan.run()?;
+        if !mode.forward_out() {
+            self.gpu.wait()?;
+            return Ok(None);
+        }
+        let mut outs = Vec::new();
+        for (t, table) in self.tables.iter().enumerate() {
+            outs.push(self.gpu.read_f32(
+                &cp.ios[t].out,
+                0,
+                bags[t].num_bags() * table.shape.dim(),
+            )?);
+        }
+        Ok(Some(outs))
+    }
+
+    /// Pooled outputs of every table, one submit.
+    pub fn forward(&mut self, bags: &[Bags]) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .call(bags, None, Mode::Forward)?
+            .expect("forward output"))
+    }
+    /// Backward (with each table's fused update) of every table, one submit.
+    pub fn backward(&mut self, bags: &[Bags], grad_outputs: &[&[f32]]) -> Result<()> {
+        self.call(bags, Some(grad_outputs), Mode::Backward)
+            .map(|_| ())
+    }
+    /// Forward and backward of every table, one submit.
+    pub fn forward_backward(
+        &mut self,
+        bags: &[Bags],
+        grad_outputs: &[&[f32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .call(bags, Some(grad_outputs), Mode::ForwardBackward)?
+            .expect("forward output"))
+    }
+}
