@@ -444,3 +444,25 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// transpose_slices: out[i] = core[i]^T for every row digit i: [RK, NK] -> [NK, RK]. Run once per
+// backward so that dP_k = dP_{k+1} G_k^T becomes a plain chain_v4 product over contiguous rows.
+
+@group(0) @binding(0) var<storage, read> tr_in: array<f32>;
+@group(0) @binding(1) var<storage, read_write> tr_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn transpose_slices(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let slice = RK * NK;
+    if (id >= PK * slice) {
+        return;
+    }
+    let digit = id / slice;
+    let rem = id - digit * slice;
+    let r = rem / NK;
+    let c = rem - r * NK;
+    tr_out[digit * slice + c * RK + r] = tr_in[id];
+}

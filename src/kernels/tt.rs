@@ -223,3 +223,23 @@ fn pick_tnq_rows(cols: usize) -> usize {
         .unwrap_or(2usize);
     want.clamp(1, 4).min(cols.div_ceil(4))
 }
+
+/// Adds the transposition of every `[rk, nk]` slice of a core with `rows` slices into `out`.
+pub fn record_transpose(
+    g: &mut GraphBuilder,
+    label: String,
+    core: Buf,
+    out: Buf,
+    rows: usize,
+    rk: usize,
+    nk: usize,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "tt",
+        "transpose_slices",
+        &[("RK", rk as f64), ("NK", nk as f64), ("PK", rows as f64)],
+    )?;
+    let gr = groups(g, (rows * rk * nk) as u64);
+    g.dispatch(label, pipeline, vec![core, out], gr);
+    Ok(())
+}

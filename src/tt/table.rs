@@ -9,8 +9,8 @@ use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, Plan};
 use crate::kernels::optim::{record_update, OptParams, UpdateKind};
 use crate::kernels::tt::{
-    record_chain, record_core_grad, record_pool, record_row_grad, ChainShape, ChunkParams,
-    CoreGradShape, PrefixSource,
+    record_chain, record_core_grad, record_pool, record_row_grad, record_transpose, ChainShape,
+    ChunkParams, CoreGradShape, PrefixSource,
 };
 use crate::tt::batch::{prepare, Bags};
 use crate::tt::{init_cores, Optimizer, Pooling, TtInit, TtShape};
@@ -70,6 +70,9 @@ pub struct TtEmbeddingBag {
     shape: TtShape,
     options: TtOptions,
     cores: Vec<wgpu::Buffer>,
+    /// Per-slice transposed copies of cores 1..d-1, refreshed by each backward: the transposed
+    /// chain then reads contiguous rows (None where the shapes do not allow the vec4 path).
+    cores_t: Vec<Option<wgpu::Buffer>>,
     grads: Vec<wgpu::Buffer>,
     /// Adagrad accumulators (a 16-byte placeholder per core otherwise).
     state: Vec<wgpu::Buffer>,
@@ -96,6 +99,14 @@ struct TableIo {
 struct CallPlan {
     plan: Plan,
     ios: Vec<TableIo>,
+}
+
+/// Whether core k's backward product runs on a transposed copy: the plain vec4 chain needs
+/// q_k R_{k+1} and R_k to be multiples of 4.
+fn transposed_backward(shape: &TtShape, k: usize) -> bool {
+    k >= 1
+        && (shape.q[k] * shape.ranks[k + 1]).is_multiple_of(4)
+        && shape.ranks[k].is_multiple_of(4)
 }
 
 fn capacity(n: usize) -> usize {
@@ -142,6 +153,16 @@ impl TtEmbeddingBag {
         let cores_buf: Vec<_> = (0..d)
             .map(|k| gpu.storage_from(&format!("tt core {k}"), &cores[k]))
             .collect();
+        let cores_t = (0..d)
+            .map(|k| {
+                transposed_backward(&shape, k).then(|| {
+                    gpu.storage(
+                        &format!("tt core {k} transposed"),
+                        shape.core_len(k) as u64 * 4,
+                    )
+                })
+            })
+            .collect();
         let grads = (0..d)
             .map(|k| gpu.storage(&format!("tt grad {k}"), shape.core_len(k) as u64 * 4))
             .collect();
@@ -160,6 +181,7 @@ impl TtEmbeddingBag {
             shape,
             options,
             cores: cores_buf,
+            cores_t,
             grads,
             state,
             opt_params,
@@ -289,6 +311,21 @@ impl TtEmbeddingBag {
                 g.clear(format!("{tag} zero grad {k}"), Buf::from(&self.grads[k]));
             }
         }
+        if mode.backward() {
+            for k in 1..d {
+                if let Some(t) = &self.cores_t[k] {
+                    record_transpose(
+                        g,
+                        format!("{tag} transpose core {k}"),
+                        Buf::from(&self.cores[k]),
+                        Buf::from(t),
+                        s.p[k],
+                        s.ranks[k],
+                        s.q[k] * s.ranks[k + 1],
+                    )?;
+                }
+            }
+        }
         let digits = Buf::from(&io.digits);
         for (ci, params) in io.chunk_params.iter().enumerate() {
             let chunk = Buf::from(params);
@@ -362,12 +399,17 @@ impl TtEmbeddingBag {
             };
             // dP_k = dP_{k+1} * G_k[i_k]^T, from the last core down to core 1.
             for k in (1..d).rev() {
+                // With a transposed copy the product reads G_k^T's contiguous rows.
+                let (b, trans_b) = match &self.cores_t[k] {
+                    Some(t) => (Buf::from(t), false),
+                    None => (Buf::from(&self.cores[k]), true),
+                };
                 let shape = ChainShape {
                     m: s.q_prefix(k),
                     k: s.q[k] * s.ranks[k + 1],
                     n: s.ranks[k],
                     core: k,
-                    trans_b: true,
+                    trans_b,
                     a_from_core: false,
                 };
                 let out = dprefix[k].clone().expect("dprefix");
@@ -378,7 +420,7 @@ impl TtEmbeddingBag {
                     chunk.clone(),
                     digits.clone(),
                     dp_next(k),
-                    Buf::from(&self.cores[k]),
+                    b,
                     out,
                     c,
                 )?;
