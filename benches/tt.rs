@@ -5,7 +5,10 @@
 fn main() -> anyhow::Result<()> {
     let gpu = ttrec::gpu::Gpu::new()?;
     println!("adapter: {}", gpu.adapter_name());
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     for cfg in ttrec::bench::tt_configs() {
         if !filter.is_empty() && !filter.iter().any(|f| cfg.name.contains(f.as_str())) {
             continue;
