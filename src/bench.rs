@@ -70,6 +70,7 @@ pub struct TtBenchResult {
     pub config: String,
     pub adapter: String,
     pub lookups: usize,
+    /// Most timed steps of the three measurements.
     pub iterations: usize,
     pub forward_us: f64,
     pub backward_us: f64,
@@ -142,6 +143,7 @@ pub fn run_tt(
         .map(|_| rng.random_range(-1e-3..1e-3))
         .collect();
     let bags = Bags::new(&indices, &offsets);
+    let mut timed_steps = 0;
     let mut time = |mode: Mode| -> Result<f64> {
         let dout = if mode == Mode::Forward {
             None
@@ -163,12 +165,13 @@ pub fn run_tt(
                 break;
             }
         }
+        timed_steps = timed_steps.max(times.len());
         Ok(median(times))
     };
     let forward_us = time(Mode::Forward)?;
     let backward_us = time(Mode::Backward)?;
     let step_us = time(Mode::ForwardBackward)?;
-    let iterations = min_iters;
+    let iterations = timed_steps;
     let mut prof = Vec::new();
     if profile {
         if !gpu.has_timestamps() {

@@ -538,10 +538,19 @@ impl TtEmbeddingBag {
         Ok(())
     }
 
-    fn call(&mut self, bags: &Bags, dout: Option<&[f32]>, mode: Mode) -> Result<Option<Vec<f32>>> {
+    /// Validates the call, uploads it into the plan for its capacities (built on first use) and
+    /// replays that plan: one submit, no wait. Returns the plan's key.
+    fn submit(
+        &mut self,
+        bags: &Bags,
+        dout: Option<&[f32]>,
+        mode: Mode,
+    ) -> Result<(Mode, usize, usize)> {
         bags.validate(&self.shape, self.options.pooling)?;
         if let Some(dout) = dout {
             self.check_dout(bags, dout)?;
+        } else if mode.backward() {
+            return Err(Error::input(None, "a backward call needs grad_output"));
         }
         let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
         if !self.plans.contains_key(&key) {
@@ -563,10 +572,17 @@ impl TtEmbeddingBag {
         let cp = &self.plans[&key];
         self.upload(&cp.ios[0], bags, dout)?;
         cp.plan.run()?;
+        Ok(key)
+    }
+
+    fn call(&mut self, bags: &Bags, dout: Option<&[f32]>, mode: Mode) -> Result<Option<Vec<f32>>> {
+        let key = self.submit(bags, dout, mode)?;
         if mode.forward_out() {
-            let out = self
-                .gpu
-                .read_f32(&cp.ios[0].out, 0, bags.num_bags() * self.shape.dim())?;
+            let out = self.gpu.read_f32(
+                &self.plans[&key].ios[0].out,
+                0,
+                bags.num_bags() * self.shape.dim(),
+            )?;
             Ok(Some(out))
         } else {
             self.gpu.wait()?;
@@ -603,23 +619,7 @@ impl TtEmbeddingBag {
         grad_output: Option<&[f32]>,
         mode: Mode,
     ) -> Result<()> {
-        bags.validate(&self.shape, self.options.pooling)?;
-        let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
-        if !self.plans.contains_key(&key) {
-            let io = self.make_io(key.1, key.2);
-            let mut g = GraphBuilder::new(&self.gpu);
-            self.record(&mut g, &io, mode, "tt")?;
-            self.plans.insert(
-                key,
-                CallPlan {
-                    plan: g.build()?,
-                    ios: vec![io],
-                },
-            );
-        }
-        let cp = &self.plans[&key];
-        self.upload(&cp.ios[0], bags, grad_output)?;
-        cp.plan.run()
+        self.submit(bags, grad_output, mode).map(|_| ())
     }
 
     /// Per-node GPU times of the plan of `mode` for `bags` (needs timestamp queries).
@@ -629,9 +629,8 @@ impl TtEmbeddingBag {
         grad_output: Option<&[f32]>,
         mode: Mode,
     ) -> Result<Vec<crate::graph::NodeTime>> {
-        self.replay_only(bags, grad_output, mode)?;
+        let key = self.submit(bags, grad_output, mode)?;
         self.gpu.wait()?;
-        let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
         self.plans[&key].plan.run_profiled()
     }
 
