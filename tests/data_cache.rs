@@ -1,5 +1,8 @@
 //! The binary cache: contents, reuse, staleness and corruption detection; batches from it.
 
+mod common;
+use common::temp_dir;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,17 +16,6 @@ const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/data/criteo/train-head200.txt"
 );
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("ttrec-test-{name}-{}-{nonce}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A private copy of the real sample (the cache goes next to it).
 fn copy_sample(dir: &Path) -> PathBuf {

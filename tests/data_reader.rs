@@ -1,7 +1,9 @@
 //! The raw Criteo reader: the real sample, every malformed kind, gzip, CRLF, no final newline.
 
+mod common;
+use common::temp_dir;
+
 use std::io::Write;
-use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,17 +17,6 @@ const SAMPLE: &str = concat!(
 fn real_text() -> String {
     std::fs::read_to_string(SAMPLE)
         .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("ttrec-test-{name}-{}-{nonce}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn read_bytes(bytes: Vec<u8>) -> (Vec<RawSample>, CriteoReader) {

@@ -1,22 +1,14 @@
 //! The synthetic Criteo source: determinism, shapes, label rate, learnability, raw lines.
 
+mod common;
+use common::temp_dir;
+
 use std::collections::HashMap;
 
 use ttrec::data::{
     dense_transform, scaled_table_sizes, CriteoReader, SyntheticCriteo, KAGGLE_TABLE_SIZES,
 };
 use ttrec::metrics::roc_auc;
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("ttrec-test-{name}-{}-{nonce}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn deterministic_for_a_seed_and_independent_of_batching() {
