@@ -382,12 +382,15 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(5) var<storage, read> cg4_dp: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> cg4_grad: array<vec4<f32>>;
 
-// core_grad with NK % (4 TNQ) == 0 and (P_MODE == 0 or RK % 4 == 0): each invocation owns 4 rows
-// x TNQ vec4 columns of one core row's gradient.
+// core_grad with NK % (4 TNQ) == 0, RK % (4 TRQ) == 0 (or P_MODE == 0 with TRQ == 1): each
+// invocation owns 4 TRQ rows x TNQ vec4 columns of one core row's gradient. Every loaded value
+// feeds 4 TNQ (p) or 4 TRQ (dp) multiply-adds; on CPU adapters loads cost far more than FMAs.
+override TRQ: u32 = 1u;
+
 @compute @workgroup_size(64)
 fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let rt = (RK + 3u) / 4u;
+    let rt = (RK + 4u * TRQ - 1u) / (4u * TRQ);
     let nq = NK / 4u;
     let ntiles = nq / TNQ;
     let per = rt * ntiles;
@@ -403,11 +406,11 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let rem = id - row * per;
-    let r0 = (rem / ntiles) * 4u;
+    let r0 = (rem / ntiles) * 4u * TRQ;
     let cq = rem % ntiles; // columns cq + j * ntiles, interleaved as in chain_v4
     let rq = RK / 4u;
-    var acc: array<vec4<f32>, 16>;
-    for (var t = 0u; t < 16u; t = t + 1u) {
+    var acc: array<vec4<f32>, 64>;
+    for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
         acc[t] = vec4<f32>(0.0);
     }
     let core_section = CORE_K * chunk.cap;
@@ -420,22 +423,29 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
         var d = n * QK * nq + cq;
         for (var a = 0u; a < QK; a = a + 1u) {
-            var pv = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-            if (P_MODE != 0u) {
-                pv = cg4_p[p_base + a * rq];
+            var pvs: array<vec4<f32>, 4>;
+            for (var i = 0u; i < TRQ; i = i + 1u) {
+                pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+                if (P_MODE != 0u) {
+                    pvs[i] = cg4_p[p_base + a * rq + i];
+                }
             }
             for (var j = 0u; j < TNQ; j = j + 1u) {
                 let dpv = cg4_dp[d + j * ntiles];
-                acc[j] = acc[j] + pv.x * dpv;
-                acc[4u + j] = acc[4u + j] + pv.y * dpv;
-                acc[8u + j] = acc[8u + j] + pv.z * dpv;
-                acc[12u + j] = acc[12u + j] + pv.w * dpv;
+                for (var i = 0u; i < TRQ; i = i + 1u) {
+                    let pv = pvs[i];
+                    let t = 16u * i + j;
+                    acc[t] = acc[t] + pv.x * dpv;
+                    acc[t + 4u] = acc[t + 4u] + pv.y * dpv;
+                    acc[t + 8u] = acc[t + 8u] + pv.z * dpv;
+                    acc[t + 12u] = acc[t + 12u] + pv.w * dpv;
+                }
             }
             d = d + nq;
         }
     }
     let o = row * RK * nq + cq;
-    for (var i = 0u; i < 4u; i = i + 1u) {
+    for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
         if (r0 + i < RK) {
             for (var j = 0u; j < TNQ; j = j + 1u) {
                 let at = o + (r0 + i) * nq + j * ntiles;

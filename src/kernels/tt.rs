@@ -171,6 +171,7 @@ pub fn record_core_grad(
     let vec4 = s.nk.is_multiple_of(4) && (s.prefix == PrefixSource::One || s.rk.is_multiple_of(4));
     let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
     let tnq = pick_tnq(s.nk);
+    let trq = if vec4 { pick_trq(s.rk, s.prefix) } else { 1 };
     let pipeline = g.gpu().pipeline(
         "tt",
         entry,
@@ -182,6 +183,7 @@ pub fn record_core_grad(
             ("P_MODE", mode),
             ("CORE_K", s.core as f64),
             ("TNQ", tnq as f64),
+            ("TRQ", trq as f64),
         ],
     )?;
     let col_tiles = if vec4 {
@@ -189,7 +191,7 @@ pub fn record_core_grad(
     } else {
         s.nk.div_ceil(4)
     };
-    let inv = s.rows as u64 * s.rk.div_ceil(4) as u64 * col_tiles as u64;
+    let inv = s.rows as u64 * s.rk.div_ceil(4 * trq) as u64 * col_tiles as u64;
     let gr = groups(g, inv);
     g.dispatch(
         label,
@@ -211,6 +213,23 @@ fn pick_tnq(cols: usize) -> usize {
         .into_iter()
         .filter(|&t| t <= cap)
         .find(|t| cols.is_multiple_of(4 * t))
+        .unwrap_or(1)
+}
+
+/// Row quads per core-gradient invocation: the widest of 4, 2, 1 dividing the rank (`TTREC_TRQ`
+/// caps it, for tuning); 1 where there is no prefix (the rank is 1).
+fn pick_trq(rk: usize, prefix: PrefixSource) -> usize {
+    if prefix == PrefixSource::One {
+        return 1;
+    }
+    let cap = std::env::var("TTREC_TRQ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    [4, 2, 1]
+        .into_iter()
+        .filter(|&t| t <= cap)
+        .find(|t| rk.is_multiple_of(4 * t))
         .unwrap_or(1)
 }
 
@@ -241,5 +260,98 @@ pub fn record_transpose(
     )?;
     let gr = groups(g, (rows * rk * nk) as u64);
     g.dispatch(label, pipeline, vec![core, out], gr);
+    Ok(())
+}
+
+/// How the lookups of a chunk are cut into pieces of one digit of core k for `chain_sg`
+/// (shaders/tt_subgroup.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PieceLayout {
+    /// Subgroup size the kernels run with.
+    pub lanes: usize,
+    /// Lookups per piece (L).
+    pub len: usize,
+    /// Piece slots per chunk: enough for any batch (every digit may leave one partial piece).
+    pub per_chunk: usize,
+}
+
+/// Vec4 accumulators per lane in `chain_sg` (its MAX_ROWS). 16 is the measured best on lavapipe:
+/// with 32 the compiler stops unrolling the lane's loops and the kernel runs 3x slower.
+const SG_MAX_ROWS: usize = 16;
+
+impl PieceLayout {
+    /// The layout for products with `m` rows of A per lookup over a core with `rows` digits and
+    /// chunks of `chunk` lookups, on subgroups of `lanes`; None where `chain_sg` cannot run. L is
+    /// the largest power of two that fits the lane's accumulators and does not exceed the mean
+    /// run of a digit (longer pieces would mostly be padding).
+    pub fn new(lanes: usize, m: usize, rows: usize, chunk: usize) -> Option<Self> {
+        let mean_run = (chunk / rows.max(1)).max(1);
+        let mut best = None;
+        let mut len = 1;
+        while len * m <= SG_MAX_ROWS {
+            if (len * m).is_multiple_of(lanes) && (best.is_none() || len <= mean_run) {
+                best = Some(len);
+            }
+            len *= 2;
+        }
+        best.map(|len| PieceLayout {
+            lanes,
+            len,
+            per_chunk: chunk.div_ceil(len) + rows.min(chunk),
+        })
+    }
+
+    /// Whether `chain_sg` can compute product `s` (vec4 reads along K, whole column groups).
+    pub fn fits(&self, s: &ChainShape) -> bool {
+        !s.trans_b
+            && s.k.is_multiple_of(4)
+            && s.n.is_multiple_of(4 * self.lanes)
+            && (self.len * s.m).is_multiple_of(self.lanes)
+            && self.len * s.m <= SG_MAX_ROWS
+    }
+}
+
+/// Adds one chain product computed piece by piece with subgroup operand sharing (`chain_sg`).
+#[allow(clippy::too_many_arguments)]
+pub fn record_chain_sg(
+    g: &mut GraphBuilder,
+    label: String,
+    s: ChainShape,
+    layout: PieceLayout,
+    rows: usize,
+    chunk: Buf,
+    digits: Buf,
+    pieces: Buf,
+    a: Buf,
+    core: Buf,
+    out: Buf,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "tt_subgroup",
+        "chain_sg",
+        &[
+            ("SG", layout.lanes as f64),
+            ("L", layout.len as f64),
+            ("PIECES", layout.per_chunk as f64),
+            ("M", s.m as f64),
+            ("K", s.k as f64),
+            ("N", s.n as f64),
+            ("PK", rows as f64),
+            ("CORE_K", s.core as f64),
+            ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
+        ],
+    )?;
+    let tasks = layout.per_chunk as u64 * (s.n / 4 / layout.lanes) as u64;
+    let gr = grid(
+        tasks * layout.lanes as u64,
+        layout.lanes as u32,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(
+        label,
+        pipeline,
+        vec![chunk, digits, pieces, a, core, out],
+        gr,
+    );
     Ok(())
 }
