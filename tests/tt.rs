@@ -44,6 +44,22 @@ const CASES: &[Case] = &[
         q: &[4, 4, 4],
         r: &[16, 16],
     },
+    // Shapes the subgroup chain takes (N a multiple of 4 x 8 lanes): core 1's forward and
+    // backward products in d3, the final product (A from core 0, writing rows) in d2.
+    Case {
+        name: "d3 subgroup products",
+        n: 2000,
+        p: &[13, 11, 14],
+        q: &[4, 4, 4],
+        r: &[32, 8],
+    },
+    Case {
+        name: "d2 subgroup final product",
+        n: 99,
+        p: &[9, 11],
+        q: &[2, 32],
+        r: &[8],
+    },
     Case {
         name: "d4",
         n: 200,
@@ -79,6 +95,60 @@ fn table(
         ..TtOptions::default()
     };
     TtEmbeddingBag::from_cores(&gpu(), shape.clone(), cores, options).expect("table")
+}
+
+/// The subgroup chain (pieces of one digit, operands shared across lanes) gives bitwise what the
+/// portable kernels give, over several chunks, hot rows (runs longer than a piece) and rows seen
+/// once, and is really used where the adapter has fixed-size subgroups.
+#[test]
+fn subgroup_products_equal_portable_products_bitwise() {
+    let g = gpu();
+    let shape = TtShape::new(5000, &[13, 11, 35], &[4, 4, 4], &[32, 8]).unwrap();
+    let cores = random_cores(&shape, 21);
+    let mut r = rng(22);
+    let (mut idx, off) = bags(&mut r, 150, 10, 5000);
+    for (i, v) in idx.iter_mut().enumerate() {
+        if i % 4 == 0 {
+            *v = 1234; // one hot row: long runs of its digits
+        }
+    }
+    let dout = values(&mut r, 150 * shape.dim());
+    let bags_ = Bags::new(&idx, &off);
+    let run = |subgroup_kernels: bool| {
+        let options = TtOptions {
+            optimizer: Optimizer::Sgd { lr: 0.05 },
+            max_chunk_lookups: Some(301),
+            subgroup_kernels,
+            ..TtOptions::default()
+        };
+        let mut t = TtEmbeddingBag::from_cores(&g, shape.clone(), &cores, options).unwrap();
+        let out = t.forward_backward(&bags_, &dout).unwrap();
+        let labels: Vec<String> = t
+            .profile(&bags_, Some(&dout), Mode::ForwardBackward)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.label)
+            .collect();
+        (out, t.grads().unwrap(), labels)
+    };
+    let (out_sg, grads_sg, labels_sg) = run(true);
+    let (out_pt, grads_pt, labels_pt) = run(false);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&out_sg), bits(&out_pt), "outputs differ");
+    for k in 0..3 {
+        assert_eq!(bits(&grads_sg[k]), bits(&grads_pt[k]), "grad {k} differs");
+    }
+    let want = reference::forward(&shape, &cores, &u64s(&idx), &u64s(&off), None, Pooling::Sum);
+    assert_close("subgroup forward", &out_sg, &want, 1e-5, 1e-6);
+    assert!(!labels_pt.iter().any(|l| l.contains("(subgroup)")));
+    if g.subgroup_size().is_some_and(|n| n <= 16) {
+        let sg = labels_sg
+            .iter()
+            .filter(|l| l.contains("(subgroup)"))
+            .count();
+        // chain 1 and chain^T 1 in each of the chunks
+        assert!(sg >= 4, "subgroup kernels not used: {labels_sg:?}");
+    }
 }
 
 fn u64s(v: &[i64]) -> Vec<u64> {

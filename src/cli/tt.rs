@@ -188,5 +188,13 @@ pub fn info() -> anyhow::Result<()> {
         l.max_compute_workgroups_per_dimension
     );
     println!("timestamps: {}", gpu.has_timestamps());
+    match gpu.subgroup_size() {
+        Some(n) => println!("subgroups: {n} lanes (subgroup kernels on)"),
+        None => println!(
+            "subgroups: off (adapter sizes {}..{})",
+            gpu.info().subgroup_min_size,
+            gpu.info().subgroup_max_size
+        ),
+    }
     Ok(())
 }

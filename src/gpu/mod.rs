@@ -140,8 +140,11 @@ impl Gpu {
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // Subgroup operations let the lanes of a subgroup share loaded operands (see
+        // shaders/tt_subgroup.wgsl); timestamps give per-node times.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ttrec"),
@@ -210,6 +213,20 @@ impl Gpu {
         self.device()
             .features()
             .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    /// The subgroup size when the device has subgroup operations and every subgroup has the same
+    /// size (lavapipe: the SIMD width, 8 with AVX2; NVIDIA: 32), which the subgroup kernels need
+    /// for their fixed lane layout. `TTREC_SUBGROUPS=0` turns them off (for comparisons).
+    pub fn subgroup_size(&self) -> Option<u32> {
+        if std::env::var("TTREC_SUBGROUPS").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        let info = self.info();
+        let fixed = info.subgroup_min_size == info.subgroup_max_size;
+        let usable =
+            (4..=64).contains(&info.subgroup_min_size) && info.subgroup_min_size.is_power_of_two();
+        (self.device().features().contains(wgpu::Features::SUBGROUP) && fixed && usable)
+            .then_some(info.subgroup_min_size)
     }
     /// "name (backend, device type)": how reports name the adapter.
     pub fn adapter_name(&self) -> String {

@@ -3,6 +3,10 @@
 /// (name, source) of every shader; a test validates each with naga.
 pub const ALL: &[(&str, &str)] = &[
     ("tt", include_str!("../../shaders/tt.wgsl")),
+    (
+        "tt_subgroup",
+        include_str!("../../shaders/tt_subgroup.wgsl"),
+    ),
     ("optim", include_str!("../../shaders/optim.wgsl")),
 ];
 

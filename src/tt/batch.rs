@@ -255,3 +255,38 @@ pub fn prepare(
         segments,
     }
 }
+
+/// Marks an unused slot of a piece (the WGSL `NONE`).
+pub const NO_LOOKUP: u32 = u32::MAX;
+
+/// Cuts each chunk's lookups, in core k's digit order, into pieces of up to `len` lookups of one
+/// digit: `per_chunk` pieces of `len` slots per chunk, unused slots `NO_LOOKUP`. The pieces of a
+/// digit hold its lookups in sorted order, so every output keeps the order of the reference.
+pub fn cut_pieces(
+    hb: &HostBatch,
+    k: usize,
+    p_k: usize,
+    nnz_cap: usize,
+    chunk: usize,
+    len: usize,
+    per_chunk: usize,
+) -> Vec<u32> {
+    let chunks = nnz_cap.div_ceil(chunk).max(1);
+    let mut out = vec![NO_LOOKUP; chunks * per_chunk * len];
+    let sorted = &hb.sorted[k * nnz_cap..(k + 1) * nnz_cap];
+    let seg = &hb.segments[k];
+    for c in 0..chunks {
+        let bounds = &seg[c * (p_k + 1)..(c + 1) * (p_k + 1)];
+        let mut piece = 0;
+        for r in 0..p_k {
+            let run = &sorted[bounds[r] as usize..bounds[r + 1] as usize];
+            for part in run.chunks(len) {
+                let at = (c * per_chunk + piece) * len;
+                out[at..at + part.len()].copy_from_slice(part);
+                piece += 1;
+            }
+        }
+        debug_assert!(piece <= per_chunk);
+    }
+    out
+}

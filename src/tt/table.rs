@@ -9,10 +9,10 @@ use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, Plan};
 use crate::kernels::optim::{record_update, OptParams, UpdateKind};
 use crate::kernels::tt::{
-    record_chain, record_core_grad, record_pool, record_row_grad, record_transpose, ChainShape,
-    ChunkParams, CoreGradShape, PrefixSource,
+    record_chain, record_chain_sg, record_core_grad, record_pool, record_row_grad,
+    record_transpose, ChainShape, ChunkParams, CoreGradShape, PieceLayout, PrefixSource,
 };
-use crate::tt::batch::{prepare, Bags};
+use crate::tt::batch::{cut_pieces, prepare, Bags};
 use crate::tt::{init_cores, Optimizer, Pooling, TtInit, TtShape};
 
 /// Default bound on scratch memory per call: lookups are processed in chunks so that no call needs
@@ -30,6 +30,9 @@ pub struct TtOptions {
     pub scratch_bytes: u64,
     /// Optional hard cap on lookups per chunk (tests use it to force many chunks).
     pub max_chunk_lookups: Option<usize>,
+    /// Use the subgroup kernels where the adapter has fixed-size subgroups and a product fits
+    /// them (false: the portable kernels only; results are bitwise the same).
+    pub subgroup_kernels: bool,
 }
 
 impl Default for TtOptions {
@@ -41,6 +44,7 @@ impl Default for TtOptions {
             seed: 0,
             scratch_bytes: DEFAULT_SCRATCH_BYTES,
             max_chunk_lookups: None,
+            subgroup_kernels: true,
         }
     }
 }
@@ -92,6 +96,8 @@ struct TableIo {
     offsets: wgpu::Buffer,
     sorted: wgpu::Buffer,
     segments: Vec<wgpu::Buffer>,
+    /// Per core: its lookups cut into pieces of one digit, where the subgroup chain runs.
+    pieces: Vec<Option<(PieceLayout, wgpu::Buffer)>>,
     out: wgpu::Buffer,
     dout: wgpu::Buffer,
 }
@@ -258,6 +264,13 @@ impl TtEmbeddingBag {
         let dim = self.shape.dim();
         let chunk = self.chunk_lookups(nnz_cap);
         let chunks = nnz_cap.div_ceil(chunk);
+        let pieces = (0..d)
+            .map(|k| {
+                let layout = self.piece_layout(k, chunk)?;
+                let bytes = (chunks * layout.per_chunk * layout.len) as u64 * 4;
+                Some((layout, g.storage("tt pieces", bytes)))
+            })
+            .collect();
         TableIo {
             nnz_cap,
             bag_cap,
@@ -273,8 +286,79 @@ impl TtEmbeddingBag {
             segments: (0..d)
                 .map(|k| g.storage("tt segments", (chunks * (self.shape.p[k] + 1)) as u64 * 4))
                 .collect(),
+            pieces,
             out: g.storage("tt out", (bag_cap * dim) as u64 * 4),
             dout: g.storage("tt dout", (bag_cap * dim) as u64 * 4),
+        }
+    }
+
+    /// Forward product k: P_{k+1} = P_k * G_k[i_k] (P_1 is core 0's slice).
+    fn forward_product(&self, k: usize) -> ChainShape {
+        let s = &self.shape;
+        ChainShape {
+            m: s.q_prefix(k),
+            k: s.ranks[k],
+            n: s.q[k] * s.ranks[k + 1],
+            core: k,
+            trans_b: false,
+            a_from_core: k == 1,
+        }
+    }
+
+    /// Backward product k: dP_k = dP_{k+1} * G_k[i_k]^T, on the transposed copy where there is one.
+    fn backward_product(&self, k: usize) -> ChainShape {
+        let s = &self.shape;
+        ChainShape {
+            m: s.q_prefix(k),
+            k: s.q[k] * s.ranks[k + 1],
+            n: s.ranks[k],
+            core: k,
+            trans_b: self.cores_t[k].is_none(),
+            a_from_core: false,
+        }
+    }
+
+    /// The pieces of core k for the subgroup chain, where the adapter has fixed-size subgroups
+    /// and one of core k's products fits the kernel.
+    fn piece_layout(&self, k: usize, chunk: usize) -> Option<PieceLayout> {
+        if k == 0 || !self.options.subgroup_kernels {
+            return None;
+        }
+        let lanes = self.gpu.subgroup_size()? as usize;
+        let layout = PieceLayout::new(lanes, self.shape.q_prefix(k), self.shape.p[k], chunk)?;
+        (layout.fits(&self.forward_product(k)) || layout.fits(&self.backward_product(k)))
+            .then_some(layout)
+    }
+
+    /// Adds product `shape` of core k for one chunk: the subgroup kernel where it fits.
+    #[allow(clippy::too_many_arguments)]
+    fn record_product(
+        &self,
+        g: &mut GraphBuilder,
+        io: &TableIo,
+        label: String,
+        shape: ChainShape,
+        chunk: Buf,
+        a: Buf,
+        b: Buf,
+        out: Buf,
+    ) -> Result<()> {
+        let digits = Buf::from(&io.digits);
+        match &io.pieces[shape.core] {
+            Some((layout, pieces)) if layout.fits(&shape) => record_chain_sg(
+                g,
+                format!("{label} (subgroup)"),
+                shape,
+                *layout,
+                self.shape.p[shape.core],
+                chunk,
+                digits,
+                Buf::from(pieces),
+                a,
+                b,
+                out,
+            ),
+            _ => record_chain(g, label, shape, chunk, digits, a, b, out, io.chunk),
         }
     }
 
@@ -342,24 +426,15 @@ impl TtEmbeddingBag {
                 } else {
                     prefix[k + 1].clone().expect("prefix")
                 };
-                let shape = ChainShape {
-                    m: s.q_prefix(k),
-                    k: s.ranks[k],
-                    n: s.q[k] * s.ranks[k + 1],
-                    core: k,
-                    trans_b: false,
-                    a_from_core: k == 1,
-                };
-                record_chain(
+                self.record_product(
                     g,
+                    io,
                     format!("{tag} c{ci} chain {k}"),
-                    shape,
+                    self.forward_product(k),
                     chunk.clone(),
-                    digits.clone(),
                     a,
                     Buf::from(&self.cores[k]),
                     out,
-                    c,
                 )?;
             }
             if mode.forward_out() {
@@ -400,29 +475,19 @@ impl TtEmbeddingBag {
             // dP_k = dP_{k+1} * G_k[i_k]^T, from the last core down to core 1.
             for k in (1..d).rev() {
                 // With a transposed copy the product reads G_k^T's contiguous rows.
-                let (b, trans_b) = match &self.cores_t[k] {
-                    Some(t) => (Buf::from(t), false),
-                    None => (Buf::from(&self.cores[k]), true),
+                let b = match &self.cores_t[k] {
+                    Some(t) => Buf::from(t),
+                    None => Buf::from(&self.cores[k]),
                 };
-                let shape = ChainShape {
-                    m: s.q_prefix(k),
-                    k: s.q[k] * s.ranks[k + 1],
-                    n: s.ranks[k],
-                    core: k,
-                    trans_b,
-                    a_from_core: false,
-                };
-                let out = dprefix[k].clone().expect("dprefix");
-                record_chain(
+                self.record_product(
                     g,
+                    io,
                     format!("{tag} c{ci} chain^T {k}"),
-                    shape,
+                    self.backward_product(k),
                     chunk.clone(),
-                    digits.clone(),
                     dp_next(k),
                     b,
-                    out,
-                    c,
+                    dprefix[k].clone().expect("dprefix"),
                 )?;
             }
             // grad G_k[row] += sum over the row's lookups of P_k^T dP_{k+1}.
@@ -509,6 +574,20 @@ impl TtEmbeddingBag {
         g.write(&io.sorted, &hb.sorted);
         for (k, seg) in hb.segments.iter().enumerate() {
             g.write(&io.segments[k], seg);
+        }
+        for (k, pieces) in io.pieces.iter().enumerate() {
+            if let Some((layout, buf)) = pieces {
+                let cut = cut_pieces(
+                    &hb,
+                    k,
+                    self.shape.p[k],
+                    io.nnz_cap,
+                    io.chunk,
+                    layout.len,
+                    layout.per_chunk,
+                );
+                g.write(buf, &cut);
+            }
         }
         if let Some(dout) = dout {
             g.write(&io.dout, dout);
