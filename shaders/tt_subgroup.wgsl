@@ -16,7 +16,7 @@
 // expression as chain_v4: results are bitwise equal to it and deterministic.
 
 const NONE: u32 = 0xffffffffu;
-// Vec4 accumulators per lane (L * M) and A vec4s each lane loads per step (L * M / SG).
+// Vec4 accumulators per lane (L * M) and A vec4s each lane loads per step (L * M / SG, rounded up).
 const MAX_ROWS: u32 = 16u;
 const MAX_OWN: u32 = 4u;
 
@@ -71,10 +71,10 @@ fn chain_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     // A rows this lane loads: rows e = i SG + lane of the piece's L x M rows (lookup e / M, row
     // e % M). Missing lookups (a piece's tail) repeat the first one and are not stored.
     let rows = L * M;
-    let own = rows / SG;
+    let own = (rows + SG - 1u) / SG;
     var own_at: array<u32, MAX_OWN>;
     for (var i = 0u; i < own; i = i + 1u) {
-        let e = i * SG + lane;
+        let e = min(i * SG + lane, rows - 1u); // lanes past the last row repeat it (unused)
         var g = pieces[slot0 + e / M];
         if (g == NONE) {
             g = first;

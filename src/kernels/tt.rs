@@ -283,15 +283,14 @@ impl PieceLayout {
     /// The layout for products with `m` rows of A per lookup over a core with `rows` digits and
     /// chunks of `chunk` lookups, on subgroups of `lanes`; None where `chain_sg` cannot run. L is
     /// the largest power of two that fits the lane's accumulators and does not exceed the mean
-    /// run of a digit (longer pieces would mostly be padding).
+    /// run of a digit (longer pieces would mostly be padding). A subgroup of up to 64 lanes
+    /// works (lanes past the piece's rows only load), so NVIDIA's 32 and AMD's 64 qualify.
     pub fn new(lanes: usize, m: usize, rows: usize, chunk: usize) -> Option<Self> {
         let mean_run = (chunk / rows.max(1)).max(1);
         let mut best = None;
         let mut len = 1;
-        while len * m <= SG_MAX_ROWS {
-            if (len * m).is_multiple_of(lanes) && (best.is_none() || len <= mean_run) {
-                best = Some(len);
-            }
+        while len * m <= SG_MAX_ROWS && (best.is_none() || len <= mean_run) {
+            best = Some(len);
             len *= 2;
         }
         best.map(|len| PieceLayout {
@@ -306,7 +305,6 @@ impl PieceLayout {
         !s.trans_b
             && s.k.is_multiple_of(4)
             && s.n.is_multiple_of(4 * self.lanes)
-            && (self.len * s.m).is_multiple_of(self.lanes)
             && self.len * s.m <= SG_MAX_ROWS
     }
 }
