@@ -202,35 +202,32 @@ pub fn record_core_grad(
     Ok(())
 }
 
-/// Vec4 columns per invocation: the widest of 4, 2, 1 that divides the columns (`TTREC_TNQ` caps
-/// it, for tuning).
-fn pick_tnq(cols: usize) -> usize {
-    let cap = std::env::var("TTREC_TNQ")
+/// The widest of 4, 2, 1 quads that is at most `cap` (the environment variable `env` overrides
+/// it, for tuning) and divides `len` into whole quads.
+fn widest_quads(env: &str, cap: usize, len: usize) -> usize {
+    let cap = std::env::var(env)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(cap);
     [4, 2, 1]
         .into_iter()
         .filter(|&t| t <= cap)
-        .find(|t| cols.is_multiple_of(4 * t))
+        .find(|t| len.is_multiple_of(4 * t))
         .unwrap_or(1)
 }
 
-/// Row quads per core-gradient invocation: the widest of 4, 2, 1 dividing the rank (`TTREC_TRQ`
-/// caps it, for tuning); 1 where there is no prefix (the rank is 1).
+/// Vec4 columns per invocation (`TTREC_TNQ` caps it).
+fn pick_tnq(cols: usize) -> usize {
+    widest_quads("TTREC_TNQ", 4, cols)
+}
+
+/// Row quads per core-gradient invocation (`TTREC_TRQ` caps it); 1 where there is no prefix
+/// (the rank is 1). 2, not 4: with 16 rows x 4 vec4 columns lavapipe's compiler stops unrolling.
 fn pick_trq(rk: usize, prefix: PrefixSource) -> usize {
     if prefix == PrefixSource::One {
         return 1;
     }
-    let cap = std::env::var("TTREC_TRQ")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    [4, 2, 1]
-        .into_iter()
-        .filter(|&t| t <= cap)
-        .find(|t| rk.is_multiple_of(4 * t))
-        .unwrap_or(1)
+    widest_quads("TTREC_TRQ", 2, rk)
 }
 
 /// Groups of 4 output columns per invocation of the transposed chain (any N: edges are clamped);
