@@ -12,15 +12,9 @@ use ttrec::data::{
     PreprocessConfig, PreprocessedDataset, Split, SplitMode,
 };
 
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/criteo/train-head200.txt"
-);
-
 /// A private copy of the real sample (the cache goes next to it).
 fn copy_sample(dir: &Path) -> PathBuf {
-    let text = std::fs::read(SAMPLE)
-        .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"));
+    let text = common::real_text();
     let path = dir.join("train.txt");
     std::fs::write(&path, text).unwrap();
     path

@@ -1,11 +1,9 @@
 //! `ttrec data synth` and `ttrec data inspect --json`, through the real binary.
 
-use std::process::Command;
+mod common;
+use common::SAMPLE;
 
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/criteo/train-head200.txt"
-);
+use std::process::Command;
 
 fn ttrec(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ttrec"))

@@ -1,5 +1,8 @@
 //! dlrm preprocessing: hand-computed rows of the real sample, dictionaries, split sizes, shuffle.
 
+mod common;
+use common::{real_text, SAMPLE};
+
 use std::collections::HashSet;
 
 use rand::{Rng, SeedableRng};
@@ -8,16 +11,6 @@ use ttrec::data::{
     categorical_value, dense_transform, inspect_file, row_order, split_ranges, CriteoReader,
     Dictionary, SplitMode, SplitRanges,
 };
-
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/criteo/train-head200.txt"
-);
-
-fn real_text() -> String {
-    std::fs::read_to_string(SAMPLE)
-        .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"))
-}
 
 // The expected values are written out by hand on purpose (not ln(2) from std).
 #[allow(clippy::approx_constant, clippy::excessive_precision)]

@@ -1,23 +1,13 @@
 //! The raw Criteo reader: the real sample, every malformed kind, gzip, CRLF, no final newline.
 
 mod common;
-use common::temp_dir;
+use common::{real_text, temp_dir, SAMPLE};
 
 use std::io::Write;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ttrec::data::{CriteoReader, MalformedKind, RawSample, SyntheticCriteo};
-
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/criteo/train-head200.txt"
-);
-
-fn real_text() -> String {
-    std::fs::read_to_string(SAMPLE)
-        .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"))
-}
 
 fn read_bytes(bytes: Vec<u8>) -> (Vec<RawSample>, CriteoReader) {
     let mut reader = CriteoReader::from_read("mem", std::io::Cursor::new(bytes)).unwrap();

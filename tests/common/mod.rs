@@ -82,3 +82,15 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The 200 real lines of Criteo's Kaggle file in ../shared (present in CI too).
+pub const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/criteo/train-head200.txt"
+);
+
+/// The real sample as text; a missing sample fails the test with its path.
+pub fn real_text() -> String {
+    std::fs::read_to_string(SAMPLE)
+        .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"))
+}
