@@ -173,6 +173,11 @@ fn run_fixture(path: &Path) {
         ));
         checked += 1;
     }
+    // An f32 result (updated cores, Adagrad state) against the fixture's tensor `name`.
+    let check_f32 = |name: &str, got: &[f32]| {
+        let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+        check(&file, name, &got, &tensor_f32(&st, name))
+    };
     let updated: Option<Vec<Vec<f32>>> = match optimizer.as_str() {
         "none" => None,
         "sgd" => Some(rtt::sgd_update(&cores, &grads, lr)),
@@ -180,14 +185,8 @@ fn run_fixture(path: &Path) {
             let zero: Vec<Vec<f32>> = cores.iter().map(|c| vec![0.0; c.len()]).collect();
             let (upd, state) = rtt::adagrad_update(&cores, &zero, &grads, lr, eps);
             for (k, s) in state.iter().enumerate() {
-                let s64: Vec<f64> = s.iter().map(|&v| v as f64).collect();
-                let want = tensor_f32(&st, &format!("expected.state.cores.{k}"));
-                worst = worst.max(check(
-                    &file,
-                    &format!("expected.state.cores.{k}"),
-                    &s64,
-                    &want,
-                ));
+                let name = format!("expected.state.cores.{k}");
+                worst = worst.max(check_f32(&name, s));
                 checked += 1;
             }
             Some(upd)
@@ -196,14 +195,8 @@ fn run_fixture(path: &Path) {
     };
     if let Some(upd) = updated {
         for (k, c) in upd.iter().enumerate() {
-            let c64: Vec<f64> = c.iter().map(|&v| v as f64).collect();
-            let want = tensor_f32(&st, &format!("expected.updated.cores.{k}"));
-            worst = worst.max(check(
-                &file,
-                &format!("expected.updated.cores.{k}"),
-                &c64,
-                &want,
-            ));
+            let name = format!("expected.updated.cores.{k}");
+            worst = worst.max(check_f32(&name, c));
             checked += 1;
         }
     }

@@ -285,6 +285,21 @@ pub struct NodeTime {
     pub nanos: f64,
 }
 
+/// Encodes a clear or copy node (dispatches go through compute passes, not here).
+fn encode_transfer(encoder: &mut wgpu::CommandEncoder, op: &Op) {
+    match op {
+        Op::Clear { buffer } => encoder.clear_buffer(buffer, 0, None),
+        Op::Copy {
+            src,
+            src_offset,
+            dst,
+            dst_offset,
+            bytes,
+        } => encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes),
+        Op::Dispatch { .. } => unreachable!("dispatches are encoded in compute passes"),
+    }
+}
+
 impl Plan {
     /// Number of nodes.
     pub fn len(&self) -> usize {
@@ -327,18 +342,8 @@ impl Plan {
                         i += 1;
                     }
                 }
-                Op::Clear { buffer } => {
-                    encoder.clear_buffer(buffer, 0, None);
-                    i += 1;
-                }
-                Op::Copy {
-                    src,
-                    src_offset,
-                    dst,
-                    dst_offset,
-                    bytes,
-                } => {
-                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
+                transfer => {
+                    encode_transfer(encoder, transfer);
                     i += 1;
                 }
             }
@@ -411,17 +416,7 @@ impl Plan {
                     if with_encoder_stamps {
                         enc.write_timestamp(&set, 2 * i);
                     }
-                    match other {
-                        Op::Clear { buffer } => enc.clear_buffer(buffer, 0, None),
-                        Op::Copy {
-                            src,
-                            src_offset,
-                            dst,
-                            dst_offset,
-                            bytes,
-                        } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes),
-                        Op::Dispatch { .. } => unreachable!(),
-                    }
+                    encode_transfer(&mut enc, other);
                     if with_encoder_stamps {
                         enc.write_timestamp(&set, 2 * i + 1);
                     }
