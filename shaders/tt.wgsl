@@ -107,10 +107,16 @@ fn chain(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // ---------------------------------------------------------------------------------------------
-// pool: out[b, c] += sum over the chunk's lookups n of bag b (in order) of scale[n] * rows[n, c].
-// scale holds the per-sample weight (sum), 1 (sum) or 1 / bag length (mean).
+// pool: out[b, c] (+)= sum over the chunk's lookups n of bag b (in order) of scale[n] * rows[n, c].
+// scale holds the per-sample weight (sum), 1 (sum) or 1 / bag length (mean). Bag b's row is at
+// OUT_OFFSET + b * OUT_STRIDE of `out` (a column block of a wider matrix, e.g. the interaction's
+// input). The first chunk writes every bag (ACCUMULATE false: empty bags get zeros), later chunks
+// add their part, so no clear is needed.
 
 override D: u32 = 1u;
+override OUT_STRIDE: u32 = 1u;
+override OUT_OFFSET: u32 = 0u;
+override ACCUMULATE: bool = false;
 
 @group(0) @binding(1) var<storage, read> pool_offsets: array<u32>;
 @group(0) @binding(2) var<storage, read> pool_scale: array<f32>;
@@ -128,18 +134,24 @@ fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let c = id - b * D;
     let lo = max(pool_offsets[b], chunk.start);
     let hi = min(pool_offsets[b + 1u], chunk.start + chunk.len);
-    if (lo >= hi) {
+    if (ACCUMULATE && lo >= hi) {
         return;
     }
     var acc = 0.0;
     for (var n = lo; n < hi; n = n + 1u) {
         acc = acc + pool_scale[n] * pool_rows[(n - chunk.start) * D + c];
     }
-    pool_out[b * D + c] = pool_out[b * D + c] + acc;
+    let o = OUT_OFFSET + b * OUT_STRIDE + c;
+    if (ACCUMULATE) {
+        pool_out[o] = pool_out[o] + acc;
+    } else {
+        pool_out[o] = acc;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// row_grad: drow[n, c] = scale[n] * dout[bag[n], c], the gradient reaching each lookup's row.
+// row_grad: drow[n, c] = scale[n] * dout[bag[n], c], the gradient reaching each lookup's row;
+// bag b's gradient row is at OUT_OFFSET + b * OUT_STRIDE of `dout`, as in pool.
 
 @group(0) @binding(1) var<storage, read> rg_bag: array<u32>;
 @group(0) @binding(2) var<storage, read> rg_scale: array<f32>;
@@ -156,7 +168,7 @@ fn row_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let c = id - n * D;
     let g = chunk.start + n;
-    rg_drow[n * D + c] = rg_scale[g] * rg_dout[rg_bag[g] * D + c];
+    rg_drow[n * D + c] = rg_scale[g] * rg_dout[OUT_OFFSET + rg_bag[g] * OUT_STRIDE + c];
 }
 
 // ---------------------------------------------------------------------------------------------

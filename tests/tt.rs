@@ -480,8 +480,7 @@ fn bad_input_is_reported_before_gpu_work() {
     let mut bad = cores.clone();
     bad[1].pop();
     let e = TtEmbeddingBag::from_cores(&gpu(), shape.clone(), &bad, TtOptions::default())
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("core 1 has 119 elements"), "{e}");
     // The table still works after errors.
@@ -522,8 +521,7 @@ fn full_weight_and_checkpoints_round_trip() {
     assert_eq!(back.full_weight().unwrap(), full);
     std::fs::write(&path, b"garbage").unwrap();
     let e = TtEmbeddingBag::load(&gpu(), &path, TtOptions::default())
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("table.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();

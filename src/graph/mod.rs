@@ -2,16 +2,31 @@
 //! dispatch size, a buffer clear or a copy) over named buffers. It is built once per shape into a
 //! [`Plan`] (pipelines fetched, bind groups made, transient buffers assigned by lifetime) and then
 //! replayed: all nodes encoded into one command encoder and one submit, no host round-trip.
+//!
+//! What the host sends each replay (a batch's indices, labels, per-chunk parameters) is declared
+//! as *inputs*: regions of one packed buffer owned by the plan. The host fills a [`PlanInput`]
+//! and [`Plan::run_with`] uploads it with one write and replays the step with one submit.
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-/// A buffer a node binds: one the caller owns, or a transient the plan allocates.
+/// A buffer a node binds: one the caller owns, a range of one, a transient the plan allocates,
+/// or a region of the plan's per-replay input.
 #[derive(Clone, Debug)]
 pub enum Buf {
     External(wgpu::Buffer),
+    /// `size` bytes of `buffer` from `offset` (a multiple of the adapter's binding alignment).
+    Slice {
+        buffer: wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    },
     /// Index of a transient declared with [`GraphBuilder::transient`].
     Transient(usize),
+    /// Index of an input region declared with [`GraphBuilder::input`].
+    Input(usize),
 }
 
 impl From<&wgpu::Buffer> for Buf {
@@ -48,6 +63,28 @@ pub struct GraphBuilder {
     gpu: Gpu,
     nodes: Vec<Node>,
     transients: Vec<(String, u64)>,
+    inputs: Vec<(String, u64)>,
+}
+
+/// Where a binding resolves to: a buffer and, for slices and inputs, a byte range of it.
+#[derive(Clone)]
+struct Bound {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: Option<u64>,
+}
+
+impl Bound {
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: self.size.and_then(wgpu::BufferSize::new),
+        })
+    }
+    fn len(&self) -> u64 {
+        self.size.unwrap_or(self.buffer.size() - self.offset)
+    }
 }
 
 impl GraphBuilder {
@@ -56,6 +93,7 @@ impl GraphBuilder {
             gpu: gpu.clone(),
             nodes: Vec::new(),
             transients: Vec::new(),
+            inputs: Vec::new(),
         }
     }
 
@@ -68,6 +106,14 @@ impl GraphBuilder {
     pub fn transient(&mut self, label: &str, bytes: u64) -> Buf {
         self.transients.push((label.to_string(), bytes.max(16)));
         Buf::Transient(self.transients.len() - 1)
+    }
+
+    /// Declares a region of `bytes` bytes of the per-replay input: the host writes it into a
+    /// [`PlanInput`] before each replay. It binds as storage (read-only) or as a uniform.
+    pub fn input(&mut self, label: &str, bytes: u64) -> Buf {
+        self.inputs
+            .push((label.to_string(), bytes.max(16).div_ceil(16) * 16));
+        Buf::Input(self.inputs.len() - 1)
     }
 
     /// A dispatch of `pipeline` with `bindings[i]` at `@group(0) @binding(i)`.
@@ -88,7 +134,7 @@ impl GraphBuilder {
         });
     }
 
-    /// Zeroes a whole buffer.
+    /// Zeroes a whole buffer (or the whole slice, transient or input region).
     pub fn clear(&mut self, label: impl Into<String>, buffer: Buf) {
         self.nodes.push(Node {
             label: label.into(),
@@ -96,7 +142,7 @@ impl GraphBuilder {
         });
     }
 
-    /// Copies `bytes` bytes between buffers.
+    /// Copies `bytes` bytes between buffers (offsets are relative to slices and regions).
     pub fn copy(
         &mut self,
         label: impl Into<String>,
@@ -126,14 +172,50 @@ impl GraphBuilder {
         self.nodes.is_empty()
     }
 
-    /// Plans the step: assigns transients to pooled buffers by lifetime (a buffer is reused once
-    /// the last node using its previous tenant has run) and makes every bind group.
+    /// Plans the step: lays the inputs out in one buffer, assigns transients to pooled buffers
+    /// by lifetime (a buffer is reused once the last node using its previous tenant has run) and
+    /// makes every bind group.
     pub fn build(self) -> Result<Plan> {
         let GraphBuilder {
             gpu,
             nodes,
             transients,
+            inputs,
         } = self;
+        // Inputs: one buffer, every region aligned for both storage and uniform bindings.
+        let align = (gpu.limits().min_storage_buffer_offset_alignment as u64)
+            .max(gpu.limits().min_uniform_buffer_offset_alignment as u64)
+            .max(16);
+        let mut layout = Vec::with_capacity(inputs.len());
+        let mut end = 0u64;
+        for (label, bytes) in &inputs {
+            if *bytes > gpu.max_binding() {
+                return Err(Error::Gpu(format!(
+                    "input {label} needs {bytes} bytes, over the adapter's binding limit {}",
+                    gpu.max_binding()
+                )));
+            }
+            let at = end.div_ceil(align) * align;
+            layout.push((at, *bytes));
+            end = at + bytes;
+        }
+        if end > gpu.limits().max_buffer_size {
+            return Err(Error::Gpu(format!(
+                "the step's inputs need {end} bytes, over the adapter's buffer limit {}",
+                gpu.limits().max_buffer_size
+            )));
+        }
+        let arena = (!inputs.is_empty()).then(|| {
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ttrec step inputs"),
+                size: end.div_ceil(16) * 16,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
         // First and last node index of each transient.
         let mut life: Vec<Option<(usize, usize)>> = vec![None; transients.len()];
         for (i, node) in nodes.iter().enumerate() {
@@ -190,10 +272,32 @@ impl GraphBuilder {
             assigned[t] = Some(slot);
         }
         let buffers: Vec<wgpu::Buffer> = physical.into_iter().map(|(b, _)| b).collect();
-        let resolve = |b: &Buf| -> wgpu::Buffer {
+        let resolve = |b: &Buf| -> Bound {
             match b {
-                Buf::External(b) => b.clone(),
-                Buf::Transient(t) => buffers[assigned[*t].expect("assigned")].clone(),
+                Buf::External(b) => Bound {
+                    buffer: b.clone(),
+                    offset: 0,
+                    size: None,
+                },
+                Buf::Slice {
+                    buffer,
+                    offset,
+                    size,
+                } => Bound {
+                    buffer: buffer.clone(),
+                    offset: *offset,
+                    size: Some(*size),
+                },
+                Buf::Transient(t) => Bound {
+                    buffer: buffers[assigned[*t].expect("assigned")].clone(),
+                    offset: 0,
+                    size: None,
+                },
+                Buf::Input(i) => Bound {
+                    buffer: arena.clone().expect("inputs declared"),
+                    offset: layout[*i].0,
+                    size: Some(layout[*i].1),
+                },
             }
         };
         let mut ops = Vec::with_capacity(nodes.len());
@@ -204,13 +308,13 @@ impl GraphBuilder {
                     bindings,
                     groups,
                 } => {
-                    let bufs: Vec<wgpu::Buffer> = bindings.iter().map(&resolve).collect();
-                    let entries: Vec<wgpu::BindGroupEntry> = bufs
+                    let bound: Vec<Bound> = bindings.iter().map(&resolve).collect();
+                    let entries: Vec<wgpu::BindGroupEntry> = bound
                         .iter()
                         .enumerate()
                         .map(|(i, b)| wgpu::BindGroupEntry {
                             binding: i as u32,
-                            resource: b.as_entire_binding(),
+                            resource: b.binding(),
                         })
                         .collect();
                     let bind_group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
@@ -224,22 +328,30 @@ impl GraphBuilder {
                         groups,
                     }
                 }
-                NodeKind::Clear { buffer } => Op::Clear {
-                    buffer: resolve(&buffer),
-                },
+                NodeKind::Clear { buffer } => {
+                    let b = resolve(&buffer);
+                    Op::Clear {
+                        size: b.len(),
+                        offset: b.offset,
+                        buffer: b.buffer,
+                    }
+                }
                 NodeKind::Copy {
                     src,
                     src_offset,
                     dst,
                     dst_offset,
                     bytes,
-                } => Op::Copy {
-                    src: resolve(&src),
-                    src_offset,
-                    dst: resolve(&dst),
-                    dst_offset,
-                    bytes,
-                },
+                } => {
+                    let (s, d) = (resolve(&src), resolve(&dst));
+                    Op::Copy {
+                        src: s.buffer,
+                        src_offset: s.offset + src_offset,
+                        dst: d.buffer,
+                        dst_offset: d.offset + dst_offset,
+                        bytes,
+                    }
+                }
             };
             ops.push((node.label, op));
         }
@@ -249,7 +361,74 @@ impl GraphBuilder {
             gpu,
             ops,
             transient_buffers: buffers,
+            inputs: Arc::new(InputLayout {
+                regions: layout,
+                labels: inputs.into_iter().map(|(l, _)| l).collect(),
+                bytes: end,
+            }),
+            arena,
         })
+    }
+}
+
+/// Where each input region lies in the packed input buffer.
+#[derive(Debug)]
+struct InputLayout {
+    /// (offset, bytes) of each region.
+    regions: Vec<(u64, u64)>,
+    labels: Vec<String>,
+    bytes: u64,
+}
+
+/// The host side of a plan's inputs: a byte image of the packed input buffer. Fill the regions
+/// with [`PlanInput::write`], then [`Plan::run_with`] uploads it in one write.
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    layout: Arc<InputLayout>,
+    bytes: Vec<u8>,
+}
+
+impl PlanInput {
+    /// Writes `data` at the start of input region `region`.
+    pub fn write<T: bytemuck::Pod>(&mut self, region: &Buf, data: &[T]) -> Result<()> {
+        self.write_at(region, 0, data)
+    }
+
+    /// Writes `data` at byte `offset` of input region `region`.
+    pub fn write_at<T: bytemuck::Pod>(
+        &mut self,
+        region: &Buf,
+        offset: u64,
+        data: &[T],
+    ) -> Result<()> {
+        let Buf::Input(i) = region else {
+            return Err(Error::Gpu(format!(
+                "{region:?} is not an input region of this plan"
+            )));
+        };
+        let (at, size) =
+            *self.layout.regions.get(*i).ok_or_else(|| {
+                Error::Gpu(format!("input region {i} is not declared in this plan"))
+            })?;
+        let src: &[u8] = bytemuck::cast_slice(data);
+        if offset + src.len() as u64 > size {
+            return Err(Error::Gpu(format!(
+                "{} bytes at {offset} do not fit input {} of {size} bytes",
+                src.len(),
+                self.layout.labels[*i]
+            )));
+        }
+        let start = (at + offset) as usize;
+        self.bytes[start..start + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    /// Bytes of the whole input image.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 }
 
@@ -261,6 +440,8 @@ enum Op {
     },
     Clear {
         buffer: wgpu::Buffer,
+        offset: u64,
+        size: u64,
     },
     Copy {
         src: wgpu::Buffer,
@@ -276,6 +457,8 @@ pub struct Plan {
     gpu: Gpu,
     ops: Vec<(String, Op)>,
     transient_buffers: Vec<wgpu::Buffer>,
+    inputs: Arc<InputLayout>,
+    arena: Option<wgpu::Buffer>,
 }
 
 /// GPU time of one node of a profiled replay.
@@ -288,7 +471,11 @@ pub struct NodeTime {
 /// Encodes a clear or copy node (dispatches go through compute passes, not here).
 fn encode_transfer(encoder: &mut wgpu::CommandEncoder, op: &Op) {
     match op {
-        Op::Clear { buffer } => encoder.clear_buffer(buffer, 0, None),
+        Op::Clear {
+            buffer,
+            offset,
+            size,
+        } => encoder.clear_buffer(buffer, *offset, Some(*size)),
         Op::Copy {
             src,
             src_offset,
@@ -348,6 +535,89 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// A zeroed host image of the plan's inputs, to fill and pass to [`Plan::run_with`].
+    pub fn new_input(&self) -> PlanInput {
+        PlanInput {
+            layout: self.inputs.clone(),
+            bytes: vec![0; self.inputs.bytes as usize],
+        }
+    }
+
+    /// Bytes uploaded per replay.
+    pub fn input_bytes(&self) -> u64 {
+        self.inputs.bytes
+    }
+
+    /// Queues the upload of `input` (one write, applied at the start of the next submit).
+    pub fn upload(&self, input: &PlanInput) -> Result<()> {
+        if !Arc::ptr_eq(&input.layout, &self.inputs) {
+            return Err(Error::Gpu(
+                "the input image was made for another plan".to_string(),
+            ));
+        }
+        if let Some(arena) = &self.arena {
+            self.gpu.queue().write_buffer(arena, 0, &input.bytes);
+        }
+        Ok(())
+    }
+
+    /// Uploads `input` and replays the step: one write, one encoder, one submit. Does not wait.
+    pub fn run_with(&self, input: &PlanInput) -> Result<()> {
+        self.upload(input)?;
+        self.run()
+    }
+
+    /// Encodes the upload of `input` and every node into the caller's `encoder` (for apps that
+    /// submit ttrec's work with their own): the upload goes through a staging copy recorded in
+    /// the encoder, so it is ordered with the caller's other commands.
+    pub fn encode_with(&self, encoder: &mut wgpu::CommandEncoder, input: &PlanInput) -> Result<()> {
+        self.encode_with_copies(encoder, input, &[])
+    }
+
+    /// [`Plan::encode_with`], plus copies of `bytes` bytes from caller buffers into input regions
+    /// after the upload (an input that already lives on the GPU, e.g. an output gradient).
+    pub fn encode_with_copies(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &PlanInput,
+        copies: &[(&wgpu::Buffer, &Buf, u64)],
+    ) -> Result<()> {
+        use wgpu::util::DeviceExt;
+        if !Arc::ptr_eq(&input.layout, &self.inputs) {
+            return Err(Error::Gpu(
+                "the input image was made for another plan".to_string(),
+            ));
+        }
+        if let Some(arena) = &self.arena {
+            let staging = self
+                .gpu
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("ttrec step input staging"),
+                    contents: &input.bytes,
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                });
+            encoder.copy_buffer_to_buffer(&staging, 0, arena, 0, input.bytes.len() as u64);
+            for (src, region, bytes) in copies {
+                let Buf::Input(i) = region else {
+                    return Err(Error::Gpu(format!("{region:?} is not an input region")));
+                };
+                let (at, size) = self.inputs.regions[*i];
+                if *bytes > size || *bytes > src.size() {
+                    return Err(Error::Gpu(format!(
+                        "copy of {bytes} bytes into input {} of {size} bytes",
+                        self.inputs.labels[*i]
+                    )));
+                }
+                if *bytes > 0 {
+                    encoder.copy_buffer_to_buffer(src, 0, arena, at, *bytes);
+                }
+            }
+        }
+        self.encode(encoder);
+        Ok(())
     }
 
     /// Replays the step: one encoder, one submit. Does not wait.

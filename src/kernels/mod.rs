@@ -4,5 +4,28 @@
 pub mod optim;
 pub mod tt;
 
+use crate::graph::Buf;
+
 /// Threads per workgroup of every ttrec kernel (the WGSL `WG`).
 pub const WORKGROUP: u32 = 64;
+
+/// A row-major f32 matrix inside a buffer: element (r, c) at `offset + r * stride + c` (in
+/// elements). Lets kernels read and write sub-blocks of shared buffers, e.g. each embedding
+/// table's pooled rows as one column block of the interaction's input, with no copies.
+#[derive(Clone, Debug)]
+pub struct MatrixAt {
+    pub buf: Buf,
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl MatrixAt {
+    /// A dense matrix of `cols` columns at the start of `buf`.
+    pub fn dense(buf: Buf, cols: usize) -> Self {
+        MatrixAt {
+            buf,
+            stride: cols,
+            offset: 0,
+        }
+    }
+}

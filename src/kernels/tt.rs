@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::WORKGROUP;
+use crate::kernels::{MatrixAt, WORKGROUP};
 
 /// The per-chunk uniform (the WGSL `Chunk`).
 #[repr(C)]
@@ -89,7 +89,8 @@ pub fn record_chain(
     Ok(())
 }
 
-/// Adds the pooling of a chunk's rows into the bag outputs.
+/// Adds the pooling of a chunk's rows into the bag outputs (bag b's row at `out.offset + b *
+/// out.stride`): the first chunk writes every bag, later ones (`accumulate`) add to it.
 #[allow(clippy::too_many_arguments)]
 pub fn record_pool(
     g: &mut GraphBuilder,
@@ -99,16 +100,32 @@ pub fn record_pool(
     offsets: Buf,
     scale: Buf,
     rows: Buf,
-    out: Buf,
+    out: &MatrixAt,
+    accumulate: bool,
     max_bags: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline("tt", "pool", &[("D", dim as f64)])?;
+    let pipeline = g.gpu().pipeline(
+        "tt",
+        "pool",
+        &[
+            ("D", dim as f64),
+            ("OUT_STRIDE", out.stride as f64),
+            ("OUT_OFFSET", out.offset as f64),
+            ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
+        ],
+    )?;
     let gr = groups(g, max_bags as u64 * dim as u64);
-    g.dispatch(label, pipeline, vec![chunk, offsets, scale, rows, out], gr);
+    g.dispatch(
+        label,
+        pipeline,
+        vec![chunk, offsets, scale, rows, out.buf.clone()],
+        gr,
+    );
     Ok(())
 }
 
-/// Adds the per-lookup row gradient drow[n] = scale[n] * dout[bag[n]].
+/// Adds the per-lookup row gradient drow[n] = scale[n] * dout[bag[n]] (bag b's gradient row at
+/// `dout.offset + b * dout.stride`).
 #[allow(clippy::too_many_arguments)]
 pub fn record_row_grad(
     g: &mut GraphBuilder,
@@ -117,13 +134,26 @@ pub fn record_row_grad(
     chunk: Buf,
     bag: Buf,
     scale: Buf,
-    dout: Buf,
+    dout: &MatrixAt,
     drow: Buf,
     max_lookups: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline("tt", "row_grad", &[("D", dim as f64)])?;
+    let pipeline = g.gpu().pipeline(
+        "tt",
+        "row_grad",
+        &[
+            ("D", dim as f64),
+            ("OUT_STRIDE", dout.stride as f64),
+            ("OUT_OFFSET", dout.offset as f64),
+        ],
+    )?;
     let gr = groups(g, max_lookups as u64 * dim as u64);
-    g.dispatch(label, pipeline, vec![chunk, bag, scale, dout, drow], gr);
+    g.dispatch(
+        label,
+        pipeline,
+        vec![chunk, bag, scale, dout.buf.clone(), drow],
+        gr,
+    );
     Ok(())
 }
 

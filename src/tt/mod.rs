@@ -30,8 +30,12 @@ pub enum Optimizer {
 
 pub mod batch;
 pub mod checkpoint;
+pub mod lookups;
+pub mod params;
 pub mod table;
 
 pub use batch::{Bags, Ids};
 pub use init::init_cores;
+pub use lookups::{TtLookups, TtSaved};
+pub use params::TtParams;
 pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch};
