@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod metrics;
+pub mod nn;
 pub mod parity;
 pub mod reference;
 pub mod tt;

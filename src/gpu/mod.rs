@@ -36,6 +36,8 @@ struct Inner {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pool: Mutex<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// A small zeroed buffer bound where a kernel's optional operand is absent.
+    placeholder: wgpu::Buffer,
 }
 
 /// A wgpu device and queue with ttrec's caches. Cheap to clone (shared).
@@ -178,8 +180,15 @@ impl Gpu {
         } else {
             AdapterClass::Gpu
         };
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ttrec placeholder"),
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Gpu {
             inner: Arc::new(Inner {
+                placeholder,
                 device,
                 queue,
                 info,
@@ -437,6 +446,12 @@ impl Gpu {
             self.queue()
                 .write_buffer(buffer, 0, bytemuck::cast_slice(data));
         }
+    }
+
+    /// A small zeroed storage buffer to bind where a kernel's optional operand is absent (the
+    /// kernel's override constants keep it from being read).
+    pub fn placeholder(&self) -> &wgpu::Buffer {
+        &self.inner.placeholder
     }
 
     /// Largest storage binding in bytes.

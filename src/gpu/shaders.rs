@@ -8,6 +8,13 @@ pub const ALL: &[(&str, &str)] = &[
         include_str!("../../shaders/tt_subgroup.wgsl"),
     ),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "interaction",
+        include_str!("../../shaders/interaction.wgsl"),
+    ),
+    ("loss", include_str!("../../shaders/loss.wgsl")),
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
 ];
 
 /// The source of shader `name`.

@@ -1,3 +1,4 @@
 //! CPU twins of the GPU kernels, computed in f64: the oracle of every test.
 
+pub mod nn;
 pub mod tt;

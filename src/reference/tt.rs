@@ -140,6 +140,28 @@ pub fn backward(
     pooling: Pooling,
     grad_output: &[f32],
 ) -> Vec<Vec<f64>> {
+    let grad_output: Vec<f64> = grad_output.iter().map(|&x| x as f64).collect();
+    backward_f64(
+        shape,
+        cores,
+        indices,
+        offsets,
+        weights,
+        pooling,
+        &grad_output,
+    )
+}
+
+/// [`backward`] with an f64 output gradient (a model's twin keeps every value in f64).
+pub fn backward_f64(
+    shape: &TtShape,
+    cores: &[Vec<f32>],
+    indices: &[u64],
+    offsets: &[u64],
+    weights: Option<&[f32]>,
+    pooling: Pooling,
+    grad_output: &[f64],
+) -> Vec<Vec<f64>> {
     let d = shape.d();
     let dim = shape.dim();
     let bags = offsets.len() - 1;
@@ -151,7 +173,7 @@ pub fn backward(
             let s = lookup_scale(offsets, b, n, weights, pooling);
             let g = dw.entry(index).or_insert_with(|| vec![0.0; dim]);
             for (gj, &go) in g.iter_mut().zip(&grad_output[b * dim..(b + 1) * dim]) {
-                *gj += s * go as f64;
+                *gj += s * go;
             }
         }
     }

@@ -96,13 +96,22 @@ pub fn truncated_normal_variance_factor() -> f64 {
 }
 
 /// Box-Muller standard normal draws, both values of each pair used.
-struct Gauss {
+pub struct Gauss {
     rng: ChaCha8Rng,
     spare: Option<f64>,
 }
 
 impl Gauss {
-    fn next(&mut self) -> f64 {
+    /// Draws from a ChaCha8 stream seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Gauss {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            spare: None,
+        }
+    }
+
+    /// The next N(0, 1) draw.
+    pub fn next(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }

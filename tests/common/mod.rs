@@ -94,3 +94,18 @@ pub fn real_text() -> String {
     std::fs::read_to_string(SAMPLE)
         .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"))
 }
+
+/// Records nodes with `record` into a fresh graph, runs it once and waits.
+pub fn run_graph(
+    gpu: &ttrec::gpu::Gpu,
+    record: impl FnOnce(&mut ttrec::graph::GraphBuilder) -> ttrec::Result<()>,
+) {
+    let mut g = ttrec::graph::GraphBuilder::new(gpu);
+    record(&mut g).expect("recording");
+    let plan = g.build().expect("building the plan");
+    plan.run().expect("running the plan");
+    gpu.wait().expect("waiting for the GPU");
+}
+
+/// Values that show where a kernel wrote nothing.
+pub const POISON: f32 = 1.0e30;

@@ -1,0 +1,115 @@
+// Uncompressed EmbeddingBag (sum pooling) for a group of tables sharing one row space: table t's
+// row i is group row `base_t + i`. The rows live in shards of at most one storage binding each
+// (rows [SHARD_LO, SHARD_LO + SHARD_ROWS)); every kernel runs once per shard, in shard order.
+// CPU twin: src/reference/nn.rs (bag_*). Launcher: src/kernels/embedding.rs.
+//
+// Pooled rows go to a caller's matrix (bag b of table t at b * OUT_STRIDE + col_off[t]), e.g. a
+// column block of the interaction's input. The backward reduces the lookups of each distinct row
+// (sorted on the host, stable) in order and applies the fused update to that row: no atomics,
+// deterministic.
+
+const WG: u32 = 64u;
+
+override D: u32 = 4u;           // a multiple of 4
+override TABLES: u32 = 1u;
+override BAGS: u32 = 1u;
+override OUT_STRIDE: u32 = 4u;  // a multiple of 4
+override SHARD_LO: u32 = 0u;
+override SHARD_ROWS: u32 = 1u;
+// Later shards add to what the first shard wrote (which writes every bag, empty ones as zeros).
+override ACCUMULATE: bool = false;
+// Segment slots of the backward (the most distinct rows a batch can have: its lookup count).
+override SEGMENTS: u32 = 1u;
+// 0: SGD w -= lr g. 1: Adagrad s += g^2; w -= lr g / (sqrt(s) + eps).
+override OPTIMIZER: u32 = 0u;
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+@group(0) @binding(0) var<storage, read> bag_offsets: array<u32>;  // [TABLES * (BAGS + 1)]
+@group(0) @binding(1) var<storage, read> bag_rows: array<u32>;     // group rows of the lookups
+@group(0) @binding(2) var<storage, read> bag_col_off: array<u32>;  // [TABLES]
+@group(0) @binding(3) var<storage, read> bag_weight: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> bag_out: array<vec4<f32>>;
+
+// One invocation per (table, bag, vec4 column).
+@compute @workgroup_size(64)
+fn bag_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let dq = D / 4u;
+    let tb = id / dq;
+    let t = tb / BAGS;
+    if (t >= TABLES) {
+        return;
+    }
+    let b = tb - t * BAGS;
+    let c = id - tb * dq;
+    let lo = bag_offsets[t * (BAGS + 1u) + b];
+    let hi = bag_offsets[t * (BAGS + 1u) + b + 1u];
+    var acc = vec4<f32>(0.0);
+    for (var n = lo; n < hi; n = n + 1u) {
+        let row = bag_rows[n];
+        if (row >= SHARD_LO && row - SHARD_LO < SHARD_ROWS) {
+            acc = acc + bag_weight[(row - SHARD_LO) * dq + c];
+        }
+    }
+    let o = (b * OUT_STRIDE + bag_col_off[t]) / 4u + c;
+    if (ACCUMULATE) {
+        bag_out[o] = bag_out[o] + acc;
+    } else {
+        bag_out[o] = acc;
+    }
+}
+
+struct OptParams {
+    lr: f32,
+    eps: f32,
+    len: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> bag_opt: OptParams;
+// Segment u (a distinct row): segs[2u] = first sorted position, segs[2u + 1] = group row;
+// segment u ends where u + 1 starts. Unused segments start and end at the lookup count.
+@group(0) @binding(1) var<storage, read> bag_segs: array<u32>;
+// For each lookup in row-sorted order: the element offset of its bag's gradient row in dout.
+@group(0) @binding(2) var<storage, read> bag_dest: array<u32>;
+@group(0) @binding(3) var<storage, read> bag_dout: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> bag_w: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> bag_state: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> bag_seg_grad: array<vec4<f32>>;
+
+// One invocation per (segment, vec4 column): the row's gradient, kept in seg_grad, then the
+// fused update of the row.
+@compute @workgroup_size(64)
+fn bag_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let dq = D / 4u;
+    let u = id / dq;
+    let c = id - u * dq;
+    if (u >= SEGMENTS) {
+        return;
+    }
+    let s0 = bag_segs[2u * u];
+    let s1 = bag_segs[2u * u + 2u];
+    let row = bag_segs[2u * u + 1u];
+    if (s0 >= s1 || row < SHARD_LO || row - SHARD_LO >= SHARD_ROWS) {
+        return;
+    }
+    var g = vec4<f32>(0.0);
+    for (var s = s0; s < s1; s = s + 1u) {
+        g = g + bag_dout[bag_dest[s] / 4u + c];
+    }
+    bag_seg_grad[u * dq + c] = g;
+    let w = (row - SHARD_LO) * dq + c;
+    if (OPTIMIZER == 0u) {
+        bag_w[w] = bag_w[w] - bag_opt.lr * g;
+    } else {
+        let st = bag_state[w] + g * g;
+        bag_state[w] = st;
+        bag_w[w] = bag_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
+    }
+}

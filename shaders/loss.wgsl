@@ -1,0 +1,87 @@
+// Sigmoid + binary cross-entropy, mean over the batch, on the logits in column 0 of Z [B, LDZ].
+// CPU twin: src/reference/nn.rs (bce). Launcher: src/kernels/loss.rs.
+//
+// Stable in the logit: loss = max(z, 0) - z y + log(1 + exp(-|z|)), dz = (sigmoid(z) - y) / B.
+// The step's mean loss and correct count go to slot `step.slot` of a ring of per-step statistics
+// that stays on the GPU until the host asks. One workgroup reduces in a fixed tree order, so the
+// loss is bitwise deterministic.
+
+override BATCH: u32 = 1u;
+override LDZ: u32 = 4u;
+
+struct StepParams {
+    slot: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: StepParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+
+var<workgroup> part_loss: array<f32, 256>;
+var<workgroup> part_correct: array<f32, 256>;
+
+fn sigmoid(z: f32) -> f32 {
+    if (z >= 0.0) {
+        return 1.0 / (1.0 + exp(-z));
+    }
+    let e = exp(z);
+    return e / (1.0 + e);
+}
+
+// log(1 + exp(-|z|)) without losing the small values.
+fn softplus_neg_abs(z: f32) -> f32 {
+    let e = exp(-abs(z));
+    if (e < 1e-3) {
+        return e * (1.0 - 0.5 * e);
+    }
+    return log(1.0 + e);
+}
+
+@compute @workgroup_size(256)
+fn bce(@builtin(local_invocation_index) t: u32) {
+    var ls = 0.0;
+    var cs = 0.0;
+    for (var b = t; b < BATCH; b = b + 256u) {
+        let z = logits[b * LDZ];
+        let y = labels[b];
+        ls = ls + max(z, 0.0) - z * y + softplus_neg_abs(z);
+        if ((z > 0.0) == (y > 0.5)) {
+            cs = cs + 1.0;
+        }
+        dlogits[b * LDZ] = (sigmoid(z) - y) / f32(BATCH);
+        for (var c = 1u; c < LDZ; c = c + 1u) {
+            dlogits[b * LDZ + c] = 0.0;
+        }
+    }
+    part_loss[t] = ls;
+    part_correct[t] = cs;
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h = h / 2u) {
+        if (t < h) {
+            part_loss[t] = part_loss[t] + part_loss[t + h];
+            part_correct[t] = part_correct[t] + part_correct[t + h];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        stats[2u * step.slot] = part_loss[0] / f32(BATCH);
+        stats[2u * step.slot + 1u] = part_correct[0];
+    }
+}
+
+@group(0) @binding(0) var<storage, read> sig_logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> sig_prob: array<f32>;
+
+// The predicted click probabilities (evaluation): prob[b] = sigmoid(z[b]).
+@compute @workgroup_size(64)
+fn probabilities(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    if (b < BATCH) {
+        sig_prob[b] = sigmoid(sig_logits[b * LDZ]);
+    }
+}

@@ -1,0 +1,126 @@
+//! Launcher of `shaders/embedding.wgsl`: uncompressed EmbeddingBag (sum) over a group of tables,
+//! per shard of rows, forward and backward with the fused update.
+
+use crate::error::Result;
+use crate::gpu::grid;
+use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::optim::UpdateKind;
+use crate::kernels::{MatrixAt, WORKGROUP};
+
+/// A shard: `rows` group rows from `lo`, held in `weight` (and `state` for Adagrad).
+#[derive(Clone, Debug)]
+pub struct ShardAt {
+    pub lo: usize,
+    pub rows: usize,
+    pub weight: Buf,
+    pub state: Buf,
+}
+
+/// Shapes of a group's lookups.
+#[derive(Clone, Copy, Debug)]
+pub struct BagGroupShape {
+    pub dim: usize,
+    pub tables: usize,
+    pub bags: usize,
+}
+
+/// Adds the pooling of one shard's rows: bag b of table t into `out` at
+/// `b * out.stride + col_off[t]` (`out.offset` must be 0; `col_off` holds the offsets).
+/// `accumulate`: add to what earlier shards wrote.
+#[allow(clippy::too_many_arguments)]
+pub fn record_bag_fwd(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    s: BagGroupShape,
+    offsets: Buf,
+    rows: Buf,
+    col_off: Buf,
+    shard: &ShardAt,
+    out: &MatrixAt,
+    accumulate: bool,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "embedding",
+        "bag_fwd",
+        &[
+            ("D", s.dim as f64),
+            ("TABLES", s.tables as f64),
+            ("BAGS", s.bags as f64),
+            ("OUT_STRIDE", out.stride as f64),
+            ("SHARD_LO", shard.lo as f64),
+            ("SHARD_ROWS", shard.rows as f64),
+            ("ACCUMULATE", accumulate as u8 as f64),
+        ],
+    )?;
+    let gr = grid(
+        (s.tables * s.bags * s.dim / 4) as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(
+        label,
+        pipeline,
+        vec![
+            offsets,
+            rows,
+            col_off,
+            shard.weight.clone(),
+            out.buf.clone(),
+        ],
+        gr,
+    );
+    Ok(())
+}
+
+/// Adds one shard's backward: per distinct row (segment) the sum of its lookups' output
+/// gradients (kept in `seg_grad`), then `kind`'s update of the row with the parameters in `opt`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_bag_bwd(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    dim: usize,
+    segments: usize,
+    kind: UpdateKind,
+    opt: Buf,
+    segs: Buf,
+    dest: Buf,
+    dout: Buf,
+    shard: &ShardAt,
+    seg_grad: Buf,
+) -> Result<()> {
+    let code = match kind {
+        UpdateKind::Sgd => 0.0,
+        UpdateKind::Adagrad => 1.0,
+    };
+    let pipeline = g.gpu().pipeline(
+        "embedding",
+        "bag_bwd",
+        &[
+            ("D", dim as f64),
+            ("SEGMENTS", segments as f64),
+            ("SHARD_LO", shard.lo as f64),
+            ("SHARD_ROWS", shard.rows as f64),
+            ("OPTIMIZER", code),
+        ],
+    )?;
+    let gr = grid(
+        (segments * dim / 4) as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(
+        label,
+        pipeline,
+        vec![
+            opt,
+            segs,
+            dest,
+            dout,
+            shard.weight.clone(),
+            shard.state.clone(),
+            seg_grad,
+        ],
+        gr,
+    );
+    Ok(())
+}

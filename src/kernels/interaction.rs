@@ -1,0 +1,95 @@
+//! Launcher of `shaders/interaction.wgsl`: dlrm's dot interaction, forward and backward.
+
+use crate::error::{Error, Result};
+use crate::gpu::grid;
+use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::WORKGROUP;
+
+/// Shapes of an interaction: `batch` samples of `vectors` (F) vectors of `dim` (D) values;
+/// the output rows hold D + F(F-1)/2 values padded to `out_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InteractionShape {
+    pub batch: usize,
+    pub vectors: usize,
+    pub dim: usize,
+    pub out_stride: usize,
+}
+
+impl InteractionShape {
+    /// Output width before padding: D + F(F-1)/2.
+    pub fn out_width(&self) -> usize {
+        self.dim + self.vectors * (self.vectors - 1) / 2
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.dim.is_multiple_of(4) || self.dim == 0 {
+            return Err(Error::shape(
+                None,
+                format!("the interaction needs D a multiple of 4, got {}", self.dim),
+            ));
+        }
+        if self.vectors < 2 || self.out_stride < self.out_width() || self.batch == 0 {
+            return Err(Error::shape(
+                None,
+                format!("interaction of {self:?} is malformed"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn constants(&self) -> [(&'static str, f64); 4] {
+        [
+            ("BATCH", self.batch as f64),
+            ("F", self.vectors as f64),
+            ("D", self.dim as f64),
+            ("LDR", self.out_stride as f64),
+        ]
+    }
+}
+
+/// Adds R = interaction(T): `t` is [B, F, D], `r` is [B, out_stride].
+pub fn record_interaction_fwd(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    s: InteractionShape,
+    t: Buf,
+    r: Buf,
+) -> Result<()> {
+    s.check()?;
+    let pipeline = g
+        .gpu()
+        .pipeline("interaction", "interact_fwd", &s.constants())?;
+    let gr = grid(
+        (s.batch * s.vectors) as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(label, pipeline, vec![t, r], gr);
+    Ok(())
+}
+
+/// Adds dT from dR (`dr` [B, out_stride]); with `mask0` vector 0's gradient is zeroed where
+/// T[b, 0] <= 0 (the ReLU that ends the bottom MLP).
+pub fn record_interaction_bwd(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    s: InteractionShape,
+    dr: Buf,
+    t: Buf,
+    dt: Buf,
+    mask0: bool,
+) -> Result<()> {
+    s.check()?;
+    let mut constants = s.constants().to_vec();
+    constants.push(("MASK0", mask0 as u8 as f64));
+    let pipeline = g
+        .gpu()
+        .pipeline("interaction", "interact_bwd", &constants)?;
+    let gr = grid(
+        (s.batch * s.vectors * s.dim / 4) as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(label, pipeline, vec![dr, t, dt], gr);
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Launcher of `shaders/loss.wgsl`: sigmoid + binary cross-entropy, and the probabilities.
+
+use crate::error::Result;
+use crate::graph::{Buf, GraphBuilder};
+
+/// The per-step uniform of the loss (the WGSL `StepParams`): which slot of the statistics ring
+/// this step writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepParams {
+    pub slot: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Values per slot of the statistics ring: mean loss, correct predictions.
+pub const STATS_PER_STEP: usize = 2;
+
+/// Adds the loss of `batch` logits (column 0 of rows of `ldz` values in `logits`) against
+/// `labels`: dlogits (same layout, padding zeroed) and the step's statistics in `stats`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_bce(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    batch: usize,
+    ldz: usize,
+    step: Buf,
+    logits: Buf,
+    labels: Buf,
+    dlogits: Buf,
+    stats: Buf,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "loss",
+        "bce",
+        &[("BATCH", batch as f64), ("LDZ", ldz as f64)],
+    )?;
+    g.dispatch(
+        label,
+        pipeline,
+        vec![step, logits, labels, dlogits, stats],
+        [1, 1, 1],
+    );
+    Ok(())
+}
+
+/// Adds prob[b] = sigmoid(logits[b * ldz]).
+pub fn record_probabilities(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    batch: usize,
+    ldz: usize,
+    logits: Buf,
+    prob: Buf,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "loss",
+        "probabilities",
+        &[("BATCH", batch as f64), ("LDZ", ldz as f64)],
+    )?;
+    g.dispatch(
+        label,
+        pipeline,
+        vec![logits, prob],
+        [batch.div_ceil(64) as u32, 1, 1],
+    );
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Multi-layer perceptrons on the GPU. Every weight and bias of a model's MLPs lives in one
+//! [`ParamArena`] (and its gradients in a twin buffer of the same layout), so the whole dense
+//! update is one dispatch. Widths are padded to multiples of 4 (vec4 loads); padding is zero
+//! in parameters, activations and gradients, and stays zero through training.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::matmul::{record_gemm, Gemm, GemmLayout, GemmVariant};
+use crate::kernels::optim::{record_update, OptParams, UpdateKind};
+use crate::kernels::MatrixAt;
+use crate::tt::init::Gauss;
+use crate::tt::Optimizer;
+
+/// Rounds up to a multiple of 4.
+pub fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// A logical `rows x cols` tensor stored at `offset` of the arena with row stride `stride`
+/// (rows padded to `stored_rows`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArenaTensor {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub stored_rows: usize,
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl ArenaTensor {
+    /// Logical shape as a list (a bias is 1-D).
+    pub fn shape(&self) -> Vec<usize> {
+        if self.rows == 1 && self.name.ends_with("bias") {
+            vec![self.cols]
+        } else {
+            vec![self.rows, self.cols]
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn stored_len(&self) -> usize {
+        self.stored_rows * self.stride
+    }
+}
+
+/// Lays tensors out in an arena before it exists.
+#[derive(Debug, Default)]
+pub struct ArenaLayout {
+    tensors: Vec<ArenaTensor>,
+    len: usize,
+}
+
+impl ArenaLayout {
+    /// Adds a `rows x cols` tensor, padded to `pad4(rows) x pad4(cols)` (a bias: one row).
+    pub fn add(&mut self, name: &str, rows: usize, cols: usize) -> ArenaTensor {
+        let stored_rows = if rows == 1 { 1 } else { pad4(rows) };
+        let t = ArenaTensor {
+            name: name.to_string(),
+            rows,
+            cols,
+            stored_rows,
+            stride: pad4(cols),
+            offset: self.len,
+        };
+        self.len += t.stored_len();
+        self.tensors.push(t.clone());
+        t
+    }
+}
+
+/// Every dense (MLP) parameter of a model with its gradient and optimizer state, in GPU buffers.
+pub struct ParamArena {
+    gpu: Gpu,
+    tensors: Vec<ArenaTensor>,
+    len: usize,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    state: wgpu::Buffer,
+    optimizer: Optimizer,
+    opt_params: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for ParamArena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParamArena")
+            .field("tensors", &self.tensors.len())
+            .field("len", &self.len)
+            .field("optimizer", &self.optimizer)
+            .finish()
+    }
+}
+
+impl ParamArena {
+    /// An arena for `layout`'s tensors, all zero.
+    pub fn new(gpu: &Gpu, layout: ArenaLayout, optimizer: Optimizer) -> Result<Self> {
+        let bytes = layout.len.max(4) as u64 * 4;
+        if bytes > gpu.max_binding() {
+            return Err(Error::shape(
+                None,
+                format!(
+                    "the MLP parameters need {bytes} bytes, over the adapter's binding limit {}",
+                    gpu.max_binding()
+                ),
+            ));
+        }
+        let adagrad = matches!(optimizer, Optimizer::Adagrad { .. });
+        let a = ParamArena {
+            gpu: gpu.clone(),
+            len: layout.len,
+            params: gpu.storage("mlp params", bytes),
+            grads: gpu.storage("mlp grads", bytes),
+            state: gpu.storage("mlp optimizer state", if adagrad { bytes } else { 16 }),
+            tensors: layout.tensors,
+            optimizer,
+            opt_params: gpu.uniform("mlp opt", 16),
+        };
+        a.write_opt_params();
+        Ok(a)
+    }
+
+    fn write_opt_params(&self) {
+        let (lr, eps) = match self.optimizer {
+            Optimizer::None => (0.0, 0.0),
+            Optimizer::Sgd { lr } => (lr, 0.0),
+            Optimizer::Adagrad { lr, eps } => (lr, eps),
+        };
+        self.gpu.write(
+            &self.opt_params,
+            &[OptParams {
+                lr,
+                eps,
+                len: self.len as u32,
+                _pad: 0,
+            }],
+        );
+    }
+
+    /// Changes the learning rate (takes effect at the next submit).
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        match &mut self.optimizer {
+            Optimizer::Sgd { lr: l } | Optimizer::Adagrad { lr: l, .. } => *l = lr,
+            Optimizer::None => {}
+        }
+        self.write_opt_params();
+    }
+
+    pub fn tensors(&self) -> &[ArenaTensor] {
+        &self.tensors
+    }
+    /// Parameters (logical, without padding).
+    pub fn num_params(&self) -> usize {
+        self.tensors.iter().map(|t| t.len()).sum()
+    }
+    pub fn params_buffer(&self) -> &wgpu::Buffer {
+        &self.params
+    }
+    pub fn grads_buffer(&self) -> &wgpu::Buffer {
+        &self.grads
+    }
+
+    fn tensor(&self, name: &str) -> Result<&ArenaTensor> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::input(None, format!("no MLP parameter named {name}")))
+    }
+
+    fn read(&self, buf: &wgpu::Buffer, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        let stored = self.gpu.read_f32(buf, t.offset, t.stored_len())?;
+        Ok((0..t.rows)
+            .flat_map(|r| stored[r * t.stride..r * t.stride + t.cols].iter().copied())
+            .collect())
+    }
+
+    /// Parameter `name` (logical layout, row-major).
+    pub fn get(&self, name: &str) -> Result<Vec<f32>> {
+        self.read(&self.params, name)
+    }
+    /// The gradient of `name` from the last backward.
+    pub fn grad(&self, name: &str) -> Result<Vec<f32>> {
+        self.read(&self.grads, name)
+    }
+    /// The Adagrad state of `name` (None for other optimizers).
+    pub fn state(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        if !matches!(self.optimizer, Optimizer::Adagrad { .. }) {
+            return Ok(None);
+        }
+        self.read(&self.state, name).map(Some)
+    }
+
+    fn write(&self, buf: &wgpu::Buffer, name: &str, values: &[f32], what: &str) -> Result<()> {
+        let t = self.tensor(name)?;
+        if values.len() != t.len() {
+            return Err(Error::input(
+                None,
+                format!(
+                    "{name}: {} values given, the {what} has {:?} = {}",
+                    values.len(),
+                    t.shape(),
+                    t.len()
+                ),
+            ));
+        }
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            return Err(Error::input(
+                None,
+                format!("{name}: value {} at position {i} is not finite", values[i]),
+            ));
+        }
+        let mut stored = vec![0f32; t.stored_len()];
+        for r in 0..t.rows {
+            stored[r * t.stride..r * t.stride + t.cols]
+                .copy_from_slice(&values[r * t.cols..(r + 1) * t.cols]);
+        }
+        self.gpu
+            .queue()
+            .write_buffer(buf, t.offset as u64 * 4, bytemuck::cast_slice(&stored));
+        Ok(())
+    }
+
+    /// Replaces parameter `name` (logical layout).
+    pub fn set(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        self.write(&self.params, name, values, "parameter")
+    }
+    /// Replaces the Adagrad state of `name` (resuming).
+    pub fn set_state(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        if !matches!(self.optimizer, Optimizer::Adagrad { .. }) {
+            return Err(Error::input(
+                None,
+                format!("{name}: optimizer state given but the optimizer keeps none"),
+            ));
+        }
+        self.write(&self.state, name, values, "state")
+    }
+
+    /// Adds the update of every parameter from its gradient: one dispatch.
+    pub fn record_update(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
+        let kind = match self.optimizer {
+            Optimizer::None => return Ok(()),
+            Optimizer::Sgd { .. } => UpdateKind::Sgd,
+            Optimizer::Adagrad { .. } => UpdateKind::Adagrad,
+        };
+        record_update(
+            g,
+            &format!("{tag} update"),
+            kind,
+            Buf::from(&self.opt_params),
+            Buf::from(&self.grads),
+            Buf::from(&self.params),
+            Buf::from(&self.state),
+            self.len,
+        )
+    }
+
+    fn at(&self, buf: &wgpu::Buffer, t: &ArenaTensor) -> MatrixAt {
+        MatrixAt {
+            buf: Buf::from(buf),
+            stride: t.stride,
+            offset: t.offset,
+        }
+    }
+}
+
+/// One linear layer: its width, whether a ReLU follows, and where its weight and bias live.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub relu: bool,
+    pub weight: ArenaTensor,
+    pub bias: ArenaTensor,
+}
+
+/// A stack of linear layers (dlrm's `create_mlp`), named as dlrm's state dict:
+/// `{prefix}.{2i}.weight` [out, in] and `{prefix}.{2i}.bias` [out].
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub layers: Vec<Layer>,
+}
+
+/// The activations of one forward, kept for the backward: the input and each layer's output.
+#[derive(Clone, Debug)]
+pub struct MlpActivations {
+    pub input: MatrixAt,
+    pub outputs: Vec<MatrixAt>,
+}
+
+impl Mlp {
+    /// Declares the layers of `widths` (input first) in `layout`; ReLU after every layer, or
+    /// after all but the last when `relu_last` is false.
+    pub fn declare(
+        layout: &mut ArenaLayout,
+        prefix: &str,
+        widths: &[usize],
+        relu_last: bool,
+    ) -> Result<Self> {
+        if widths.len() < 2 || widths.contains(&0) {
+            return Err(Error::shape(
+                None,
+                format!("MLP {prefix} needs at least two non-zero widths, got {widths:?}"),
+            ));
+        }
+        let n = widths.len() - 1;
+        let layers = (0..n)
+            .map(|i| Layer {
+                inputs: widths[i],
+                outputs: widths[i + 1],
+                relu: relu_last || i + 1 < n,
+                weight: layout.add(
+                    &format!("{prefix}.{}.weight", 2 * i),
+                    widths[i + 1],
+                    widths[i],
+                ),
+                bias: layout.add(&format!("{prefix}.{}.bias", 2 * i), 1, widths[i + 1]),
+            })
+            .collect();
+        Ok(Mlp { layers })
+    }
+
+    /// Padded width of the input.
+    pub fn input_stride(&self) -> usize {
+        pad4(self.layers[0].inputs)
+    }
+    /// Padded width of the output.
+    pub fn output_stride(&self) -> usize {
+        pad4(self.layers.last().expect("layers").outputs)
+    }
+    /// Parameters of all layers.
+    pub fn num_params(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.weight.len() + l.bias.len())
+            .sum()
+    }
+    /// Multiply-adds per sample of the forward.
+    pub fn macs_per_sample(&self) -> usize {
+        self.layers.iter().map(|l| l.inputs * l.outputs).sum()
+    }
+
+    /// dlrm's initialisation of every layer: W ~ N(0, sqrt(2/(in+out))), b ~ N(0, sqrt(1/out)),
+    /// from `seed`.
+    pub fn init(&self, arena: &mut ParamArena, seed: u64) -> Result<()> {
+        let mut rng = Gauss::new(seed);
+        for l in &self.layers {
+            let sw = (2.0 / (l.inputs + l.outputs) as f64).sqrt();
+            let sb = (1.0 / l.outputs as f64).sqrt();
+            let w: Vec<f32> = (0..l.weight.len())
+                .map(|_| (rng.next() * sw) as f32)
+                .collect();
+            let b: Vec<f32> = (0..l.bias.len())
+                .map(|_| (rng.next() * sb) as f32)
+                .collect();
+            arena.set(&l.weight.name, &w)?;
+            arena.set(&l.bias.name, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the forward of `batch` rows of `input` (padded width, pad columns zero). Layer
+    /// outputs go to transients, the last one to `output` when given. `tag` labels the nodes.
+    pub fn record_forward(
+        &self,
+        g: &mut GraphBuilder,
+        arena: &ParamArena,
+        input: MatrixAt,
+        output: Option<MatrixAt>,
+        batch: usize,
+        variant: GemmVariant,
+        tag: &str,
+    ) -> Result<MlpActivations> {
+        let mut outputs = Vec::with_capacity(self.layers.len());
+        let mut x = input.clone();
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            let out_p = pad4(l.outputs);
+            let y = match (&output, i == last) {
+                (Some(o), true) => o.clone(),
+                _ => MatrixAt::dense(
+                    g.transient(&format!("{tag} y{i}"), (batch * out_p) as u64 * 4),
+                    out_p,
+                ),
+            };
+            record_gemm(
+                g,
+                format!("{tag} layer {i} forward"),
+                &Gemm {
+                    layout: GemmLayout::Nt,
+                    m: batch,
+                    n: out_p,
+                    k: pad4(l.inputs),
+                    a: x.clone(),
+                    b: arena.at(&arena.params, &l.weight),
+                    c: y.clone(),
+                    bias: Some((Buf::from(&arena.params), l.bias.offset)),
+                    relu: l.relu,
+                    mask: None,
+                },
+                variant,
+            )?;
+            outputs.push(y.clone());
+            x = y;
+        }
+        Ok(MlpActivations { input, outputs })
+    }
+
+    /// Adds the backward from `dz`, the gradient w.r.t. the last layer's pre-activation (the
+    /// caller applies the last ReLU's mask, e.g. fused into its own kernel): weight and bias
+    /// gradients of every layer into the arena's gradients, and, when `dx` is given, the
+    /// gradient w.r.t. the input written there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_backward(
+        &self,
+        g: &mut GraphBuilder,
+        arena: &ParamArena,
+        acts: &MlpActivations,
+        dz: MatrixAt,
+        dx: Option<MatrixAt>,
+        batch: usize,
+        variant: GemmVariant,
+        tag: &str,
+    ) -> Result<()> {
+        let mut dz = dz;
+        for i in (0..self.layers.len()).rev() {
+            let l = &self.layers[i];
+            let x = if i == 0 {
+                acts.input.clone()
+            } else {
+                acts.outputs[i - 1].clone()
+            };
+            let (in_p, out_p) = (pad4(l.inputs), pad4(l.outputs));
+            record_gemm(
+                g,
+                format!("{tag} layer {i} weight grad"),
+                &Gemm {
+                    layout: GemmLayout::Tn,
+                    m: out_p,
+                    n: in_p,
+                    k: batch,
+                    a: dz.clone(),
+                    b: x,
+                    c: arena.at(&arena.grads, &l.weight),
+                    bias: Some((Buf::from(&arena.grads), l.bias.offset)),
+                    relu: false,
+                    mask: None,
+                },
+                variant,
+            )?;
+            let target = if i > 0 {
+                Some(MatrixAt::dense(
+                    g.transient(&format!("{tag} dz{}", i - 1), (batch * in_p) as u64 * 4),
+                    in_p,
+                ))
+            } else {
+                dx.clone()
+            };
+            let Some(target) = target else { break };
+            // dZ_{i-1} = (dZ_i W_i) * relu'(Y_{i-1}); the input of layer 0 has no ReLU.
+            let mask = (i > 0 && self.layers[i - 1].relu).then(|| acts.outputs[i - 1].clone());
+            record_gemm(
+                g,
+                format!("{tag} layer {i} input grad"),
+                &Gemm {
+                    layout: GemmLayout::Nn,
+                    m: batch,
+                    n: in_p,
+                    k: out_p,
+                    a: dz.clone(),
+                    b: arena.at(&arena.params, &l.weight),
+                    c: target.clone(),
+                    bias: None,
+                    relu: false,
+                    mask,
+                },
+                variant,
+            )?;
+            dz = target;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! MLPs on the GPU (src/nn/mlp.rs) against the CPU twin: forward with ReLUs, backward into the
+//! arena's gradients (weights and biases), the input gradient, one fused SGD step, padding kept
+//! at zero, and both product variants.
+
+mod common;
+
+use common::*;
+use ttrec::graph::{Buf, GraphBuilder};
+use ttrec::kernels::matmul::GemmVariant;
+use ttrec::kernels::MatrixAt;
+use ttrec::nn::{ArenaLayout, Mlp, ParamArena};
+use ttrec::reference::nn as twin;
+use ttrec::tt::Optimizer;
+
+fn check(variant: GemmVariant, relu_last: bool) {
+    let gpu = gpu();
+    let widths = [13usize, 24, 10, 3];
+    let batch = 11;
+    let lr = 0.25f32;
+    let mut layout = ArenaLayout::default();
+    let mlp = Mlp::declare(&mut layout, "bot_l", &widths, relu_last).unwrap();
+    let mut arena = ParamArena::new(&gpu, layout, Optimizer::Sgd { lr }).unwrap();
+    mlp.init(&mut arena, 3).unwrap();
+    let mut r = rng(4);
+    let (in_p, out_p) = (mlp.input_stride(), mlp.output_stride());
+    let x = values(&mut r, batch * widths[0]);
+    let mut x_pad = vec![0f32; batch * in_p];
+    for b in 0..batch {
+        x_pad[b * in_p..b * in_p + widths[0]]
+            .copy_from_slice(&x[b * widths[0]..(b + 1) * widths[0]]);
+    }
+    let dz = values(&mut r, batch * widths[3]);
+    let mut dz_pad = vec![0f32; batch * out_p];
+    for b in 0..batch {
+        dz_pad[b * out_p..b * out_p + widths[3]]
+            .copy_from_slice(&dz[b * widths[3]..(b + 1) * widths[3]]);
+    }
+    let params: Vec<(Vec<f32>, Vec<f32>)> = mlp
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                arena.get(&l.weight.name).unwrap(),
+                arena.get(&l.bias.name).unwrap(),
+            )
+        })
+        .collect();
+    let x_buf = gpu.storage_from("x", &x_pad);
+    let y_buf = gpu.storage_from("y", &vec![POISON; batch * out_p]);
+    let dz_buf = gpu.storage_from("dz", &dz_pad);
+    let dx_buf = gpu.storage_from("dx", &vec![POISON; batch * in_p]);
+    let mut g = GraphBuilder::new(&gpu);
+    let acts = mlp
+        .record_forward(
+            &mut g,
+            &arena,
+            MatrixAt::dense(Buf::from(&x_buf), in_p),
+            Some(MatrixAt::dense(Buf::from(&y_buf), out_p)),
+            batch,
+            variant,
+            "mlp",
+        )
+        .unwrap();
+    mlp.record_backward(
+        &mut g,
+        &arena,
+        &acts,
+        MatrixAt::dense(Buf::from(&dz_buf), out_p),
+        Some(MatrixAt::dense(Buf::from(&dx_buf), in_p)),
+        batch,
+        variant,
+        "mlp",
+    )
+    .unwrap();
+    arena.record_update(&mut g, "mlp").unwrap();
+    g.build().unwrap().run().unwrap();
+    gpu.wait().unwrap();
+
+    // Twin: forward keeping every layer's output, then backward from dz (pre-activation of the
+    // last layer: the caller's mask already applied).
+    let mut acts64 = vec![to_f64(&x)];
+    for (i, l) in mlp.layers.iter().enumerate() {
+        let y = twin::linear_forward(
+            &acts64[i],
+            &to_f64(&params[i].0),
+            &to_f64(&params[i].1),
+            l.inputs,
+            l.relu,
+        );
+        acts64.push(y);
+    }
+    let what = format!("{variant:?} relu_last {relu_last}");
+    let y = gpu.read_f32(&y_buf, 0, batch * out_p).unwrap();
+    let y_logical: Vec<f32> = (0..batch)
+        .flat_map(|b| y[b * out_p..b * out_p + widths[3]].to_vec())
+        .collect();
+    assert_close(
+        &format!("{what} output"),
+        &y_logical,
+        &acts64[3],
+        1e-5,
+        1e-6,
+    );
+    for b in 0..batch {
+        assert!(
+            y[b * out_p + widths[3]..(b + 1) * out_p]
+                .iter()
+                .all(|&v| v == 0.0),
+            "output padding"
+        );
+    }
+    let mut grad = to_f64(&dz);
+    for i in (0..mlp.layers.len()).rev() {
+        let l = &mlp.layers[i];
+        // The twin masks by this layer's ReLU; dz is already past it for the last layer.
+        let relu = l.relu && i + 1 < mlp.layers.len();
+        let (dx, dw, db) = twin::linear_backward(
+            &acts64[i],
+            &to_f64(&params[i].0),
+            &acts64[i + 1],
+            &grad,
+            l.inputs,
+            relu,
+        );
+        assert_close(
+            &format!("{what} {} grad", l.weight.name),
+            &arena.grad(&l.weight.name).unwrap(),
+            &dw,
+            1e-5,
+            1e-6,
+        );
+        assert_close(
+            &format!("{what} {} grad", l.bias.name),
+            &arena.grad(&l.bias.name).unwrap(),
+            &db,
+            1e-5,
+            1e-6,
+        );
+        let want_w = twin::sgd(&to_f64(&params[i].0), &dw, lr as f64);
+        assert_close(
+            &format!("{what} {} updated", l.weight.name),
+            &arena.get(&l.weight.name).unwrap(),
+            &want_w,
+            1e-5,
+            1e-6,
+        );
+        grad = dx;
+    }
+    let dx = gpu.read_f32(&dx_buf, 0, batch * in_p).unwrap();
+    let dx_logical: Vec<f32> = (0..batch)
+        .flat_map(|b| dx[b * in_p..b * in_p + widths[0]].to_vec())
+        .collect();
+    assert_close(
+        &format!("{what} input grad"),
+        &dx_logical,
+        &grad,
+        1e-5,
+        1e-6,
+    );
+}
+
+#[test]
+fn mlp_registers_matches_twin() {
+    check(GemmVariant::Registers, false);
+    check(GemmVariant::Registers, true);
+}
+
+#[test]
+fn mlp_tiled_matches_twin() {
+    check(GemmVariant::Tiled, false);
+}
+
+#[test]
+fn bad_parameters_are_named() {
+    let gpu = gpu();
+    let mut layout = ArenaLayout::default();
+    let mlp = Mlp::declare(&mut layout, "top_l", &[5, 4, 1], false).unwrap();
+    let mut arena = ParamArena::new(&gpu, layout, Optimizer::Sgd { lr: 0.1 }).unwrap();
+    let e = arena
+        .set("top_l.2.weight", &[1.0, 2.0])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("top_l.2.weight") && e.contains("2 values"),
+        "{e}"
+    );
+    let e = arena
+        .set("top_l.0.bias", &[0.0, f32::NAN, 0.0, 0.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("position 1"), "{e}");
+    assert!(arena.get("top_l.4.weight").is_err());
+    assert_eq!(mlp.num_params(), 5 * 4 + 4 + 4 + 1);
+    assert!(Mlp::declare(&mut ArenaLayout::default(), "x", &[3], false).is_err());
+}
