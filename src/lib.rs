@@ -7,10 +7,13 @@
 //! - [`graph`]: the executor; a step is a plan of dispatches built once and replayed.
 //! - [`kernels`]: thin launchers of the WGSL kernel families under `shaders/`.
 //! - [`tt`]: TT shapes, initialisation, the TT-EmbeddingBag table, checkpoints.
+//! - [`nn`]: dense embedding tables, MLPs: modules that record their nodes into a step.
+//! - [`dlrm`]: the DLRM model; its training step is one replayed graph.
 //! - [`parity`], [`bench`]: the CUDA-parity checker and the benchmarks behind the CLI.
 
 pub mod bench;
 pub mod data;
+pub mod dlrm;
 pub mod error;
 pub mod gpu;
 pub mod graph;

@@ -14,7 +14,7 @@ use ttrec::tt::Optimizer;
 
 fn check(variant: GemmVariant, relu_last: bool) {
     let gpu = gpu();
-    let widths = [13usize, 24, 10, 3];
+    let widths = [13usize, 24, 10, 1];
     let batch = 11;
     let lr = 0.25f32;
     let mut layout = ArenaLayout::default();

@@ -17,8 +17,8 @@ pub fn pad4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
-/// A logical `rows x cols` tensor stored at `offset` of the arena with row stride `stride`
-/// (rows padded to `stored_rows`).
+/// A logical `rows x cols` tensor (or a vector of `cols`) stored at `offset` of the arena with
+/// row stride `stride` (rows padded to `stored_rows`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArenaTensor {
     pub name: String,
@@ -27,12 +27,14 @@ pub struct ArenaTensor {
     pub stored_rows: usize,
     pub stride: usize,
     pub offset: usize,
+    /// A 1-D tensor (a bias).
+    pub vector: bool,
 }
 
 impl ArenaTensor {
-    /// Logical shape as a list (a bias is 1-D).
+    /// Logical shape as a list.
     pub fn shape(&self) -> Vec<usize> {
-        if self.rows == 1 && self.name.ends_with("bias") {
+        if self.vector {
             vec![self.cols]
         } else {
             vec![self.rows, self.cols]
@@ -57,9 +59,24 @@ pub struct ArenaLayout {
 }
 
 impl ArenaLayout {
-    /// Adds a `rows x cols` tensor, padded to `pad4(rows) x pad4(cols)` (a bias: one row).
-    pub fn add(&mut self, name: &str, rows: usize, cols: usize) -> ArenaTensor {
-        let stored_rows = if rows == 1 { 1 } else { pad4(rows) };
+    /// Adds a `rows x cols` matrix, padded to `pad4(rows) x pad4(cols)`.
+    pub fn add_matrix(&mut self, name: &str, rows: usize, cols: usize) -> ArenaTensor {
+        self.push(name, rows, cols, pad4(rows), false)
+    }
+
+    /// Adds a vector of `len` values, padded to `pad4(len)`.
+    pub fn add_vector(&mut self, name: &str, len: usize) -> ArenaTensor {
+        self.push(name, 1, len, 1, true)
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        stored_rows: usize,
+        vector: bool,
+    ) -> ArenaTensor {
         let t = ArenaTensor {
             name: name.to_string(),
             rows,
@@ -67,6 +84,7 @@ impl ArenaLayout {
             stored_rows,
             stride: pad4(cols),
             offset: self.len,
+            vector,
         };
         self.len += t.stored_len();
         self.tensors.push(t.clone());
@@ -313,12 +331,12 @@ impl Mlp {
                 inputs: widths[i],
                 outputs: widths[i + 1],
                 relu: relu_last || i + 1 < n,
-                weight: layout.add(
+                weight: layout.add_matrix(
                     &format!("{prefix}.{}.weight", 2 * i),
                     widths[i + 1],
                     widths[i],
                 ),
-                bias: layout.add(&format!("{prefix}.{}.bias", 2 * i), 1, widths[i + 1]),
+                bias: layout.add_vector(&format!("{prefix}.{}.bias", 2 * i), widths[i + 1]),
             })
             .collect();
         Ok(Mlp { layers })
@@ -352,10 +370,10 @@ impl Mlp {
             let sw = (2.0 / (l.inputs + l.outputs) as f64).sqrt();
             let sb = (1.0 / l.outputs as f64).sqrt();
             let w: Vec<f32> = (0..l.weight.len())
-                .map(|_| (rng.next() * sw) as f32)
+                .map(|_| (rng.sample() * sw) as f32)
                 .collect();
             let b: Vec<f32> = (0..l.bias.len())
-                .map(|_| (rng.next() * sb) as f32)
+                .map(|_| (rng.sample() * sb) as f32)
                 .collect();
             arena.set(&l.weight.name, &w)?;
             arena.set(&l.bias.name, &b)?;
@@ -363,6 +381,7 @@ impl Mlp {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Adds the forward of `batch` rows of `input` (padded width, pad columns zero). Layer
     /// outputs go to transients, the last one to `output` when given. `tag` labels the nodes.
     pub fn record_forward(

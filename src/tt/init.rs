@@ -111,7 +111,7 @@ impl Gauss {
     }
 
     /// The next N(0, 1) draw.
-    pub fn next(&mut self) -> f64 {
+    pub fn sample(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }
@@ -160,7 +160,7 @@ pub fn init_cores(shape: &TtShape, init: TtInit, seed: u64) -> Vec<Vec<f32>> {
                     let mut g = Gauss { rng, spare: None };
                     (0..len)
                         .map(|_| loop {
-                            let z = g.next();
+                            let z = g.sample();
                             if z.abs() <= 2.0 {
                                 break (sigma * z) as f32;
                             }
@@ -179,14 +179,14 @@ pub fn init_cores(shape: &TtShape, init: TtInit, seed: u64) -> Vec<Vec<f32>> {
                 TtInit::Normal => {
                     let sigma = 1.0 / n.sqrt();
                     let mut g = Gauss { rng, spare: None };
-                    (0..len).map(|_| (sigma * g.next()) as f32).collect()
+                    (0..len).map(|_| (sigma * g.sample()) as f32).collect()
                 }
                 TtInit::ApproxNormal => {
                     let scale = (3.0 * n).powf(-1.0 / 6.0);
                     let mut g = Gauss { rng, spare: None };
                     (0..len)
                         .map(|_| loop {
-                            let z = g.next();
+                            let z = g.sample();
                             if z.abs() >= 2.0 {
                                 break (scale * z) as f32;
                             }

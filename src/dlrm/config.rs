@@ -1,0 +1,290 @@
+//! The shape of a DLRM: dense features, embedding dimension, MLP widths, and per table its size
+//! and whether it is stored dense or as a TT. dlrm's Kaggle and Terabyte configurations are the
+//! presets.
+
+use crate::data::{KAGGLE_TABLE_SIZES, NUM_DENSE, TERABYTE_TABLE_SIZES};
+use crate::error::{Error, Result};
+use crate::tt::shapes::suggested_dim_shape;
+use crate::tt::{suggested_tt_shapes, TtInit, TtShape};
+
+/// How one embedding table is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// Uncompressed `[N, D]` rows (dlrm's `nn.EmbeddingBag`).
+    Dense,
+    /// Tensor-train cores: row factors `p`, column factors `q` (prod(q) = D), interior ranks.
+    Tt {
+        p: Vec<usize>,
+        q: Vec<usize>,
+        ranks: Vec<usize>,
+    },
+}
+
+/// One embedding table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    pub rows: u64,
+    pub kind: TableKind,
+}
+
+/// A DLRM's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DlrmConfig {
+    /// Bottom MLP widths, input first (dlrm's `--arch-mlp-bot`): the input is the number of dense
+    /// features, the output the embedding dimension D.
+    pub bottom_mlp: Vec<usize>,
+    /// Top MLP widths after its input (dlrm's `--arch-mlp-top`), ending in 1 (the logit); the
+    /// input width D + F(F-1)/2 follows from the tables.
+    pub top_mlp: Vec<usize>,
+    pub tables: Vec<TableConfig>,
+    /// SGD learning rate of every parameter.
+    pub learning_rate: f32,
+    /// How TT cores are drawn.
+    pub tt_init: TtInit,
+    /// Seed of every initialisation.
+    pub seed: u64,
+}
+
+/// Parses a dash-separated width list such as dlrm's "13-512-256-64-16".
+pub fn parse_widths(s: &str) -> Result<Vec<usize>> {
+    s.split('-')
+        .map(|w| {
+            w.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| {
+                    Error::input(
+                        None,
+                        format!("MLP widths {s:?}: {w:?} is not a positive integer"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Formats widths as dlrm does ("13-512-256").
+pub fn format_widths(w: &[usize]) -> String {
+    w.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+impl DlrmConfig {
+    /// dlrm's Kaggle configuration (D = 16, bottom 13-512-256-64-16, top 512-256-1, SGD lr 0.1)
+    /// with the 7 largest tables as rank-32 TT tables, as the TT-Rec paper trains it.
+    pub fn kaggle() -> Self {
+        Self::kaggle_dense()
+            .with_tt_largest(7, 32)
+            .expect("the Kaggle tables have TT shapes")
+    }
+
+    /// dlrm's Kaggle configuration with every table dense (2.16 GB of embeddings).
+    pub fn kaggle_dense() -> Self {
+        DlrmConfig {
+            bottom_mlp: vec![NUM_DENSE, 512, 256, 64, 16],
+            top_mlp: vec![512, 256, 1],
+            tables: KAGGLE_TABLE_SIZES
+                .iter()
+                .map(|&rows| TableConfig {
+                    rows,
+                    kind: TableKind::Dense,
+                })
+                .collect(),
+            learning_rate: 0.1,
+            tt_init: TtInit::SampledGaussian,
+            seed: 0,
+        }
+    }
+
+    /// dlrm's Terabyte configuration (D = 64, bottom 13-512-256-64, top 512-512-256-1, tables
+    /// capped at 10M rows) with the 7 largest tables as rank-32 TT tables.
+    pub fn terabyte() -> Self {
+        DlrmConfig {
+            bottom_mlp: vec![NUM_DENSE, 512, 256, 64],
+            top_mlp: vec![512, 512, 256, 1],
+            tables: TERABYTE_TABLE_SIZES
+                .iter()
+                .map(|&rows| TableConfig {
+                    rows,
+                    kind: TableKind::Dense,
+                })
+                .collect(),
+            learning_rate: 0.1,
+            tt_init: TtInit::SampledGaussian,
+            seed: 0,
+        }
+        .with_tt_largest(7, 32)
+        .expect("the Terabyte tables have TT shapes")
+    }
+
+    /// Embedding dimension D (the bottom MLP's output).
+    pub fn dim(&self) -> usize {
+        *self.bottom_mlp.last().unwrap_or(&0)
+    }
+    /// Dense features per sample (the bottom MLP's input).
+    pub fn dense_features(&self) -> usize {
+        self.bottom_mlp.first().copied().unwrap_or(0)
+    }
+    /// Vectors meeting in the interaction: the bottom output and one per table.
+    pub fn vectors(&self) -> usize {
+        self.tables.len() + 1
+    }
+    /// Width of the interaction's output, the top MLP's input: D + F(F-1)/2.
+    pub fn interaction_width(&self) -> usize {
+        self.dim() + self.vectors() * (self.vectors() - 1) / 2
+    }
+    /// Top MLP widths with its input first.
+    pub fn top_widths(&self) -> Vec<usize> {
+        let mut w = vec![self.interaction_width()];
+        w.extend_from_slice(&self.top_mlp);
+        w
+    }
+    /// The TT shape of table `t` (None for a dense table).
+    pub fn tt_shape(&self, t: usize) -> Result<Option<TtShape>> {
+        match &self.tables[t].kind {
+            TableKind::Dense => Ok(None),
+            TableKind::Tt { p, q, ranks } => {
+                TtShape::with_dim(self.tables[t].rows, self.dim(), p, q, ranks)
+                    .map(Some)
+                    .map_err(|e| e.with_table(t))
+            }
+        }
+    }
+
+    /// Table indices by decreasing size (ties: lower index first).
+    pub fn tables_by_size(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.tables.len()).collect();
+        order.sort_by_key(|&t| (std::cmp::Reverse(self.tables[t].rows), t));
+        order
+    }
+
+    /// The suggested TT kind for a table of `rows` rows at dimension `dim`: 3 cores, row
+    /// factors from [`suggested_tt_shapes`] (rounded up), column factors from the dimension,
+    /// both interior ranks `rank`.
+    pub fn suggested_tt(rows: u64, dim: usize, rank: usize) -> TableKind {
+        TableKind::Tt {
+            p: suggested_tt_shapes(rows, 3, true),
+            q: suggested_dim_shape(dim, 3),
+            ranks: vec![rank, rank],
+        }
+    }
+
+    /// Makes the `k` largest tables TT with rank `rank` (the others dense).
+    pub fn with_tt_largest(mut self, k: usize, rank: usize) -> Result<Self> {
+        let chosen: Vec<usize> = self.tables_by_size().into_iter().take(k).collect();
+        let dim = self.dim();
+        for (t, table) in self.tables.iter_mut().enumerate() {
+            table.kind = if chosen.contains(&t) {
+                Self::suggested_tt(table.rows, dim, rank)
+            } else {
+                TableKind::Dense
+            };
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Makes every table of at least `threshold` rows TT with rank `rank`.
+    pub fn with_tt_threshold(mut self, threshold: u64, rank: usize) -> Result<Self> {
+        let dim = self.dim();
+        for table in &mut self.tables {
+            table.kind = if table.rows >= threshold {
+                Self::suggested_tt(table.rows, dim, rank)
+            } else {
+                TableKind::Dense
+            };
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Replaces the table sizes (keeping each table's kind choice by rank of size is the
+    /// caller's job: use [`DlrmConfig::with_tt_largest`] after).
+    pub fn with_table_sizes(mut self, sizes: &[u64]) -> Self {
+        self.tables = sizes
+            .iter()
+            .map(|&rows| TableConfig {
+                rows,
+                kind: TableKind::Dense,
+            })
+            .collect();
+        self
+    }
+
+    /// Checks the configuration; errors say which part is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::shape(None, msg));
+        if self.bottom_mlp.len() < 2 || self.bottom_mlp.contains(&0) {
+            return bad(format!(
+                "the bottom MLP {} needs an input and at least one layer, all non-zero",
+                format_widths(&self.bottom_mlp)
+            ));
+        }
+        let d = self.dim();
+        if !d.is_multiple_of(4) {
+            return bad(format!(
+                "the embedding dimension (the bottom MLP's last width) is {d}; ttrec's DLRM needs a multiple of 4"
+            ));
+        }
+        if self.top_mlp.is_empty()
+            || self.top_mlp.contains(&0)
+            || *self.top_mlp.last().unwrap() != 1
+        {
+            return bad(format!(
+                "the top MLP {} must end in 1 (the logit)",
+                format_widths(&self.top_mlp)
+            ));
+        }
+        if self.tables.is_empty() {
+            return bad("a DLRM needs at least one embedding table".into());
+        }
+        for (t, table) in self.tables.iter().enumerate() {
+            if table.rows == 0 {
+                return Err(Error::shape(Some(t), "the table has 0 rows"));
+            }
+            if table.rows > u32::MAX as u64 {
+                return Err(Error::shape(
+                    Some(t),
+                    format!("{} rows; ids are 32-bit", table.rows),
+                ));
+            }
+            self.tt_shape(t)?;
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!(
+                "the learning rate must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parameters of the embeddings as stored (TT cores for TT tables).
+    pub fn embedding_params(&self) -> Result<u64> {
+        let mut n = 0;
+        for t in 0..self.tables.len() {
+            n += match self.tt_shape(t)? {
+                Some(s) => s.num_params() as u64,
+                None => self.tables[t].rows * self.dim() as u64,
+            };
+        }
+        Ok(n)
+    }
+    /// Parameters of the embeddings uncompressed (every table dense).
+    pub fn uncompressed_embedding_params(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum::<u64>() * self.dim() as u64
+    }
+    /// Parameters of both MLPs.
+    pub fn mlp_params(&self) -> u64 {
+        let count =
+            |w: &[usize]| -> u64 { w.windows(2).map(|p| (p[0] * p[1] + p[1]) as u64).sum() };
+        count(&self.bottom_mlp) + count(&self.top_widths())
+    }
+    /// Multiply-adds per sample of the MLPs' forward (the step costs about 3x this in FLOP pairs).
+    pub fn mlp_macs_per_sample(&self) -> u64 {
+        let count = |w: &[usize]| -> u64 { w.windows(2).map(|p| (p[0] * p[1]) as u64).sum() };
+        count(&self.bottom_mlp) + count(&self.top_widths())
+    }
+}

@@ -1,0 +1,965 @@
+//! dlrm's DLRM on the GPU: bottom MLP, embedding tables (a sharded group of dense tables and any
+//! number of TT tables), dot interaction, top MLP, sigmoid + BCE, SGD. A training step (upload of
+//! one batch, forward, backward, every update) is one prebuilt plan replayed per batch with one
+//! write and one submit; the loss stays on the GPU in a ring of per-step statistics until the
+//! host asks. Evaluation (forward only) is a second plan.
+//!
+//! Data flow of a step (B samples, F = tables + 1 vectors of D values):
+//! dense x [B, 16] -> bottom MLP -> T[:, 0] ; dense tables, TT tables -> T[:, 1..F]  (T [B, F, D])
+//! -> interaction -> R [B, pad4(D + F(F-1)/2)] -> top MLP -> logits [B, 4] -> BCE -> dlogits
+//! -> top backward -> dR -> interaction backward -> dT -> bottom backward (dT[:, 0]),
+//! dense tables' fused update (dT), TT backward + fused update (dT) -> MLP update.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::data::Batch;
+use crate::dlrm::config::{DlrmConfig, TableKind};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
+use crate::kernels::interaction::{
+    record_interaction_bwd, record_interaction_fwd, InteractionShape,
+};
+use crate::kernels::loss::{record_bce, record_probabilities, StepParams, STATS_PER_STEP};
+use crate::kernels::matmul::GemmVariant;
+use crate::kernels::MatrixAt;
+use crate::nn::{ArenaLayout, DenseBagGroup, DenseBagLookups, Mlp, MlpActivations, ParamArena};
+use crate::tt::{Bags, Optimizer, Pooling, TtLookups, TtOptions, TtParams, TtSaved};
+
+/// One batch as the model takes it: `dense` `[B, dense features]` (after dlrm's log transform),
+/// `sparse` `[B, tables]` ids, `labels` `[B]` (0 or 1; may be empty for prediction).
+#[derive(Clone, Copy, Debug)]
+pub struct DlrmBatch<'a> {
+    pub dense: &'a [f32],
+    pub sparse: &'a [u32],
+    pub labels: &'a [f32],
+}
+
+impl<'a> From<&'a Batch> for DlrmBatch<'a> {
+    fn from(b: &'a Batch) -> Self {
+        DlrmBatch {
+            dense: &b.dense,
+            sparse: &b.sparse,
+            labels: &b.labels,
+        }
+    }
+}
+
+/// Choices that do not change the model's math.
+#[derive(Clone, Debug)]
+pub struct DlrmOptions {
+    /// The matrix-product variant (default: chosen from the adapter class).
+    pub gemm: Option<GemmVariant>,
+    /// Use the TT subgroup kernels where the adapter allows (results are bitwise the same).
+    pub subgroup_kernels: bool,
+    /// Steps whose statistics the GPU keeps before the host must read them (it reads them
+    /// itself, with one wait, when the ring is full).
+    pub stats_ring: usize,
+    /// Cap on a dense-table shard's bytes (default: the adapter's binding limit).
+    pub max_shard_bytes: Option<u64>,
+}
+
+impl Default for DlrmOptions {
+    fn default() -> Self {
+        DlrmOptions {
+            gemm: None,
+            subgroup_kernels: true,
+            stats_ring: 1024,
+            max_shard_bytes: None,
+        }
+    }
+}
+
+/// What one training step measured, read back from the GPU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Step number (0-based, counted since the model was made or loaded).
+    pub step: u64,
+    pub samples: usize,
+    /// Mean BCE over the batch.
+    pub loss: f64,
+    /// Predictions on the right side of 0.5.
+    pub correct: usize,
+}
+
+/// Per-batch inputs of a plan.
+struct BatchInputs {
+    batch: usize,
+    dense_x: Buf,
+    labels: Option<Buf>,
+    step: Option<Buf>,
+    dense: Option<DenseBagLookups>,
+    tt: Vec<Option<TtLookups>>,
+}
+
+/// Buffers of one recorded forward.
+struct Forward {
+    t: Buf,
+    r: Buf,
+    logits: Buf,
+    bottom: MlpActivations,
+    top: MlpActivations,
+    saved: Vec<Option<TtSaved>>,
+}
+
+struct StepPlan {
+    plan: Plan,
+    input: PlanInput,
+    inputs: BatchInputs,
+}
+
+struct EvalPlan {
+    plan: Plan,
+    input: PlanInput,
+    inputs: BatchInputs,
+    prob: wgpu::Buffer,
+    /// (T, R) copies for [`Dlrm::trace`].
+    trace: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+/// Intermediate values of one forward, for checks against a reference.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// `[B, D]`: the bottom MLP's output.
+    pub bottom_out: Vec<f32>,
+    /// `[B, D + F(F-1)/2]`: the top MLP's input.
+    pub interaction: Vec<f32>,
+    /// `[B]`: sigmoid of the logits.
+    pub probabilities: Vec<f32>,
+}
+
+/// A DLRM with its parameters, gradients and optimizer state on the GPU.
+pub struct Dlrm {
+    gpu: Gpu,
+    config: DlrmConfig,
+    options: DlrmOptions,
+    variant: GemmVariant,
+    arena: ParamArena,
+    bottom: Mlp,
+    top: Mlp,
+    dense: Option<DenseBagGroup>,
+    /// Per model table: its index in the dense group (None for TT tables).
+    dense_index: Vec<Option<usize>>,
+    /// Per model table: its TT parameters (None for dense tables).
+    tt: Vec<Option<TtParams>>,
+    stats: wgpu::Buffer,
+    steps: u64,
+    /// Steps whose statistics are still only on the GPU: (step, samples).
+    unread: VecDeque<(u64, usize)>,
+    read: Vec<StepStats>,
+    train_plans: HashMap<usize, StepPlan>,
+    eval_plans: HashMap<(usize, bool), EvalPlan>,
+    /// The dense tables' ids of the last training batch (for [`Dlrm::gradient`]).
+    last_dense_ids: Option<Vec<Vec<u32>>>,
+}
+
+impl std::fmt::Debug for Dlrm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dlrm")
+            .field("config", &self.config)
+            .field("variant", &self.variant)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+/// Names of the parameters, as dlrm's state dict.
+fn emb_weight(t: usize) -> String {
+    format!("emb_l.{t}.weight")
+}
+fn emb_core(t: usize, k: usize) -> String {
+    format!("emb_l.{t}.tt_cores.{k}")
+}
+
+/// A parsed parameter name.
+enum Param<'a> {
+    Mlp(&'a str),
+    Dense(usize),
+    Core(usize, usize),
+}
+
+fn parse_name(name: &str) -> Param<'_> {
+    let parts: Vec<&str> = name.split('.').collect();
+    match parts.as_slice() {
+        ["emb_l", t, "weight"] => t.parse().map(Param::Dense).unwrap_or(Param::Mlp(name)),
+        ["emb_l", t, "tt_cores", k] => match (t.parse(), k.parse()) {
+            (Ok(t), Ok(k)) => Param::Core(t, k),
+            _ => Param::Mlp(name),
+        },
+        _ => Param::Mlp(name),
+    }
+}
+
+impl Dlrm {
+    /// A model of `config` initialised as dlrm does (TT tables by `config.tt_init`), from
+    /// `config.seed`.
+    pub fn new(gpu: &Gpu, config: DlrmConfig, options: DlrmOptions) -> Result<Self> {
+        Self::build(gpu, config, options, true)
+    }
+
+    fn build(gpu: &Gpu, config: DlrmConfig, options: DlrmOptions, init: bool) -> Result<Self> {
+        config.validate()?;
+        if options.stats_ring == 0 {
+            return Err(Error::input(
+                None,
+                "the statistics ring needs at least one slot",
+            ));
+        }
+        let sgd = Optimizer::Sgd {
+            lr: config.learning_rate,
+        };
+        let mut layout = ArenaLayout::default();
+        let bottom = Mlp::declare(&mut layout, "bot_l", &config.bottom_mlp, true)?;
+        let top = Mlp::declare(&mut layout, "top_l", &config.top_widths(), false)?;
+        let mut arena = ParamArena::new(gpu, layout, sgd)?;
+        if init {
+            bottom.init(&mut arena, config.seed)?;
+            top.init(&mut arena, config.seed ^ 0x5bd1_e995)?;
+        }
+        let mut dense_rows = Vec::new();
+        let mut dense_index = Vec::new();
+        let mut tt = Vec::new();
+        for (t, table) in config.tables.iter().enumerate() {
+            match config.tt_shape(t)? {
+                None => {
+                    dense_index.push(Some(dense_rows.len()));
+                    dense_rows.push(table.rows);
+                    tt.push(None);
+                }
+                Some(shape) => {
+                    dense_index.push(None);
+                    let opts = TtOptions {
+                        pooling: Pooling::Sum,
+                        optimizer: sgd,
+                        init: config.tt_init,
+                        seed: config.seed.wrapping_add(1000 + t as u64),
+                        subgroup_kernels: options.subgroup_kernels,
+                        ..TtOptions::default()
+                    };
+                    let params = if init {
+                        TtParams::new(gpu, shape, opts)
+                    } else {
+                        let zeros: Vec<Vec<f32>> = (0..shape.d())
+                            .map(|k| vec![0.0; shape.core_len(k)])
+                            .collect();
+                        TtParams::from_cores(gpu, shape, &zeros, opts)
+                    };
+                    tt.push(Some(params.map_err(|e| e.with_table(t))?));
+                }
+            }
+        }
+        let dense = if dense_rows.is_empty() {
+            None
+        } else if init {
+            Some(DenseBagGroup::new(
+                gpu,
+                config.dim(),
+                &dense_rows,
+                sgd,
+                config.seed.wrapping_add(7),
+                options.max_shard_bytes,
+            )?)
+        } else {
+            Some(DenseBagGroup::empty(
+                gpu,
+                config.dim(),
+                &dense_rows,
+                sgd,
+                options.max_shard_bytes,
+            )?)
+        };
+        let variant = options.gemm.unwrap_or_else(|| GemmVariant::for_gpu(gpu));
+        let stats = gpu.storage(
+            "dlrm step stats",
+            (options.stats_ring * STATS_PER_STEP) as u64 * 4,
+        );
+        Ok(Dlrm {
+            gpu: gpu.clone(),
+            config,
+            options,
+            variant,
+            arena,
+            bottom,
+            top,
+            dense,
+            dense_index,
+            tt,
+            stats,
+            steps: 0,
+            unread: VecDeque::new(),
+            read: Vec::new(),
+            train_plans: HashMap::new(),
+            eval_plans: HashMap::new(),
+            last_dense_ids: None,
+        })
+    }
+
+    /// A model of `config` with every parameter zero (to be loaded).
+    pub fn zeroed(gpu: &Gpu, config: DlrmConfig, options: DlrmOptions) -> Result<Self> {
+        Self::build(gpu, config, options, false)
+    }
+
+    pub fn config(&self) -> &DlrmConfig {
+        &self.config
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+    /// The matrix-product variant in use.
+    pub fn gemm_variant(&self) -> GemmVariant {
+        self.variant
+    }
+    /// Training steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+    /// Sets the step counter (resuming from a checkpoint).
+    pub fn set_steps(&mut self, steps: u64) -> Result<()> {
+        self.take_stats()?;
+        self.read.clear();
+        self.steps = steps;
+        Ok(())
+    }
+    /// Number of dense-table shards (dispatches per pass over the dense tables).
+    pub fn dense_shards(&self) -> usize {
+        self.dense.as_ref().map_or(0, |d| d.num_shards())
+    }
+
+    /// Changes the learning rate of every parameter (takes effect at the next step).
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::input(
+                None,
+                format!("the learning rate must be positive, got {lr}"),
+            ));
+        }
+        self.config.learning_rate = lr;
+        self.arena.set_learning_rate(lr);
+        if let Some(d) = &mut self.dense {
+            d.set_learning_rate(lr);
+        }
+        for p in self.tt.iter_mut().flatten() {
+            p.set_learning_rate(lr);
+        }
+        Ok(())
+    }
+
+    fn slot_col(&self, t: usize) -> usize {
+        (t + 1) * self.config.dim()
+    }
+    fn t_stride(&self) -> usize {
+        self.config.vectors() * self.config.dim()
+    }
+    fn dense_col_offsets(&self) -> Vec<usize> {
+        (0..self.config.tables.len())
+            .filter(|&t| self.dense_index[t].is_some())
+            .map(|t| self.slot_col(t))
+            .collect()
+    }
+
+    fn declare_inputs(
+        &self,
+        g: &mut GraphBuilder,
+        batch: usize,
+        train: bool,
+    ) -> Result<BatchInputs> {
+        let in_p = self.bottom.input_stride();
+        let dense_x = g.input("dense features", (batch * in_p) as u64 * 4);
+        let (labels, step) = if train {
+            (
+                Some(g.input("labels", batch as u64 * 4)),
+                Some(g.input("step", std::mem::size_of::<StepParams>() as u64)),
+            )
+        } else {
+            (None, None)
+        };
+        let dense = match &self.dense {
+            Some(group) => Some(DenseBagLookups::declare(
+                g,
+                group,
+                batch,
+                batch * group.num_tables(),
+                self.t_stride(),
+                &self.dense_col_offsets(),
+                "dense tables",
+            )?),
+            None => None,
+        };
+        let tt = self
+            .tt
+            .iter()
+            .enumerate()
+            .map(|(t, p)| {
+                p.as_ref()
+                    .map(|p| TtLookups::declare(g, p, batch, batch, &format!("tt table {t}")))
+            })
+            .collect();
+        Ok(BatchInputs {
+            batch,
+            dense_x,
+            labels,
+            step,
+            dense,
+            tt,
+        })
+    }
+
+    fn record_forward(&self, g: &mut GraphBuilder, inputs: &BatchInputs) -> Result<Forward> {
+        let b = inputs.batch;
+        let cfg = &self.config;
+        let d = cfg.dim();
+        let f = cfg.vectors();
+        let t_stride = self.t_stride();
+        let t = g.transient(
+            "T (bottom output and pooled embeddings)",
+            (b * t_stride) as u64 * 4,
+        );
+        let ldr = self.top.input_stride();
+        let r = g.transient("R (interaction)", (b * ldr) as u64 * 4);
+        let ldz = self.top.output_stride();
+        let logits = g.transient("logits", (b * ldz) as u64 * 4);
+        let bottom = self.bottom.record_forward(
+            g,
+            &self.arena,
+            MatrixAt::dense(inputs.dense_x.clone(), self.bottom.input_stride()),
+            Some(MatrixAt {
+                buf: t.clone(),
+                stride: t_stride,
+                offset: 0,
+            }),
+            b,
+            self.variant,
+            "bottom",
+        )?;
+        if let (Some(group), Some(lk)) = (&self.dense, &inputs.dense) {
+            lk.record_forward(g, group, t.clone())?;
+        }
+        let mut saved = Vec::with_capacity(cfg.tables.len());
+        for (ti, (p, lk)) in self.tt.iter().zip(&inputs.tt).enumerate() {
+            saved.push(match (p, lk) {
+                (Some(p), Some(lk)) => Some(lk.record_forward(
+                    g,
+                    p,
+                    &MatrixAt {
+                        buf: t.clone(),
+                        stride: t_stride,
+                        offset: self.slot_col(ti),
+                    },
+                )?),
+                _ => None,
+            });
+        }
+        record_interaction_fwd(
+            g,
+            "interaction",
+            InteractionShape {
+                batch: b,
+                vectors: f,
+                dim: d,
+                out_stride: ldr,
+            },
+            t.clone(),
+            r.clone(),
+        )?;
+        let top = self.top.record_forward(
+            g,
+            &self.arena,
+            MatrixAt::dense(r.clone(), ldr),
+            Some(MatrixAt::dense(logits.clone(), ldz)),
+            b,
+            self.variant,
+            "top",
+        )?;
+        Ok(Forward {
+            t,
+            r,
+            logits,
+            bottom,
+            top,
+            saved,
+        })
+    }
+
+    fn build_train_plan(&self, batch: usize) -> Result<StepPlan> {
+        let cfg = &self.config;
+        let mut g = GraphBuilder::new(&self.gpu);
+        let inputs = self.declare_inputs(&mut g, batch, true)?;
+        let fw = self.record_forward(&mut g, &inputs)?;
+        let ldz = self.top.output_stride();
+        let ldr = self.top.input_stride();
+        let t_stride = self.t_stride();
+        let dlogits = g.transient("dlogits", (batch * ldz) as u64 * 4);
+        record_bce(
+            &mut g,
+            "loss",
+            batch,
+            ldz,
+            inputs.step.clone().expect("train inputs"),
+            fw.logits.clone(),
+            inputs.labels.clone().expect("train inputs"),
+            dlogits.clone(),
+            Buf::from(&self.stats),
+        )?;
+        let dr = g.transient("dR", (batch * ldr) as u64 * 4);
+        self.top.record_backward(
+            &mut g,
+            &self.arena,
+            &fw.top,
+            MatrixAt::dense(dlogits, ldz),
+            Some(MatrixAt::dense(dr.clone(), ldr)),
+            batch,
+            self.variant,
+            "top",
+        )?;
+        let dt = g.transient("dT", (batch * t_stride) as u64 * 4);
+        record_interaction_bwd(
+            &mut g,
+            "interaction backward",
+            InteractionShape {
+                batch,
+                vectors: cfg.vectors(),
+                dim: cfg.dim(),
+                out_stride: ldr,
+            },
+            dr,
+            fw.t.clone(),
+            dt.clone(),
+            true, // the bottom MLP ends in a ReLU (dlrm)
+        )?;
+        self.bottom.record_backward(
+            &mut g,
+            &self.arena,
+            &fw.bottom,
+            MatrixAt {
+                buf: dt.clone(),
+                stride: t_stride,
+                offset: 0,
+            },
+            None,
+            batch,
+            self.variant,
+            "bottom",
+        )?;
+        if let (Some(group), Some(lk)) = (&self.dense, &inputs.dense) {
+            lk.record_backward(&mut g, group, dt.clone())?;
+        }
+        for (ti, ((p, lk), saved)) in self.tt.iter().zip(&inputs.tt).zip(fw.saved).enumerate() {
+            if let (Some(p), Some(lk)) = (p, lk) {
+                lk.record_backward(
+                    &mut g,
+                    p,
+                    &MatrixAt {
+                        buf: dt.clone(),
+                        stride: t_stride,
+                        offset: self.slot_col(ti),
+                    },
+                    saved,
+                )?;
+                p.record_update(&mut g, &format!("tt table {ti}"))?;
+            }
+        }
+        self.arena.record_update(&mut g, "mlp")?;
+        let plan = g.build()?;
+        let input = plan.new_input();
+        Ok(StepPlan {
+            plan,
+            input,
+            inputs,
+        })
+    }
+
+    fn build_eval_plan(&self, batch: usize, trace: bool) -> Result<EvalPlan> {
+        let mut g = GraphBuilder::new(&self.gpu);
+        let inputs = self.declare_inputs(&mut g, batch, false)?;
+        let fw = self.record_forward(&mut g, &inputs)?;
+        let prob = self.gpu.storage("dlrm probabilities", batch as u64 * 4);
+        record_probabilities(
+            &mut g,
+            "probabilities",
+            batch,
+            self.top.output_stride(),
+            fw.logits.clone(),
+            Buf::from(&prob),
+        )?;
+        let trace = if trace {
+            let t_bytes = (batch * self.t_stride()) as u64 * 4;
+            let r_bytes = (batch * self.top.input_stride()) as u64 * 4;
+            let tb = self.gpu.storage("trace T", t_bytes);
+            let rb = self.gpu.storage("trace R", r_bytes);
+            g.copy("trace T", fw.t.clone(), 0, Buf::from(&tb), 0, t_bytes);
+            g.copy("trace R", fw.r.clone(), 0, Buf::from(&rb), 0, r_bytes);
+            Some((tb, rb))
+        } else {
+            None
+        };
+        let plan = g.build()?;
+        let input = plan.new_input();
+        Ok(EvalPlan {
+            plan,
+            input,
+            inputs,
+            prob,
+            trace,
+        })
+    }
+
+    /// Samples in `batch`, after checking it against the model: sizes, finite dense features,
+    /// ids in range, labels 0 or 1 (when `labels` are needed). Errors name the sample, feature
+    /// or table, and the value.
+    pub fn validate(&self, batch: &DlrmBatch, labels: bool) -> Result<usize> {
+        let tables = self.config.tables.len();
+        let features = self.config.dense_features();
+        if batch.sparse.is_empty() || !batch.sparse.len().is_multiple_of(tables) {
+            return Err(Error::input(
+                None,
+                format!(
+                    "the batch has {} ids; the model has {tables} tables, so a batch of B samples has B x {tables}",
+                    batch.sparse.len()
+                ),
+            ));
+        }
+        let b = batch.sparse.len() / tables;
+        if batch.dense.len() != b * features {
+            return Err(Error::input(
+                None,
+                format!(
+                    "the batch has {} dense values; {b} samples x {features} dense features need {}",
+                    batch.dense.len(),
+                    b * features
+                ),
+            ));
+        }
+        if let Some(i) = batch.dense.iter().position(|x| !x.is_finite()) {
+            return Err(Error::input(
+                None,
+                format!(
+                    "dense feature I{} of sample {} is {} (not finite)",
+                    i % features + 1,
+                    i / features,
+                    batch.dense[i]
+                ),
+            ));
+        }
+        for (i, &id) in batch.sparse.iter().enumerate() {
+            let t = i % tables;
+            let rows = self.config.tables[t].rows;
+            if id as u64 >= rows {
+                return Err(Error::input(
+                    Some(t),
+                    format!(
+                        "id {id} of sample {} (C{}) is out of range; the table has {rows} rows",
+                        i / tables,
+                        t + 1
+                    ),
+                ));
+            }
+        }
+        if labels || !batch.labels.is_empty() {
+            if batch.labels.len() != b {
+                return Err(Error::input(
+                    None,
+                    format!(
+                        "the batch has {} labels for {b} samples",
+                        batch.labels.len()
+                    ),
+                ));
+            }
+            if let Some(i) = batch.labels.iter().position(|&y| y != 0.0 && y != 1.0) {
+                return Err(Error::input(
+                    None,
+                    format!(
+                        "label of sample {i} is {}; labels are 0 or 1",
+                        batch.labels[i]
+                    ),
+                ));
+            }
+        }
+        Ok(b)
+    }
+
+    /// Writes `batch` into a plan's input image.
+    fn fill(
+        &self,
+        input: &mut PlanInput,
+        inputs: &BatchInputs,
+        batch: &DlrmBatch,
+        slot: Option<u32>,
+    ) -> Result<Option<Vec<Vec<u32>>>> {
+        let b = inputs.batch;
+        let tables = self.config.tables.len();
+        let features = self.config.dense_features();
+        let in_p = self.bottom.input_stride();
+        let mut x = vec![0f32; b * in_p];
+        for s in 0..b {
+            x[s * in_p..s * in_p + features]
+                .copy_from_slice(&batch.dense[s * features..(s + 1) * features]);
+        }
+        input.write(&inputs.dense_x, &x)?;
+        if let Some(l) = &inputs.labels {
+            input.write(l, batch.labels)?;
+        }
+        if let (Some(region), Some(slot)) = (&inputs.step, slot) {
+            input.write(region, &[StepParams { slot, _pad: [0; 3] }])?;
+        }
+        let column =
+            |t: usize| -> Vec<u32> { (0..b).map(|s| batch.sparse[s * tables + t]).collect() };
+        let offsets: Vec<u32> = (0..=b as u32).collect();
+        let mut dense_ids = None;
+        if let (Some(group), Some(lk)) = (&self.dense, &inputs.dense) {
+            let ids: Vec<Vec<u32>> = (0..tables)
+                .filter(|&t| self.dense_index[t].is_some())
+                .map(column)
+                .collect();
+            let bags: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
+            lk.fill(input, group, &bags)?;
+            dense_ids = Some(ids);
+        }
+        for (t, (p, lk)) in self.tt.iter().zip(&inputs.tt).enumerate() {
+            if let (Some(p), Some(lk)) = (p, lk) {
+                let ids = column(t);
+                lk.fill(input, p, &Bags::new(&ids, &offsets), Pooling::Sum)?;
+            }
+        }
+        Ok(dense_ids)
+    }
+
+    /// One training step on `batch`: one upload, one submit, no wait. The step's loss stays on
+    /// the GPU until [`Dlrm::take_stats`].
+    pub fn train_step(&mut self, batch: &DlrmBatch) -> Result<()> {
+        let b = self.validate(batch, true)?;
+        if self.unread.len() >= self.options.stats_ring {
+            self.flush_stats()?;
+        }
+        if !self.train_plans.contains_key(&b) {
+            if self.train_plans.len() >= 4 {
+                self.train_plans.clear();
+            }
+            let plan = self.build_train_plan(b)?;
+            self.train_plans.insert(b, plan);
+        }
+        let slot = (self.steps % self.options.stats_ring as u64) as u32;
+        let mut sp = self.train_plans.remove(&b).expect("plan");
+        let filled = self.fill(&mut sp.input, &sp.inputs, batch, Some(slot));
+        let run = filled.and_then(|ids| {
+            self.last_dense_ids = ids;
+            sp.plan.run_with(&sp.input)
+        });
+        self.train_plans.insert(b, sp);
+        run?;
+        self.unread.push_back((self.steps, b));
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Reads the statistics of the steps not read yet into the host list (one wait).
+    fn flush_stats(&mut self) -> Result<()> {
+        if self.unread.is_empty() {
+            return Ok(());
+        }
+        let ring = self.options.stats_ring;
+        let raw = self.gpu.read_f32(&self.stats, 0, ring * STATS_PER_STEP)?;
+        for (step, samples) in self.unread.drain(..) {
+            let s = (step % ring as u64) as usize * STATS_PER_STEP;
+            self.read.push(StepStats {
+                step,
+                samples,
+                loss: raw[s] as f64,
+                correct: raw[s + 1] as usize,
+            });
+        }
+        Ok(())
+    }
+
+    /// The statistics of every step since the last call (reads the GPU once if any are there).
+    pub fn take_stats(&mut self) -> Result<Vec<StepStats>> {
+        self.flush_stats()?;
+        Ok(std::mem::take(&mut self.read))
+    }
+
+    fn eval_plan(&mut self, b: usize, trace: bool) -> Result<EvalPlan> {
+        match self.eval_plans.remove(&(b, trace)) {
+            Some(p) => Ok(p),
+            None => {
+                if self.eval_plans.len() >= 4 {
+                    self.eval_plans.clear();
+                }
+                self.build_eval_plan(b, trace)
+            }
+        }
+    }
+
+    /// Click probabilities of every sample of `batch` (forward only; reads them back).
+    pub fn predict(&mut self, batch: &DlrmBatch) -> Result<Vec<f32>> {
+        let b = self.validate(batch, false)?;
+        let mut ep = self.eval_plan(b, false)?;
+        let out = self
+            .fill(&mut ep.input, &ep.inputs, batch, None)
+            .and_then(|_| ep.plan.run_with(&ep.input))
+            .and_then(|_| self.gpu.read_f32(&ep.prob, 0, b));
+        self.eval_plans.insert((b, false), ep);
+        out
+    }
+
+    /// The forward's intermediate values for `batch` (checks against a reference).
+    pub fn trace(&mut self, batch: &DlrmBatch) -> Result<Trace> {
+        let b = self.validate(batch, false)?;
+        let mut ep = self.eval_plan(b, true)?;
+        let result = (|| {
+            self.fill(&mut ep.input, &ep.inputs, batch, None)?;
+            ep.plan.run_with(&ep.input)?;
+            let (tb, rb) = ep.trace.as_ref().expect("trace plan");
+            let d = self.config.dim();
+            let t = self.gpu.read_f32(tb, 0, b * self.t_stride())?;
+            let ldr = self.top.input_stride();
+            let w = self.config.interaction_width();
+            let r = self.gpu.read_f32(rb, 0, b * ldr)?;
+            Ok(Trace {
+                bottom_out: (0..b)
+                    .flat_map(|s| t[s * self.t_stride()..][..d].to_vec())
+                    .collect(),
+                interaction: (0..b).flat_map(|s| r[s * ldr..][..w].to_vec()).collect(),
+                probabilities: self.gpu.read_f32(&ep.prob, 0, b)?,
+            })
+        })();
+        self.eval_plans.insert((b, true), ep);
+        result
+    }
+
+    /// Every parameter's name and logical shape, as dlrm's state dict names them: MLP layers,
+    /// then tables in order (`emb_l.{t}.weight` or `emb_l.{t}.tt_cores.{k}`).
+    pub fn parameter_names(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out: Vec<(String, Vec<usize>)> = self
+            .arena
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.shape()))
+            .collect();
+        for (t, table) in self.config.tables.iter().enumerate() {
+            match &self.tt[t] {
+                Some(p) => {
+                    for k in 0..p.shape().d() {
+                        out.push((emb_core(t, k), p.shape().core_shape(k).to_vec()));
+                    }
+                }
+                None => out.push((emb_weight(t), vec![table.rows as usize, self.config.dim()])),
+            }
+        }
+        out
+    }
+
+    fn tt_table(&self, t: usize) -> Result<&TtParams> {
+        self.tt
+            .get(t)
+            .and_then(|p| p.as_ref())
+            .ok_or_else(|| Error::input(Some(t), "the table is not a TT table"))
+    }
+
+    fn dense_table(&self, t: usize) -> Result<(&DenseBagGroup, usize)> {
+        match (
+            self.dense.as_ref(),
+            self.dense_index.get(t).copied().flatten(),
+        ) {
+            (Some(g), Some(i)) => Ok((g, i)),
+            _ => Err(Error::input(Some(t), "the table is not a dense table")),
+        }
+    }
+
+    /// Parameter `name` read back (logical layout, row-major).
+    pub fn parameter(&self, name: &str) -> Result<Vec<f32>> {
+        match parse_name(name) {
+            Param::Dense(t) => {
+                let (g, i) = self.dense_table(t)?;
+                g.table(i)
+            }
+            Param::Core(t, k) => {
+                let p = self.tt_table(t)?;
+                if k >= p.shape().d() {
+                    return Err(Error::input(Some(t), format!("no core {k}")));
+                }
+                Ok(p.cores()?.swap_remove(k))
+            }
+            Param::Mlp(n) => self.arena.get(n),
+        }
+    }
+
+    /// Replaces parameter `name` (logical layout); the shape must match.
+    pub fn set_parameter(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        match parse_name(name) {
+            Param::Dense(t) => {
+                let i = self.dense_table(t)?.1;
+                self.dense
+                    .as_mut()
+                    .expect("dense group")
+                    .set_table(i, values)
+            }
+            Param::Core(t, k) => {
+                let mut cores = self.tt_table(t)?.cores()?;
+                if k >= cores.len() {
+                    return Err(Error::input(Some(t), format!("no core {k}")));
+                }
+                cores[k] = values.to_vec();
+                self.tt[t]
+                    .as_mut()
+                    .expect("tt table")
+                    .set_cores(&cores)
+                    .map_err(|e| e.with_table(t))
+            }
+            Param::Mlp(n) => self.arena.set(n, values),
+        }
+    }
+
+    /// The gradient of parameter `name` in the last training step (dense for every kind; for a
+    /// dense table, rows that were not looked up are zero).
+    pub fn gradient(&self, name: &str) -> Result<Vec<f32>> {
+        match parse_name(name) {
+            Param::Dense(t) => {
+                let (g, i) = self.dense_table(t)?;
+                let ids = self
+                    .last_dense_ids
+                    .as_ref()
+                    .ok_or_else(|| Error::input(None, "no training step yet"))?;
+                let b = ids[0].len();
+                let sp = self
+                    .train_plans
+                    .get(&b)
+                    .ok_or_else(|| Error::input(None, "no training step yet"))?;
+                let offsets: Vec<u32> = (0..=b as u32).collect();
+                let bags: Vec<Bags> = ids.iter().map(|v| Bags::new(v, &offsets)).collect();
+                sp.inputs
+                    .dense
+                    .as_ref()
+                    .expect("dense lookups")
+                    .table_grad(g, &bags, i)
+            }
+            Param::Core(t, k) => {
+                let p = self.tt_table(t)?;
+                if k >= p.shape().d() {
+                    return Err(Error::input(Some(t), format!("no core {k}")));
+                }
+                Ok(p.grads()?.swap_remove(k))
+            }
+            Param::Mlp(n) => self.arena.grad(n),
+        }
+    }
+
+    /// Bytes of every parameter: (MLPs, dense tables, TT cores).
+    pub fn parameter_counts(&self) -> (u64, u64, u64) {
+        let mlp = self.arena.num_params() as u64;
+        let dense = self.dense.as_ref().map_or(0, |d| d.num_params());
+        let tt = self
+            .tt
+            .iter()
+            .flatten()
+            .map(|p| p.num_params() as u64)
+            .sum();
+        (mlp, dense, tt)
+    }
+
+    /// Which tables are TT.
+    pub fn is_tt(&self, t: usize) -> bool {
+        matches!(
+            self.config.tables.get(t).map(|c| &c.kind),
+            Some(TableKind::Tt { .. })
+        )
+    }
+}

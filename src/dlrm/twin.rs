@@ -1,0 +1,160 @@
+//! The CPU twin of a whole DLRM training step, in f64, composed from the kernels' twins
+//! (`reference::nn`, `reference::tt`): the oracle the GPU step is tested against, and itself
+//! tested against PyTorch's fixtures.
+
+use std::collections::HashMap;
+
+use crate::dlrm::config::DlrmConfig;
+use crate::error::{Error, Result};
+use crate::reference::{nn, tt};
+use crate::tt::Pooling;
+
+/// Everything one step computes.
+#[derive(Clone, Debug)]
+pub struct TwinStep {
+    pub loss: f64,
+    pub correct: usize,
+    /// `[B]`
+    pub probabilities: Vec<f64>,
+    /// `[B, D]`
+    pub bottom_out: Vec<f64>,
+    /// `[B, D + F(F-1)/2]`
+    pub interaction: Vec<f64>,
+    /// Dense gradient of the mean loss w.r.t. every parameter, by name.
+    pub grads: HashMap<String, Vec<f64>>,
+    /// Every parameter after one SGD step, by name.
+    pub updated: HashMap<String, Vec<f64>>,
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// One SGD step of the model `config` with parameters `params` (dlrm's names, logical layouts)
+/// on a batch (`dense` [B, features], `sparse` [B, tables], `labels` [B]).
+pub fn step(
+    config: &DlrmConfig,
+    params: &HashMap<String, Vec<f32>>,
+    dense: &[f32],
+    sparse: &[u32],
+    labels: &[f32],
+) -> Result<TwinStep> {
+    let get = |name: &str| -> Result<&Vec<f32>> {
+        params
+            .get(name)
+            .ok_or_else(|| Error::input(None, format!("the twin has no parameter {name}")))
+    };
+    let b = labels.len();
+    let d = config.dim();
+    let tables = config.tables.len();
+    let f = config.vectors();
+    // Bottom MLP, every layer with ReLU.
+    let bottom = &config.bottom_mlp;
+    let mut bot_acts = vec![f64s(dense)];
+    for i in 0..bottom.len() - 1 {
+        let w = f64s(get(&format!("bot_l.{}.weight", 2 * i))?);
+        let bias = f64s(get(&format!("bot_l.{}.bias", 2 * i))?);
+        let y = nn::linear_forward(&bot_acts[i], &w, &bias, bottom[i], true);
+        bot_acts.push(y);
+    }
+    let x = bot_acts.last().expect("layers").clone();
+    // Embeddings: every bag is one lookup.
+    let offsets: Vec<u64> = (0..=b as u64).collect();
+    let ids = |t: usize| -> Vec<u64> { (0..b).map(|s| sparse[s * tables + t] as u64).collect() };
+    let mut emb = Vec::with_capacity(tables);
+    for t in 0..tables {
+        let idx = ids(t);
+        emb.push(match config.tt_shape(t)? {
+            None => nn::bag_forward(&f64s(get(&format!("emb_l.{t}.weight"))?), d, &idx, &offsets),
+            Some(shape) => {
+                let cores: Vec<Vec<f32>> = (0..shape.d())
+                    .map(|k| get(&format!("emb_l.{t}.tt_cores.{k}")).cloned())
+                    .collect::<Result<_>>()?;
+                tt::forward(&shape, &cores, &idx, &offsets, None, Pooling::Sum)
+            }
+        });
+    }
+    let mut tmat = vec![0.0; b * f * d];
+    for s in 0..b {
+        tmat[s * f * d..s * f * d + d].copy_from_slice(&x[s * d..(s + 1) * d]);
+        for (t, e) in emb.iter().enumerate() {
+            tmat[(s * f + t + 1) * d..(s * f + t + 2) * d].copy_from_slice(&e[s * d..(s + 1) * d]);
+        }
+    }
+    let r = nn::interaction_forward(&tmat, f, d);
+    // Top MLP, ReLU after every layer but the last.
+    let top = config.top_widths();
+    let nl = top.len() - 1;
+    let mut top_acts = vec![r.clone()];
+    for i in 0..nl {
+        let w = f64s(get(&format!("top_l.{}.weight", 2 * i))?);
+        let bias = f64s(get(&format!("top_l.{}.bias", 2 * i))?);
+        let y = nn::linear_forward(&top_acts[i], &w, &bias, top[i], i + 1 < nl);
+        top_acts.push(y);
+    }
+    let z = top_acts.last().expect("layers").clone();
+    let (loss, dz, correct) = nn::bce(&z, &f64s(labels));
+    let mut grads = HashMap::new();
+    // Top backward.
+    let mut g = dz;
+    for i in (0..nl).rev() {
+        let w = f64s(get(&format!("top_l.{}.weight", 2 * i))?);
+        let (dx, dw, db) =
+            nn::linear_backward(&top_acts[i], &w, &top_acts[i + 1], &g, top[i], i + 1 < nl);
+        grads.insert(format!("top_l.{}.weight", 2 * i), dw);
+        grads.insert(format!("top_l.{}.bias", 2 * i), db);
+        g = dx;
+    }
+    let dt = nn::interaction_backward(&tmat, &g, f, d);
+    // Bottom backward from dT[:, 0].
+    let mut g: Vec<f64> = (0..b)
+        .flat_map(|s| dt[s * f * d..s * f * d + d].to_vec())
+        .collect();
+    for i in (0..bottom.len() - 1).rev() {
+        let w = f64s(get(&format!("bot_l.{}.weight", 2 * i))?);
+        let (dx, dw, db) =
+            nn::linear_backward(&bot_acts[i], &w, &bot_acts[i + 1], &g, bottom[i], true);
+        grads.insert(format!("bot_l.{}.weight", 2 * i), dw);
+        grads.insert(format!("bot_l.{}.bias", 2 * i), db);
+        g = dx;
+    }
+    // Tables from dT[:, t + 1].
+    for t in 0..tables {
+        let idx = ids(t);
+        let de: Vec<f64> = (0..b)
+            .flat_map(|s| dt[(s * f + t + 1) * d..(s * f + t + 2) * d].to_vec())
+            .collect();
+        match config.tt_shape(t)? {
+            None => {
+                let rows = config.tables[t].rows as usize;
+                grads.insert(
+                    format!("emb_l.{t}.weight"),
+                    nn::bag_backward(rows, d, &idx, &offsets, &de),
+                );
+            }
+            Some(shape) => {
+                let cores: Vec<Vec<f32>> = (0..shape.d())
+                    .map(|k| get(&format!("emb_l.{t}.tt_cores.{k}")).cloned())
+                    .collect::<Result<_>>()?;
+                let gk = tt::backward_f64(&shape, &cores, &idx, &offsets, None, Pooling::Sum, &de);
+                for (k, gk) in gk.into_iter().enumerate() {
+                    grads.insert(format!("emb_l.{t}.tt_cores.{k}"), gk);
+                }
+            }
+        }
+    }
+    let lr = config.learning_rate as f64;
+    let mut updated = HashMap::new();
+    for (name, gr) in &grads {
+        updated.insert(name.clone(), nn::sgd(&f64s(get(name)?), gr, lr));
+    }
+    Ok(TwinStep {
+        loss,
+        correct,
+        probabilities: z.iter().map(|&v| nn::sigmoid(v)).collect(),
+        bottom_out: x,
+        interaction: r,
+        grads,
+        updated,
+    })
+}

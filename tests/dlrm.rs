@@ -1,0 +1,469 @@
+//! The DLRM training step on the GPU (src/dlrm) against PyTorch's float64 fixtures
+//! (tests/fixtures/dlrm, made by tools/dlrm/gen_fixtures.py) and against the model's CPU twin
+//! (src/dlrm/twin.rs): loss, probabilities, intermediate values, every gradient, every updated
+//! parameter. Also: determinism, one plan per batch size, bad input, learning on synthetic data.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::*;
+use ttrec::dlrm::fixture::DlrmFixture;
+use ttrec::dlrm::{twin, Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::kernels::matmul::GemmVariant;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dlrm");
+
+fn fixtures() -> Vec<DlrmFixture> {
+    let mut paths: Vec<_> = std::fs::read_dir(FIXTURES)
+        .expect("tests/fixtures/dlrm")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 3, "expected the committed DLRM fixtures");
+    paths
+        .iter()
+        .map(|p| DlrmFixture::read(p).unwrap())
+        .collect()
+}
+
+fn batch(fx: &DlrmFixture) -> DlrmBatch<'_> {
+    DlrmBatch {
+        dense: &fx.dense,
+        sparse: &fx.sparse,
+        labels: &fx.labels,
+    }
+}
+
+/// Tolerance of a float32 step against float64 values: relative to the tensor's largest
+/// magnitude, as the parity checker does.
+const RTOL: f64 = 2e-5;
+const ATOL: f64 = 1e-7;
+
+#[test]
+fn twin_matches_pytorch_fixtures() {
+    for fx in fixtures() {
+        let params: HashMap<String, Vec<f32>> = fx
+            .params
+            .iter()
+            .map(|(n, _, v)| (n.clone(), v.clone()))
+            .collect();
+        let s = twin::step(&fx.config, &params, &fx.dense, &fx.sparse, &fx.labels).unwrap();
+        let name = &fx.name;
+        // Both sides are float64 from the same float32 inputs; the fixture stores float32.
+        let tol = 1e-6;
+        assert_close(
+            &format!("{name} loss"),
+            fx.expected("expected.loss").unwrap(),
+            &[s.loss],
+            tol,
+            0.0,
+        );
+        for (key, got) in [
+            ("expected.probabilities", &s.probabilities),
+            ("expected.bottom_out", &s.bottom_out),
+            ("expected.interaction", &s.interaction),
+        ] {
+            assert_close(
+                &format!("{name} {key}"),
+                fx.expected(key).unwrap(),
+                got,
+                tol,
+                0.0,
+            );
+        }
+        for (pname, _, _) in &fx.params {
+            let want = fx.expected(&format!("expected.grad.{pname}")).unwrap();
+            assert_close(
+                &format!("{name} grad {pname}"),
+                want,
+                &s.grads[pname],
+                tol,
+                1e-12,
+            );
+            let want = fx.expected(&format!("expected.updated.{pname}")).unwrap();
+            assert_close(
+                &format!("{name} updated {pname}"),
+                want,
+                &s.updated[pname],
+                tol,
+                1e-12,
+            );
+        }
+    }
+}
+
+fn load(fx: &DlrmFixture, options: DlrmOptions) -> Dlrm {
+    let mut m = Dlrm::zeroed(&gpu(), fx.config.clone(), options).unwrap();
+    let names: Vec<String> = m.parameter_names().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), fx.params.len(), "{}: parameter count", fx.name);
+    for (n, shape, v) in &fx.params {
+        let want_shape = m
+            .parameter_names()
+            .into_iter()
+            .find(|(m, _)| m == n)
+            .map(|(_, s)| s);
+        assert_eq!(
+            want_shape.as_ref(),
+            Some(shape),
+            "{}: shape of {n}",
+            fx.name
+        );
+        m.set_parameter(n, v).unwrap();
+    }
+    m
+}
+
+fn check_fixture_on_gpu(fx: &DlrmFixture, variant: GemmVariant) {
+    let options = DlrmOptions {
+        gemm: Some(variant),
+        ..Default::default()
+    };
+    let mut m = load(fx, options);
+    let what = format!("{} ({variant:?})", fx.name);
+    let tr = m.trace(&batch(fx)).unwrap();
+    let want = |k: &str| to_f64(fx.expected(k).unwrap());
+    assert_close(
+        &format!("{what} bottom_out"),
+        &tr.bottom_out,
+        &want("expected.bottom_out"),
+        RTOL,
+        ATOL,
+    );
+    assert_close(
+        &format!("{what} interaction"),
+        &tr.interaction,
+        &want("expected.interaction"),
+        RTOL,
+        ATOL,
+    );
+    assert_close(
+        &format!("{what} probabilities"),
+        &tr.probabilities,
+        &want("expected.probabilities"),
+        RTOL,
+        ATOL,
+    );
+    m.train_step(&batch(fx)).unwrap();
+    let stats = m.take_stats().unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_close(
+        &format!("{what} loss"),
+        &[stats[0].loss as f32],
+        &want("expected.loss"),
+        RTOL,
+        0.0,
+    );
+    for (n, _, _) in &fx.params {
+        let g = m.gradient(n).unwrap();
+        assert_close(
+            &format!("{what} grad {n}"),
+            &g,
+            &want(&format!("expected.grad.{n}")),
+            RTOL,
+            ATOL,
+        );
+        let p = m.parameter(n).unwrap();
+        assert_close(
+            &format!("{what} updated {n}"),
+            &p,
+            &want(&format!("expected.updated.{n}")),
+            RTOL,
+            ATOL,
+        );
+    }
+}
+
+#[test]
+fn gpu_step_matches_pytorch_fixtures_registers() {
+    for fx in fixtures() {
+        check_fixture_on_gpu(&fx, GemmVariant::Registers);
+    }
+}
+
+#[test]
+fn gpu_step_matches_pytorch_fixtures_tiled() {
+    for fx in fixtures() {
+        check_fixture_on_gpu(&fx, GemmVariant::Tiled);
+    }
+}
+
+/// A small model with dense and TT tables of odd sizes.
+fn small_config(seed: u64) -> DlrmConfig {
+    DlrmConfig {
+        bottom_mlp: vec![13, 24, 8],
+        top_mlp: vec![12, 1],
+        tables: vec![
+            TableConfig {
+                rows: 30,
+                kind: TableKind::Dense,
+            },
+            TableConfig {
+                rows: 200,
+                kind: TableKind::Tt {
+                    p: vec![5, 6, 7],
+                    q: vec![2, 2, 2],
+                    ranks: vec![4, 8],
+                },
+            },
+            TableConfig {
+                rows: 7,
+                kind: TableKind::Dense,
+            },
+            TableConfig {
+                rows: 99,
+                kind: TableKind::Tt {
+                    p: vec![9, 11],
+                    q: vec![2, 4],
+                    ranks: vec![6],
+                },
+            },
+        ],
+        learning_rate: 0.2,
+        tt_init: ttrec::tt::TtInit::SampledGaussian,
+        seed,
+    }
+}
+
+fn random_batch(config: &DlrmConfig, b: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    use rand::Rng;
+    let mut r = rng(seed);
+    let dense: Vec<f32> = (0..b * config.dense_features())
+        .map(|_| r.random_range(0.0..3.0))
+        .collect();
+    let sparse: Vec<u32> = (0..b)
+        .flat_map(|_| {
+            config
+                .tables
+                .iter()
+                .map(|t| r.random_range(0..t.rows.min(6)) as u32 * 3 % t.rows as u32)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let labels: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as u8 as f32).collect();
+    (dense, sparse, labels)
+}
+
+fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
+    m.parameter_names()
+        .into_iter()
+        .map(|(n, _)| {
+            let v = m.parameter(&n).unwrap();
+            (n, v)
+        })
+        .collect()
+}
+
+#[test]
+fn gpu_steps_match_twin_on_a_small_model() {
+    let config = small_config(3);
+    for variant in [GemmVariant::Registers, GemmVariant::Tiled] {
+        let mut m = Dlrm::new(
+            &gpu(),
+            config.clone(),
+            DlrmOptions {
+                gemm: Some(variant),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Batch sizes off the kernels' tiles; three steps so updated parameters feed the next.
+        for (i, b) in [13usize, 8, 13].into_iter().enumerate() {
+            let (dense, sparse, labels) = random_batch(&config, b, 40 + i as u64);
+            let before = params_of(&m);
+            let want = twin::step(&config, &before, &dense, &sparse, &labels).unwrap();
+            let batch = DlrmBatch {
+                dense: &dense,
+                sparse: &sparse,
+                labels: &labels,
+            };
+            m.train_step(&batch).unwrap();
+            let what = format!("{variant:?} step {i} (B = {b})");
+            let stats = m.take_stats().unwrap();
+            assert_close(
+                &format!("{what} loss"),
+                &[stats[0].loss as f32],
+                &[want.loss],
+                RTOL,
+                0.0,
+            );
+            assert_eq!(stats[0].correct, want.correct, "{what} correct");
+            for (n, g) in &want.grads {
+                assert_close(
+                    &format!("{what} grad {n}"),
+                    &m.gradient(n).unwrap(),
+                    g,
+                    RTOL,
+                    ATOL,
+                );
+                assert_close(
+                    &format!("{what} updated {n}"),
+                    &m.parameter(n).unwrap(),
+                    &want.updated[n],
+                    RTOL,
+                    ATOL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn training_is_bitwise_deterministic_and_replays_build_nothing() {
+    let config = small_config(5);
+    let run = || {
+        let gpu = gpu();
+        let mut m = Dlrm::new(&gpu, config.clone(), DlrmOptions::default()).unwrap();
+        let mut built = None;
+        for i in 0..4 {
+            let (dense, sparse, labels) = random_batch(&config, 16, 70 + i);
+            m.train_step(&DlrmBatch {
+                dense: &dense,
+                sparse: &sparse,
+                labels: &labels,
+            })
+            .unwrap();
+            match built {
+                None => built = Some(gpu.pipelines_built()),
+                Some(n) => assert_eq!(gpu.pipelines_built(), n, "a replay built a pipeline"),
+            }
+        }
+        let losses: Vec<u64> = m
+            .take_stats()
+            .unwrap()
+            .iter()
+            .map(|s| s.loss.to_bits())
+            .collect();
+        let mut p: Vec<(String, Vec<u32>)> = params_of(&m)
+            .into_iter()
+            .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+            .collect();
+        p.sort();
+        (losses, p)
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.0, b.0, "losses");
+    assert!(a.1 == b.1, "parameters differ between two identical runs");
+}
+
+#[test]
+fn bad_batches_are_named_errors_before_gpu_work() {
+    let config = small_config(1);
+    let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
+    let (dense, mut sparse, labels) = random_batch(&config, 6, 2);
+    let before = params_of(&m);
+    // Index out of range in table 1 (TT, 200 rows), sample 4.
+    sparse[4 * 4 + 1] = 200;
+    let e = m
+        .train_step(&DlrmBatch {
+            dense: &dense,
+            sparse: &sparse,
+            labels: &labels,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("table 1") && e.contains("id 200 of sample 4"),
+        "{e}"
+    );
+    sparse[4 * 4 + 1] = 0;
+    // Wrong number of features.
+    let e = m
+        .train_step(&DlrmBatch {
+            dense: &dense[1..],
+            sparse: &sparse,
+            labels: &labels,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("13 dense features"), "{e}");
+    let e = m
+        .train_step(&DlrmBatch {
+            dense: &dense,
+            sparse: &sparse[1..],
+            labels: &labels,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4 tables"), "{e}");
+    // Non-finite dense feature I3 of sample 2.
+    let mut bad = dense.clone();
+    bad[2 * 13 + 2] = f32::NAN;
+    let e = m
+        .train_step(&DlrmBatch {
+            dense: &bad,
+            sparse: &sparse,
+            labels: &labels,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("I3 of sample 2"), "{e}");
+    let mut bad_labels = labels.clone();
+    bad_labels[5] = 0.5;
+    let e = m
+        .train_step(&DlrmBatch {
+            dense: &dense,
+            sparse: &sparse,
+            labels: &bad_labels,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("label of sample 5"), "{e}");
+    assert_eq!(m.steps(), 0);
+    assert!(
+        params_of(&m) == before,
+        "a rejected batch changed the model"
+    );
+    let e = m
+        .set_parameter("bot_l.2.weight", &[1.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bot_l.2.weight"), "{e}");
+    assert!(
+        m.set_parameter("emb_l.1.weight", &[0.0]).is_err(),
+        "table 1 is TT"
+    );
+}
+
+#[test]
+fn training_lowers_loss_and_raises_auc_on_synthetic_data() {
+    use ttrec::data::SyntheticCriteo;
+    // Kaggle's tables at 1/2000 of their size, the 7 largest TT; small MLPs.
+    let synth = SyntheticCriteo::new(11, 0.0005).unwrap();
+    let config = DlrmConfig {
+        bottom_mlp: vec![13, 64, 16],
+        top_mlp: vec![64, 1],
+        learning_rate: 0.1,
+        ..DlrmConfig::kaggle_dense()
+    }
+    .with_table_sizes(synth.table_sizes())
+    .with_tt_largest(7, 8)
+    .unwrap();
+    let mut m = Dlrm::new(&gpu(), config, DlrmOptions::default()).unwrap();
+    let b = 256;
+    let test = synth.batch(10_000_000, 4096);
+    let auc = |m: &mut Dlrm| {
+        let p = m.predict(&DlrmBatch::from(&test)).unwrap();
+        ttrec::metrics::roc_auc(&test.labels, &p).unwrap()
+    };
+    let auc0 = auc(&mut m);
+    for step in 0..300u64 {
+        let batch = synth.batch(step * b as u64, b);
+        m.train_step(&DlrmBatch::from(&batch)).unwrap();
+    }
+    let stats = m.take_stats().unwrap();
+    let mean =
+        |s: &[ttrec::dlrm::StepStats]| s.iter().map(|x| x.loss).sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&stats[..30]), mean(&stats[270..]));
+    let auc1 = auc(&mut m);
+    assert!(
+        last < first - 0.02,
+        "loss {first:.4} -> {last:.4} did not fall"
+    );
+    assert!(
+        auc1 > 0.70 && auc1 > auc0 + 0.1,
+        "AUC {auc0:.3} -> {auc1:.3}"
+    );
+}
