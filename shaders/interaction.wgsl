@@ -1,6 +1,7 @@
 // dlrm's dot interaction. T [B, F, D] holds the bottom MLP's output (vector 0) and the F-1 pooled
 // embeddings; R [B, LDR] = [T[b, 0, :], dots of pairs (i, j), j < i, in the order i = 1..F-1,
-// j = 0..i-1], zero-padded to LDR columns. CPU twin: src/reference/nn.rs (interaction_*).
+// j = 0..i-1], zero-padded to LDR columns; R^T [LDR, LDB] is written too (the top MLP's products
+// read it), as is the transpose [D, LDB] of vector 0's gradient in the backward. CPU twin: src/reference/nn.rs (interaction_*).
 // Launcher: src/kernels/interaction.rs. Deterministic: each output is one invocation's fixed-order
 // sum.
 
@@ -10,6 +11,8 @@ override BATCH: u32 = 1u;
 override F: u32 = 2u;
 override D: u32 = 4u;   // a multiple of 4
 override LDR: u32 = 4u;
+// Row stride of the transposed outputs (pad4(BATCH)).
+override LDB: u32 = 4u;
 // The bottom MLP ends in a ReLU: the gradient of vector 0 is masked by (T[b, 0, :] > 0).
 override MASK0: bool = true;
 
@@ -23,6 +26,12 @@ fn pair_col(i: u32, j: u32) -> u32 {
 
 @group(0) @binding(0) var<storage, read> it: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> ir: array<f32>;
+@group(0) @binding(2) var<storage, read_write> irt: array<f32>;
+
+fn put(b: u32, c: u32, v: f32) {
+    ir[b * LDR + c] = v;
+    irt[c * LDB + b] = v;
+}
 
 // One invocation per (sample, vector i): the dots of i with every j < i; i = 0 copies vector 0
 // and zeroes the padding.
@@ -37,17 +46,16 @@ fn interact_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let i = id - b * F;
     let dq = D / 4u;
     let tb = b * F * dq;
-    let rb = b * LDR;
     if (i == 0u) {
         for (var c = 0u; c < dq; c = c + 1u) {
             let v = it[tb + c];
-            ir[rb + 4u * c] = v.x;
-            ir[rb + 4u * c + 1u] = v.y;
-            ir[rb + 4u * c + 2u] = v.z;
-            ir[rb + 4u * c + 3u] = v.w;
+            put(b, 4u * c, v.x);
+            put(b, 4u * c + 1u, v.y);
+            put(b, 4u * c + 2u, v.z);
+            put(b, 4u * c + 3u, v.w);
         }
         for (var c = D + F * (F - 1u) / 2u; c < LDR; c = c + 1u) {
-            ir[rb + c] = 0.0;
+            put(b, c, 0.0);
         }
         return;
     }
@@ -56,13 +64,14 @@ fn interact_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         for (var c = 0u; c < dq; c = c + 1u) {
             acc = acc + dot(it[tb + i * dq + c], it[tb + j * dq + c]);
         }
-        ir[rb + pair_col(i, j)] = acc;
+        put(b, pair_col(i, j), acc);
     }
 }
 
 @group(0) @binding(0) var<storage, read> bdr: array<f32>;
 @group(0) @binding(1) var<storage, read> bt: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> bdt: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> bdt0t: array<f32>;
 
 // One invocation per (sample, vector i, vec4 column): dT[b, i] = dR[b, :D] (i = 0) +
 // sum over j != i (increasing) of dR[b, pair(i, j)] * T[b, j].
@@ -98,8 +107,14 @@ fn interact_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
         acc = acc + bdr[rb + col] * bt[tb + j * dq + c];
     }
-    if (i == 0u && MASK0) {
-        acc = select(vec4<f32>(0.0), acc, bt[tb + c] > vec4<f32>(0.0));
+    if (i == 0u) {
+        if (MASK0) {
+            acc = select(vec4<f32>(0.0), acc, bt[tb + c] > vec4<f32>(0.0));
+        }
+        bdt0t[4u * c * LDB + b] = acc.x;
+        bdt0t[(4u * c + 1u) * LDB + b] = acc.y;
+        bdt0t[(4u * c + 2u) * LDB + b] = acc.z;
+        bdt0t[(4u * c + 3u) * LDB + b] = acc.w;
     }
     bdt[tb + i * dq + c] = acc;
 }

@@ -1,13 +1,16 @@
 // Sigmoid + binary cross-entropy, mean over the batch, on the logits in column 0 of Z [B, LDZ].
 // CPU twin: src/reference/nn.rs (bce). Launcher: src/kernels/loss.rs.
 //
-// Stable in the logit: loss = max(z, 0) - z y + log(1 + exp(-|z|)), dz = (sigmoid(z) - y) / B.
+// Stable in the logit: loss = max(z, 0) - z y + log(1 + exp(-|z|)), dz = (sigmoid(z) - y) / B,
+// written in both layouts ([B, LDZ] and [LDZ, LDB]) for the top MLP's products.
 // The step's mean loss and correct count go to slot `step.slot` of a ring of per-step statistics
 // that stays on the GPU until the host asks. One workgroup reduces in a fixed tree order, so the
 // loss is bitwise deterministic.
 
 override BATCH: u32 = 1u;
 override LDZ: u32 = 4u;
+// Row stride of the transposed gradient [LDZ, LDB] (pad4(BATCH)).
+override LDB: u32 = 4u;
 
 struct StepParams {
     slot: u32,
@@ -21,6 +24,7 @@ struct StepParams {
 @group(0) @binding(2) var<storage, read> labels: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dlogits_t: array<f32>;
 
 var<workgroup> part_loss: array<f32, 256>;
 var<workgroup> part_correct: array<f32, 256>;
@@ -53,9 +57,12 @@ fn bce(@builtin(local_invocation_index) t: u32) {
         if ((z > 0.0) == (y > 0.5)) {
             cs = cs + 1.0;
         }
-        dlogits[b * LDZ] = (sigmoid(z) - y) / f32(BATCH);
+        let dz = (sigmoid(z) - y) / f32(BATCH);
+        dlogits[b * LDZ] = dz;
+        dlogits_t[b] = dz;
         for (var c = 1u; c < LDZ; c = c + 1u) {
             dlogits[b * LDZ + c] = 0.0;
+            dlogits_t[c * LDB + b] = 0.0;
         }
     }
     part_loss[t] = ls;

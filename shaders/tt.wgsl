@@ -182,6 +182,32 @@ override RK: u32 = 1u;
 override NK: u32 = 1u;
 override PK: u32 = 1u;
 override P_MODE: u32 = 0u;
+// The fused update of the rows this call touches (a plan with one chunk: the row's gradient is
+// complete in the invocation): 0 none (a separate pass updates the whole core), 1 SGD,
+// 2 Adagrad. Rows without lookups are not touched, as their gradient is zero.
+override FUSED_UPDATE: u32 = 0u;
+
+struct OptParams {
+    lr: f32,
+    eps: f32,
+    len: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(7) var<uniform> cg_opt: OptParams;
+@group(0) @binding(8) var<storage, read_write> cg_weight: array<f32>;
+@group(0) @binding(9) var<storage, read_write> cg_state: array<f32>;
+
+// Applies the fused update to element i of the core with gradient g.
+fn fused_update(i: u32, g: f32) {
+    if (FUSED_UPDATE == 1u) {
+        cg_weight[i] = cg_weight[i] - cg_opt.lr * g;
+    } else if (FUSED_UPDATE == 2u) {
+        let st = cg_state[i] + g * g;
+        cg_state[i] = st;
+        cg_weight[i] = cg_weight[i] - cg_opt.lr * g / (sqrt(st) + cg_opt.eps);
+    }
+}
 
 @group(0) @binding(1) var<storage, read> cg_digits: array<u32>;
 @group(0) @binding(2) var<storage, read> cg_sorted: array<u32>;
@@ -251,7 +277,10 @@ fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
             for (var j = 0u; j < 4u; j = j + 1u) {
                 let c = c0 + j;
                 if (c < NK) {
-                    cg_grad[o + r * NK + c] = cg_grad[o + r * NK + c] + accs[i][j];
+                    let at = o + r * NK + c;
+                    let g = cg_grad[at] + accs[i][j];
+                    cg_grad[at] = g;
+                    fused_update(at, g);
                 }
             }
         }
@@ -461,7 +490,14 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (r0 + i < RK) {
             for (var j = 0u; j < TNQ; j = j + 1u) {
                 let at = o + (r0 + i) * nq + j * ntiles;
-                cg4_grad[at] = cg4_grad[at] + acc[4u * i + j];
+                let g = cg4_grad[at] + acc[4u * i + j];
+                cg4_grad[at] = g;
+                if (FUSED_UPDATE != 0u) {
+                    fused_update(4u * at, g.x);
+                    fused_update(4u * at + 1u, g.y);
+                    fused_update(4u * at + 2u, g.z);
+                    fused_update(4u * at + 3u, g.w);
+                }
             }
         }
     }

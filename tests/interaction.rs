@@ -42,8 +42,17 @@ fn forward_matches_twin_and_zeroes_padding() {
         let t = values(&mut r, s.batch * s.vectors * s.dim);
         let t_buf = gpu.storage_from("t", &t);
         let r_buf = gpu.storage_from("r", &vec![POISON; s.batch * s.out_stride]);
+        let bp = s.batch.div_ceil(4) * 4;
+        let rt_buf = gpu.storage_from("r^T", &vec![POISON; s.out_stride * bp]);
         run_graph(&gpu, |g| {
-            record_interaction_fwd(g, "fwd", s, Buf::from(&t_buf), Buf::from(&r_buf))
+            record_interaction_fwd(
+                g,
+                "fwd",
+                s,
+                Buf::from(&t_buf),
+                Buf::from(&r_buf),
+                Buf::from(&rt_buf),
+            )
         });
         let got = gpu.read_f32(&r_buf, 0, s.batch * s.out_stride).unwrap();
         let want = twin::interaction_forward(&to_f64(&t), s.vectors, s.dim);
@@ -58,6 +67,22 @@ fn forward_matches_twin_and_zeroes_padding() {
             );
         }
         assert_close(&format!("{s:?}"), &got_rows, &want, 1e-6, 1e-7);
+        // The transposed copy holds the same values, padding included; pad samples untouched.
+        let rt = gpu.read_f32(&rt_buf, 0, s.out_stride * bp).unwrap();
+        for c in 0..s.out_stride {
+            for b in 0..bp {
+                let v = rt[c * bp + b];
+                if b < s.batch {
+                    assert_eq!(
+                        v.to_bits(),
+                        got[b * s.out_stride + c].to_bits(),
+                        "{s:?} R^T[{c}, {b}]"
+                    );
+                } else {
+                    assert_eq!(v, POISON, "{s:?} R^T[{c}, {b}] written");
+                }
+            }
+        }
     }
 }
 
@@ -79,6 +104,8 @@ fn backward_matches_twin_with_and_without_mask() {
             let t_buf = gpu.storage_from("t", &t);
             let dr_buf = gpu.storage_from("dr", &dr);
             let dt_buf = gpu.storage_from("dt", &vec![POISON; t.len()]);
+            let bp = s.batch.div_ceil(4) * 4;
+            let dt0_buf = gpu.storage_from("dt0^T", &vec![POISON; s.dim * bp]);
             run_graph(&gpu, |g| {
                 record_interaction_bwd(
                     g,
@@ -87,9 +114,11 @@ fn backward_matches_twin_with_and_without_mask() {
                     Buf::from(&dr_buf),
                     Buf::from(&t_buf),
                     Buf::from(&dt_buf),
+                    Buf::from(&dt0_buf),
                     mask0,
                 )
             });
+            let dt0 = gpu.read_f32(&dt0_buf, 0, s.dim * bp).unwrap();
             let got = gpu.read_f32(&dt_buf, 0, t.len()).unwrap();
             let dr_logical: Vec<f64> = (0..s.batch)
                 .flat_map(|b| {
@@ -110,6 +139,16 @@ fn backward_matches_twin_with_and_without_mask() {
                 }
             }
             assert_close(&format!("{s:?} mask {mask0}"), &got, &want, 1e-6, 1e-7);
+            for c in 0..s.dim {
+                for b in 0..s.batch {
+                    let at = b * s.vectors * s.dim + c;
+                    assert_eq!(
+                        dt0[c * bp + b].to_bits(),
+                        got[at].to_bits(),
+                        "{s:?} dT0^T[{c}, {b}]"
+                    );
+                }
+            }
         }
     }
 }
@@ -125,9 +164,16 @@ fn malformed_shapes_are_errors() {
         out_stride: 9,
     };
     let mut g = ttrec::graph::GraphBuilder::new(&gpu);
-    let e = record_interaction_fwd(&mut g, "fwd", bad, Buf::from(&buf), Buf::from(&buf))
-        .unwrap_err()
-        .to_string();
+    let e = record_interaction_fwd(
+        &mut g,
+        "fwd",
+        bad,
+        Buf::from(&buf),
+        Buf::from(&buf),
+        Buf::from(&buf),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("multiple of 4"), "{e}");
     let short = InteractionShape {
         batch: 2,
@@ -135,7 +181,13 @@ fn malformed_shapes_are_errors() {
         dim: 4,
         out_stride: 6,
     };
-    assert!(
-        record_interaction_fwd(&mut g, "fwd", short, Buf::from(&buf), Buf::from(&buf)).is_err()
-    );
+    assert!(record_interaction_fwd(
+        &mut g,
+        "fwd",
+        short,
+        Buf::from(&buf),
+        Buf::from(&buf),
+        Buf::from(&buf)
+    )
+    .is_err());
 }

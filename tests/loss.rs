@@ -30,6 +30,8 @@ fn bce_matches_twin_in_its_ring_slot() {
         let z_buf = gpu.storage_from("z", &z);
         let y_buf = gpu.storage_from("y", &labels);
         let dz_buf = gpu.storage_from("dz", &vec![POISON; batch * ldz]);
+        let bp = batch.div_ceil(4) * 4;
+        let dzt_buf = gpu.storage_from("dz^T", &vec![POISON; ldz * bp]);
         let stats = gpu.storage_from("stats", &vec![POISON; ring * STATS_PER_STEP]);
         let mut g = GraphBuilder::new(&gpu);
         let step = g.input("step", 16);
@@ -42,6 +44,7 @@ fn bce_matches_twin_in_its_ring_slot() {
             Buf::from(&z_buf),
             Buf::from(&y_buf),
             Buf::from(&dz_buf),
+            Buf::from(&dzt_buf),
             Buf::from(&stats),
         )
         .unwrap();
@@ -66,6 +69,21 @@ fn bce_matches_twin_in_its_ring_slot() {
             .map(|i| if i % ldz == 0 { dz[i / ldz] } else { 0.0 })
             .collect();
         assert_close("dlogits", &got_dz, &want_dz, 1e-5, 1e-9);
+        let got_t = gpu.read_f32(&dzt_buf, 0, ldz * bp).unwrap();
+        for c in 0..ldz {
+            for b in 0..bp {
+                let v = got_t[c * bp + b];
+                if b < batch {
+                    assert_eq!(
+                        v.to_bits(),
+                        got_dz[b * ldz + c].to_bits(),
+                        "dlogits^T[{c}, {b}]"
+                    );
+                } else {
+                    assert_eq!(v, POISON, "dlogits^T[{c}, {b}] written");
+                }
+            }
+        }
     }
 }
 

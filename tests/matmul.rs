@@ -1,14 +1,17 @@
-//! The MLP products (shaders/matmul.wgsl) against their CPU twin (src/reference/nn.rs): every
-//! layout, both variants (register blocks for CPU adapters, workgroup tiles for GPUs), ragged
-//! shapes, strided operands inside larger buffers, and every epilogue.
+//! The MLP products (shaders/matmul.wgsl: C = A^T B with its epilogues, the weight gradient with
+//! the bias gradient, the transpose) against their CPU twin (src/reference/nn.rs), in both
+//! variants (register blocks for CPU adapters, workgroup tiles for GPUs): ragged shapes, operands
+//! at offsets inside wider buffers, every epilogue, both stores.
 
 mod common;
 
 use common::*;
 use ttrec::graph::Buf;
-use ttrec::kernels::matmul::{record_gemm, Gemm, GemmLayout, GemmVariant};
+use ttrec::kernels::matmul::{
+    record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+};
 use ttrec::kernels::MatrixAt;
-use ttrec::reference::nn::{self as twin, At, Layout};
+use ttrec::reference::nn::{self as twin, At};
 
 #[derive(Clone, Copy, Debug)]
 struct Case {
@@ -51,110 +54,138 @@ const CASES: &[Case] = &[
     Case {
         m: 70,
         n: 136,
-        k: 44,
+        k: 7,
         bias: false,
         relu: false,
         mask: false,
     },
 ];
 
-fn to_layout(l: GemmLayout) -> Layout {
-    match l {
-        GemmLayout::Nt => Layout::Nt,
-        GemmLayout::Nn => Layout::Nn,
-        GemmLayout::Tn => Layout::Tn,
+/// Operand views inside wider buffers: 4 spare columns, an offset of one row and 8.
+fn at(cols: usize) -> At {
+    At {
+        stride: cols + 4,
+        offset: cols + 8,
     }
 }
 
-/// Runs one product with operands placed at offsets inside wider buffers and compares with the
-/// twin; pads of C must stay poisoned.
-fn check(layout: GemmLayout, variant: GemmVariant, c: Case, seed: u64) {
+fn mat(buf: &wgpu::Buffer, a: At) -> MatrixAt {
+    MatrixAt {
+        buf: Buf::from(buf),
+        stride: a.stride,
+        offset: a.offset,
+    }
+}
+
+fn check_gemm(variant: GemmVariant, c: Case, seed: u64) {
     let gpu = gpu();
     let mut r = rng(seed);
-    // Stored shapes of A and B, with 4 spare columns and an offset of one row + 4.
-    let (a_rows, a_cols) = if layout == GemmLayout::Tn {
-        (c.k, c.m)
-    } else {
-        (c.m, c.k)
-    };
-    let (b_rows, b_cols) = if layout == GemmLayout::Nt {
-        (c.n, c.k)
-    } else {
-        (c.k, c.n)
-    };
-    let at = |cols: usize| At {
-        stride: cols + 4,
-        offset: cols + 8,
-    };
-    let (a_at, b_at, c_at) = (at(a_cols), at(b_cols), at(c.n));
-    let a = values(&mut r, a_at.offset + a_rows * a_at.stride);
-    let b = values(&mut r, b_at.offset + b_rows * b_at.stride);
-    let bias_vals = values(&mut r, c.n.max(c.m) + 8);
+    let mp = c.m.div_ceil(4) * 4;
+    let (a_at, b_at, c_at, ct_at) = (at(mp), at(c.n), at(c.n), at(c.m));
+    let a = values(&mut r, a_at.offset + c.k * a_at.stride);
+    let b = values(&mut r, b_at.offset + c.k * b_at.stride);
+    let bias_vals = values(&mut r, c.n + 8);
     let mask = values(&mut r, c.m * c.n);
     let c_len = c_at.offset + c.m * c_at.stride;
+    let ct_len = ct_at.offset + c.n * ct_at.stride;
     let a_buf = gpu.storage_from("a", &a);
     let b_buf = gpu.storage_from("b", &b);
     let c_buf = gpu.storage_from("c", &vec![POISON; c_len]);
+    let ct_buf = gpu.storage_from("ct", &vec![POISON; ct_len]);
     let bias_buf = gpu.storage_from("bias", &bias_vals);
     let mask_buf = gpu.storage_from("mask", &mask);
-    let mat = |buf: &wgpu::Buffer, at: At| MatrixAt {
-        buf: Buf::from(buf),
-        stride: at.stride,
-        offset: at.offset,
-    };
-    let tn = layout == GemmLayout::Tn;
     let p = Gemm {
-        layout,
         m: c.m,
         n: c.n,
         k: c.k,
         a: mat(&a_buf, a_at),
         b: mat(&b_buf, b_at),
-        c: mat(&c_buf, c_at),
+        c: Some(mat(&c_buf, c_at)),
+        ct: Some(mat(&ct_buf, ct_at)),
         bias: c.bias.then(|| (Buf::from(&bias_buf), 4)),
-        relu: c.relu && !tn,
-        mask: (c.mask && !tn).then(|| MatrixAt::dense(Buf::from(&mask_buf), c.n)),
+        relu: c.relu,
+        mask: c.mask.then(|| MatrixAt::dense(Buf::from(&mask_buf), c.n)),
     };
     run_graph(&gpu, |g| record_gemm(g, "gemm", &p, variant));
-    let got = gpu.read_f32(&c_buf, 0, c_len).unwrap();
-    let got_bias = gpu.read_f32(&bias_buf, 0, bias_vals.len()).unwrap();
-    let mut want = twin::gemm(to_layout(layout), c.m, c.n, c.k, &a, a_at, &b, b_at);
-    if !tn {
-        for i in 0..c.m {
-            for j in 0..c.n {
-                let v = &mut want[i * c.n + j];
-                if c.bias {
-                    *v += bias_vals[4 + j] as f64;
-                }
-                if c.relu {
-                    *v = v.max(0.0);
-                }
-                if c.mask && mask[i * c.n + j] <= 0.0 {
-                    *v = 0.0;
-                }
+    let mut want = twin::gemm_tn(c.m, c.n, c.k, &a, a_at, &b, b_at);
+    for i in 0..c.m {
+        for j in 0..c.n {
+            let v = &mut want[i * c.n + j];
+            if c.bias {
+                *v += bias_vals[4 + j] as f64;
+            }
+            if c.relu {
+                *v = v.max(0.0);
+            }
+            if c.mask && mask[i * c.n + j] <= 0.0 {
+                *v = 0.0;
             }
         }
     }
-    let what = format!("{layout:?} {variant:?} {c:?}");
-    let mut got_c = Vec::new();
-    for i in 0..c.m {
-        let row = &got[c_at.offset + i * c_at.stride..][..c_at.stride];
-        got_c.extend_from_slice(&row[..c.n]);
+    let what = format!("{variant:?} {c:?}");
+    let rtol = 4e-6 * (c.k as f64).sqrt();
+    let got = gpu.read_f32(&c_buf, 0, c_len).unwrap();
+    let got_c = strip(&got, c_at, c.m, c.n, &what);
+    assert_close(&what, &got_c, &want, rtol, 1e-6);
+    let got = gpu.read_f32(&ct_buf, 0, ct_len).unwrap();
+    let got_ct = strip(&got, ct_at, c.n, c.m, &format!("{what} C^T"));
+    assert_close(
+        &format!("{what} C^T"),
+        &got_ct,
+        &twin::transpose(&want, c.m, c.n),
+        rtol,
+        1e-6,
+    );
+}
+
+/// The `rows x cols` block at `at`; everything else of the buffer must still be poison.
+fn strip(buf: &[f32], at: At, rows: usize, cols: usize, what: &str) -> Vec<f32> {
+    assert!(
+        buf[..at.offset].iter().all(|&x| x == POISON),
+        "{what}: written before the matrix"
+    );
+    let mut out = Vec::new();
+    for i in 0..rows {
+        let row = &buf[at.offset + i * at.stride..][..at.stride];
+        out.extend_from_slice(&row[..cols]);
         assert!(
-            row[c.n..].iter().all(|&x| x == POISON),
+            row[cols..].iter().all(|&x| x == POISON),
             "{what}: padding of row {i} written"
         );
     }
-    assert!(
-        got[..c_at.offset].iter().all(|&x| x == POISON),
-        "{what}: before C written"
-    );
-    // f32 sums of K terms: rtol grows with K.
-    let rtol = 1e-6 * (c.k as f64).sqrt() * 4.0;
-    assert_close(&what, &got_c, &want, rtol, 1e-6);
-    if tn && c.bias {
-        // The bias gradient: the sum of A (stored [K, M]) over k.
-        let want_b: Vec<f64> = (0..c.m)
+    out
+}
+
+fn check_wgrad(variant: GemmVariant, c: Case, seed: u64) {
+    let gpu = gpu();
+    let mut r = rng(seed);
+    let m = c.m.div_ceil(4) * 4;
+    let (a_at, b_at, c_at) = (at(m), at(c.n), at(c.n));
+    let a = values(&mut r, a_at.offset + c.k * a_at.stride);
+    let b = values(&mut r, b_at.offset + c.k * b_at.stride);
+    let c_len = c_at.offset + m * c_at.stride;
+    let a_buf = gpu.storage_from("a", &a);
+    let b_buf = gpu.storage_from("b", &b);
+    let c_buf = gpu.storage_from("c", &vec![POISON; c_len]);
+    let bias_buf = gpu.storage_from("bias grad", &vec![POISON; m + 8]);
+    let p = WeightGrad {
+        m,
+        n: c.n,
+        k: c.k,
+        a: mat(&a_buf, a_at),
+        b: mat(&b_buf, b_at),
+        c: mat(&c_buf, c_at),
+        bias_grad: c.bias.then(|| (Buf::from(&bias_buf), 4)),
+    };
+    run_graph(&gpu, |g| record_weight_grad(g, "wgrad", &p, variant));
+    let what = format!("{variant:?} weight grad {c:?}");
+    let rtol = 4e-6 * (c.k as f64).sqrt();
+    let got = gpu.read_f32(&c_buf, 0, c_len).unwrap();
+    let want = twin::gemm_tn(m, c.n, c.k, &a, a_at, &b, b_at);
+    assert_close(&what, &strip(&got, c_at, m, c.n, &what), &want, rtol, 1e-6);
+    let got_b = gpu.read_f32(&bias_buf, 0, m + 8).unwrap();
+    if c.bias {
+        let want_b: Vec<f64> = (0..m)
             .map(|i| {
                 (0..c.k)
                     .map(|kk| a[a_at.offset + kk * a_at.stride + i] as f64)
@@ -162,63 +193,141 @@ fn check(layout: GemmLayout, variant: GemmVariant, c: Case, seed: u64) {
             })
             .collect();
         assert_close(
-            &format!("{what} bias grad"),
-            &got_bias[4..4 + c.m],
+            &format!("{what} bias"),
+            &got_b[4..4 + m],
             &want_b,
             rtol,
             1e-6,
         );
+        assert!(got_b[..4]
+            .iter()
+            .chain(&got_b[4 + m..])
+            .all(|&x| x == POISON));
     } else {
-        assert_eq!(got_bias, bias_vals, "{what}: bias must not be written");
+        assert!(
+            got_b.iter().all(|&x| x == POISON),
+            "{what}: bias gradient written"
+        );
     }
 }
 
-fn check_all(layout: GemmLayout, variant: GemmVariant) {
+#[test]
+fn gemm_registers_matches_twin() {
     for (i, &c) in CASES.iter().enumerate() {
-        check(layout, variant, c, 10 + i as u64);
+        check_gemm(GemmVariant::Registers, c, 10 + i as u64);
     }
 }
-
 #[test]
-fn nt_forward_registers_matches_twin() {
-    check_all(GemmLayout::Nt, GemmVariant::Registers);
+fn gemm_tiled_matches_twin() {
+    for (i, &c) in CASES.iter().enumerate() {
+        check_gemm(GemmVariant::Tiled, c, 10 + i as u64);
+    }
 }
 #[test]
-fn nn_input_grad_registers_matches_twin() {
-    check_all(GemmLayout::Nn, GemmVariant::Registers);
+fn weight_grad_registers_matches_twin() {
+    for (i, &c) in CASES.iter().enumerate() {
+        check_wgrad(GemmVariant::Registers, c, 20 + i as u64);
+    }
 }
 #[test]
-fn tn_weight_grad_registers_matches_twin() {
-    check_all(GemmLayout::Tn, GemmVariant::Registers);
-}
-#[test]
-fn nt_forward_tiled_matches_twin() {
-    check_all(GemmLayout::Nt, GemmVariant::Tiled);
-}
-#[test]
-fn nn_input_grad_tiled_matches_twin() {
-    check_all(GemmLayout::Nn, GemmVariant::Tiled);
-}
-#[test]
-fn tn_weight_grad_tiled_matches_twin() {
-    check_all(GemmLayout::Tn, GemmVariant::Tiled);
+fn weight_grad_tiled_matches_twin() {
+    for (i, &c) in CASES.iter().enumerate() {
+        check_wgrad(GemmVariant::Tiled, c, 20 + i as u64);
+    }
 }
 
 #[test]
 fn unaligned_operands_fall_back_to_the_tiled_kernel() {
-    // K = 13 (the raw dense features) cannot take vec4 loads: the launcher must still be right.
-    check(
-        GemmLayout::Nt,
-        GemmVariant::Registers,
-        Case {
-            m: 9,
-            n: 8,
-            k: 13,
-            bias: true,
-            relu: true,
-            mask: false,
+    // N = 13 cannot take vec4 stores: the launcher must still be right.
+    let gpu = gpu();
+    let (m, n, k) = (9, 13, 5);
+    let mut r = rng(3);
+    let a = values(&mut r, k * m);
+    let b = values(&mut r, k * n);
+    let (ab, bb) = (gpu.storage_from("a", &a), gpu.storage_from("b", &b));
+    let cb = gpu.storage_from("c", &vec![POISON; m * n]);
+    let p = Gemm {
+        m,
+        n,
+        k,
+        a: MatrixAt::dense(Buf::from(&ab), m),
+        b: MatrixAt::dense(Buf::from(&bb), n),
+        c: Some(MatrixAt::dense(Buf::from(&cb), n)),
+        ct: None,
+        bias: None,
+        relu: false,
+        mask: None,
+    };
+    run_graph(&gpu, |g| record_gemm(g, "gemm", &p, GemmVariant::Registers));
+    let want = twin::gemm_tn(
+        m,
+        n,
+        k,
+        &a,
+        At {
+            stride: m,
+            offset: 0,
         },
-        3,
+        &b,
+        At {
+            stride: n,
+            offset: 0,
+        },
+    );
+    assert_close(
+        "unaligned",
+        &gpu.read_f32(&cb, 0, m * n).unwrap(),
+        &want,
+        1e-5,
+        1e-6,
+    );
+}
+
+#[test]
+fn transpose_matches_twin() {
+    let gpu = gpu();
+    let (rows, cols) = (37, 21);
+    let x = values(&mut rng(4), 8 + rows * 24);
+    let xb = gpu.storage_from("x", &x);
+    let out = gpu.storage_from("out", &vec![POISON; 4 + cols * 40]);
+    run_graph(&gpu, |g| {
+        record_transpose(
+            g,
+            "t",
+            rows,
+            cols,
+            &MatrixAt {
+                buf: Buf::from(&xb),
+                stride: 24,
+                offset: 8,
+            },
+            &MatrixAt {
+                buf: Buf::from(&out),
+                stride: 40,
+                offset: 4,
+            },
+        )
+    });
+    let got = gpu.read_f32(&out, 0, 4 + cols * 40).unwrap();
+    let src: Vec<f64> = (0..rows)
+        .flat_map(|r| x[8 + r * 24..][..cols].iter().map(|&v| v as f64))
+        .collect();
+    let got_t = strip(
+        &got,
+        At {
+            stride: 40,
+            offset: 4,
+        },
+        cols,
+        rows,
+        "transpose",
+    );
+    assert_close(
+        "transpose",
+        &got_t,
+        &twin::transpose(&src, rows, cols),
+        0.0,
+        0.0,
     );
 }
 
@@ -227,18 +336,18 @@ fn products_are_bitwise_deterministic() {
     let gpu = gpu();
     let mut r = rng(5);
     let (m, n, k) = (50, 64, 96);
-    let a = gpu.storage_from("a", &values(&mut r, m * k));
-    let b = gpu.storage_from("b", &values(&mut r, n * k));
+    let a = gpu.storage_from("a", &values(&mut r, k * 52));
+    let b = gpu.storage_from("b", &values(&mut r, k * n));
     let run = |variant| {
         let c = gpu.storage("c", (m * n * 4) as u64);
         let p = Gemm {
-            layout: GemmLayout::Nt,
             m,
             n,
             k,
-            a: MatrixAt::dense(Buf::from(&a), k),
-            b: MatrixAt::dense(Buf::from(&b), k),
-            c: MatrixAt::dense(Buf::from(&c), n),
+            a: MatrixAt::dense(Buf::from(&a), 52),
+            b: MatrixAt::dense(Buf::from(&b), n),
+            c: Some(MatrixAt::dense(Buf::from(&c), n)),
+            ct: None,
             bias: None,
             relu: false,
             mask: None,

@@ -8,7 +8,7 @@ use common::*;
 use ttrec::graph::{Buf, GraphBuilder};
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::kernels::MatrixAt;
-use ttrec::nn::{ArenaLayout, Mlp, ParamArena};
+use ttrec::nn::{Act, ArenaLayout, Mlp, ParamArena};
 use ttrec::reference::nn as twin;
 use ttrec::tt::Optimizer;
 
@@ -24,17 +24,22 @@ fn check(variant: GemmVariant, relu_last: bool) {
     let mut r = rng(4);
     let (in_p, out_p) = (mlp.input_stride(), mlp.output_stride());
     let x = values(&mut r, batch * widths[0]);
-    let mut x_pad = vec![0f32; batch * in_p];
-    for b in 0..batch {
-        x_pad[b * in_p..b * in_p + widths[0]]
-            .copy_from_slice(&x[b * widths[0]..(b + 1) * widths[0]]);
-    }
+    let bp = batch.div_ceil(4) * 4;
+    // Both layouts of the input and of the output gradient, zero padded.
+    let pad = |v: &[f32], w: usize, wp: usize| {
+        let mut rows = vec![0f32; batch * wp];
+        let mut cols = vec![0f32; wp * bp];
+        for b in 0..batch {
+            for c in 0..w {
+                rows[b * wp + c] = v[b * w + c];
+                cols[c * bp + b] = v[b * w + c];
+            }
+        }
+        (rows, cols)
+    };
+    let (x_rows, x_cols) = pad(&x, widths[0], in_p);
     let dz = values(&mut r, batch * widths[3]);
-    let mut dz_pad = vec![0f32; batch * out_p];
-    for b in 0..batch {
-        dz_pad[b * out_p..b * out_p + widths[3]]
-            .copy_from_slice(&dz[b * widths[3]..(b + 1) * widths[3]]);
-    }
+    let (dz_rows, dz_cols) = pad(&dz, widths[3], out_p);
     let params: Vec<(Vec<f32>, Vec<f32>)> = mlp
         .layers
         .iter()
@@ -45,17 +50,26 @@ fn check(variant: GemmVariant, relu_last: bool) {
             )
         })
         .collect();
-    let x_buf = gpu.storage_from("x", &x_pad);
+    let x_buf = gpu.storage_from("x", &x_rows);
+    let xt_buf = gpu.storage_from("x^T", &x_cols);
     let y_buf = gpu.storage_from("y", &vec![POISON; batch * out_p]);
-    let dz_buf = gpu.storage_from("dz", &dz_pad);
+    let yt_buf = gpu.storage_from("y^T", &vec![POISON; out_p * bp]);
+    let dz_buf = gpu.storage_from("dz", &dz_rows);
+    let dzt_buf = gpu.storage_from("dz^T", &dz_cols);
     let dx_buf = gpu.storage_from("dx", &vec![POISON; batch * in_p]);
+    let dxt_buf = gpu.storage_from("dx^T", &vec![POISON; in_p * bp]);
     let mut g = GraphBuilder::new(&gpu);
+    arena.record_transposes(&mut g, "mlp").unwrap();
     let acts = mlp
         .record_forward(
             &mut g,
             &arena,
-            MatrixAt::dense(Buf::from(&x_buf), in_p),
+            Act {
+                rows: MatrixAt::dense(Buf::from(&x_buf), in_p),
+                cols: MatrixAt::dense(Buf::from(&xt_buf), bp),
+            },
             Some(MatrixAt::dense(Buf::from(&y_buf), out_p)),
+            Some(MatrixAt::dense(Buf::from(&yt_buf), bp)),
             batch,
             variant,
             "mlp",
@@ -65,8 +79,12 @@ fn check(variant: GemmVariant, relu_last: bool) {
         &mut g,
         &arena,
         &acts,
-        MatrixAt::dense(Buf::from(&dz_buf), out_p),
+        Act {
+            rows: MatrixAt::dense(Buf::from(&dz_buf), out_p),
+            cols: MatrixAt::dense(Buf::from(&dzt_buf), bp),
+        },
         Some(MatrixAt::dense(Buf::from(&dx_buf), in_p)),
+        Some(MatrixAt::dense(Buf::from(&dxt_buf), bp)),
         batch,
         variant,
         "mlp",

@@ -84,12 +84,151 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
 pub enum BenchCommand {
     /// TT-EmbeddingBag: forward, backward+SGD and the whole step per configuration.
     Tt(BenchTtArgs),
+    /// DLRM training step (dlrm's Kaggle configuration): samples/s, FLOPs per sample.
+    Dlrm(BenchDlrmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDlrmArgs {
+    /// Embedding variants: tt (the 7 largest tables TT) and/or dense.
+    #[arg(long, value_delimiter = ',', default_values_t = ["tt".to_string(), "dense".to_string()])]
+    pub variant: Vec<String>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 2048])]
+    pub batch: Vec<usize>,
+    /// Kaggle's table sizes times this (default: 1, or 0.05 for dense tables on a CPU adapter).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Rank of the TT tables.
+    #[arg(long, default_value_t = 32)]
+    pub rank: usize,
+    /// Seconds each measurement lasts at least.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Steps each measurement takes at least.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Print one JSON object per measurement.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print GPU times of one step's kernels, summed by model part (needs timestamps).
+    #[arg(long)]
+    pub profile: bool,
+}
+
+fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
+    use ttrec::bench::dlrm::{default_scale, node_part, run_dlrm, DlrmBenchConfig};
+    for v in &a.variant {
+        if v != "tt" && v != "dense" {
+            bail!("unknown --variant {v:?}; tt or dense");
+        }
+    }
+    if let Some(s) = a.scale {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--scale must be a positive number, got {s}");
+        }
+    }
+    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+        bail!("--seconds must be a non-negative number, got {}", a.seconds);
+    }
+    if a.batch.contains(&0) {
+        bail!("--batch sizes must be positive");
+    }
+    let gpu = Gpu::new()?;
+    if !a.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "{:<7} {:>6} {:>7} {:>12} {:>12} {:>14} {:>10} {:>9}",
+            "variant",
+            "batch",
+            "scale",
+            "emb params",
+            "samples/s",
+            "synced ms/step",
+            "MFLOP/smp",
+            "GFLOP/s"
+        );
+    }
+    for variant in &a.variant {
+        for &batch in &a.batch {
+            let cfg = DlrmBenchConfig {
+                variant: variant.clone(),
+                batch,
+                scale: a.scale.unwrap_or_else(|| default_scale(&gpu, variant)),
+                rank: a.rank,
+            };
+            let r = run_dlrm(&gpu, &cfg, a.steps, a.seconds, a.profile)
+                .with_context(|| format!("dlrm {variant} batch {batch}"))?;
+            if a.json {
+                println!("{}", r.json());
+            } else {
+                println!(
+                    "{:<7} {:>6} {:>7} {:>12} {:>12.0} {:>14.2} {:>10.3} {:>9.2}",
+                    variant,
+                    batch,
+                    cfg.scale,
+                    r.embedding_params,
+                    r.samples_per_s,
+                    r.synced_step_ms,
+                    r.mflop_per_sample(),
+                    r.gflops()
+                );
+            }
+            if a.profile && a.json {
+                for (label, us) in &r.profile {
+                    println!(
+                        "{}",
+                        serde_json::json!({"bench": "dlrm-node", "variant": variant, "batch": batch, "node": label, "us": us})
+                    );
+                }
+            }
+            if a.profile {
+                let mut parts: Vec<(&str, f64, usize)> = Vec::new();
+                for (label, us) in &r.profile {
+                    let p = node_part(label);
+                    match parts.iter_mut().find(|x| x.0 == p) {
+                        Some(e) => {
+                            e.1 += us;
+                            e.2 += 1;
+                        }
+                        None => parts.push((p, *us, 1)),
+                    }
+                }
+                let total: f64 = parts.iter().map(|p| p.1).sum();
+                for (p, us, n) in &parts {
+                    let flops = r
+                        .flops_per_sample
+                        .iter()
+                        .find(|(k, _)| k == p)
+                        .map(|(_, f)| f * batch as f64);
+                    if a.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"bench": "dlrm-profile", "variant": variant, "batch": batch, "part": p, "nodes": n, "us": us, "gflops": flops.map(|f| f / (us * 1e3))})
+                        );
+                    } else {
+                        let gf = flops
+                            .map(|f| format!("{:>8.2} GFLOP/s", f / (us * 1e3)))
+                            .unwrap_or_default();
+                        println!(
+                            "    {:<14} {:>4} nodes {:>10.1} us {:>5.1}% {gf}",
+                            p,
+                            n,
+                            us,
+                            100.0 * us / total
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
 pub struct BenchTtArgs {
     /// Configurations to run (fbtt, kaggle-r8, kaggle-r16, kaggle-r32); all by default.
-    #[arg(long = "config", value_name = "NAME")]
+    #[arg(long = "config", value_name = "NAME", value_delimiter = ',')]
     pub configs: Vec<String>,
     /// Print one JSON object per configuration.
     #[arg(long)]
@@ -107,6 +246,7 @@ pub struct BenchTtArgs {
 
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Dlrm(a) => bench_dlrm(a),
         BenchCommand::Tt(a) => {
             let all = tt_configs();
             for c in &a.configs {

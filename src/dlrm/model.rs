@@ -23,7 +23,11 @@ use crate::kernels::interaction::{
 use crate::kernels::loss::{record_bce, record_probabilities, StepParams, STATS_PER_STEP};
 use crate::kernels::matmul::GemmVariant;
 use crate::kernels::MatrixAt;
-use crate::nn::{ArenaLayout, DenseBagGroup, DenseBagLookups, Mlp, MlpActivations, ParamArena};
+use crate::nn::mlp::pad4;
+use crate::nn::{
+    act_transient, Act, ArenaLayout, DenseBagGroup, DenseBagLookups, Mlp, MlpActivations,
+    ParamArena,
+};
 use crate::tt::{Bags, Optimizer, Pooling, TtLookups, TtOptions, TtParams, TtSaved};
 
 /// One batch as the model takes it: `dense` `[B, dense features]` (after dlrm's log transform),
@@ -85,7 +89,9 @@ pub struct StepStats {
 /// Per-batch inputs of a plan.
 struct BatchInputs {
     batch: usize,
+    /// The dense features batch-major [B, pad4(13)] and feature-major [pad4(13), pad4(B)].
     dense_x: Buf,
+    dense_x_t: Buf,
     labels: Option<Buf>,
     step: Option<Buf>,
     dense: Option<DenseBagLookups>,
@@ -95,7 +101,7 @@ struct BatchInputs {
 /// Buffers of one recorded forward.
 struct Forward {
     t: Buf,
-    r: Buf,
+    r: Act,
     logits: Buf,
     bottom: MlpActivations,
     top: MlpActivations,
@@ -365,6 +371,7 @@ impl Dlrm {
     ) -> Result<BatchInputs> {
         let in_p = self.bottom.input_stride();
         let dense_x = g.input("dense features", (batch * in_p) as u64 * 4);
+        let dense_x_t = g.input("dense features transposed", (in_p * pad4(batch)) as u64 * 4);
         let (labels, step) = if train {
             (
                 Some(g.input("labels", batch as u64 * 4)),
@@ -397,6 +404,7 @@ impl Dlrm {
         Ok(BatchInputs {
             batch,
             dense_x,
+            dense_x_t,
             labels,
             step,
             dense,
@@ -415,18 +423,24 @@ impl Dlrm {
             (b * t_stride) as u64 * 4,
         );
         let ldr = self.top.input_stride();
-        let r = g.transient("R (interaction)", (b * ldr) as u64 * 4);
+        let r = act_transient(g, "R (interaction)", b, ldr);
         let ldz = self.top.output_stride();
         let logits = g.transient("logits", (b * ldz) as u64 * 4);
+        self.arena.record_transposes(g, "mlp")?;
+        let in_p = self.bottom.input_stride();
         let bottom = self.bottom.record_forward(
             g,
             &self.arena,
-            MatrixAt::dense(inputs.dense_x.clone(), self.bottom.input_stride()),
+            Act {
+                rows: MatrixAt::dense(inputs.dense_x.clone(), in_p),
+                cols: MatrixAt::dense(inputs.dense_x_t.clone(), pad4(b)),
+            },
             Some(MatrixAt {
                 buf: t.clone(),
                 stride: t_stride,
                 offset: 0,
             }),
+            None,
             b,
             self.variant,
             "bottom",
@@ -459,13 +473,15 @@ impl Dlrm {
                 out_stride: ldr,
             },
             t.clone(),
-            r.clone(),
+            r.rows.buf.clone(),
+            r.cols.buf.clone(),
         )?;
         let top = self.top.record_forward(
             g,
             &self.arena,
-            MatrixAt::dense(r.clone(), ldr),
+            r.clone(),
             Some(MatrixAt::dense(logits.clone(), ldz)),
+            None,
             b,
             self.variant,
             "top",
@@ -488,7 +504,7 @@ impl Dlrm {
         let ldz = self.top.output_stride();
         let ldr = self.top.input_stride();
         let t_stride = self.t_stride();
-        let dlogits = g.transient("dlogits", (batch * ldz) as u64 * 4);
+        let dlogits = act_transient(&mut g, "dlogits", batch, ldz);
         record_bce(
             &mut g,
             "loss",
@@ -497,7 +513,8 @@ impl Dlrm {
             inputs.step.clone().expect("train inputs"),
             fw.logits.clone(),
             inputs.labels.clone().expect("train inputs"),
-            dlogits.clone(),
+            dlogits.rows.buf.clone(),
+            dlogits.cols.buf.clone(),
             Buf::from(&self.stats),
         )?;
         let dr = g.transient("dR", (batch * ldr) as u64 * 4);
@@ -505,13 +522,15 @@ impl Dlrm {
             &mut g,
             &self.arena,
             &fw.top,
-            MatrixAt::dense(dlogits, ldz),
+            dlogits,
             Some(MatrixAt::dense(dr.clone(), ldr)),
+            None,
             batch,
             self.variant,
             "top",
         )?;
         let dt = g.transient("dT", (batch * t_stride) as u64 * 4);
+        let dt0_t = g.transient("dT[:, 0] transposed", (cfg.dim() * pad4(batch)) as u64 * 4);
         record_interaction_bwd(
             &mut g,
             "interaction backward",
@@ -524,17 +543,22 @@ impl Dlrm {
             dr,
             fw.t.clone(),
             dt.clone(),
+            dt0_t.clone(),
             true, // the bottom MLP ends in a ReLU (dlrm)
         )?;
         self.bottom.record_backward(
             &mut g,
             &self.arena,
             &fw.bottom,
-            MatrixAt {
-                buf: dt.clone(),
-                stride: t_stride,
-                offset: 0,
+            Act {
+                rows: MatrixAt {
+                    buf: dt.clone(),
+                    stride: t_stride,
+                    offset: 0,
+                },
+                cols: MatrixAt::dense(dt0_t, pad4(batch)),
             },
+            None,
             None,
             batch,
             self.variant,
@@ -554,8 +578,8 @@ impl Dlrm {
                         offset: self.slot_col(ti),
                     },
                     saved,
+                    true,
                 )?;
-                p.record_update(&mut g, &format!("tt table {ti}"))?;
             }
         }
         self.arena.record_update(&mut g, "mlp")?;
@@ -587,7 +611,14 @@ impl Dlrm {
             let tb = self.gpu.storage("trace T", t_bytes);
             let rb = self.gpu.storage("trace R", r_bytes);
             g.copy("trace T", fw.t.clone(), 0, Buf::from(&tb), 0, t_bytes);
-            g.copy("trace R", fw.r.clone(), 0, Buf::from(&rb), 0, r_bytes);
+            g.copy(
+                "trace R",
+                fw.r.rows.buf.clone(),
+                0,
+                Buf::from(&rb),
+                0,
+                r_bytes,
+            );
             Some((tb, rb))
         } else {
             None
@@ -689,12 +720,18 @@ impl Dlrm {
         let tables = self.config.tables.len();
         let features = self.config.dense_features();
         let in_p = self.bottom.input_stride();
+        let bp = pad4(b);
         let mut x = vec![0f32; b * in_p];
+        let mut x_t = vec![0f32; in_p * bp];
         for s in 0..b {
-            x[s * in_p..s * in_p + features]
-                .copy_from_slice(&batch.dense[s * features..(s + 1) * features]);
+            for f in 0..features {
+                let v = batch.dense[s * features + f];
+                x[s * in_p + f] = v;
+                x_t[f * bp + s] = v;
+            }
         }
         input.write(&inputs.dense_x, &x)?;
+        input.write(&inputs.dense_x_t, &x_t)?;
         if let Some(l) = &inputs.labels {
             input.write(l, batch.labels)?;
         }
@@ -749,6 +786,70 @@ impl Dlrm {
         self.unread.push_back((self.steps, b));
         self.steps += 1;
         Ok(())
+    }
+
+    /// A training step like [`Dlrm::train_step`], run with a GPU timestamp around every node:
+    /// waits and returns the per-node times (needs timestamp queries).
+    pub fn profile_step(&mut self, batch: &DlrmBatch) -> Result<Vec<crate::graph::NodeTime>> {
+        let b = self.validate(batch, true)?;
+        self.flush_stats()?;
+        if !self.train_plans.contains_key(&b) {
+            let plan = self.build_train_plan(b)?;
+            self.train_plans.insert(b, plan);
+        }
+        let slot = (self.steps % self.options.stats_ring as u64) as u32;
+        let mut sp = self.train_plans.remove(&b).expect("plan");
+        let result = self
+            .fill(&mut sp.input, &sp.inputs, batch, Some(slot))
+            .and_then(|ids| {
+                self.last_dense_ids = ids;
+                sp.plan.upload(&sp.input)?;
+                sp.plan.run_profiled()
+            });
+        self.train_plans.insert(b, sp);
+        let times = result?;
+        self.unread.push_back((self.steps, b));
+        self.steps += 1;
+        Ok(times)
+    }
+
+    /// FLOPs per sample of a training step by part (multiply-add = 2), as counted from the
+    /// shapes: MLP forward, weight and input gradients; the interaction's dots and their
+    /// gradients; the TT chains forward and backward (3x the forward chain, the reference's
+    /// count); the dense tables' sums.
+    pub fn flops_per_sample(&self) -> Vec<(&'static str, f64)> {
+        let mlp = |w: &[usize], first_dx: bool| -> f64 {
+            let macs: Vec<f64> = w.windows(2).map(|p| (p[0] * p[1]) as f64).collect();
+            let total: f64 = macs.iter().sum();
+            let dx = if first_dx { total } else { total - macs[0] };
+            2.0 * (2.0 * total + dx)
+        };
+        let cfg = &self.config;
+        let d = cfg.dim() as f64;
+        let pairs = (cfg.vectors() * (cfg.vectors() - 1) / 2) as f64;
+        let mut tt = 0.0;
+        let mut dense = 0.0;
+        for p in &self.tt {
+            match p {
+                Some(p) => {
+                    let s = p.shape();
+                    let chain: f64 = (1..s.d())
+                        .map(|k| {
+                            2.0 * (s.q_prefix(k) * s.ranks[k] * s.q[k] * s.ranks[k + 1]) as f64
+                        })
+                        .sum();
+                    tt += 3.0 * chain;
+                }
+                None => dense += 2.0 * d,
+            }
+        }
+        vec![
+            ("bottom MLP", mlp(&cfg.bottom_mlp, false)),
+            ("top MLP", mlp(&cfg.top_widths(), true)),
+            ("interaction", 2.0 * d * pairs * 3.0),
+            ("TT tables", tt),
+            ("dense tables", dense),
+        ]
     }
 
     /// Reads the statistics of the steps not read yet into the host list (one wait).

@@ -36,8 +36,10 @@ struct Inner {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pool: Mutex<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
-    /// A small zeroed buffer bound where a kernel's optional operand is absent.
+    /// Small zeroed buffers bound where a kernel's optional operand is absent: one for
+    /// read-only bindings, one for read-write ones (a buffer cannot be both in one dispatch).
     placeholder: wgpu::Buffer,
+    placeholder_rw: wgpu::Buffer,
 }
 
 /// A wgpu device and queue with ttrec's caches. Cheap to clone (shared).
@@ -180,15 +182,20 @@ impl Gpu {
         } else {
             AdapterClass::Gpu
         };
-        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("ttrec placeholder"),
-            size: 256,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let make_placeholder = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let placeholder = make_placeholder("ttrec placeholder");
+        let placeholder_rw = make_placeholder("ttrec placeholder (read-write)");
         Gpu {
             inner: Arc::new(Inner {
                 placeholder,
+                placeholder_rw,
                 device,
                 queue,
                 info,
@@ -452,6 +459,12 @@ impl Gpu {
     /// kernel's override constants keep it from being read).
     pub fn placeholder(&self) -> &wgpu::Buffer {
         &self.inner.placeholder
+    }
+
+    /// The placeholder for a read-write binding (never bound read-only in the same dispatch
+    /// as [`Gpu::placeholder`]).
+    pub fn placeholder_rw(&self) -> &wgpu::Buffer {
+        &self.inner.placeholder_rw
     }
 
     /// Largest storage binding in bytes.

@@ -37,23 +37,26 @@ impl InteractionShape {
         Ok(())
     }
 
-    fn constants(&self) -> [(&'static str, f64); 4] {
+    fn constants(&self) -> [(&'static str, f64); 5] {
         [
             ("BATCH", self.batch as f64),
             ("F", self.vectors as f64),
             ("D", self.dim as f64),
             ("LDR", self.out_stride as f64),
+            ("LDB", self.batch.div_ceil(4) as f64 * 4.0),
         ]
     }
 }
 
-/// Adds R = interaction(T): `t` is [B, F, D], `r` is [B, out_stride].
+/// Adds R = interaction(T): `t` is [B, F, D], `r` is [B, out_stride] and `r_t` its transpose
+/// [out_stride, pad4(B)].
 pub fn record_interaction_fwd(
     g: &mut GraphBuilder,
     label: impl Into<String>,
     s: InteractionShape,
     t: Buf,
     r: Buf,
+    r_t: Buf,
 ) -> Result<()> {
     s.check()?;
     let pipeline = g
@@ -64,12 +67,14 @@ pub fn record_interaction_fwd(
         WORKGROUP,
         g.gpu().limits().max_compute_workgroups_per_dimension,
     );
-    g.dispatch(label, pipeline, vec![t, r], gr);
+    g.dispatch(label, pipeline, vec![t, r, r_t], gr);
     Ok(())
 }
 
-/// Adds dT from dR (`dr` [B, out_stride]); with `mask0` vector 0's gradient is zeroed where
-/// T[b, 0] <= 0 (the ReLU that ends the bottom MLP).
+/// Adds dT from dR (`dr` [B, out_stride]), and vector 0's gradient transposed into `dt0_t`
+/// [D, pad4(B)]; with `mask0` vector 0's gradient is zeroed where T[b, 0] <= 0 (the ReLU that
+/// ends the bottom MLP).
+#[allow(clippy::too_many_arguments)]
 pub fn record_interaction_bwd(
     g: &mut GraphBuilder,
     label: impl Into<String>,
@@ -77,6 +82,7 @@ pub fn record_interaction_bwd(
     dr: Buf,
     t: Buf,
     dt: Buf,
+    dt0_t: Buf,
     mask0: bool,
 ) -> Result<()> {
     s.check()?;
@@ -90,6 +96,6 @@ pub fn record_interaction_bwd(
         WORKGROUP,
         g.gpu().limits().max_compute_workgroups_per_dimension,
     );
-    g.dispatch(label, pipeline, vec![dr, t, dt], gr);
+    g.dispatch(label, pipeline, vec![dr, t, dt, dt0_t], gr);
     Ok(())
 }

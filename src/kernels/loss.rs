@@ -16,7 +16,8 @@ pub struct StepParams {
 pub const STATS_PER_STEP: usize = 2;
 
 /// Adds the loss of `batch` logits (column 0 of rows of `ldz` values in `logits`) against
-/// `labels`: dlogits (same layout, padding zeroed) and the step's statistics in `stats`.
+/// `labels`: dlogits (same layout, padding zeroed), its transpose `dlogits_t` [ldz, pad4(B)],
+/// and the step's statistics in `stats`.
 #[allow(clippy::too_many_arguments)]
 pub fn record_bce(
     g: &mut GraphBuilder,
@@ -27,17 +28,22 @@ pub fn record_bce(
     logits: Buf,
     labels: Buf,
     dlogits: Buf,
+    dlogits_t: Buf,
     stats: Buf,
 ) -> Result<()> {
     let pipeline = g.gpu().pipeline(
         "loss",
         "bce",
-        &[("BATCH", batch as f64), ("LDZ", ldz as f64)],
+        &[
+            ("BATCH", batch as f64),
+            ("LDZ", ldz as f64),
+            ("LDB", batch.div_ceil(4) as f64 * 4.0),
+        ],
     )?;
     g.dispatch(
         label,
         pipeline,
-        vec![step, logits, labels, dlogits, stats],
+        vec![step, logits, labels, dlogits, stats, dlogits_t],
         [1, 1, 1],
     );
     Ok(())

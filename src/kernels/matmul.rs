@@ -1,21 +1,10 @@
-//! Launcher of `shaders/matmul.wgsl`: the MLPs' matrix products with fused epilogues.
+//! Launcher of `shaders/matmul.wgsl`: the MLPs' matrix products C = A^T B with fused epilogues,
+//! and the transposes that give every product that form.
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid, AdapterClass, Gpu};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::{MatrixAt, WORKGROUP};
-
-/// Which product (see the shader's header): `Nt` forward, `Nn` input gradient, `Tn` weight
-/// gradient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GemmLayout {
-    /// C = A B^T, B stored [N, K].
-    Nt,
-    /// C = A B.
-    Nn,
-    /// C = A^T B, A stored [K, M].
-    Tn,
-}
 
 /// How a product runs; chosen once per adapter ([`GemmVariant::for_gpu`]) since CPU adapters
 /// and GPUs want opposite trade-offs.
@@ -37,96 +26,217 @@ impl GemmVariant {
     }
 }
 
-/// One product C[M, N] = op(A) op(B) with its epilogue.
+/// C[M, N] = A^T B with A stored [K, M], B stored [K, N], then the epilogue: + bias[n], ReLU,
+/// zeroed where mask[m, n] <= 0; stored as C and/or C^T ([N, M]).
 #[derive(Clone, Debug)]
 pub struct Gemm {
-    pub layout: GemmLayout,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: MatrixAt,
+    pub b: MatrixAt,
+    pub c: Option<MatrixAt>,
+    pub ct: Option<MatrixAt>,
+    /// (buffer, element offset) of N values added to every row.
+    pub bias: Option<(Buf, usize)>,
+    pub relu: bool,
+    pub mask: Option<MatrixAt>,
+}
+
+/// A weight gradient C = A^T B stored as C, and the bias gradient sum_k A[k, m] where given.
+#[derive(Clone, Debug)]
+pub struct WeightGrad {
     pub m: usize,
     pub n: usize,
     pub k: usize,
     pub a: MatrixAt,
     pub b: MatrixAt,
     pub c: MatrixAt,
-    /// `Nt`/`Nn`: bias added to every row (buffer, element offset). `Tn`: where the bias gradient
-    /// (the sum of A over k) is written.
-    pub bias: Option<(Buf, usize)>,
-    /// `Nt`/`Nn`: max(0, .) after the bias.
-    pub relu: bool,
-    /// `Nt`/`Nn`: outputs are zeroed where `mask[m, n] <= 0` (the ReLU derivative of a layer's
-    /// output).
-    pub mask: Option<MatrixAt>,
+    pub bias_grad: Option<(Buf, usize)>,
 }
 
 fn quad(x: usize) -> bool {
     x.is_multiple_of(4)
 }
 
-impl Gemm {
-    /// Whether the register kernels can run this product (vec4 alignment of every operand).
-    pub fn fits_registers(&self) -> bool {
-        let mats = [&self.a, &self.b, &self.c]
-            .into_iter()
-            .chain(self.mask.as_ref())
-            .all(|x| quad(x.stride) && quad(x.offset));
-        let inner = match self.layout {
-            GemmLayout::Nt | GemmLayout::Nn => quad(self.k),
-            GemmLayout::Tn => quad(self.m),
-        };
-        mats && inner && quad(self.n) && self.bias.as_ref().is_none_or(|(_, o)| quad(*o))
-    }
+fn aligned(x: &MatrixAt) -> bool {
+    quad(x.stride) && quad(x.offset)
+}
 
-    fn check(&self) -> Result<()> {
-        if self.m == 0 || self.n == 0 || self.k == 0 {
-            return Err(Error::shape(
-                None,
-                format!(
-                    "matrix product of {} x {} x {} has an empty dimension",
-                    self.m, self.n, self.k
+/// Whether the register kernels can run a product: vec4 alignment of every operand and rows of
+/// A long enough for vec4 loads up to pad4(M).
+fn fits_registers(m: usize, n: usize, a: &MatrixAt, b: &MatrixAt, others: &[&MatrixAt]) -> bool {
+    quad(n)
+        && aligned(a)
+        && aligned(b)
+        && a.stride >= m.div_ceil(4) * 4
+        && others.iter().all(|x| aligned(x))
+}
+
+fn check_dims(m: usize, n: usize, k: usize) -> Result<()> {
+    if m == 0 || n == 0 || k == 0 {
+        return Err(Error::shape(
+            None,
+            format!("matrix product of {m} x {n} x {k} has an empty dimension"),
+        ));
+    }
+    Ok(())
+}
+
+struct Launch {
+    entry: &'static str,
+    groups: [u32; 3],
+    tm: usize,
+    tn: usize,
+}
+
+fn launch(
+    g: &GraphBuilder,
+    m: usize,
+    n: usize,
+    variant: GemmVariant,
+    wgrad: bool,
+) -> Result<Launch> {
+    match variant {
+        GemmVariant::Registers => {
+            // 8 rows x 2 vec4 columns: the measured best on lavapipe (more accumulators spill).
+            let tm = if m <= 4 { 4 } else { 8 };
+            let tn = if n.is_multiple_of(8) { 2 } else { 1 };
+            let inv = m.div_ceil(tm) as u64 * (n / (4 * tn)) as u64;
+            Ok(Launch {
+                entry: if wgrad { "gemm_tn_wgrad" } else { "gemm_tn" },
+                groups: grid(
+                    inv,
+                    WORKGROUP,
+                    g.gpu().limits().max_compute_workgroups_per_dimension,
                 ),
-            ));
+                tm,
+                tn,
+            })
         }
-        if self.layout == GemmLayout::Tn && (self.relu || self.mask.is_some()) {
-            return Err(Error::shape(
-                None,
-                "the weight-gradient product has no ReLU or mask epilogue",
-            ));
+        GemmVariant::Tiled => {
+            let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+            let max = g.gpu().limits().max_compute_workgroups_per_dimension;
+            if groups[0] > max || groups[1] > max {
+                return Err(Error::shape(
+                    None,
+                    format!("matrix product of {m} x {n} is over the adapter's grid"),
+                ));
+            }
+            Ok(Launch {
+                entry: if wgrad {
+                    "gemm_tiled_wgrad"
+                } else {
+                    "gemm_tiled"
+                },
+                groups,
+                tm: 8,
+                tn: 1,
+            })
         }
-        Ok(())
     }
 }
 
-/// Adds product `p` with `variant` (falling back to the tiled kernel where the register kernels'
-/// alignment does not hold).
+fn flag(b: bool) -> f64 {
+    b as u8 as f64
+}
+
+/// Adds product `p` with `variant` (the tiled kernel where the register kernels' alignment does
+/// not hold).
 pub fn record_gemm(
     g: &mut GraphBuilder,
     label: impl Into<String>,
     p: &Gemm,
     variant: GemmVariant,
 ) -> Result<()> {
-    p.check()?;
-    let variant = if variant == GemmVariant::Registers && !p.fits_registers() {
+    check_dims(p.m, p.n, p.k)?;
+    if p.c.is_none() && p.ct.is_none() {
+        return Err(Error::shape(None, "a matrix product with no output"));
+    }
+    let others: Vec<&MatrixAt> = p.c.iter().chain(p.mask.as_ref()).collect();
+    let bias_ok = p.bias.as_ref().is_none_or(|(_, o)| quad(*o));
+    let variant = if variant == GemmVariant::Registers
+        && !(bias_ok && fits_registers(p.m, p.n, &p.a, &p.b, &others))
+    {
         GemmVariant::Tiled
     } else {
         variant
     };
-    let placeholder = Buf::from(g.gpu().placeholder());
-    let (bias_buf, bias_off) = p.bias.clone().unwrap_or_else(|| (placeholder.clone(), 0));
-    let mask = p.mask.clone().unwrap_or(MatrixAt {
-        buf: placeholder.clone(),
+    let l = launch(g, p.m, p.n, variant, false)?;
+    let ro = Buf::from(g.gpu().placeholder());
+    let rw = Buf::from(g.gpu().placeholder_rw());
+    let none = |buf: &Buf| MatrixAt {
+        buf: buf.clone(),
         stride: 4,
         offset: 0,
-    });
-    let tm = match p.layout {
-        GemmLayout::Tn if !p.m.is_multiple_of(8) => 4,
-        _ if p.m <= 4 => 4,
-        _ => 8,
     };
-    let tn = if p.n.is_multiple_of(8) { 2 } else { 1 };
-    let layout_code = match p.layout {
-        GemmLayout::Nt => 0.0,
-        GemmLayout::Nn => 1.0,
-        GemmLayout::Tn => 2.0,
+    let c = p.c.clone().unwrap_or_else(|| none(&rw));
+    let ct = p.ct.clone().unwrap_or_else(|| none(&rw));
+    let mask = p.mask.clone().unwrap_or_else(|| none(&ro));
+    let (bias, bias_off) = p.bias.clone().unwrap_or((ro, 0));
+    let constants = [
+        ("M", p.m as f64),
+        ("N", p.n as f64),
+        ("K", p.k as f64),
+        ("LDA", p.a.stride as f64),
+        ("LDB", p.b.stride as f64),
+        ("LDC", c.stride as f64),
+        ("LDCT", ct.stride as f64),
+        ("LDM", mask.stride as f64),
+        ("A_OFF", p.a.offset as f64),
+        ("B_OFF", p.b.offset as f64),
+        ("C_OFF", c.offset as f64),
+        ("CT_OFF", ct.offset as f64),
+        ("M_OFF", mask.offset as f64),
+        ("BIAS_OFF", bias_off as f64),
+        ("BIAS", flag(p.bias.is_some())),
+        ("RELU", flag(p.relu)),
+        ("MASK", flag(p.mask.is_some())),
+        ("STORE_C", flag(p.c.is_some())),
+        ("STORE_CT", flag(p.ct.is_some())),
+        ("TM", l.tm as f64),
+        ("TN", l.tn as f64),
+    ];
+    let pipeline = g.gpu().pipeline("matmul", l.entry, &constants)?;
+    // With C absent the read-write placeholder would be bound twice (C and C^T): the same
+    // buffer twice as read-write is allowed.
+    g.dispatch(
+        format!("{} ({})", label.into(), l.entry),
+        pipeline,
+        vec![
+            p.a.buf.clone(),
+            p.b.buf.clone(),
+            c.buf,
+            bias,
+            mask.buf,
+            ct.buf,
+        ],
+        l.groups,
+    );
+    Ok(())
+}
+
+/// Adds weight gradient `p` (and its bias gradient).
+pub fn record_weight_grad(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    p: &WeightGrad,
+    variant: GemmVariant,
+) -> Result<()> {
+    check_dims(p.m, p.n, p.k)?;
+    let bias_ok = p.bias_grad.as_ref().is_none_or(|(_, o)| quad(*o));
+    let variant = if variant == GemmVariant::Registers
+        && !(bias_ok && quad(p.m) && fits_registers(p.m, p.n, &p.a, &p.b, &[&p.c]))
+    {
+        GemmVariant::Tiled
+    } else {
+        variant
     };
+    let l = launch(g, p.m, p.n, variant, true)?;
+    let (bias, bias_off) = p
+        .bias_grad
+        .clone()
+        .unwrap_or_else(|| (Buf::from(g.gpu().placeholder_rw()), 0));
     let constants = [
         ("M", p.m as f64),
         ("N", p.n as f64),
@@ -134,78 +244,55 @@ pub fn record_gemm(
         ("LDA", p.a.stride as f64),
         ("LDB", p.b.stride as f64),
         ("LDC", p.c.stride as f64),
-        ("LDM", mask.stride as f64),
         ("A_OFF", p.a.offset as f64),
         ("B_OFF", p.b.offset as f64),
         ("C_OFF", p.c.offset as f64),
-        ("M_OFF", mask.offset as f64),
         ("BIAS_OFF", bias_off as f64),
-        (
-            "BIAS",
-            (p.layout != GemmLayout::Tn && p.bias.is_some()) as u8 as f64,
-        ),
-        ("RELU", p.relu as u8 as f64),
-        ("MASK", p.mask.is_some() as u8 as f64),
-        (
-            "BIAS_GRAD",
-            (p.layout == GemmLayout::Tn && p.bias.is_some()) as u8 as f64,
-        ),
-        ("TM", tm as f64),
-        ("TN", tn as f64),
-        ("LAYOUT", layout_code),
+        ("BIAS_GRAD", flag(p.bias_grad.is_some())),
+        ("TM", l.tm as f64),
+        ("TN", l.tn as f64),
     ];
-    let (entry, groups) = match variant {
-        GemmVariant::Registers => {
-            let entry = match p.layout {
-                GemmLayout::Nt => "gemm_nt",
-                GemmLayout::Nn => "gemm_nn",
-                GemmLayout::Tn => "gemm_tn",
-            };
-            let inv = p.m.div_ceil(tm) as u64 * (p.n / (4 * tn)) as u64;
-            let gr = grid(
-                inv,
-                WORKGROUP,
-                g.gpu().limits().max_compute_workgroups_per_dimension,
-            );
-            (entry, gr)
-        }
-        GemmVariant::Tiled => {
-            let entry = if p.layout == GemmLayout::Tn {
-                "gemm_tiled_tn"
-            } else {
-                "gemm_tiled"
-            };
-            let gr = [p.n.div_ceil(64) as u32, p.m.div_ceil(64) as u32, 1];
-            let max = g.gpu().limits().max_compute_workgroups_per_dimension;
-            if gr[0] > max || gr[1] > max {
-                return Err(Error::shape(
-                    None,
-                    format!(
-                        "matrix product of {} x {} is over the adapter's grid",
-                        p.m, p.n
-                    ),
-                ));
-            }
-            (entry, gr)
-        }
-    };
-    let pipeline = g.gpu().pipeline("matmul", entry, &constants)?;
-    let bindings = if p.layout == GemmLayout::Tn {
-        vec![p.a.buf.clone(), p.b.buf.clone(), p.c.buf.clone(), bias_buf]
-    } else {
-        vec![
-            p.a.buf.clone(),
-            p.b.buf.clone(),
-            p.c.buf.clone(),
-            bias_buf,
-            mask.buf,
-        ]
-    };
+    let pipeline = g.gpu().pipeline("matmul", l.entry, &constants)?;
     g.dispatch(
-        format!("{} ({entry})", label.into()),
+        format!("{} ({})", label.into(), l.entry),
         pipeline,
-        bindings,
-        groups,
+        vec![p.a.buf.clone(), p.b.buf.clone(), p.c.buf.clone(), bias],
+        l.groups,
+    );
+    Ok(())
+}
+
+/// Adds out = input^T for a `rows x cols` matrix.
+pub fn record_transpose(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    rows: usize,
+    cols: usize,
+    input: &MatrixAt,
+    output: &MatrixAt,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(
+        "matmul",
+        "transpose",
+        &[
+            ("ROWS", rows as f64),
+            ("COLS", cols as f64),
+            ("IN_LD", input.stride as f64),
+            ("OUT_LD", output.stride as f64),
+            ("IN_OFF", input.offset as f64),
+            ("OUT_OFF", output.offset as f64),
+        ],
+    )?;
+    let gr = grid(
+        (rows * cols) as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(
+        label,
+        pipeline,
+        vec![input.buf.clone(), output.buf.clone()],
+        gr,
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::optim::UpdateKind;
 use crate::kernels::{MatrixAt, WORKGROUP};
 
 /// The per-chunk uniform (the WGSL `Chunk`).
@@ -179,7 +180,19 @@ pub struct CoreGradShape {
     pub prefix: PrefixSource,
 }
 
-/// Adds the accumulation of one chunk's contribution to core `s.core`'s gradient.
+/// The update fused into a core gradient (a plan with one chunk): which optimizer, its uniform
+/// parameters, the core and its optimizer state.
+#[derive(Clone, Debug)]
+pub struct FusedUpdate {
+    pub kind: UpdateKind,
+    pub opt: Buf,
+    pub weight: Buf,
+    pub state: Buf,
+}
+
+/// Adds the accumulation of one chunk's contribution to core `s.core`'s gradient, and with
+/// `update` the fused update of the rows it touches (`opt` is the core's optimizer uniform,
+/// bound even without an update).
 #[allow(clippy::too_many_arguments)]
 pub fn record_core_grad(
     g: &mut GraphBuilder,
@@ -192,6 +205,8 @@ pub fn record_core_grad(
     prefix: Buf,
     dp: Buf,
     grad: Buf,
+    opt: Buf,
+    update: Option<FusedUpdate>,
 ) -> Result<()> {
     let mode = match s.prefix {
         PrefixSource::One => 0.0,
@@ -214,8 +229,28 @@ pub fn record_core_grad(
             ("CORE_K", s.core as f64),
             ("TNQ", tnq as f64),
             ("TRQ", trq as f64),
+            (
+                "FUSED_UPDATE",
+                match update.as_ref().map(|u| u.kind) {
+                    None => 0.0,
+                    Some(UpdateKind::Sgd) => 1.0,
+                    Some(UpdateKind::Adagrad) => 2.0,
+                },
+            ),
         ],
     )?;
+    // Core 0 reads no prefix; bind the placeholder there so that its own buffer can be updated
+    // (read-write) in the same dispatch.
+    let prefix = if s.prefix == PrefixSource::One {
+        Buf::from(g.gpu().placeholder())
+    } else {
+        prefix
+    };
+    let rw = Buf::from(g.gpu().placeholder_rw());
+    let (weight, state) = match &update {
+        Some(u) => (u.weight.clone(), u.state.clone()),
+        None => (rw.clone(), rw),
+    };
     let col_tiles = if vec4 {
         s.nk / 4 / tnq
     } else {
@@ -226,7 +261,9 @@ pub fn record_core_grad(
     g.dispatch(
         label,
         pipeline,
-        vec![chunk, digits, sorted, segments, prefix, dp, grad],
+        vec![
+            chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state,
+        ],
         gr,
     );
     Ok(())

@@ -6,7 +6,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::matmul::{record_gemm, Gemm, GemmLayout, GemmVariant};
+use crate::kernels::matmul::{
+    record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+};
 use crate::kernels::optim::{record_update, OptParams, UpdateKind};
 use crate::kernels::MatrixAt;
 use crate::tt::init::Gauss;
@@ -98,6 +100,8 @@ pub struct ParamArena {
     tensors: Vec<ArenaTensor>,
     len: usize,
     params: wgpu::Buffer,
+    /// Every weight transposed ([in, out] at the weight's offset), refreshed each step.
+    params_t: wgpu::Buffer,
     grads: wgpu::Buffer,
     state: wgpu::Buffer,
     optimizer: Optimizer,
@@ -132,6 +136,7 @@ impl ParamArena {
             gpu: gpu.clone(),
             len: layout.len,
             params: gpu.storage("mlp params", bytes),
+            params_t: gpu.storage("mlp params transposed", bytes),
             grads: gpu.storage("mlp grads", bytes),
             state: gpu.storage("mlp optimizer state", if adagrad { bytes } else { 16 }),
             tensors: layout.tensors,
@@ -277,6 +282,30 @@ impl ParamArena {
         )
     }
 
+    /// Adds the refresh of every weight's transposed copy (the forward's right operand).
+    pub fn record_transposes(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
+        for t in self.tensors.iter().filter(|t| !t.vector) {
+            record_transpose(
+                g,
+                format!("{tag} transpose {}", t.name),
+                t.stored_rows,
+                t.stride,
+                &self.at(&self.params, t),
+                &self.at_t(t),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where weight `t`'s transposed copy lives: [stride, stored_rows] at its offset.
+    fn at_t(&self, t: &ArenaTensor) -> MatrixAt {
+        MatrixAt {
+            buf: Buf::from(&self.params_t),
+            stride: t.stored_rows,
+            offset: t.offset,
+        }
+    }
+
     fn at(&self, buf: &wgpu::Buffer, t: &ArenaTensor) -> MatrixAt {
         MatrixAt {
             buf: Buf::from(buf),
@@ -303,10 +332,34 @@ pub struct Mlp {
     pub layers: Vec<Layer>,
 }
 
-/// The activations of one forward, kept for the backward: the input and each layer's output.
+/// A batch of B activations (or their gradients) of one width in both layouts the products
+/// read: `rows` batch-major `[B, pad4(width)]` and `cols` feature-major `[pad4(width), pad4(B)]`.
+#[derive(Clone, Debug)]
+pub struct Act {
+    pub rows: MatrixAt,
+    pub cols: MatrixAt,
+}
+
+/// Declares transients for an activation of `width` values per sample in both layouts.
+pub fn act_transient(g: &mut GraphBuilder, tag: &str, batch: usize, width: usize) -> Act {
+    let (wp, bp) = (pad4(width), pad4(batch));
+    Act {
+        rows: MatrixAt::dense(
+            g.transient(&format!("{tag} rows"), (batch * wp) as u64 * 4),
+            wp,
+        ),
+        cols: MatrixAt::dense(
+            g.transient(&format!("{tag} cols"), (wp * bp) as u64 * 4),
+            bp,
+        ),
+    }
+}
+
+/// The activations of one forward, kept for the backward: the input and each layer's output
+/// (batch-major).
 #[derive(Clone, Debug)]
 pub struct MlpActivations {
-    pub input: MatrixAt,
+    pub input: Act,
     pub outputs: Vec<MatrixAt>,
 }
 
@@ -381,66 +434,78 @@ impl Mlp {
         Ok(())
     }
 
+    /// Adds the forward of `batch` samples of `input` (pad columns zero). Layer outputs go to
+    /// transients; the last one's batch-major copy to `output` when given, and its
+    /// feature-major copy to `output_t` when given. Reads the weights' transposed copies
+    /// ([`ParamArena::record_transposes`] must run earlier in the step).
     #[allow(clippy::too_many_arguments)]
-    /// Adds the forward of `batch` rows of `input` (padded width, pad columns zero). Layer
-    /// outputs go to transients, the last one to `output` when given. `tag` labels the nodes.
     pub fn record_forward(
         &self,
         g: &mut GraphBuilder,
         arena: &ParamArena,
-        input: MatrixAt,
+        input: Act,
         output: Option<MatrixAt>,
+        output_t: Option<MatrixAt>,
         batch: usize,
         variant: GemmVariant,
         tag: &str,
     ) -> Result<MlpActivations> {
         let mut outputs = Vec::with_capacity(self.layers.len());
-        let mut x = input.clone();
+        let mut x_t = input.cols.clone();
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             let out_p = pad4(l.outputs);
-            let y = match (&output, i == last) {
-                (Some(o), true) => o.clone(),
-                _ => MatrixAt::dense(
-                    g.transient(&format!("{tag} y{i}"), (batch * out_p) as u64 * 4),
-                    out_p,
-                ),
+            let (y, y_t) = if i == last {
+                let y = output.clone().unwrap_or_else(|| {
+                    MatrixAt::dense(
+                        g.transient(&format!("{tag} y{i} rows"), (batch * out_p) as u64 * 4),
+                        out_p,
+                    )
+                });
+                (y, output_t.clone())
+            } else {
+                let a = act_transient(g, &format!("{tag} y{i}"), batch, l.outputs);
+                (a.rows, Some(a.cols))
             };
             record_gemm(
                 g,
                 format!("{tag} layer {i} forward"),
                 &Gemm {
-                    layout: GemmLayout::Nt,
                     m: batch,
                     n: out_p,
                     k: pad4(l.inputs),
-                    a: x.clone(),
-                    b: arena.at(&arena.params, &l.weight),
-                    c: y.clone(),
+                    a: x_t.clone(),
+                    b: arena.at_t(&l.weight),
+                    c: Some(y.clone()),
+                    ct: y_t.clone(),
                     bias: Some((Buf::from(&arena.params), l.bias.offset)),
                     relu: l.relu,
                     mask: None,
                 },
                 variant,
             )?;
-            outputs.push(y.clone());
-            x = y;
+            outputs.push(y);
+            if let Some(t) = y_t {
+                x_t = t;
+            }
         }
         Ok(MlpActivations { input, outputs })
     }
 
-    /// Adds the backward from `dz`, the gradient w.r.t. the last layer's pre-activation (the
-    /// caller applies the last ReLU's mask, e.g. fused into its own kernel): weight and bias
-    /// gradients of every layer into the arena's gradients, and, when `dx` is given, the
-    /// gradient w.r.t. the input written there.
+    /// Adds the backward from `dz`, the gradient w.r.t. the last layer's pre-activation in both
+    /// layouts (the caller applies the last ReLU's mask, e.g. fused into its own kernel): weight
+    /// and bias gradients of every layer into the arena's gradients, and, when `dx` is given,
+    /// the gradient w.r.t. the input: its batch-major copy, and its feature-major copy when
+    /// `dx_t` is given.
     #[allow(clippy::too_many_arguments)]
     pub fn record_backward(
         &self,
         g: &mut GraphBuilder,
         arena: &ParamArena,
         acts: &MlpActivations,
-        dz: MatrixAt,
+        dz: Act,
         dx: Option<MatrixAt>,
+        dx_t: Option<MatrixAt>,
         batch: usize,
         variant: GemmVariant,
         tag: &str,
@@ -449,50 +514,57 @@ impl Mlp {
         for i in (0..self.layers.len()).rev() {
             let l = &self.layers[i];
             let x = if i == 0 {
-                acts.input.clone()
+                acts.input.rows.clone()
             } else {
                 acts.outputs[i - 1].clone()
             };
             let (in_p, out_p) = (pad4(l.inputs), pad4(l.outputs));
-            record_gemm(
+            record_weight_grad(
                 g,
                 format!("{tag} layer {i} weight grad"),
-                &Gemm {
-                    layout: GemmLayout::Tn,
+                &WeightGrad {
                     m: out_p,
                     n: in_p,
                     k: batch,
-                    a: dz.clone(),
+                    a: dz.rows.clone(),
                     b: x,
                     c: arena.at(&arena.grads, &l.weight),
-                    bias: Some((Buf::from(&arena.grads), l.bias.offset)),
-                    relu: false,
-                    mask: None,
+                    bias_grad: Some((Buf::from(&arena.grads), l.bias.offset)),
                 },
                 variant,
             )?;
             let target = if i > 0 {
-                Some(MatrixAt::dense(
-                    g.transient(&format!("{tag} dz{}", i - 1), (batch * in_p) as u64 * 4),
-                    in_p,
+                Some(act_transient(
+                    g,
+                    &format!("{tag} dz{}", i - 1),
+                    batch,
+                    l.inputs,
                 ))
             } else {
-                dx.clone()
+                dx.clone().map(|rows| Act {
+                    rows,
+                    cols: dx_t.clone().unwrap_or(MatrixAt {
+                        buf: Buf::from(g.gpu().placeholder_rw()),
+                        stride: 4,
+                        offset: 0,
+                    }),
+                })
             };
             let Some(target) = target else { break };
+            let store_t = i > 0 || dx_t.is_some();
             // dZ_{i-1} = (dZ_i W_i) * relu'(Y_{i-1}); the input of layer 0 has no ReLU.
             let mask = (i > 0 && self.layers[i - 1].relu).then(|| acts.outputs[i - 1].clone());
             record_gemm(
                 g,
                 format!("{tag} layer {i} input grad"),
                 &Gemm {
-                    layout: GemmLayout::Nn,
                     m: batch,
                     n: in_p,
                     k: out_p,
-                    a: dz.clone(),
+                    a: dz.cols.clone(),
                     b: arena.at(&arena.params, &l.weight),
-                    c: target.clone(),
+                    c: Some(target.rows.clone()),
+                    ct: store_t.then(|| target.cols.clone()),
                     bias: None,
                     relu: false,
                     mask,

@@ -7,4 +7,4 @@ pub mod embedding;
 pub mod mlp;
 
 pub use embedding::{DenseBagGroup, DenseBagLookups};
-pub use mlp::{ArenaLayout, ArenaTensor, Mlp, MlpActivations, ParamArena};
+pub use mlp::{act_transient, Act, ArenaLayout, ArenaTensor, Mlp, MlpActivations, ParamArena};

@@ -2,17 +2,6 @@
 //! embedding.wgsl), in f64 on logical (unpadded, row-major) matrices. Written from the math, not
 //! from the kernels' blocking.
 
-/// Which product a GEMM computes (mirrors `kernels::matmul::GemmLayout`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// C = A B^T, B stored [N, K].
-    Nt,
-    /// C = A B, B stored [K, N].
-    Nn,
-    /// C = A^T B, A stored [K, M].
-    Tn,
-}
-
 /// A row-major matrix view: element (r, c) at `offset + r * stride + c`.
 #[derive(Clone, Copy, Debug)]
 pub struct At {
@@ -20,38 +9,29 @@ pub struct At {
     pub offset: usize,
 }
 
-/// C[M, N] = op(A) op(B) for `layout`, with A and B read through their views.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    a_at: At,
-    b: &[f32],
-    b_at: At,
-) -> Vec<f64> {
-    let av = |i: usize, kk: usize| -> f64 {
-        let (r, c) = if layout == Layout::Tn {
-            (kk, i)
-        } else {
-            (i, kk)
-        };
-        a[a_at.offset + r * a_at.stride + c] as f64
-    };
-    let bv = |kk: usize, j: usize| -> f64 {
-        let (r, c) = if layout == Layout::Nt {
-            (j, kk)
-        } else {
-            (kk, j)
-        };
-        b[b_at.offset + r * b_at.stride + c] as f64
-    };
+/// C[M, N] = A^T B with A stored [K, M] and B stored [K, N], read through their views (the one
+/// form of every MLP product, see shaders/matmul.wgsl).
+pub fn gemm_tn(m: usize, n: usize, k: usize, a: &[f32], a_at: At, b: &[f32], b_at: At) -> Vec<f64> {
     let mut out = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {
-            out[i * n + j] = (0..k).map(|kk| av(i, kk) * bv(kk, j)).sum();
+            out[i * n + j] = (0..k)
+                .map(|kk| {
+                    a[a_at.offset + kk * a_at.stride + i] as f64
+                        * b[b_at.offset + kk * b_at.stride + j] as f64
+                })
+                .sum();
+        }
+    }
+    out
+}
+
+/// Transpose of a `rows x cols` row-major matrix.
+pub fn transpose(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
         }
     }
     out

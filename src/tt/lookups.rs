@@ -7,7 +7,8 @@ use crate::error::Result;
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::tt::{
     record_chain, record_chain_sg, record_core_grad, record_pool, record_row_grad,
-    record_transpose, ChainShape, ChunkParams, CoreGradShape, PieceLayout, PrefixSource,
+    record_transpose, ChainShape, ChunkParams, CoreGradShape, FusedUpdate, PieceLayout,
+    PrefixSource,
 };
 use crate::kernels::MatrixAt;
 use crate::tt::batch::{cut_pieces, prepare, Bags};
@@ -33,6 +34,9 @@ pub struct TtLookups {
     segments: Vec<Buf>,
     /// Per core: its lookups cut into pieces of one digit, where the subgroup chain runs.
     pieces: Vec<Option<(PieceLayout, Buf)>>,
+    /// Per core: whether the backward product reads the transposed copy (refreshed by each
+    /// backward: worth it only when the lookups outnumber the core's rows).
+    transposed: Vec<bool>,
 }
 
 /// Forward scratch kept for the backward of the same plan (one chunk only: with several chunks
@@ -77,30 +81,40 @@ fn forward_product(params: &TtParams, k: usize) -> ChainShape {
     }
 }
 
-/// Backward product k: dP_k = dP_{k+1} * G_k[i_k]^T, on the transposed copy where there is one.
-fn backward_product(params: &TtParams, k: usize) -> ChainShape {
+/// Backward product k: dP_k = dP_{k+1} * G_k[i_k]^T, on the transposed copy when `transposed`.
+fn backward_product(params: &TtParams, k: usize, transposed: bool) -> ChainShape {
     let s = params.shape();
     ChainShape {
         m: s.q_prefix(k),
         k: s.q[k] * s.ranks[k + 1],
         n: s.ranks[k],
         core: k,
-        trans_b: params.core_t_buffer(k).is_none(),
+        trans_b: !transposed,
         a_from_core: false,
     }
 }
 
-/// The pieces of core k for the subgroup chain, where the adapter has fixed-size subgroups and
-/// one of core k's products fits the kernel.
+/// Whether core k's backward reads a transposed copy for chunks of `chunk` lookups: the copy
+/// costs a pass over the whole core per backward, so only when there are at least as many
+/// lookups as rows.
+fn use_transposed(params: &TtParams, k: usize, chunk: usize) -> bool {
+    params.core_t_buffer(k).is_some() && chunk >= params.shape().p[k]
+}
+
+/// The pieces of core k for the subgroup chain, where the adapter has fixed-size subgroups, one
+/// of core k's products fits the kernel, and a digit has on average at least two lookups (with
+/// fewer, most pieces would be padding).
 fn piece_layout(params: &TtParams, k: usize, chunk: usize) -> Option<PieceLayout> {
-    if k == 0 || !params.options().subgroup_kernels {
+    if k == 0 || !params.options().subgroup_kernels || chunk < 2 * params.shape().p[k] {
         return None;
     }
     let lanes = params.gpu().subgroup_size()? as usize;
     let s = params.shape();
     let layout = PieceLayout::new(lanes, s.q_prefix(k), s.p[k], chunk)?;
-    (layout.fits(&forward_product(params, k)) || layout.fits(&backward_product(params, k)))
-        .then_some(layout)
+    let transposed = use_transposed(params, k, chunk);
+    (layout.fits(&forward_product(params, k))
+        || layout.fits(&backward_product(params, k, transposed)))
+    .then_some(layout)
 }
 
 impl TtLookups {
@@ -148,6 +162,7 @@ impl TtLookups {
                 .map(|k| g.input(&format!("{tag} segments {k}"), u32s(chunks * (s.p[k] + 1))))
                 .collect(),
             pieces,
+            transposed: (0..d).map(|k| use_transposed(params, k, chunk)).collect(),
         }
     }
 
@@ -325,16 +340,23 @@ impl TtLookups {
         Ok(TtSaved { prefix })
     }
 
+    /// Whether the update is fused into the core-gradient kernels (one chunk: each touched
+    /// row's gradient is complete there, and untouched rows need no update).
+    fn fused(&self, params: &TtParams, update: bool) -> bool {
+        update && self.chunks() == 1 && params.update_kind().is_some()
+    }
+
     /// Adds the backward: dense core gradients of `sum(dout * pooled rows)` (bag b's gradient row
-    /// at `dout.offset + b * dout.stride`). With `saved` from this plan's forward and one chunk,
-    /// the forward's prefixes are reused; otherwise each chunk recomputes them. The fused update
-    /// is separate ([`TtParams::record_update`]).
+    /// at `dout.offset + b * dout.stride`) and, with `update`, the table's optimizer step. With
+    /// `saved` from this plan's forward and one chunk, the forward's prefixes are reused;
+    /// otherwise each chunk recomputes them.
     pub fn record_backward(
         &self,
         g: &mut GraphBuilder,
         params: &TtParams,
         dout: &MatrixAt,
         saved: Option<TtSaved>,
+        update: bool,
     ) -> Result<()> {
         let reuse = self.chunks() == 1 && saved.is_some();
         let prefix = match saved {
@@ -342,25 +364,32 @@ impl TtLookups {
             _ => self.prefix_scratch(g, params),
         };
         let scratch = self.backward_setup(g, params)?;
+        let fused = self.fused(params, update);
         for ci in 0..self.chunks() {
             if !reuse {
                 self.record_chunk_chain(g, params, ci, &prefix, None)?;
             }
-            self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout)?;
+            self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout, fused)?;
+        }
+        if update && !fused {
+            params.record_update(g, &self.tag)?;
         }
         Ok(())
     }
 
     /// Adds forward and backward chunk by chunk, each chunk's backward right after its forward
-    /// (the prefixes are computed once whatever the number of chunks): the training step of a
-    /// table whose output gradient is known before the step, as in the standalone API.
+    /// (the prefixes are computed once whatever the number of chunks), and with `update` the
+    /// optimizer step: the training step of a table whose output gradient is known before the
+    /// step, as in the standalone API.
     pub fn record_forward_backward(
         &self,
         g: &mut GraphBuilder,
         params: &TtParams,
         out: &MatrixAt,
         dout: &MatrixAt,
+        update: bool,
     ) -> Result<()> {
+        let fused = self.fused(params, update);
         let dim = params.shape().dim();
         let prefix = self.prefix_scratch(g, params);
         let row = g.transient(&format!("{} rows", self.tag), (self.chunk * dim) as u64 * 4);
@@ -379,7 +408,10 @@ impl TtLookups {
                 ci > 0,
                 self.bag_cap,
             )?;
-            self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout)?;
+            self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout, fused)?;
+        }
+        if update && !fused {
+            params.record_update(g, &self.tag)?;
         }
         Ok(())
     }
@@ -408,7 +440,7 @@ impl TtLookups {
             );
         }
         for k in 1..d {
-            if let Some(t) = params.core_t_buffer(k) {
+            if let (true, Some(t)) = (self.transposed[k], params.core_t_buffer(k)) {
                 record_transpose(
                     g,
                     format!("{tag} transpose core {k}"),
@@ -423,8 +455,10 @@ impl TtLookups {
         Ok(scratch)
     }
 
-    /// Adds chunk `ci`'s backward: row gradients, the transposed chain and the core gradients.
-    /// `scratch[0]` holds the row gradients, `scratch[k]` dP_k.
+    /// Adds chunk `ci`'s backward: row gradients, the transposed chain and the core gradients
+    /// (with the fused update when `fused`). `scratch[0]` holds the row gradients, `scratch[k]`
+    /// dP_k.
+    #[allow(clippy::too_many_arguments)]
     fn record_chunk_backward(
         &self,
         g: &mut GraphBuilder,
@@ -433,6 +467,7 @@ impl TtLookups {
         prefix: &[Option<Buf>],
         scratch: &[Buf],
         dout: &MatrixAt,
+        fused: bool,
     ) -> Result<()> {
         let s = params.shape();
         let d = s.d();
@@ -460,15 +495,15 @@ impl TtLookups {
         // dP_k = dP_{k+1} * G_k[i_k]^T, from the last core down to core 1.
         for k in (1..d).rev() {
             // With a transposed copy the product reads G_k^T's contiguous rows.
-            let b = match params.core_t_buffer(k) {
-                Some(t) => Buf::from(t),
-                None => Buf::from(params.core_buffer(k)),
+            let b = match (self.transposed[k], params.core_t_buffer(k)) {
+                (true, Some(t)) => Buf::from(t),
+                _ => Buf::from(params.core_buffer(k)),
             };
             self.record_product(
                 g,
                 params,
                 format!("{tag} c{ci} chain^T {k}"),
-                backward_product(params, k),
+                backward_product(params, k, self.transposed[k]),
                 chunk.clone(),
                 dp_next(k),
                 b,
@@ -501,6 +536,13 @@ impl TtLookups {
                 pbuf,
                 dp_next(k),
                 Buf::from(params.grad_buffer(k)),
+                Buf::from(params.opt_buffer(k)),
+                fused.then(|| FusedUpdate {
+                    kind: params.update_kind().expect("an optimizer"),
+                    opt: Buf::from(params.opt_buffer(k)),
+                    weight: Buf::from(params.core_buffer(k)),
+                    state: Buf::from(params.state_buffer(k)),
+                }),
             )?;
         }
         Ok(())

@@ -157,6 +157,20 @@ impl TtParams {
     pub fn grad_buffer(&self, k: usize) -> &wgpu::Buffer {
         &self.grads[k]
     }
+    pub(crate) fn opt_buffer(&self, k: usize) -> &wgpu::Buffer {
+        &self.opt_params[k]
+    }
+    pub(crate) fn state_buffer(&self, k: usize) -> &wgpu::Buffer {
+        &self.state[k]
+    }
+    /// The fused update's kind (None for `Optimizer::None`).
+    pub fn update_kind(&self) -> Option<UpdateKind> {
+        match self.options.optimizer {
+            Optimizer::None => None,
+            Optimizer::Sgd { .. } => Some(UpdateKind::Sgd),
+            Optimizer::Adagrad { .. } => Some(UpdateKind::Adagrad),
+        }
+    }
     pub(crate) fn core_t_buffer(&self, k: usize) -> Option<&wgpu::Buffer> {
         self.cores_t[k].as_ref()
     }
@@ -235,12 +249,12 @@ impl TtParams {
         Ok(())
     }
 
-    /// Adds the fused update of every core from its gradient (nothing for `Optimizer::None`).
+    /// Adds the update of every core from its gradient, a pass over every element (nothing for
+    /// `Optimizer::None`). [`crate::tt::TtLookups::record_backward`] records it, or fuses the
+    /// update of the touched rows into the gradient kernels where it can.
     pub fn record_update(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
-        let kind = match self.options.optimizer {
-            Optimizer::None => return Ok(()),
-            Optimizer::Sgd { .. } => UpdateKind::Sgd,
-            Optimizer::Adagrad { .. } => UpdateKind::Adagrad,
+        let Some(kind) = self.update_kind() else {
+            return Ok(());
         };
         for k in 0..self.shape.d() {
             record_update(

@@ -123,12 +123,16 @@ fn record_table(
             lookups.record_forward(g, params, &out_m)?;
         }
         Mode::Backward => {
-            lookups.record_backward(g, params, dout_m.as_ref().expect("dout"), None)?;
-            params.record_update(g, tag)?;
+            lookups.record_backward(g, params, dout_m.as_ref().expect("dout"), None, true)?;
         }
         Mode::ForwardBackward => {
-            lookups.record_forward_backward(g, params, &out_m, dout_m.as_ref().expect("dout"))?;
-            params.record_update(g, tag)?;
+            lookups.record_forward_backward(
+                g,
+                params,
+                &out_m,
+                dout_m.as_ref().expect("dout"),
+                true,
+            )?;
         }
     }
     Ok(TableIo { lookups, out, dout })

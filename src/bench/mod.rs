@@ -1,5 +1,8 @@
 //! Benchmarks behind `ttrec bench` and `cargo bench`: the TT-EmbeddingBag configurations of the
-//! reference's benchmark (FBTT-Embedding) and of the TT-Rec paper's Kaggle tables.
+//! reference's benchmark (FBTT-Embedding) and of the TT-Rec paper's Kaggle tables; the DLRM
+//! training step ([`dlrm`]).
+
+pub mod dlrm;
 
 use std::time::Instant;
 
