@@ -77,21 +77,22 @@ fn tile_of(id: u32) -> Tile {
 
 // The accumulators of a register tile, and the sums of its rows of A over k.
 struct Block {
-    acc: array<vec4<f32>, 16>,
-    asum: array<vec4<f32>, 2>,
+    acc: array<vec4<f32>, 32>,
+    asum: array<vec4<f32>, 4>,
 }
 
 fn tn_block(t: Tile) -> Block {
     var blk: Block;
-    for (var i = 0u; i < 16u; i = i + 1u) {
+    for (var i = 0u; i < TM * TN; i = i + 1u) {
         blk.acc[i] = vec4<f32>(0.0);
     }
-    blk.asum[0] = vec4<f32>(0.0);
-    blk.asum[1] = vec4<f32>(0.0);
+    for (var i = 0u; i < TM / 4u; i = i + 1u) {
+        blk.asum[i] = vec4<f32>(0.0);
+    }
     let rq = TM / 4u;
     let mq_last = LDA / 4u - 1u;
     for (var k = 0u; k < K; k = k + 1u) {
-        var av: array<vec4<f32>, 2>;
+        var av: array<vec4<f32>, 4>;
         for (var r = 0u; r < rq; r = r + 1u) {
             av[r] = a4[A_OFF / 4u + k * (LDA / 4u) + min(t.m0 / 4u + r, mq_last)];
         }
@@ -319,27 +320,38 @@ fn gemm_tiled_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 }
 
 // ---------------------------------------------------------------------------------------------
-// transpose: OUT[c, r] = IN[r, c] for r < ROWS, c < COLS (the weights' transposed copies).
+// transpose: OUT[c, r] = IN[r, c] for r < ROWS, c < COLS (both multiples of 4: the weights'
+// transposed copies), a 4 x 4 block per invocation: 4 vec4 loads, 4 vec4 stores.
 
-override ROWS: u32 = 1u;
-override COLS: u32 = 1u;
-override IN_LD: u32 = 1u;
-override OUT_LD: u32 = 1u;
+override ROWS: u32 = 4u;
+override COLS: u32 = 4u;
+override IN_LD: u32 = 4u;
+override OUT_LD: u32 = 4u;
 override IN_OFF: u32 = 0u;
 override OUT_OFF: u32 = 0u;
 
-@group(0) @binding(0) var<storage, read> tr_in: array<f32>;
-@group(0) @binding(1) var<storage, read_write> tr_out: array<f32>;
+@group(0) @binding(0) var<storage, read> tr_in: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> tr_out: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let id = linear_id(wid, nwg, lid);
-    if (id >= ROWS * COLS) {
+    let cq = COLS / 4u;
+    if (id >= (ROWS / 4u) * cq) {
         return;
     }
-    // Consecutive invocations write consecutive outputs.
-    let c = id / ROWS;
-    let r = id - c * ROWS;
-    tr_out[OUT_OFF + c * OUT_LD + r] = tr_in[IN_OFF + r * IN_LD + c];
+    // Consecutive invocations read consecutive blocks of a row of blocks.
+    let rb = id / cq;
+    let cb = id - rb * cq;
+    let src = IN_OFF / 4u + 4u * rb * (IN_LD / 4u) + cb;
+    let x0 = tr_in[src];
+    let x1 = tr_in[src + IN_LD / 4u];
+    let x2 = tr_in[src + 2u * (IN_LD / 4u)];
+    let x3 = tr_in[src + 3u * (IN_LD / 4u)];
+    let dst = OUT_OFF / 4u + 4u * cb * (OUT_LD / 4u) + rb;
+    tr_out[dst] = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
+    tr_out[dst + OUT_LD / 4u] = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
+    tr_out[dst + 2u * (OUT_LD / 4u)] = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
+    tr_out[dst + 3u * (OUT_LD / 4u)] = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
 }

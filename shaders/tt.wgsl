@@ -422,6 +422,8 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(4) var<storage, read> cg4_p: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> cg4_dp: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> cg4_grad: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> cg4_weight: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> cg4_state: array<vec4<f32>>;
 
 // core_grad with NK % (4 TNQ) == 0, RK % (4 TRQ) == 0 (or P_MODE == 0 with TRQ == 1): each
 // invocation owns 4 TRQ rows x TNQ vec4 columns of one core row's gradient. Every loaded value
@@ -492,11 +494,12 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 let at = o + (r0 + i) * nq + j * ntiles;
                 let g = cg4_grad[at] + acc[4u * i + j];
                 cg4_grad[at] = g;
-                if (FUSED_UPDATE != 0u) {
-                    fused_update(4u * at, g.x);
-                    fused_update(4u * at + 1u, g.y);
-                    fused_update(4u * at + 2u, g.z);
-                    fused_update(4u * at + 3u, g.w);
+                if (FUSED_UPDATE == 1u) {
+                    cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g;
+                } else if (FUSED_UPDATE == 2u) {
+                    let st = cg4_state[at] + g * g;
+                    cg4_state[at] = st;
+                    cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g / (sqrt(st) + cg_opt.eps);
                 }
             }
         }

@@ -286,7 +286,7 @@ fn unaligned_operands_fall_back_to_the_tiled_kernel() {
 #[test]
 fn transpose_matches_twin() {
     let gpu = gpu();
-    let (rows, cols) = (37, 21);
+    let (rows, cols) = (36, 20);
     let x = values(&mut rng(4), 8 + rows * 24);
     let xb = gpu.storage_from("x", &x);
     let out = gpu.storage_from("out", &vec![POISON; 4 + cols * 40]);
