@@ -9,6 +9,7 @@
 //! - [`tt`]: TT shapes, initialisation, the TT-EmbeddingBag table, checkpoints.
 //! - [`nn`]: dense embedding tables, MLPs: modules that record their nodes into a step.
 //! - [`dlrm`]: the DLRM model; its training step is one replayed graph.
+//! - [`train`]: a whole training run (data, loop, evaluation, checkpoints, summary).
 //! - [`parity`], [`bench`]: the CUDA-parity checker and the benchmarks behind the CLI.
 
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod nn;
 pub mod parity;
 pub mod reference;
+pub mod train;
 pub mod tt;
 
 pub use error::{Error, Result};

@@ -27,6 +27,9 @@ enum Command {
     /// Criteo data tools.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Train a DLRM with TT-compressed tables (dlrm's options; default: synthetic Criteo-shaped
+    /// data at Kaggle's table sizes).
+    Train(Box<ttrec::train::TrainArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +39,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(c) => cli::tt::bench(c),
         Command::Info => cli::tt::info(),
         Command::Data(cmd) => cli::data::run(cmd),
+        Command::Train(args) => ttrec::train::run(&args)
+            .map(|_| ())
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

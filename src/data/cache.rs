@@ -167,7 +167,82 @@ impl Header {
     }
 }
 
-/// Size and modification time (ns since the epoch) of the source: what staleness is judged by.
+/// What staleness is judged by: for one source its size and modification time (ns since the
+/// epoch); for several, the total size and a fingerprint of every file's path, size and time.
+fn sources_stamp(sources: &[PathBuf]) -> Result<(u64, i64)> {
+    if let [one] = sources {
+        return source_stamp(one);
+    }
+    let mut size = 0u64;
+    let mut print = 0x5eed_u64;
+    for s in sources {
+        let (n, t) = source_stamp(s)?;
+        size += n;
+        let name = s.to_string_lossy();
+        let mut h = mix64(n ^ mix64(t as u64));
+        for chunk in name.as_bytes().chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            h = mix64(h ^ u64::from_le_bytes(w));
+        }
+        print = mix64(print ^ h);
+    }
+    Ok((size, print as i64))
+}
+
+/// The Criteo files of `paths`: files as given, directories expanded to their files (hidden
+/// files and `.ttcache` files skipped) in natural order, so `day_2` comes before `day_10`.
+pub fn expand_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = fs::metadata(p).map_err(|e| Error::file(p, format!("cannot read: {e}")))?;
+        if !meta.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut files: Vec<PathBuf> = fs::read_dir(p)
+            .map_err(|e| Error::file(p, format!("cannot list: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                f.is_file() && name.is_some_and(|n| !n.starts_with('.') && !n.ends_with(".ttcache"))
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(Error::file(p, "the directory holds no data files"));
+        }
+        files.sort_by_key(|f| natural_key(&f.to_string_lossy()));
+        out.extend(files);
+    }
+    if out.is_empty() {
+        return Err(Error::input(None, "no data files given"));
+    }
+    Ok(out)
+}
+
+/// Sort key that orders runs of digits by value ("day_2" < "day_10").
+fn natural_key(s: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_digit() {
+            let mut n = 0u64;
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n = n.saturating_mul(10).saturating_add(d as u64 - '0' as u64);
+                chars.next();
+            }
+            key.push((std::mem::take(&mut text), n));
+        } else {
+            text.push(c);
+            chars.next();
+        }
+    }
+    key.push((text, 0));
+    key
+}
+
+/// Size and modification time (ns since the epoch) of one source.
 fn source_stamp(source: &Path) -> Result<(u64, i64)> {
     let meta =
         fs::metadata(source).map_err(|e| Error::file(source, format!("cannot stat: {e}")))?;
@@ -187,7 +262,16 @@ pub fn check_cache(
     cache: impl AsRef<Path>,
     config: &PreprocessConfig,
 ) -> Result<CacheState> {
-    Ok(match try_map(source.as_ref(), cache.as_ref(), config)? {
+    check_cache_sources(&[source.as_ref().to_path_buf()], cache, config)
+}
+
+/// [`check_cache`] for a cache built from several files.
+pub fn check_cache_sources(
+    sources: &[PathBuf],
+    cache: impl AsRef<Path>,
+    config: &PreprocessConfig,
+) -> Result<CacheState> {
+    Ok(match try_map(sources, cache.as_ref(), config)? {
         Ok(_) => CacheState::Valid,
         Err(state) => state,
     })
@@ -195,11 +279,11 @@ pub fn check_cache(
 
 /// Maps a valid cache, or says what is wrong with it. I/O errors on the source are errors.
 fn try_map(
-    source: &Path,
+    sources: &[PathBuf],
     cache: &Path,
     config: &PreprocessConfig,
 ) -> Result<std::result::Result<(Mmap, Header), CacheState>> {
-    let (size, mtime) = source_stamp(source)?;
+    let (size, mtime) = sources_stamp(sources)?;
     let mut file = match File::open(cache) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Err(CacheState::Missing)),
@@ -265,10 +349,125 @@ fn try_map(
     Ok(Ok((mmap, header)))
 }
 
-/// Parses `source` and writes its cache atomically at `cache`; returns what the read saw.
-fn build(source: &Path, cache: &Path, config: &PreprocessConfig) -> Result<ReadStats> {
-    let (size, mtime) = source_stamp(source)?;
-    let mut reader = CriteoReader::open(source)?;
+/// Called while a cache is built with (bytes of the source files read, their total size).
+pub type BuildProgress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Reads several Criteo files one after the other as one stream of samples; counts the file
+/// bytes read for progress.
+struct ChainReader<'a> {
+    files: Vec<PathBuf>,
+    next: usize,
+    current: Option<CriteoReader>,
+    done_stats: ReadStats,
+    read: Arc<std::sync::atomic::AtomicU64>,
+    total: u64,
+    progress: Option<BuildProgress<'a>>,
+}
+
+/// A reader that counts the bytes it delivers.
+struct Counting<R> {
+    inner: R,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<'a> ChainReader<'a> {
+    fn new(files: &[PathBuf], total: u64, progress: Option<BuildProgress<'a>>) -> Self {
+        ChainReader {
+            files: files.to_vec(),
+            next: 0,
+            current: None,
+            done_stats: ReadStats::default(),
+            read: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            total,
+            progress,
+        }
+    }
+
+    fn first_path(&self) -> &Path {
+        &self.files[0]
+    }
+
+    fn next_sample(&mut self) -> Result<Option<super::RawSample>> {
+        loop {
+            if self.current.is_none() {
+                let Some(path) = self.files.get(self.next) else {
+                    return Ok(None);
+                };
+                self.next += 1;
+                let file =
+                    File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+                let counting = Counting {
+                    inner: file,
+                    read: self.read.clone(),
+                };
+                self.current = Some(
+                    CriteoReader::from_read(path, counting)
+                        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?,
+                );
+            }
+            let reader = self.current.as_mut().expect("a reader");
+            match reader.next_sample()? {
+                Some(s) => {
+                    if reader.stats().valid.is_multiple_of(65_536) {
+                        if let Some(p) = self.progress.as_mut() {
+                            p(
+                                self.read.load(std::sync::atomic::Ordering::Relaxed),
+                                self.total,
+                            );
+                        }
+                    }
+                    return Ok(Some(s));
+                }
+                None => {
+                    let st = self.current.take().expect("a reader").stats().clone();
+                    let d = &mut self.done_stats;
+                    d.lines += st.lines;
+                    d.valid += st.valid;
+                    d.bytes += st.bytes;
+                    for k in 0..4 {
+                        d.malformed[k] += st.malformed[k];
+                        if d.examples[k].is_empty() {
+                            d.examples[k] = st.examples[k].clone();
+                        }
+                    }
+                    if let Some(p) = self.progress.as_mut() {
+                        p(
+                            self.read.load(std::sync::atomic::Ordering::Relaxed),
+                            self.total,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> ReadStats {
+        self.done_stats.clone()
+    }
+}
+
+/// Parses `sources` and writes their cache atomically at `cache`; returns what the read saw.
+fn build(
+    sources: &[PathBuf],
+    cache: &Path,
+    config: &PreprocessConfig,
+    progress: Option<BuildProgress>,
+) -> Result<ReadStats> {
+    let (size, mtime) = sources_stamp(sources)?;
+    let total: u64 = sources
+        .iter()
+        .map(|s| fs::metadata(s).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let mut reader = ChainReader::new(sources, total, progress);
     let dir = cache
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -306,7 +505,7 @@ fn build(source: &Path, cache: &Path, config: &PreprocessConfig) -> Result<ReadS
 }
 
 fn write_cache(
-    reader: &mut CriteoReader,
+    reader: &mut ChainReader,
     tmp: &Path,
     size: u64,
     mtime: i64,
@@ -341,7 +540,7 @@ fn write_cache(
     }
     flush(&mut chunk, &mut out, &mut sum)?;
     if rows == 0 {
-        return Err(Error::file(reader.path(), "no valid Criteo lines"));
+        return Err(Error::file(reader.first_path(), "no valid Criteo lines"));
     }
     let mut dict_len = 0u64;
     for c in 0..NUM_SPARSE {
@@ -350,7 +549,7 @@ fn write_cache(
         out.write_all(bytes).map_err(io)?;
         dict_len += dict.values(c).len() as u64;
     }
-    let stats = reader.stats().clone();
+    let stats = reader.stats();
     let header = Header {
         version: FORMAT_VERSION,
         source_size: size,
@@ -435,15 +634,29 @@ impl PreprocessedDataset {
         cache: impl AsRef<Path>,
         config: &PreprocessConfig,
     ) -> Result<(Self, CacheState)> {
-        let (source, cache) = (source.as_ref(), cache.as_ref());
-        let found = match try_map(source, cache, config)? {
+        Self::open_or_build_sources(&[source.as_ref().to_path_buf()], cache, config, None)
+    }
+
+    /// The cache at `cache` of several files read in order as one data set (dlrm's day files),
+    /// built (with `progress` calls) unless valid.
+    pub fn open_or_build_sources(
+        sources: &[PathBuf],
+        cache: impl AsRef<Path>,
+        config: &PreprocessConfig,
+        progress: Option<BuildProgress>,
+    ) -> Result<(Self, CacheState)> {
+        let cache = cache.as_ref();
+        if sources.is_empty() {
+            return Err(Error::file(cache, "a cache needs at least one source file"));
+        }
+        let found = match try_map(sources, cache, config)? {
             Ok(mapped) => {
                 return Ok((Self::from_mapped(mapped, cache, config)?, CacheState::Valid))
             }
             Err(state) => state,
         };
-        build(source, cache, config)?;
-        match try_map(source, cache, config)? {
+        build(sources, cache, config, progress)?;
+        match try_map(sources, cache, config)? {
             Ok(mapped) => Ok((Self::from_mapped(mapped, cache, config)?, found)),
             Err(state) => Err(Error::file(
                 cache,
@@ -461,7 +674,7 @@ impl PreprocessedDataset {
         config: &PreprocessConfig,
     ) -> Result<Self> {
         let (source, cache) = (source.as_ref(), cache.as_ref());
-        match try_map(source, cache, config)? {
+        match try_map(&[source.to_path_buf()], cache, config)? {
             Ok(mapped) => Self::from_mapped(mapped, cache, config),
             Err(state) => Err(Error::file(cache, format!("cache is {state}"))),
         }

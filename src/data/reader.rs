@@ -61,7 +61,8 @@ impl MalformedKind {
         }
     }
 
-    fn index(self) -> usize {
+    /// Position of this kind in per-kind count arrays (`ReadStats::malformed`, `ALL`).
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -288,3 +288,138 @@ impl DlrmConfig {
         count(&self.bottom_mlp) + count(&self.top_widths())
     }
 }
+
+impl DlrmConfig {
+    /// The configuration as JSON (checkpoints and run summaries).
+    pub fn to_json(&self) -> serde_json::Value {
+        let tables: Vec<serde_json::Value> = self
+            .tables
+            .iter()
+            .map(|t| match &t.kind {
+                TableKind::Dense => serde_json::json!({"rows": t.rows, "kind": "dense"}),
+                TableKind::Tt { p, q, ranks } => serde_json::json!({
+                    "rows": t.rows, "kind": "tt", "p": p, "q": q, "ranks": ranks
+                }),
+            })
+            .collect();
+        serde_json::json!({
+            "arch_mlp_bot": format_widths(&self.bottom_mlp),
+            "arch_mlp_top": format_widths(&self.top_mlp),
+            "tables": tables,
+            "learning_rate": self.learning_rate,
+            "tt_init": self.tt_init.name(),
+            "seed": self.seed,
+        })
+    }
+
+    /// Reads [`DlrmConfig::to_json`]'s output; errors name the field.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let bad = |what: &str| Error::input(None, format!("model configuration: {what}"));
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| bad(&format!("{k} missing")))
+        };
+        let list = |t: &serde_json::Value, k: &str| -> Result<Vec<usize>> {
+            t.get(k)
+                .and_then(|x| x.as_array())
+                .ok_or_else(|| bad(&format!("table {k} missing")))?
+                .iter()
+                .map(|x| {
+                    x.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| bad(&format!("table {k}")))
+                })
+                .collect()
+        };
+        let mut tables = Vec::new();
+        for t in v
+            .get("tables")
+            .and_then(|x| x.as_array())
+            .ok_or_else(|| bad("tables missing"))?
+        {
+            let rows = t
+                .get("rows")
+                .and_then(|x| x.as_u64())
+                .ok_or_else(|| bad("table rows"))?;
+            let kind = match t.get("kind").and_then(|x| x.as_str()) {
+                Some("dense") => TableKind::Dense,
+                Some("tt") => TableKind::Tt {
+                    p: list(t, "p")?,
+                    q: list(t, "q")?,
+                    ranks: list(t, "ranks")?,
+                },
+                other => return Err(bad(&format!("table kind {other:?}"))),
+            };
+            tables.push(TableConfig { rows, kind });
+        }
+        let config = DlrmConfig {
+            bottom_mlp: parse_widths(text("arch_mlp_bot")?)?,
+            top_mlp: parse_widths(text("arch_mlp_top")?)?,
+            tables,
+            learning_rate: v
+                .get("learning_rate")
+                .and_then(|x| x.as_f64())
+                .ok_or_else(|| bad("learning_rate missing"))? as f32,
+            tt_init: text("tt_init")?.parse()?,
+            seed: v
+                .get("seed")
+                .and_then(|x| x.as_u64())
+                .ok_or_else(|| bad("seed missing"))?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What differs between `self` and `other` in the model's shape (not the learning rate
+    /// or seed), one line each, for "checkpoint does not fit" errors.
+    pub fn shape_differences(&self, other: &DlrmConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.bottom_mlp != other.bottom_mlp {
+            out.push(format!(
+                "--arch-mlp-bot: {} vs {}",
+                format_widths(&self.bottom_mlp),
+                format_widths(&other.bottom_mlp)
+            ));
+        }
+        if self.top_mlp != other.top_mlp {
+            out.push(format!(
+                "--arch-mlp-top: {} vs {}",
+                format_widths(&self.top_mlp),
+                format_widths(&other.top_mlp)
+            ));
+        }
+        if self.tables.len() != other.tables.len() {
+            out.push(format!(
+                "tables: {} vs {}",
+                self.tables.len(),
+                other.tables.len()
+            ));
+            return out;
+        }
+        let show = |t: &TableConfig| match &t.kind {
+            TableKind::Dense => format!("{} rows dense", t.rows),
+            TableKind::Tt { p, q, ranks } => format!(
+                "{} rows tt p {} q {} ranks {}",
+                t.rows,
+                format_widths(p),
+                format_widths(q),
+                format_widths(ranks)
+            ),
+        };
+        for (i, (a, b)) in self.tables.iter().zip(&other.tables).enumerate() {
+            if a != b {
+                out.push(format!(
+                    "table {i} (C{}): {} vs {}",
+                    i + 1,
+                    show(a),
+                    show(b)
+                ));
+            }
+        }
+        if self.tt_init != other.tt_init {
+            out.push(format!("--tt-init: {} vs {}", self.tt_init, other.tt_init));
+        }
+        out
+    }
+}

@@ -760,6 +760,54 @@ impl Dlrm {
         Ok(dense_ids)
     }
 
+    /// Builds the training plan for batches of `batch` samples ahead of the first step (pipeline
+    /// compilation can take seconds on CPU adapters), so that step times are steady.
+    pub fn prepare_train(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            return Err(Error::input(None, "batch size must be at least 1"));
+        }
+        if !self.train_plans.contains_key(&batch) {
+            let plan = self.build_train_plan(batch)?;
+            self.train_plans.insert(batch, plan);
+        }
+        Ok(())
+    }
+
+    /// Builds the evaluation plan for batches of `batch` samples ahead of use.
+    pub fn prepare_eval(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            return Err(Error::input(None, "batch size must be at least 1"));
+        }
+        let p = self.eval_plan(batch, false)?;
+        self.eval_plans.insert((batch, false), p);
+        Ok(())
+    }
+
+    /// Click probabilities of `batch` computed with the evaluation plan of `plan_batch` samples
+    /// (at least as many): the batch is padded with copies of its first sample, so batches of
+    /// any size share one plan. Returns one probability per real sample.
+    pub fn predict_padded(&mut self, batch: &DlrmBatch, plan_batch: usize) -> Result<Vec<f32>> {
+        let b = self.validate(batch, false)?;
+        if b >= plan_batch {
+            return self.predict(batch);
+        }
+        let tables = self.config.tables.len();
+        let features = self.config.dense_features();
+        let mut dense = batch.dense.to_vec();
+        let mut sparse = batch.sparse.to_vec();
+        for _ in b..plan_batch {
+            dense.extend_from_slice(&batch.dense[..features]);
+            sparse.extend_from_slice(&batch.sparse[..tables]);
+        }
+        let mut p = self.predict(&DlrmBatch {
+            dense: &dense,
+            sparse: &sparse,
+            labels: &[],
+        })?;
+        p.truncate(b);
+        Ok(p)
+    }
+
     /// One training step on `batch`: one upload, one submit, no wait. The step's loss stays on
     /// the GPU until [`Dlrm::take_stats`].
     pub fn train_step(&mut self, batch: &DlrmBatch) -> Result<()> {

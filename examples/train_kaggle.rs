@@ -1,0 +1,29 @@
+//! Trains dlrm's DLRM with TT-compressed embedding tables on Criteo-shaped data: the project's
+//! main job. Same options as `ttrec train` (dlrm's names); with none it trains on synthetic data
+//! at Criteo Kaggle's table sizes for a few minutes and reports log loss, accuracy, AUC, speed
+//! and the compression of the embeddings.
+//!
+//! cargo run --release --example train_kaggle [-- --data train.txt --processed-data-file kaggle.ttcache ...]
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "train_kaggle",
+    about = "Train a DLRM with TT-compressed tables (dlrm's options)"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: ttrec::train::TrainArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match ttrec::train::run(&cli.args) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

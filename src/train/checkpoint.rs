@@ -1,0 +1,249 @@
+//! Training checkpoints: every parameter of the model as safetensors under dlrm's state-dict
+//! names (TT cores as `emb_l.{t}.tt_cores.{k}` in the reference layout `[p_k, R_k q_k R_{k+1}]`,
+//! so a PyTorch user of FBTT-Embedding can load them), the optimizer, the data position, the
+//! seed and the configuration in the metadata, and a checksum over all tensor bytes. Written
+//! atomically; a truncated, corrupted or mismatched file is an error that says what is wrong.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::dlrm::{Dlrm, DlrmConfig};
+use crate::error::{Error, Result};
+use crate::tt::checkpoint::{read_safetensors, write_safetensors};
+
+/// The format name in a checkpoint's metadata.
+pub const FORMAT: &str = "ttrec-train-checkpoint-v1";
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Position {
+    /// The epoch being trained (0-based).
+    pub epoch: u64,
+    /// Batches of that epoch already trained.
+    pub batch: u64,
+    /// Training steps since the start of the run (all epochs).
+    pub step: u64,
+    /// Best evaluation AUC so far (NaN before the first evaluation).
+    pub best_auc: f64,
+}
+
+/// What a checkpoint holds besides the parameters.
+#[derive(Clone, Debug)]
+pub struct CheckpointMeta {
+    pub config: DlrmConfig,
+    pub position: Position,
+    pub batch_size: usize,
+    /// The data's fingerprint (see `TrainData::fingerprint`).
+    pub data: String,
+    pub seed: u64,
+}
+
+/// A 64-bit FNV-1a hash of every tensor's name and bytes, in name order.
+fn checksum(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> u64 {
+    let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, _, data) in sorted {
+        eat(name.as_bytes());
+        eat(bytemuck::cast_slice(data));
+    }
+    h
+}
+
+/// Writes `model` and `meta` to `path` atomically.
+pub fn save(path: &Path, model: &Dlrm, meta: &CheckpointMeta) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (name, shape) in model.parameter_names() {
+        let data = model.parameter(&name)?;
+        tensors.push((name, shape, data));
+    }
+    let p = &meta.position;
+    let mut m = HashMap::new();
+    m.insert("format".to_string(), FORMAT.to_string());
+    m.insert(
+        "ttrec_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    m.insert("config".to_string(), meta.config.to_json().to_string());
+    m.insert(
+        "optimizer".to_string(),
+        format!("sgd lr {}", meta.config.learning_rate),
+    );
+    m.insert(
+        "position".to_string(),
+        serde_json::json!({
+            "epoch": p.epoch,
+            "batch": p.batch,
+            "step": p.step,
+            "best_auc": if p.best_auc.is_finite() { serde_json::json!(p.best_auc) } else { serde_json::Value::Null },
+        })
+        .to_string(),
+    );
+    m.insert("batch_size".to_string(), meta.batch_size.to_string());
+    m.insert("data".to_string(), meta.data.clone());
+    m.insert("seed".to_string(), meta.seed.to_string());
+    m.insert(
+        "checksum".to_string(),
+        format!("{:016x}", checksum(&tensors)),
+    );
+    write_safetensors(path, &tensors, m)
+}
+
+/// A checkpoint read from disk and verified against its checksum.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// Reads and verifies a checkpoint.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let (m, raw) = read_safetensors(path).map_err(|e| match e {
+        Error::File { msg, .. } => Error::file(
+            path,
+            format!("not a readable checkpoint (truncated or not safetensors?): {msg}"),
+        ),
+        e => e,
+    })?;
+    let get = |k: &str| -> Result<&String> {
+        m.get(k)
+            .ok_or_else(|| Error::file(path, format!("checkpoint metadata {k} is missing")))
+    };
+    if get("format")? != FORMAT {
+        return Err(Error::file(
+            path,
+            format!("format {:?}; {FORMAT} expected", get("format")?),
+        ));
+    }
+    let config_json: serde_json::Value = serde_json::from_str(get("config")?)
+        .map_err(|e| Error::file(path, format!("metadata config is not JSON: {e}")))?;
+    let config =
+        DlrmConfig::from_json(&config_json).map_err(|e| Error::file(path, e.to_string()))?;
+    let pos: serde_json::Value = serde_json::from_str(get("position")?)
+        .map_err(|e| Error::file(path, format!("metadata position is not JSON: {e}")))?;
+    let num = |k: &str| -> Result<u64> {
+        pos.get(k)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Error::file(path, format!("metadata position.{k} is missing")))
+    };
+    let position = Position {
+        epoch: num("epoch")?,
+        batch: num("batch")?,
+        step: num("step")?,
+        best_auc: pos
+            .get("best_auc")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN),
+    };
+    let parse_u = |k: &str| -> Result<u64> {
+        get(k)?
+            .parse()
+            .map_err(|_| Error::file(path, format!("metadata {k} is not an integer")))
+    };
+    let mut tensors = Vec::new();
+    for (name, t) in raw {
+        let data = t.f32s(&name, path)?;
+        if t.shape.iter().product::<usize>() != data.len() {
+            return Err(Error::file(path, format!("tensor {name} is truncated")));
+        }
+        tensors.push((name, t.shape, data));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = get("checksum")?;
+    let got = format!("{:016x}", checksum(&tensors));
+    if &got != want {
+        return Err(Error::file(
+            path,
+            format!("checksum mismatch (stored {want}, computed {got}): the file is corrupted"),
+        ));
+    }
+    Ok(Checkpoint {
+        meta: CheckpointMeta {
+            config,
+            position,
+            batch_size: parse_u("batch_size")? as usize,
+            data: get("data")?.clone(),
+            seed: parse_u("seed")?,
+        },
+        tensors,
+    })
+}
+
+impl Checkpoint {
+    /// Checks that this checkpoint fits a run of `config` over `data` with batches of
+    /// `batch_size`; the error lists every difference.
+    pub fn check_fits(
+        &self,
+        config: &DlrmConfig,
+        batch_size: usize,
+        data: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let mut diffs = self.meta.config.shape_differences(config);
+        if self.meta.batch_size != batch_size {
+            diffs.push(format!(
+                "--mini-batch-size: {} vs {batch_size}",
+                self.meta.batch_size
+            ));
+        }
+        if self.meta.data != data {
+            diffs.push(format!("data: {} vs {data}", self.meta.data));
+        }
+        if self.meta.config.seed != config.seed {
+            diffs.push(format!(
+                "--seed: {} vs {}",
+                self.meta.config.seed, config.seed
+            ));
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::file(
+                path,
+                format!(
+                    "the checkpoint does not fit this run (checkpoint vs this run): {}",
+                    diffs.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// Loads every parameter into `model` (whose shape has been checked).
+    pub fn restore(&self, model: &mut Dlrm, path: &Path) -> Result<()> {
+        let names = model.parameter_names();
+        for (name, shape) in &names {
+            let (_, s, v) = self
+                .tensors
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| Error::file(path, format!("tensor {name} is missing")))?;
+            if s != shape {
+                return Err(Error::file(
+                    path,
+                    format!("tensor {name} has shape {s:?}; the model needs {shape:?}"),
+                ));
+            }
+            model
+                .set_parameter(name, v)
+                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))?;
+        }
+        if let Some((extra, _, _)) = self
+            .tensors
+            .iter()
+            .find(|(n, _, _)| !names.iter().any(|(m, _)| m == n))
+        {
+            return Err(Error::file(
+                path,
+                format!("tensor {extra} is not a parameter of this model"),
+            ));
+        }
+        model.set_steps(self.meta.position.step)?;
+        Ok(())
+    }
+}

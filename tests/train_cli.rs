@@ -1,0 +1,311 @@
+//! Training runs through the `ttrec train` binary (the same code as examples/train_kaggle.rs): a
+//! short run's summary JSON, metrics file and plot; resume from a checkpoint gives bitwise the
+//! same parameters and metrics as an uninterrupted run; broken, corrupted and mismatched
+//! checkpoints are named errors; a diverging loss stops the run naming the step; malformed lines
+//! of a real Criteo file are skipped and counted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ttrec");
+
+/// A small, quick model on synthetic data at 1/1000 of Kaggle's table sizes.
+fn small(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "train",
+        "--synthetic-samples",
+        "3000",
+        "--synthetic-scale",
+        "0.001",
+        "--mini-batch-size",
+        "64",
+        "--arch-mlp-bot",
+        "13-32-16",
+        "--arch-mlp-top",
+        "32-1",
+        "--tt-rank",
+        "4",
+        "--print-freq",
+        "10",
+        "--test-freq",
+        "20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn train(args: &[String]) -> Run {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running the ttrec binary");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn json(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn short_run_writes_summary_metrics_and_plot() {
+    let dir = temp_dir("train-short");
+    let (summary, metrics) = (p(&dir, "summary.json"), p(&dir, "metrics.jsonl"));
+    let r = train(&small(&[
+        "--summary-json",
+        &summary,
+        "--metrics-jsonl",
+        &metrics,
+    ]));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("Testing at 20/42 of epoch 1"),
+        "{}",
+        r.stdout
+    );
+    let s = json(&summary);
+    for key in [
+        "auc",
+        "logloss",
+        "accuracy",
+        "train_samples_per_s",
+        "embedding_params",
+        "uncompressed_embedding_params",
+        "compression_ratio",
+        "adapter",
+        "malformed_lines",
+    ] {
+        assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
+    }
+    let auc = s["auc"].as_f64().unwrap();
+    assert!((0.5..1.0).contains(&auc), "auc {auc}");
+    assert!(s["logloss"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["malformed_lines"].as_u64(), Some(0));
+    let (e, u) = (
+        s["embedding_params"].as_f64().unwrap(),
+        s["uncompressed_embedding_params"].as_f64().unwrap(),
+    );
+    assert!((s["compression_ratio"].as_f64().unwrap() - u / e).abs() < 1e-9);
+    assert!(s["train_samples_per_s"].as_f64().unwrap() > 0.0);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let train_lines = lines.iter().filter(|l| l["kind"] == "train").count();
+    let test_lines: Vec<_> = lines.iter().filter(|l| l["kind"] == "test").collect();
+    // 42 batches: prints at 10, 20, 30, 40, 42; tests at 20, 40 and the end (42).
+    assert_eq!(train_lines, 5, "{lines:?}");
+    assert_eq!(test_lines.len(), 3, "{lines:?}");
+    assert_eq!(test_lines[2]["auc"], s["auc"]);
+    let svg = std::fs::read_to_string(dir.join("summary.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("evaluation AUC"));
+}
+
+fn tensors(path: &str) -> Vec<(String, Vec<u32>)> {
+    let ck = ttrec::train::checkpoint::load(Path::new(path)).unwrap();
+    ck.tensors
+        .into_iter()
+        .map(|(n, _, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+#[test]
+fn resume_gives_bitwise_the_same_parameters_and_metrics() {
+    let dir = temp_dir("train-resume");
+    let args = |ck: &str, summary: &str, extra: &[&str]| {
+        let mut e = vec![
+            "--nepochs",
+            "2",
+            "--save-model",
+            ck,
+            "--summary-json",
+            summary,
+        ];
+        e.extend_from_slice(extra);
+        small(&e)
+    };
+    let (a_ck, a_sum) = (p(&dir, "a.safetensors"), p(&dir, "a.json"));
+    let r = train(&args(&a_ck, &a_sum, &[]));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    // Stopped mid-epoch (step 13 of 42), then resumed to the end.
+    let (b_ck, b_sum) = (p(&dir, "b.safetensors"), p(&dir, "b.json"));
+    let r = train(&args(&b_ck, &b_sum, &["--stop-after-steps", "13"]));
+    assert!(!r.ok, "an interrupted run exits non-zero");
+    assert!(
+        r.stderr.contains("interrupted after step 13"),
+        "{}",
+        r.stderr
+    );
+    let r = train(&args(&b_ck, &b_sum, &["--load-model", &b_ck]));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("resumed from"), "{}", r.stdout);
+    assert!(
+        tensors(&a_ck) == tensors(&b_ck),
+        "resumed parameters differ"
+    );
+    let (a, b) = (json(&a_sum), json(&b_sum));
+    for key in ["auc", "logloss", "accuracy", "steps"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+}
+
+#[test]
+fn broken_and_mismatched_checkpoints_are_named_errors() {
+    let dir = temp_dir("train-ckpt");
+    let ck = p(&dir, "ck.safetensors");
+    let r = train(&small(&["--num-batches", "4", "--save-model", &ck]));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let bytes = std::fs::read(&ck).unwrap();
+    // Truncated.
+    let cut = p(&dir, "cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let r = train(&small(&["--load-model", &cut]));
+    assert!(
+        !r.ok && r.stderr.contains("cut.safetensors"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("not a readable checkpoint"),
+        "{}",
+        r.stderr
+    );
+    // One bit flipped in the last tensor's data.
+    let mut bad = bytes.clone();
+    let at = bad.len() - 5;
+    bad[at] ^= 0x10;
+    let flipped = p(&dir, "flipped.safetensors");
+    std::fs::write(&flipped, &bad).unwrap();
+    let r = train(&small(&["--load-model", &flipped]));
+    assert!(
+        !r.ok && r.stderr.contains("checksum mismatch"),
+        "{}",
+        r.stderr
+    );
+    // Fewer TT tables and another seed: the error lists the differences.
+    let r = train(&small(&[
+        "--load-model",
+        &ck,
+        "--tt-tables",
+        "6",
+        "--seed",
+        "3",
+    ]));
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(r.stderr.contains("does not fit"), "{}", r.stderr);
+    // The 7th largest table of Kaggle is C26 (table 25).
+    assert!(
+        r.stderr.contains("table 25 (C26): 143 rows tt"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("vs 143 rows dense"), "{}", r.stderr);
+    assert!(r.stderr.contains("--seed: 0 vs 3"), "{}", r.stderr);
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_naming_the_step() {
+    let dir = temp_dir("train-nan");
+    let ck = p(&dir, "ck.safetensors");
+    let r = train(&small(&["--learning-rate", "3e38", "--save-model", &ck]));
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(r.stderr.contains("the loss of step"), "{}", r.stderr);
+    // No checkpoint with a diverged model was written.
+    assert!(!Path::new(&ck).exists() || ttrec::train::checkpoint::load(Path::new(&ck)).is_ok());
+}
+
+#[test]
+fn bad_options_are_errors_before_any_work() {
+    for (args, want) in [
+        (
+            vec!["--arch-mlp-bot", "13-64-8"],
+            "--arch-sparse-feature-size 16",
+        ),
+        (vec!["--arch-mlp-top", "64-2"], "must end with 1"),
+        (
+            vec!["--embedding", "dense", "--tt-rank", "8"],
+            "need --embedding tt",
+        ),
+        (vec!["--test-fraction", "1.5"], "--test-fraction"),
+        (vec!["--processed-data-file", "x.ttcache"], "needs --data"),
+        (vec!["--data", "/nonexistent/train.txt"], "no such file"),
+        (vec!["--learning-rate", "nan"], "--learning-rate"),
+        (vec!["--tt-init", "gaussian"], "--tt-init"),
+        (
+            vec!["--load-model", "/nonexistent.safetensors"],
+            "--load-model",
+        ),
+    ] {
+        let mut a = vec!["train".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let t = std::time::Instant::now();
+        let r = train(&a);
+        assert!(!r.ok, "{args:?} was accepted");
+        assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stdout.contains("adapter:"),
+            "{args:?}: work started before the check"
+        );
+        assert!(t.elapsed().as_secs() < 10);
+    }
+}
+
+#[test]
+fn malformed_lines_of_a_real_criteo_file_are_skipped_and_counted() {
+    let dir = temp_dir("train-real");
+    let mut text = real_text();
+    text.push_str("1\t2\t3\n"); // too few fields
+    text.push_str(&"x\t".repeat(39));
+    text.push_str("x\n"); // a bad label
+    let data: PathBuf = dir.join("day_0.txt");
+    std::fs::write(&data, text).unwrap();
+    let summary = p(&dir, "s.json");
+    let r = train(&[
+        "train".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--embedding".into(),
+        "dense".into(),
+        "--test-fraction".into(),
+        "0.2".into(),
+        "--mini-batch-size".into(),
+        "16".into(),
+        "--arch-mlp-bot".into(),
+        "13-32-16".into(),
+        "--arch-mlp-top".into(),
+        "32-1".into(),
+        "--summary-json".into(),
+        summary.clone(),
+    ]);
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("202 lines read, 2 malformed skipped"),
+        "{}",
+        r.stdout
+    );
+    let s = json(&summary);
+    assert_eq!(s["malformed_lines"].as_u64(), Some(2));
+    assert_eq!(s["eval_samples"].as_u64(), Some(40));
+    assert!(dir.join("day_0.txt.ttcache").exists());
+}
