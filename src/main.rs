@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run CUDA-parity fixtures (ttrec-parity-v1) on this adapter; exit 0 only if all pass.
+    /// Run parity fixtures (TT-EmbeddingBag ttrec-parity-v1, DLRM ttrec-dlrm-v1) on this
+    /// adapter; exit 0 only if all pass.
     Parity(cli::tt::ParityArgs),
     /// Benchmarks.
     #[command(subcommand)]

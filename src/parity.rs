@@ -335,3 +335,110 @@ pub fn fixtures_in(dir: &Path) -> Result<Vec<PathBuf>> {
     v.sort();
     Ok(v)
 }
+
+/// Relative tolerance of the DLRM fixtures: a float32 step (sums over up to 512 values, the
+/// bottom and top MLPs chained) against float64.
+pub const DLRM_RTOL: f64 = 2e-5;
+/// Absolute tolerance of the DLRM fixtures.
+pub const DLRM_ATOL: f64 = 1e-7;
+
+/// [`compare`] with other tolerances.
+pub fn compare_with(name: &str, got: &[f32], want: &[f32], rtol: f64, atol: f64) -> TensorCheck {
+    let mut c = compare(name, got, want);
+    c.tolerance = rtol * c.max_abs_want + atol;
+    c.pass = c.worst_abs <= c.tolerance;
+    c
+}
+
+/// The format named in a safetensors file's metadata (`ttrec-parity-v1`, `ttrec-dlrm-v1`).
+pub fn fixture_format(path: &Path) -> Result<String> {
+    let (m, _) = read_safetensors(path)?;
+    m.get("format")
+        .cloned()
+        .ok_or_else(|| Error::file(path, "metadata format is missing"))
+}
+
+/// Runs a DLRM fixture (`ttrec-dlrm-v1`) on `gpu`: loads its parameters, traces the forward,
+/// takes one training step and compares loss, probabilities, the bottom MLP's output, the
+/// interaction, every gradient and every updated parameter.
+pub fn run_dlrm_fixture(
+    gpu: &Gpu,
+    fx: &crate::dlrm::fixture::DlrmFixture,
+    options: crate::dlrm::DlrmOptions,
+) -> Result<ParityReport> {
+    use crate::dlrm::{Dlrm, DlrmBatch};
+    let mut model = Dlrm::zeroed(gpu, fx.config.clone(), options)?;
+    for (name, _, values) in &fx.params {
+        model.set_parameter(name, values)?;
+    }
+    let batch = DlrmBatch {
+        dense: &fx.dense,
+        sparse: &fx.sparse,
+        labels: &fx.labels,
+    };
+    let trace = model.trace(&batch)?;
+    model.train_step(&batch)?;
+    let stats = model.take_stats()?;
+    let b = fx.labels.len();
+    let d = fx.config.dim();
+    let mut actual = vec![
+        (
+            "actual.loss".to_string(),
+            vec![1],
+            vec![stats[0].loss as f32],
+        ),
+        (
+            "actual.probabilities".to_string(),
+            vec![b],
+            trace.probabilities,
+        ),
+        (
+            "actual.bottom_out".to_string(),
+            vec![b, d],
+            trace.bottom_out,
+        ),
+        (
+            "actual.interaction".to_string(),
+            vec![b, fx.config.interaction_width()],
+            trace.interaction,
+        ),
+    ];
+    for (name, shape, _) in &fx.params {
+        actual.push((
+            format!("actual.grad.{name}"),
+            shape.clone(),
+            model.gradient(name)?,
+        ));
+        actual.push((
+            format!("actual.updated.{name}"),
+            shape.clone(),
+            model.parameter(name)?,
+        ));
+    }
+    let mut names: Vec<&String> = fx.expected.keys().collect();
+    names.sort();
+    let mut checks = Vec::new();
+    for name in names {
+        let (shape, want) = &fx.expected[name];
+        let actual_name = name.replacen("expected.", "actual.", 1);
+        checks.push(match actual.iter().find(|(n, _, _)| *n == actual_name) {
+            Some((_, s, got)) if s.iter().product::<usize>() == shape.iter().product::<usize>() => {
+                compare_with(name, got, want, DLRM_RTOL, DLRM_ATOL)
+            }
+            _ => TensorCheck {
+                name: format!("{name} (not computed)"),
+                worst_abs: f64::INFINITY,
+                worst_index: 0,
+                tolerance: 0.0,
+                max_abs_want: 0.0,
+                pass: false,
+            },
+        });
+    }
+    Ok(ParityReport {
+        name: fx.name.clone(),
+        source: fx.source.clone(),
+        checks,
+        actual,
+    })
+}

@@ -242,3 +242,64 @@ fn bad_input_names_table_position_and_value() {
     assert!(DenseBagGroup::empty(&gpu, 6, &ROWS, Optimizer::Sgd { lr: 0.1 }, None).is_err());
     assert!(DenseBagLookups::declare(&mut g, &group, BAGS, 64, 42, &COLS, "x").is_err());
 }
+
+#[test]
+fn large_batches_match_twin() {
+    // 3 tables x 12,000 bags of one lookup: past the host's radix-sort threshold (32,768).
+    let gpu = gpu();
+    let rows = [50u64, 7, 3000];
+    let bags = 12_000;
+    let mut group = DenseBagGroup::empty(&gpu, 4, &rows, Optimizer::Sgd { lr: 0.5 }, None).unwrap();
+    let mut r = rng(31);
+    let tables: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|&n| values(&mut r, n as usize * 4))
+        .collect();
+    for (t, v) in tables.iter().enumerate() {
+        group.set_table(t, v).unwrap();
+    }
+    let ids: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|&n| (0..bags).map(|_| r.random_range(0..n as u32)).collect())
+        .collect();
+    let offsets: Vec<u32> = (0..=bags as u32).collect();
+    let bags_v: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
+    let stride = 12;
+    let cols = [0usize, 4, 8];
+    let out = gpu.storage("out", (bags * stride * 4) as u64);
+    let dout_v = values(&mut r, bags * stride);
+    let dout = gpu.storage_from("dout", &dout_v);
+    let mut g = GraphBuilder::new(&gpu);
+    let lk =
+        DenseBagLookups::declare(&mut g, &group, bags, 3 * bags, stride, &cols, "big").unwrap();
+    lk.record_forward(&mut g, &group, Buf::from(&out)).unwrap();
+    lk.record_backward(&mut g, &group, Buf::from(&dout))
+        .unwrap();
+    let plan = g.build().unwrap();
+    let mut input = plan.new_input();
+    lk.validate(&group, &bags_v).unwrap();
+    lk.fill(&mut input, &group, &bags_v).unwrap();
+    plan.run_with(&input).unwrap();
+    for t in 0..3 {
+        let idx: Vec<u64> = ids[t].iter().map(|&x| x as u64).collect();
+        let off: Vec<u64> = offsets.iter().map(|&x| x as u64).collect();
+        let d: Vec<f64> = (0..bags)
+            .flat_map(|b| {
+                dout_v[b * stride + cols[t]..][..4]
+                    .iter()
+                    .map(|&x| x as f64)
+            })
+            .collect();
+        let grad = twin::bag_backward(rows[t] as usize, 4, &idx, &off, &d);
+        let got = lk.table_grad(&group, &bags_v, t).unwrap();
+        assert_close(&format!("table {t} row grads"), &got, &grad, 1e-5, 1e-6);
+        let want = twin::sgd(&to_f64(&tables[t]), &grad, 0.5);
+        assert_close(
+            &format!("table {t} updated"),
+            &group.table(t).unwrap(),
+            &want,
+            1e-5,
+            1e-6,
+        );
+    }
+}

@@ -79,15 +79,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Measures one configuration: warm-up, then steps back to back for at least `seconds` (and
-/// `min_steps`), then synced steps.
-pub fn run_dlrm(
-    gpu: &Gpu,
-    cfg: &DlrmBenchConfig,
-    min_steps: usize,
-    seconds: f64,
-    profile: bool,
-) -> Result<DlrmBenchResult> {
+/// The model of a benchmark configuration (one per variant; batch sizes share it).
+pub fn bench_model(gpu: &Gpu, cfg: &DlrmBenchConfig) -> Result<Dlrm> {
     let synth = SyntheticCriteo::new(1, cfg.scale)?;
     let base = DlrmConfig::kaggle_dense().with_table_sizes(synth.table_sizes());
     let config = match cfg.variant.as_str() {
@@ -100,8 +93,22 @@ pub fn run_dlrm(
             ))
         }
     };
-    let embedding_params = config.embedding_params()?;
-    let mut model = Dlrm::new(gpu, config, DlrmOptions::default())?;
+    Dlrm::new(gpu, config, DlrmOptions::default())
+}
+
+/// Measures one configuration on `model` (from [`bench_model`]): warm-up, then steps back to
+/// back for at least `seconds` (and `min_steps`), then synced steps.
+pub fn run_dlrm(
+    gpu: &Gpu,
+    model: &mut Dlrm,
+    cfg: &DlrmBenchConfig,
+    min_steps: usize,
+    seconds: f64,
+    profile: bool,
+) -> Result<DlrmBenchResult> {
+    let synth = SyntheticCriteo::new(1, cfg.scale)?;
+    let embedding_params = model.config().embedding_params()?;
+    model.prepare_train(cfg.batch)?;
     // Distinct batches, made before timing so data generation is not measured.
     let batches: Vec<_> = (0..16)
         .map(|i| synth.batch(i * cfg.batch as u64, cfg.batch))

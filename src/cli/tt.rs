@@ -12,7 +12,8 @@ use ttrec::parity::{dump, run_fixture, Fixture};
 /// `ttrec parity FILE...`
 #[derive(Debug, Args)]
 pub struct ParityArgs {
-    /// Fixture files (ttrec-parity-v1 safetensors) or directories of them.
+    /// Fixture files (ttrec-parity-v1 TT-EmbeddingBag or ttrec-dlrm-v1 DLRM safetensors) or
+    /// directories of them.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Write what was computed to DIR/<fixture file name> as safetensors.
@@ -37,13 +38,20 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
     println!("adapter: {}", gpu.adapter_name());
     let mut failed = 0;
     for path in &files {
-        let result = Fixture::read(path).and_then(|fx| run_fixture(&gpu, &fx).map(|r| (fx, r)));
+        let result = ttrec::parity::fixture_format(path).and_then(|format| {
+            if format == ttrec::dlrm::fixture::FORMAT {
+                let fx = ttrec::dlrm::fixture::DlrmFixture::read(path)?;
+                ttrec::parity::run_dlrm_fixture(&gpu, &fx, Default::default())
+            } else {
+                Fixture::read(path).and_then(|fx| run_fixture(&gpu, &fx))
+            }
+        });
         match result {
             Err(e) => {
                 failed += 1;
                 println!("FAIL {}: {e}", path.display());
             }
-            Ok((_, report)) => {
+            Ok(report) => {
                 let status = if report.pass() { "ok  " } else { "FAIL" };
                 println!(
                     "{status} {} ({}) [{}]",
@@ -117,7 +125,7 @@ pub struct BenchDlrmArgs {
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
-    use ttrec::bench::dlrm::{default_scale, node_part, run_dlrm, DlrmBenchConfig};
+    use ttrec::bench::dlrm::{bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig};
     for v in &a.variant {
         if v != "tt" && v != "dense" {
             bail!("unknown --variant {v:?}; tt or dense");
@@ -150,6 +158,7 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
         );
     }
     for variant in &a.variant {
+        let mut model = None;
         for &batch in &a.batch {
             let cfg = DlrmBenchConfig {
                 variant: variant.clone(),
@@ -157,7 +166,12 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
                 scale: a.scale.unwrap_or_else(|| default_scale(&gpu, variant)),
                 rank: a.rank,
             };
-            let r = run_dlrm(&gpu, &cfg, a.steps, a.seconds, a.profile)
+            if model.is_none() {
+                model =
+                    Some(bench_model(&gpu, &cfg).with_context(|| format!("dlrm {variant} model"))?);
+            }
+            let m = model.as_mut().expect("model");
+            let r = run_dlrm(&gpu, m, &cfg, a.steps, a.seconds, a.profile)
                 .with_context(|| format!("dlrm {variant} batch {batch}"))?;
             if a.json {
                 println!("{}", r.json());

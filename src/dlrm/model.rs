@@ -949,6 +949,19 @@ impl Dlrm {
         out
     }
 
+    /// The evaluation plan for `batch` run with a GPU timestamp around every node: waits and
+    /// returns the per-node times (needs timestamp queries).
+    pub fn profile_predict(&mut self, batch: &DlrmBatch) -> Result<Vec<crate::graph::NodeTime>> {
+        let b = self.validate(batch, false)?;
+        let mut ep = self.eval_plan(b, false)?;
+        let out = self
+            .fill(&mut ep.input, &ep.inputs, batch, None)
+            .and_then(|_| ep.plan.upload(&ep.input))
+            .and_then(|_| ep.plan.run_profiled());
+        self.eval_plans.insert((b, false), ep);
+        out
+    }
+
     /// The forward's intermediate values for `batch` (checks against a reference).
     pub fn trace(&mut self, batch: &DlrmBatch) -> Result<Trace> {
         let b = self.validate(batch, false)?;

@@ -537,7 +537,7 @@ impl DenseBagLookups {
                 }
             }
         }
-        lookups.sort_unstable();
+        sort_by_row(&mut lookups);
         let nnz = lookups.len() as u32;
         h.dest = lookups.iter().map(|&(_, n)| dest_of[n as usize]).collect();
         for (s, &(row, _)) in lookups.iter().enumerate() {
@@ -586,6 +586,34 @@ impl DenseBagLookups {
             }
         }
         Ok(out)
+    }
+}
+
+/// Sorts (row, position) pairs by row, keeping positions in order within a row: a comparison
+/// sort for small batches, two stable 16-bit radix passes (O(n)) for large ones.
+fn sort_by_row(v: &mut Vec<(u32, u32)>) {
+    if v.len() < 1 << 15 {
+        v.sort_unstable();
+        return;
+    }
+    let mut tmp = vec![(0u32, 0u32); v.len()];
+    for shift in [0u32, 16] {
+        let mut count = vec![0usize; 1 << 16];
+        for &(r, _) in v.iter() {
+            count[((r >> shift) & 0xffff) as usize] += 1;
+        }
+        let mut at = 0;
+        for c in count.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for &e in v.iter() {
+            let k = ((e.0 >> shift) & 0xffff) as usize;
+            tmp[count[k]] = e;
+            count[k] += 1;
+        }
+        std::mem::swap(v, &mut tmp);
     }
 }
 

@@ -282,6 +282,13 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     }
     let batches = args.num_batches.map_or(per_epoch, |n| n.min(per_epoch));
     let epochs = args.nepochs as u64;
+    // Without --test-freq: dlrm evaluates at the end of each epoch; the synthetic default run
+    // also evaluates every quarter epoch, for a curve of AUC over the run.
+    let test_freq = match (args.test_freq, args.data.is_empty()) {
+        (Some(f), _) => f,
+        (None, true) => batches.div_ceil(4).max(1),
+        (None, false) => batches,
+    };
     let mut train_samples = 0u64;
     let mut eval_seconds = 0.0;
     let mut eval_samples = 0u64;
@@ -447,7 +454,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
                     ),
                 ));
             }
-            let test_now = at_end || args.test_freq.is_some_and(|f| pos.batch.is_multiple_of(f as u64));
+            let test_now = at_end || pos.batch.is_multiple_of(test_freq as u64);
             if test_now {
                 let paused = Instant::now();
                 let ev = evaluate_now(
