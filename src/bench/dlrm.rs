@@ -79,8 +79,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The model of a benchmark configuration (one per variant; batch sizes share it).
-pub fn bench_model(gpu: &Gpu, cfg: &DlrmBenchConfig) -> Result<Dlrm> {
+/// The model of a benchmark configuration (one per variant; batch sizes share it), with the
+/// matrix-product variant `gemm` (None: the adapter's default).
+pub fn bench_model(
+    gpu: &Gpu,
+    cfg: &DlrmBenchConfig,
+    gemm: Option<crate::kernels::matmul::GemmVariant>,
+) -> Result<Dlrm> {
     let synth = SyntheticCriteo::new(1, cfg.scale)?;
     let base = DlrmConfig::kaggle_dense().with_table_sizes(synth.table_sizes());
     let config = match cfg.variant.as_str() {
@@ -93,7 +98,14 @@ pub fn bench_model(gpu: &Gpu, cfg: &DlrmBenchConfig) -> Result<Dlrm> {
             ))
         }
     };
-    Dlrm::new(gpu, config, DlrmOptions::default())
+    Dlrm::new(
+        gpu,
+        config,
+        DlrmOptions {
+            gemm,
+            ..DlrmOptions::default()
+        },
+    )
 }
 
 /// Measures one configuration on `model` (from [`bench_model`]): warm-up, then steps back to

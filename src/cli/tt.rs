@@ -122,6 +122,9 @@ pub struct BenchDlrmArgs {
     /// Also print GPU times of one step's kernels, summed by model part (needs timestamps).
     #[arg(long)]
     pub profile: bool,
+    /// Matrix-product variant: registers (CPU adapters' default) or tiled (GPUs' default).
+    #[arg(long, value_parser = ["registers", "tiled"])]
+    pub gemm: Option<String>,
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
@@ -167,8 +170,14 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
                 rank: a.rank,
             };
             if model.is_none() {
-                model =
-                    Some(bench_model(&gpu, &cfg).with_context(|| format!("dlrm {variant} model"))?);
+                let gemm = a.gemm.as_deref().map(|g| match g {
+                    "registers" => ttrec::kernels::matmul::GemmVariant::Registers,
+                    _ => ttrec::kernels::matmul::GemmVariant::Tiled,
+                });
+                model = Some(
+                    bench_model(&gpu, &cfg, gemm)
+                        .with_context(|| format!("dlrm {variant} model"))?,
+                );
             }
             let m = model.as_mut().expect("model");
             let r = run_dlrm(&gpu, m, &cfg, a.steps, a.seconds, a.profile)

@@ -17,7 +17,8 @@ tied scores given their average rank), computed in float64 on float32 probabilit
 What cannot be the same: the parameter initialisation (same distributions as dlrm and ttrec,
 drawn here with numpy.random.default_rng(seed)) and the order of the training rows (ttrec
 shuffles with ChaCha8 seeded by a hash of (seed, epoch); here numpy.random.default_rng([seed, 1,
-epoch]).permutation, or file order with --no-shuffle in both). See tools/dlrm/README.md.
+epoch]).permutation, or file order with --no-shuffle, which `ttrec train` does not offer).
+See tools/dlrm/README.md.
 
 Usage:
   python3 tools/dlrm/torch_train.py --data train.txt --test-fraction 0.2 --mini-batch-size 16 \
@@ -153,15 +154,16 @@ def open_maybe_gzip(path):
 
 
 class RawData:
-    """Valid lines of a file: labels [n] uint8, raw dense [n, 13] int64 (missing -> 0), raw
-    categorical values [n, 26] uint32 (missing -> 0, % max_ind_range applied)."""
+    """Valid lines of a file: labels [n] uint8, dense features [n, 13] float32 (already
+    transformed: missing -> 0, log(max(x, 0) + 1)), raw categorical values [n, 26] uint32
+    (missing -> 0, % max_ind_range applied). About 57 bytes a row (Kaggle: 2.6 GB)."""
 
     def __init__(self, labels, dense, cats, lines, malformed, examples):
         self.labels, self.dense, self.cats = labels, dense, cats
         self.lines, self.malformed, self.examples = lines, malformed, examples
 
 
-def read_criteo(path, max_ind_range=None, chunk=1 << 20):
+def read_criteo(path, max_ind_range=None, chunk=1 << 16):
     lab_chunks, den_chunks, cat_chunks = [], [], []
     labs, dens, cats = [], [], []
     malformed = dict.fromkeys(MALFORMED_KINDS, 0)
@@ -172,7 +174,8 @@ def read_criteo(path, max_ind_range=None, chunk=1 << 20):
     def flush():
         if labs:
             lab_chunks.append(np.array(labs, dtype=np.uint8))
-            den_chunks.append(np.array(dens, dtype=np.int64).reshape(-1, NUM_DENSE))
+            # Raw integers only live for one chunk: they need int64 (or Python ints) exactly.
+            den_chunks.append(dense_transform(np.array(dens, dtype=np.int64).reshape(-1, NUM_DENSE)))
             cat_chunks.append(np.array(cats, dtype=np.uint32).reshape(-1, NUM_SPARSE))
             labs.clear()
             dens.clear()
@@ -204,8 +207,13 @@ def read_criteo(path, max_ind_range=None, chunk=1 << 20):
                          f"({malformed})")
     if valid == 0:
         raise SystemExit(f"error: {path}: no valid lines")
-    return RawData(np.concatenate(lab_chunks), np.concatenate(den_chunks),
-                   np.concatenate(cat_chunks), lines, malformed, examples)
+    labels = np.concatenate(lab_chunks)
+    lab_chunks.clear()
+    dense = np.concatenate(den_chunks)
+    den_chunks.clear()
+    cats = np.concatenate(cat_chunks)
+    cat_chunks.clear()
+    return RawData(labels, dense, cats, lines, malformed, examples)
 
 
 def dense_transform(raw):
@@ -224,13 +232,46 @@ def first_appearance_ids(col):
 
 
 def preprocess(raw):
-    """-> labels float32 [n], dense float32 [n, 13], ids int64 [n, 26], table sizes [26]."""
-    ids = np.empty(raw.cats.shape, dtype=np.int64)
+    """-> labels float32 [n], dense float32 [n, 13], ids int32 [n, 26], table sizes [26].
+    The ids overwrite the raw values column by column (ids < n < 2^31)."""
     sizes = []
     for c in range(NUM_SPARSE):
-        ids[:, c], k = first_appearance_ids(raw.cats[:, c])
+        ids, k = first_appearance_ids(raw.cats[:, c])
+        raw.cats[:, c] = ids
         sizes.append(k)
-    return raw.labels.astype(np.float32), dense_transform(raw.dense), ids, sizes
+    return raw.labels.astype(np.float32), raw.dense, raw.cats.view(np.int32), sizes
+
+
+CACHE_VERSION = "torch_train-cache-v1"
+
+
+def cache_key(path, max_ind_range):
+    st = os.stat(path)
+    return {"version": CACHE_VERSION, "source": os.path.abspath(path), "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "max_ind_range": max_ind_range}
+
+
+def load_data(path, max_ind_range, cache=None):
+    """Read + preprocess, or reuse `cache` (an .npz written by an earlier run of the same file,
+    size, mtime and --max-ind-range). -> (labels, dense, ids, sizes, info)."""
+    key = cache_key(path, max_ind_range)
+    if cache and os.path.isfile(cache):
+        with np.load(cache, allow_pickle=False) as z:
+            info = json.loads(str(z["info"]))
+            if info.get("key") == key:
+                print(f"data: reusing the preprocessed cache {cache}")
+                return (z["labels"], z["dense"], z["ids"], [int(v) for v in z["sizes"]], info)
+        print(f"data: the cache {cache} is stale; rebuilding it")
+    raw = read_criteo(path, max_ind_range)
+    info = {"key": key, "lines": raw.lines, "malformed": raw.malformed, "examples": raw.examples}
+    labels, dense, ids, sizes = preprocess(raw)
+    if cache:
+        tmp = cache + ".tmp.npz"
+        np.savez(tmp, labels=labels, dense=dense, ids=ids, sizes=np.array(sizes, dtype=np.int64),
+                 info=np.array(json.dumps(info)))
+        os.replace(tmp, cache)
+        print(f"data: wrote the preprocessed cache {cache}")
+    return labels, dense, ids, sizes, info
 
 
 def rust_round(x):
@@ -409,6 +450,9 @@ def parse_args(argv):
                     help="also evaluate every N training batches")
     ap.add_argument("--print-freq", type=int, default=128, metavar="N")
     ap.add_argument("--summary-json", default=None, metavar="PATH")
+    ap.add_argument("--cache", default=None, metavar="PATH.npz",
+                    help="keep the preprocessed arrays here and reuse them on later runs of the "
+                         "same file (checked by path, size, mtime and --max-ind-range)")
     ap.add_argument("--preprocess-only", action="store_true",
                     help="read and preprocess, print counts and table sizes, stop")
     ap.add_argument("--selfcheck", action="store_true",
@@ -449,21 +493,21 @@ def run(args):
 
     # Data.
     t0 = time.perf_counter()
-    raw = read_criteo(args.data, args.max_ind_range)
-    labels, dense, ids, sizes = preprocess(raw)
+    labels, dense, ids, sizes, info = load_data(args.data, args.max_ind_range, args.cache)
     n = len(labels)
-    bad = sum(raw.malformed.values())
-    kinds = ", ".join(f"{k}: {v}" for k, v in raw.malformed.items() if v)
-    print(f"data: {raw.lines} lines read, {bad} malformed skipped{f' ({kinds})' if kinds else ''}"
+    malformed, lines_read = info["malformed"], info["lines"]
+    bad = sum(malformed.values())
+    kinds = ", ".join(f"{k}: {v}" for k, v in malformed.items() if v)
+    print(f"data: {lines_read} lines read, {bad} malformed skipped{f' ({kinds})' if kinds else ''}"
           f", {n} valid; read and preprocessed in {time.perf_counter() - t0:.1f} s")
-    for k, ex in raw.examples.items():
+    for k, ex in info["examples"].items():
         if ex:
             print(f"data: {k} first at lines {', '.join(map(str, ex))}")
     print(f"table sizes (C1..C26): {', '.join(map(str, sizes))} (sum {sum(sizes)})")
     sizes_model = [max(1, s) for s in sizes]  # a column with no value still needs one row
     if args.preprocess_only:
-        return {"valid_lines": n, "lines_read": raw.lines, "malformed_lines": bad,
-                "malformed_by_kind": raw.malformed, "table_sizes": sizes}
+        return {"valid_lines": n, "lines_read": lines_read, "malformed_lines": bad,
+                "malformed_by_kind": malformed, "table_sizes": sizes}
     train_end, (ev0, ev1) = split_rows(n, args.test_fraction)
     bs = args.mini_batch_size
     per_epoch = train_end // bs
@@ -506,7 +550,7 @@ def run(args):
         with torch.no_grad():
             for s in range(ev0, ev1, eval_batch):
                 e = min(ev1, s + eval_batch)
-                z = model(dense_t[s:e], ids_t[s:e])
+                z = model(dense_t[s:e], ids_t[s:e].long())
                 probs.append(torch.sigmoid(z).to(torch.float32).numpy())
         model.train()
         ev = evaluate(eval_labels, np.concatenate(probs))
@@ -534,7 +578,7 @@ def run(args):
         loss_sum, correct, seen = 0.0, 0, 0
         for b in range(batches):
             rows = order_t[b * bs:(b + 1) * bs]
-            x, s, y = dense_t[rows], ids_t[rows], labels_t[rows]
+            x, s, y = dense_t[rows], ids_t[rows].long(), labels_t[rows]
             z = model(x, s)
             loss = nn.functional.binary_cross_entropy_with_logits(z, y, reduction="mean")
             opt.zero_grad(set_to_none=True)
@@ -578,7 +622,7 @@ def run(args):
         "best_auc": best["auc"], "train_samples_per_s": rate, "eval_samples": ev["samples"],
         "train_samples": train_samples, "train_seconds": train_seconds, "steps": steps,
         "epochs": args.nepochs, "train_rows": train_end, "valid_lines": n,
-        "lines_read": raw.lines, "malformed_lines": bad, "malformed_by_kind": raw.malformed,
+        "lines_read": lines_read, "malformed_lines": bad, "malformed_by_kind": malformed,
         "table_sizes": sizes, "embedding_params": emb_params, "mlp_params": mlp_params,
         "config": {"data": os.path.abspath(args.data), "test_fraction": args.test_fraction,
                    "mini_batch_size": bs, "nepochs": args.nepochs, "num_batches": batches,
