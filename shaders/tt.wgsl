@@ -108,20 +108,19 @@ fn chain(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 // ---------------------------------------------------------------------------------------------
 // pool: out[b, c] (+)= sum over the chunk's lookups n of bag b (in order) of scale[n] * rows[n, c].
-// scale holds the per-sample weight (sum), 1 (sum) or 1 / bag length (mean). Bag b's row is at
-// OUT_OFFSET + b * OUT_STRIDE of `out` (a column block of a wider matrix, e.g. the interaction's
-// input). The first chunk writes every bag (ACCUMULATE false: empty bags get zeros), later chunks
-// add their part, so no clear is needed.
+// scale holds the per-sample weight (sum), 1 (sum) or 1 / bag length (mean). Bag b's row starts
+// at element dest[b] of `out` (any layout: a column block of the interaction's input, several
+// tables' bags in one call). The first chunk writes every bag (ACCUMULATE false: empty bags get
+// zeros), later chunks add their part, so no clear is needed.
 
 override D: u32 = 1u;
-override OUT_STRIDE: u32 = 1u;
-override OUT_OFFSET: u32 = 0u;
 override ACCUMULATE: bool = false;
 
 @group(0) @binding(1) var<storage, read> pool_offsets: array<u32>;
 @group(0) @binding(2) var<storage, read> pool_scale: array<f32>;
 @group(0) @binding(3) var<storage, read> pool_rows: array<f32>;
 @group(0) @binding(4) var<storage, read_write> pool_out: array<f32>;
+@group(0) @binding(5) var<storage, read> pool_dest: array<u32>;
 
 @compute @workgroup_size(64)
 fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -141,7 +140,7 @@ fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var n = lo; n < hi; n = n + 1u) {
         acc = acc + pool_scale[n] * pool_rows[(n - chunk.start) * D + c];
     }
-    let o = OUT_OFFSET + b * OUT_STRIDE + c;
+    let o = pool_dest[b] + c;
     if (ACCUMULATE) {
         pool_out[o] = pool_out[o] + acc;
     } else {
@@ -150,10 +149,10 @@ fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 
 // ---------------------------------------------------------------------------------------------
-// row_grad: drow[n, c] = scale[n] * dout[bag[n], c], the gradient reaching each lookup's row;
-// bag b's gradient row is at OUT_OFFSET + b * OUT_STRIDE of `dout`, as in pool.
+// row_grad: drow[n, c] = scale[n] * dout[dest[n] + c], the gradient reaching each lookup's row
+// (dest[n]: where the lookup's bag's row starts, as in pool).
 
-@group(0) @binding(1) var<storage, read> rg_bag: array<u32>;
+@group(0) @binding(1) var<storage, read> rg_dest: array<u32>;
 @group(0) @binding(2) var<storage, read> rg_scale: array<f32>;
 @group(0) @binding(3) var<storage, read> rg_dout: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rg_drow: array<f32>;
@@ -168,7 +167,7 @@ fn row_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let c = id - n * D;
     let g = chunk.start + n;
-    rg_drow[n * D + c] = rg_scale[g] * rg_dout[OUT_OFFSET + rg_bag[g] * OUT_STRIDE + c];
+    rg_drow[n * D + c] = rg_scale[g] * rg_dout[rg_dest[g] + c];
 }
 
 // ---------------------------------------------------------------------------------------------

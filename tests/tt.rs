@@ -608,3 +608,105 @@ fn table_batch_matches_tables_alone() {
     let e = batch.forward(&wrong).unwrap_err().to_string();
     assert!(e.contains("table 0") && e.contains("index 5000"), "{e}");
 }
+
+#[test]
+fn a_group_of_tables_matches_each_table_alone() {
+    use ttrec::graph::{Buf, GraphBuilder};
+    use ttrec::tt::batch::Placement;
+    use ttrec::tt::{TtLookups, TtParams};
+    // Three tables with the same column factors and ranks but other row factors, stored as one
+    // group and run in shared dispatches; their bags pool into one [B, 3 D] matrix.
+    let gpu = gpu();
+    let shapes = vec![
+        TtShape::new(100, &[4, 5, 6], &[2, 2, 4], &[4, 8]).unwrap(),
+        TtShape::new(60, &[3, 4, 5], &[2, 2, 4], &[4, 8]).unwrap(),
+        TtShape::new(500, &[7, 8, 9], &[2, 2, 4], &[4, 8]).unwrap(),
+    ];
+    let cores: Vec<Vec<Vec<f32>>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(t, s)| random_cores(s, 40 + t as u64))
+        .collect();
+    let lr = 0.3f32;
+    let options = TtOptions {
+        pooling: Pooling::Sum,
+        optimizer: Optimizer::Sgd { lr },
+        ..TtOptions::default()
+    };
+    let params = TtParams::group_from_cores(&gpu, shapes.clone(), &cores, options).unwrap();
+    let mut r = rng(41);
+    let batches: Vec<(Vec<i64>, Vec<i64>)> = shapes
+        .iter()
+        .map(|s| bags(&mut r, 9, 3, s.num_embeddings))
+        .collect();
+    let bag_list: Vec<Bags> = batches.iter().map(|(i, o)| Bags::new(i, o)).collect();
+    let (b, d) = (9usize, 16usize);
+    let stride = 3 * d;
+    let dout = values(&mut r, b * stride);
+    let out = gpu.storage_from("out", &vec![POISON; b * stride]);
+    let dout_buf = gpu.storage_from("dout", &dout);
+    let nnz: usize = bag_list.iter().map(|x| x.nnz()).sum();
+    let mut g = GraphBuilder::new(&gpu);
+    let lk = TtLookups::declare(&mut g, &params, nnz, 3 * b, "group");
+    let saved = lk
+        .record_forward(&mut g, &params, &Buf::from(&out))
+        .unwrap();
+    lk.record_backward(&mut g, &params, &Buf::from(&dout_buf), Some(saved), true)
+        .unwrap();
+    let plan = g.build().unwrap();
+    let mut input = plan.new_input();
+    let place = Placement {
+        col: vec![0, d, 2 * d],
+        stride: vec![stride; 3],
+    };
+    lk.fill(&mut input, &params, &bag_list, &place, Pooling::Sum)
+        .unwrap();
+    plan.run_with(&input).unwrap();
+    let got = gpu.read_f32(&out, 0, b * stride).unwrap();
+    for (t, s) in shapes.iter().enumerate() {
+        let idx = u64s(&batches[t].0);
+        let off = u64s(&batches[t].1);
+        let want = reference::forward(s, &cores[t], &idx, &off, None, Pooling::Sum);
+        let got_t: Vec<f32> = (0..b)
+            .flat_map(|i| got[i * stride + t * d..][..d].to_vec())
+            .collect();
+        assert_close(&format!("table {t} forward"), &got_t, &want, 1e-5, 1e-6);
+        let dout_t: Vec<f32> = (0..b)
+            .flat_map(|i| dout[i * stride + t * d..][..d].to_vec())
+            .collect();
+        let grads = reference::backward(s, &cores[t], &idx, &off, None, Pooling::Sum, &dout_t);
+        let got_g = params.table_grads(t).unwrap();
+        let updated = reference::sgd_update(&cores[t], &grads, lr as f64);
+        let got_c = params.table_cores(t).unwrap();
+        for k in 0..3 {
+            assert_close(
+                &format!("table {t} grad {k}"),
+                &got_g[k],
+                &grads[k],
+                1e-5,
+                1e-6,
+            );
+            assert_close(
+                &format!("table {t} updated core {k}"),
+                &got_c[k],
+                &to_f64(&updated[k]),
+                1e-6,
+                1e-7,
+            );
+        }
+    }
+    // Tables whose factors differ cannot share cores.
+    let other = TtShape::new(100, &[4, 5, 6], &[4, 2, 2], &[4, 8]).unwrap();
+    let e = TtParams::group_from_cores(
+        &gpu,
+        vec![shapes[0].clone(), other.clone()],
+        &[cores[0].clone(), random_cores(&other, 1)],
+        TtOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("table 1") && e.contains("share column factors"),
+        "{e}"
+    );
+}

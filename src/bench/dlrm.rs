@@ -194,7 +194,7 @@ pub fn node_part(label: &str) -> &'static str {
         "top MLP"
     } else if label.starts_with("interaction") {
         "interaction"
-    } else if label.starts_with("tt table") {
+    } else if label.starts_with("tt group") {
         "TT tables"
     } else if label.starts_with("dense") {
         "dense tables"

@@ -28,7 +28,10 @@ use crate::nn::{
     act_transient, Act, ArenaLayout, DenseBagGroup, DenseBagLookups, Mlp, MlpActivations,
     ParamArena,
 };
-use crate::tt::{Bags, Optimizer, Pooling, TtLookups, TtOptions, TtParams, TtSaved};
+use crate::tt::batch::Placement;
+use crate::tt::{
+    init_cores, Bags, Optimizer, Pooling, TtLookups, TtOptions, TtParams, TtSaved, TtShape,
+};
 
 /// One batch as the model takes it: `dense` `[B, dense features]` (after dlrm's log transform),
 /// `sparse` `[B, tables]` ids, `labels` `[B]` (0 or 1; may be empty for prediction).
@@ -95,7 +98,8 @@ struct BatchInputs {
     labels: Option<Buf>,
     step: Option<Buf>,
     dense: Option<DenseBagLookups>,
-    tt: Vec<Option<TtLookups>>,
+    /// One per TT group.
+    tt: Vec<TtLookups>,
 }
 
 /// Buffers of one recorded forward.
@@ -105,7 +109,8 @@ struct Forward {
     logits: Buf,
     bottom: MlpActivations,
     top: MlpActivations,
-    saved: Vec<Option<TtSaved>>,
+    /// One per TT group.
+    saved: Vec<TtSaved>,
 }
 
 struct StepPlan {
@@ -146,8 +151,10 @@ pub struct Dlrm {
     dense: Option<DenseBagGroup>,
     /// Per model table: its index in the dense group (None for TT tables).
     dense_index: Vec<Option<usize>>,
-    /// Per model table: its TT parameters (None for dense tables).
-    tt: Vec<Option<TtParams>>,
+    /// TT tables with the same cores, column factors and ranks, stored (and run) as one group.
+    tt: Vec<TtGroup>,
+    /// Per model table: its TT group and position in it (None for dense tables).
+    tt_of: Vec<Option<(usize, usize)>>,
     stats: wgpu::Buffer,
     steps: u64,
     /// Steps whose statistics are still only on the GPU: (step, samples).
@@ -167,6 +174,13 @@ impl std::fmt::Debug for Dlrm {
             .field("steps", &self.steps)
             .finish()
     }
+}
+
+/// TT tables stored as one (see [`TtParams::group_from_cores`]).
+struct TtGroup {
+    params: TtParams,
+    /// Model table of each group table, in order.
+    tables: Vec<usize>,
 }
 
 /// Names of the parameters, as dlrm's state dict.
@@ -224,35 +238,65 @@ impl Dlrm {
         }
         let mut dense_rows = Vec::new();
         let mut dense_index = Vec::new();
-        let mut tt = Vec::new();
+        // TT tables grouped by (column factors, ranks): a group runs in shared dispatches.
+        type Group = (Vec<usize>, Vec<usize>, Vec<(usize, TtShape)>);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut tt_of = vec![None; config.tables.len()];
         for (t, table) in config.tables.iter().enumerate() {
             match config.tt_shape(t)? {
                 None => {
                     dense_index.push(Some(dense_rows.len()));
                     dense_rows.push(table.rows);
-                    tt.push(None);
                 }
                 Some(shape) => {
                     dense_index.push(None);
-                    let opts = TtOptions {
-                        pooling: Pooling::Sum,
-                        optimizer: sgd,
-                        init: config.tt_init,
-                        seed: config.seed.wrapping_add(1000 + t as u64),
-                        subgroup_kernels: options.subgroup_kernels,
-                        ..TtOptions::default()
+                    let gi = match groups
+                        .iter()
+                        .position(|(q, r, _)| *q == shape.q && *r == shape.ranks)
+                    {
+                        Some(i) => i,
+                        None => {
+                            groups.push((shape.q.clone(), shape.ranks.clone(), Vec::new()));
+                            groups.len() - 1
+                        }
                     };
-                    let params = if init {
-                        TtParams::new(gpu, shape, opts)
-                    } else {
-                        let zeros: Vec<Vec<f32>> = (0..shape.d())
-                            .map(|k| vec![0.0; shape.core_len(k)])
-                            .collect();
-                        TtParams::from_cores(gpu, shape, &zeros, opts)
-                    };
-                    tt.push(Some(params.map_err(|e| e.with_table(t))?));
+                    tt_of[t] = Some((gi, groups[gi].2.len()));
+                    groups[gi].2.push((t, shape));
                 }
             }
+        }
+        let mut tt = Vec::with_capacity(groups.len());
+        for (_, _, members) in groups {
+            let opts = TtOptions {
+                pooling: Pooling::Sum,
+                optimizer: sgd,
+                init: config.tt_init,
+                seed: config.seed,
+                subgroup_kernels: options.subgroup_kernels,
+                ..TtOptions::default()
+            };
+            // Each table drawn as if alone, from its own seed.
+            let cores: Vec<Vec<Vec<f32>>> = members
+                .iter()
+                .map(|(t, shape)| {
+                    if init {
+                        init_cores(
+                            shape,
+                            config.tt_init,
+                            config.seed.wrapping_add(1000 + *t as u64),
+                        )
+                    } else {
+                        (0..shape.d())
+                            .map(|k| vec![0.0; shape.core_len(k)])
+                            .collect()
+                    }
+                })
+                .collect();
+            let tables: Vec<usize> = members.iter().map(|(t, _)| *t).collect();
+            let shapes: Vec<TtShape> = members.into_iter().map(|(_, s)| s).collect();
+            let params = TtParams::group_from_cores(gpu, shapes, &cores, opts)
+                .map_err(|e| e.with_table(tables[0]))?;
+            tt.push(TtGroup { params, tables });
         }
         let dense = if dense_rows.is_empty() {
             None
@@ -290,6 +334,7 @@ impl Dlrm {
             dense,
             dense_index,
             tt,
+            tt_of,
             stats,
             steps: 0,
             unread: VecDeque::new(),
@@ -344,8 +389,8 @@ impl Dlrm {
         if let Some(d) = &mut self.dense {
             d.set_learning_rate(lr);
         }
-        for p in self.tt.iter_mut().flatten() {
-            p.set_learning_rate(lr);
+        for g in &mut self.tt {
+            g.params.set_learning_rate(lr);
         }
         Ok(())
     }
@@ -396,9 +441,9 @@ impl Dlrm {
             .tt
             .iter()
             .enumerate()
-            .map(|(t, p)| {
-                p.as_ref()
-                    .map(|p| TtLookups::declare(g, p, batch, batch, &format!("tt table {t}")))
+            .map(|(i, grp)| {
+                let n = batch * grp.tables.len();
+                TtLookups::declare(g, &grp.params, n, n, &format!("tt group {i}"))
             })
             .collect();
         Ok(BatchInputs {
@@ -448,20 +493,9 @@ impl Dlrm {
         if let (Some(group), Some(lk)) = (&self.dense, &inputs.dense) {
             lk.record_forward(g, group, t.clone())?;
         }
-        let mut saved = Vec::with_capacity(cfg.tables.len());
-        for (ti, (p, lk)) in self.tt.iter().zip(&inputs.tt).enumerate() {
-            saved.push(match (p, lk) {
-                (Some(p), Some(lk)) => Some(lk.record_forward(
-                    g,
-                    p,
-                    &MatrixAt {
-                        buf: t.clone(),
-                        stride: t_stride,
-                        offset: self.slot_col(ti),
-                    },
-                )?),
-                _ => None,
-            });
+        let mut saved = Vec::with_capacity(self.tt.len());
+        for (grp, lk) in self.tt.iter().zip(&inputs.tt) {
+            saved.push(lk.record_forward(g, &grp.params, &t)?);
         }
         record_interaction_fwd(
             g,
@@ -567,20 +601,8 @@ impl Dlrm {
         if let (Some(group), Some(lk)) = (&self.dense, &inputs.dense) {
             lk.record_backward(&mut g, group, dt.clone())?;
         }
-        for (ti, ((p, lk), saved)) in self.tt.iter().zip(&inputs.tt).zip(fw.saved).enumerate() {
-            if let (Some(p), Some(lk)) = (p, lk) {
-                lk.record_backward(
-                    &mut g,
-                    p,
-                    &MatrixAt {
-                        buf: dt.clone(),
-                        stride: t_stride,
-                        offset: self.slot_col(ti),
-                    },
-                    saved,
-                    true,
-                )?;
-            }
+        for ((grp, lk), saved) in self.tt.iter().zip(&inputs.tt).zip(fw.saved) {
+            lk.record_backward(&mut g, &grp.params, &dt, Some(saved), true)?;
         }
         self.arena.record_update(&mut g, "mlp")?;
         let plan = g.build()?;
@@ -751,11 +773,14 @@ impl Dlrm {
             lk.fill(input, group, &bags)?;
             dense_ids = Some(ids);
         }
-        for (t, (p, lk)) in self.tt.iter().zip(&inputs.tt).enumerate() {
-            if let (Some(p), Some(lk)) = (p, lk) {
-                let ids = column(t);
-                lk.fill(input, p, &Bags::new(&ids, &offsets), Pooling::Sum)?;
-            }
+        for (grp, lk) in self.tt.iter().zip(&inputs.tt) {
+            let ids: Vec<Vec<u32>> = grp.tables.iter().map(|&t| column(t)).collect();
+            let bags: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
+            let place = Placement {
+                col: grp.tables.iter().map(|&t| self.slot_col(t)).collect(),
+                stride: vec![self.t_stride(); grp.tables.len()],
+            };
+            lk.fill(input, &grp.params, &bags, &place, Pooling::Sum)?;
         }
         Ok(dense_ids)
     }
@@ -877,10 +902,9 @@ impl Dlrm {
         let pairs = (cfg.vectors() * (cfg.vectors() - 1) / 2) as f64;
         let mut tt = 0.0;
         let mut dense = 0.0;
-        for p in &self.tt {
-            match p {
-                Some(p) => {
-                    let s = p.shape();
+        for t in 0..cfg.tables.len() {
+            match cfg.tt_shape(t).ok().flatten() {
+                Some(s) => {
                     let chain: f64 = (1..s.d())
                         .map(|k| {
                             2.0 * (s.q_prefix(k) * s.ranks[k] * s.q[k] * s.ranks[k + 1]) as f64
@@ -997,23 +1021,25 @@ impl Dlrm {
             .map(|t| (t.name.clone(), t.shape()))
             .collect();
         for (t, table) in self.config.tables.iter().enumerate() {
-            match &self.tt[t] {
-                Some(p) => {
-                    for k in 0..p.shape().d() {
-                        out.push((emb_core(t, k), p.shape().core_shape(k).to_vec()));
+            match self.tt_table(t) {
+                Ok((p, i)) => {
+                    let shape = &p.tables()[i].shape;
+                    for k in 0..shape.d() {
+                        out.push((emb_core(t, k), shape.core_shape(k).to_vec()));
                     }
                 }
-                None => out.push((emb_weight(t), vec![table.rows as usize, self.config.dim()])),
+                Err(_) => out.push((emb_weight(t), vec![table.rows as usize, self.config.dim()])),
             }
         }
         out
     }
 
-    fn tt_table(&self, t: usize) -> Result<&TtParams> {
-        self.tt
-            .get(t)
-            .and_then(|p| p.as_ref())
-            .ok_or_else(|| Error::input(Some(t), "the table is not a TT table"))
+    /// Table `t`'s TT group's parameters and its position in the group.
+    fn tt_table(&self, t: usize) -> Result<(&TtParams, usize)> {
+        match self.tt_of.get(t).copied().flatten() {
+            Some((g, i)) => Ok((&self.tt[g].params, i)),
+            None => Err(Error::input(Some(t), "the table is not a TT table")),
+        }
     }
 
     fn dense_table(&self, t: usize) -> Result<(&DenseBagGroup, usize)> {
@@ -1034,11 +1060,11 @@ impl Dlrm {
                 g.table(i)
             }
             Param::Core(t, k) => {
-                let p = self.tt_table(t)?;
+                let (p, i) = self.tt_table(t)?;
                 if k >= p.shape().d() {
                     return Err(Error::input(Some(t), format!("no core {k}")));
                 }
-                Ok(p.cores()?.swap_remove(k))
+                Ok(p.table_cores(i)?.swap_remove(k))
             }
             Param::Mlp(n) => self.arena.get(n),
         }
@@ -1055,15 +1081,16 @@ impl Dlrm {
                     .set_table(i, values)
             }
             Param::Core(t, k) => {
-                let mut cores = self.tt_table(t)?.cores()?;
+                let (p, i) = self.tt_table(t)?;
+                let mut cores = p.table_cores(i)?;
                 if k >= cores.len() {
                     return Err(Error::input(Some(t), format!("no core {k}")));
                 }
                 cores[k] = values.to_vec();
-                self.tt[t]
-                    .as_mut()
-                    .expect("tt table")
-                    .set_cores(&cores)
+                let (g, _) = self.tt_of[t].expect("a TT table");
+                self.tt[g]
+                    .params
+                    .set_table_cores(i, &cores)
                     .map_err(|e| e.with_table(t))
             }
             Param::Mlp(n) => self.arena.set(n, values),
@@ -1094,11 +1121,11 @@ impl Dlrm {
                     .table_grad(g, &bags, i)
             }
             Param::Core(t, k) => {
-                let p = self.tt_table(t)?;
+                let (p, i) = self.tt_table(t)?;
                 if k >= p.shape().d() {
                     return Err(Error::input(Some(t), format!("no core {k}")));
                 }
-                Ok(p.grads()?.swap_remove(k))
+                Ok(p.table_grads(i)?.swap_remove(k))
             }
             Param::Mlp(n) => self.arena.grad(n),
         }
@@ -1108,12 +1135,7 @@ impl Dlrm {
     pub fn parameter_counts(&self) -> (u64, u64, u64) {
         let mlp = self.arena.num_params() as u64;
         let dense = self.dense.as_ref().map_or(0, |d| d.num_params());
-        let tt = self
-            .tt
-            .iter()
-            .flatten()
-            .map(|p| p.num_params() as u64)
-            .sum();
+        let tt = self.tt.iter().map(|g| g.params.num_params() as u64).sum();
         (mlp, dense, tt)
     }
 

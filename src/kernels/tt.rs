@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
-use crate::kernels::{MatrixAt, WORKGROUP};
+use crate::kernels::WORKGROUP;
 
 /// The per-chunk uniform (the WGSL `Chunk`).
 #[repr(C)]
@@ -90,8 +90,8 @@ pub fn record_chain(
     Ok(())
 }
 
-/// Adds the pooling of a chunk's rows into the bag outputs (bag b's row at `out.offset + b *
-/// out.stride`): the first chunk writes every bag, later ones (`accumulate`) add to it.
+/// Adds the pooling of a chunk's rows into the bag outputs (bag b's row at element `dest[b]` of
+/// `out`): the first chunk writes every bag, later ones (`accumulate`) add to it.
 #[allow(clippy::too_many_arguments)]
 pub fn record_pool(
     g: &mut GraphBuilder,
@@ -101,7 +101,8 @@ pub fn record_pool(
     offsets: Buf,
     scale: Buf,
     rows: Buf,
-    out: &MatrixAt,
+    out: Buf,
+    dest: Buf,
     accumulate: bool,
     max_bags: usize,
 ) -> Result<()> {
@@ -110,8 +111,6 @@ pub fn record_pool(
         "pool",
         &[
             ("D", dim as f64),
-            ("OUT_STRIDE", out.stride as f64),
-            ("OUT_OFFSET", out.offset as f64),
             ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
         ],
     )?;
@@ -119,42 +118,29 @@ pub fn record_pool(
     g.dispatch(
         label,
         pipeline,
-        vec![chunk, offsets, scale, rows, out.buf.clone()],
+        vec![chunk, offsets, scale, rows, out, dest],
         gr,
     );
     Ok(())
 }
 
-/// Adds the per-lookup row gradient drow[n] = scale[n] * dout[bag[n]] (bag b's gradient row at
-/// `dout.offset + b * dout.stride`).
+/// Adds the per-lookup row gradient drow[n] = scale[n] * dout[dest[n]..] (dest[n]: where the
+/// lookup's bag's gradient row starts).
 #[allow(clippy::too_many_arguments)]
 pub fn record_row_grad(
     g: &mut GraphBuilder,
     label: String,
     dim: usize,
     chunk: Buf,
-    bag: Buf,
+    dest: Buf,
     scale: Buf,
-    dout: &MatrixAt,
+    dout: Buf,
     drow: Buf,
     max_lookups: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "tt",
-        "row_grad",
-        &[
-            ("D", dim as f64),
-            ("OUT_STRIDE", dout.stride as f64),
-            ("OUT_OFFSET", dout.offset as f64),
-        ],
-    )?;
+    let pipeline = g.gpu().pipeline("tt", "row_grad", &[("D", dim as f64)])?;
     let gr = groups(g, max_lookups as u64 * dim as u64);
-    g.dispatch(
-        label,
-        pipeline,
-        vec![chunk, bag, scale, dout.buf.clone(), drow],
-        gr,
-    );
+    g.dispatch(label, pipeline, vec![chunk, dest, scale, dout, drow], gr);
     Ok(())
 }
 

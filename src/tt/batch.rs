@@ -159,23 +159,49 @@ impl<'a> Bags<'a> {
 pub struct HostBatch {
     pub nnz: usize,
     pub num_bags: usize,
-    /// Row digit of lookup n for core k at `k * nnz_cap + n`.
+    /// Row digit (in the group's core) of lookup n for core k at `k * nnz_cap + n`.
     pub digits: Vec<u32>,
-    /// Bag of each lookup.
-    pub bag: Vec<u32>,
+    /// For each lookup, where its bag's row starts in the output (and its gradient).
+    pub dest: Vec<u32>,
     /// Pooling factor of each lookup: weight (sum), 1 (sum), 1 / bag length (mean).
     pub scale: Vec<f32>,
-    /// B+1 offsets padded with nnz to bag_cap + 1.
+    /// Bag offsets into the lookups (all tables' bags in table order), padded with nnz to
+    /// bag_cap + 1.
     pub offsets: Vec<u32>,
+    /// For each bag, where its pooled row starts in the output.
+    pub bag_dest: Vec<u32>,
     /// For core k at `k * nnz_cap + s`: lookups of each chunk sorted by digit k (stable).
     pub sorted: Vec<u32>,
-    /// For core k: per chunk, p_k + 1 positions into `sorted` where each digit's run starts.
+    /// For core k: per chunk, rows_k + 1 positions into `sorted` where each digit's run starts.
     pub segments: Vec<Vec<u32>>,
 }
 
-/// Lays a validated batch out for a plan with `nnz_cap` lookups, `bag_cap` bags and chunks of
-/// `chunk` lookups. O(nnz * d + chunks * sum(p)).
-#[allow(clippy::needless_range_loop)]
+/// One table of a group of TT tables stored as one: its shape and, per core, the first row of
+/// its slices in the group's core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupTable {
+    pub shape: TtShape,
+    pub bases: Vec<usize>,
+}
+
+/// Where pooled rows go: bag b of table t at element `col[t] + b * stride[t]` of the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub col: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+impl Placement {
+    /// One table's bags as the rows of a dense `[B, D]` matrix.
+    pub fn dense(dim: usize) -> Self {
+        Placement {
+            col: vec![0],
+            stride: vec![dim],
+        }
+    }
+}
+
+/// Lays a validated single-table batch out (pooled rows dense `[B, D]`); see [`prepare_group`].
 pub fn prepare(
     shape: &TtShape,
     bags: &Bags,
@@ -184,42 +210,82 @@ pub fn prepare(
     bag_cap: usize,
     chunk: usize,
 ) -> HostBatch {
-    let d = shape.d();
-    let nnz = bags.nnz();
-    let nb = bags.num_bags();
+    let table = GroupTable {
+        shape: shape.clone(),
+        bases: vec![0; shape.d()],
+    };
+    prepare_group(
+        &[table],
+        &shape.p,
+        &[*bags],
+        &Placement::dense(shape.dim()),
+        pooling,
+        nnz_cap,
+        bag_cap,
+        chunk,
+    )
+}
+
+/// Lays validated batches of the tables of a group (one [`Bags`] per table, lookups concatenated
+/// in table order) out for a plan with `nnz_cap` lookups, `bag_cap` bags and chunks of `chunk`
+/// lookups; `rows[k]` is the group's row count of core k. O(nnz * d + chunks * sum(rows)).
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+pub fn prepare_group(
+    tables: &[GroupTable],
+    rows: &[usize],
+    bags: &[Bags],
+    place: &Placement,
+    pooling: Pooling,
+    nnz_cap: usize,
+    bag_cap: usize,
+    chunk: usize,
+) -> HostBatch {
+    let d = rows.len();
+    let nnz: usize = bags.iter().map(|b| b.nnz()).sum();
+    let nb: usize = bags.iter().map(|b| b.num_bags()).sum();
     let mut digits = vec![0u32; d * nnz_cap];
-    let mut bag = vec![0u32; nnz_cap];
+    let mut dest = vec![0u32; nnz_cap];
     let mut scale = vec![0f32; nnz_cap];
     let mut offsets = vec![nnz as u32; bag_cap + 1];
-    for b in 0..nb {
-        let (lo, hi) = (
-            bags.offsets.get(b) as usize,
-            bags.offsets.get(b + 1) as usize,
-        );
-        offsets[b] = lo as u32;
-        let mean = 1.0 / (hi - lo).max(1) as f32;
-        for n in lo..hi {
-            bag[n] = b as u32;
-            scale[n] = match (pooling, bags.weights) {
-                (Pooling::Mean, _) => mean,
-                (Pooling::Sum, Some(w)) => w[n],
-                (Pooling::Sum, None) => 1.0,
-            };
+    let mut bag_dest = vec![0u32; bag_cap];
+    let (mut n0, mut b0) = (0usize, 0usize);
+    for (t, (table, bags)) in tables.iter().zip(bags).enumerate() {
+        let shape = &table.shape;
+        for b in 0..bags.num_bags() {
+            let (lo, hi) = (
+                bags.offsets.get(b) as usize,
+                bags.offsets.get(b + 1) as usize,
+            );
+            offsets[b0 + b] = (n0 + lo) as u32;
+            let at = (place.col[t] + b * place.stride[t]) as u32;
+            bag_dest[b0 + b] = at;
+            let mean = 1.0 / (hi - lo).max(1) as f32;
+            for n in lo..hi {
+                dest[n0 + n] = at;
+                scale[n0 + n] = match (pooling, bags.weights) {
+                    (Pooling::Mean, _) => mean,
+                    (Pooling::Sum, Some(w)) => w[n],
+                    (Pooling::Sum, None) => 1.0,
+                };
+            }
         }
+        for n in 0..bags.nnz() {
+            let mut rest = bags.indices.get(n) as u64;
+            for k in (0..d).rev() {
+                let digit = (rest % shape.p[k] as u64) as usize;
+                digits[k * nnz_cap + n0 + n] = (table.bases[k] + digit) as u32;
+                rest /= shape.p[k] as u64;
+            }
+        }
+        n0 += bags.nnz();
+        b0 += bags.num_bags();
     }
     offsets[nb] = nnz as u32;
-    for n in 0..nnz {
-        let mut rest = bags.indices.get(n) as u64;
-        for k in (0..d).rev() {
-            digits[k * nnz_cap + n] = (rest % shape.p[k] as u64) as u32;
-            rest /= shape.p[k] as u64;
-        }
-    }
     let chunks = nnz_cap.div_ceil(chunk).max(1);
     let mut sorted = vec![0u32; d * nnz_cap];
     let mut segments = Vec::with_capacity(d);
     for k in 0..d {
-        let p = shape.p[k];
+        let p = rows[k];
         let mut seg = vec![0u32; chunks * (p + 1)];
         let dk = &digits[k * nnz_cap..(k + 1) * nnz_cap];
         let out = &mut sorted[k * nnz_cap..(k + 1) * nnz_cap];
@@ -248,9 +314,10 @@ pub fn prepare(
         nnz,
         num_bags: nb,
         digits,
-        bag,
+        dest,
         scale,
         offsets,
+        bag_dest,
         sorted,
         segments,
     }

@@ -1,17 +1,18 @@
-//! Recording a TT table's lookups into a step graph: the per-batch inputs (row digits, bag of each
-//! lookup, pooling scale, digit-sorted lookups and segments, subgroup pieces) are regions of the
-//! plan's input, the pooled rows go to a caller's matrix and the row gradients come from one.
-//! The same recording serves the standalone [`crate::tt::TtEmbeddingBag`] and a whole model step.
+//! Recording the lookups of a TT table (or of a group of tables stored as one) into a step graph:
+//! the per-batch inputs (row digits, where each bag's row goes, pooling scale, digit-sorted
+//! lookups and segments, subgroup pieces) are regions of the plan's input; the pooled rows go to
+//! a caller's buffer at per-bag positions and the row gradients come from one the same way. The
+//! same recording serves the standalone [`crate::tt::TtEmbeddingBag`] and a whole model step,
+//! where all TT tables of a group share every dispatch.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::tt::{
     record_chain, record_chain_sg, record_core_grad, record_pool, record_row_grad,
     record_transpose, ChainShape, ChunkParams, CoreGradShape, FusedUpdate, PieceLayout,
     PrefixSource,
 };
-use crate::kernels::MatrixAt;
-use crate::tt::batch::{cut_pieces, prepare, Bags};
+use crate::tt::batch::{cut_pieces, prepare_group, Bags, Placement};
 use crate::tt::{Pooling, TtParams};
 
 /// The lookups of one table in one plan: capacities, chunking, and where each per-batch input
@@ -27,7 +28,10 @@ pub struct TtLookups {
     tag: String,
     chunk_params: Vec<Buf>,
     digits: Buf,
-    bag: Buf,
+    /// Per lookup: where its bag's row starts in the output (and gradient) buffer.
+    dest: Buf,
+    /// Per bag: where its row starts.
+    bag_dest: Buf,
     scale: Buf,
     offsets: Buf,
     sorted: Buf,
@@ -154,7 +158,8 @@ impl TtLookups {
                 })
                 .collect(),
             digits: g.input(&format!("{tag} digits"), u32s(d * nnz_cap)),
-            bag: g.input(&format!("{tag} bag"), u32s(nnz_cap)),
+            dest: g.input(&format!("{tag} destinations"), u32s(nnz_cap)),
+            bag_dest: g.input(&format!("{tag} bag destinations"), u32s(bag_cap)),
             scale: g.input(&format!("{tag} scale"), u32s(nnz_cap)),
             offsets: g.input(&format!("{tag} offsets"), u32s(bag_cap + 1)),
             sorted: g.input(&format!("{tag} sorted"), u32s(d * nnz_cap)),
@@ -171,18 +176,51 @@ impl TtLookups {
         self.chunk_params.len()
     }
 
-    /// Lays validated `bags` out into the plan's `input` (the host's part of a step: digits, the
-    /// per-digit sort and segments, O(nnz d + chunks sum(p))). `bags` must fit the capacities
-    /// and have passed [`Bags::validate`].
+    /// Lays validated `bags` (one per table of `params`, each passed [`Bags::validate`] against
+    /// its table) out into the plan's `input`, pooled rows placed by `place` (the host's part of
+    /// a step: digits, the per-digit sort and segments, O(nnz d + chunks sum(p))).
     pub fn fill(
         &self,
         input: &mut PlanInput,
         params: &TtParams,
-        bags: &Bags,
+        bags: &[Bags],
+        place: &Placement,
         pooling: Pooling,
     ) -> Result<()> {
         let shape = params.shape();
-        let hb = prepare(shape, bags, pooling, self.nnz_cap, self.bag_cap, self.chunk);
+        let tables = params.tables();
+        if bags.len() != tables.len() || place.col.len() != tables.len() {
+            return Err(Error::input(
+                None,
+                format!(
+                    "{} batches and {} placements for a TT group of {} tables",
+                    bags.len(),
+                    place.col.len(),
+                    tables.len()
+                ),
+            ));
+        }
+        let nnz: usize = bags.iter().map(|b| b.nnz()).sum();
+        let nb: usize = bags.iter().map(|b| b.num_bags()).sum();
+        if nnz > self.nnz_cap || nb > self.bag_cap {
+            return Err(Error::input(
+                None,
+                format!(
+                    "{nnz} lookups in {nb} bags; this plan takes at most {} in {}",
+                    self.nnz_cap, self.bag_cap
+                ),
+            ));
+        }
+        let hb = prepare_group(
+            tables,
+            &shape.p,
+            bags,
+            place,
+            pooling,
+            self.nnz_cap,
+            self.bag_cap,
+            self.chunk,
+        );
         for (ci, region) in self.chunk_params.iter().enumerate() {
             let start = (ci * self.chunk).min(hb.nnz);
             let end = ((ci + 1) * self.chunk).min(hb.nnz);
@@ -197,7 +235,8 @@ impl TtLookups {
             input.write(region, &[p])?;
         }
         input.write(&self.digits, &hb.digits)?;
-        input.write(&self.bag, &hb.bag)?;
+        input.write(&self.dest, &hb.dest)?;
+        input.write(&self.bag_dest, &hb.bag_dest)?;
         input.write(&self.scale, &hb.scale)?;
         input.write(&self.offsets, &hb.offsets)?;
         input.write(&self.sorted, &hb.sorted)?;
@@ -311,13 +350,13 @@ impl TtLookups {
         Ok(())
     }
 
-    /// Adds the forward: every chunk's rows pooled into `out` (bag b's row at `out.offset + b *
-    /// out.stride`). Returns the scratch the backward of the same plan can reuse.
+    /// Adds the forward: every chunk's rows pooled into `out` (each bag's row where the batch's
+    /// placement puts it). Returns the scratch the backward of the same plan can reuse.
     pub fn record_forward(
         &self,
         g: &mut GraphBuilder,
         params: &TtParams,
-        out: &MatrixAt,
+        out: &Buf,
     ) -> Result<TtSaved> {
         let dim = params.shape().dim();
         let prefix = self.prefix_scratch(g, params);
@@ -332,7 +371,8 @@ impl TtLookups {
                 self.offsets.clone(),
                 self.scale.clone(),
                 row.clone(),
-                out,
+                out.clone(),
+                self.bag_dest.clone(),
                 ci > 0,
                 self.bag_cap,
             )?;
@@ -346,15 +386,15 @@ impl TtLookups {
         update && self.chunks() == 1 && params.update_kind().is_some()
     }
 
-    /// Adds the backward: dense core gradients of `sum(dout * pooled rows)` (bag b's gradient row
-    /// at `dout.offset + b * dout.stride`) and, with `update`, the table's optimizer step. With
-    /// `saved` from this plan's forward and one chunk, the forward's prefixes are reused;
+    /// Adds the backward: dense core gradients of `sum(dout * pooled rows)` (each bag's
+    /// gradient row where the placement put its row) and, with `update`, the optimizer step.
+    /// With `saved` from this plan's forward and one chunk, the forward's prefixes are reused;
     /// otherwise each chunk recomputes them.
     pub fn record_backward(
         &self,
         g: &mut GraphBuilder,
         params: &TtParams,
-        dout: &MatrixAt,
+        dout: &Buf,
         saved: Option<TtSaved>,
         update: bool,
     ) -> Result<()> {
@@ -385,8 +425,8 @@ impl TtLookups {
         &self,
         g: &mut GraphBuilder,
         params: &TtParams,
-        out: &MatrixAt,
-        dout: &MatrixAt,
+        out: &Buf,
+        dout: &Buf,
         update: bool,
     ) -> Result<()> {
         let fused = self.fused(params, update);
@@ -404,7 +444,8 @@ impl TtLookups {
                 self.offsets.clone(),
                 self.scale.clone(),
                 row.clone(),
-                out,
+                out.clone(),
+                self.bag_dest.clone(),
                 ci > 0,
                 self.bag_cap,
             )?;
@@ -466,7 +507,7 @@ impl TtLookups {
         ci: usize,
         prefix: &[Option<Buf>],
         scratch: &[Buf],
-        dout: &MatrixAt,
+        dout: &Buf,
         fused: bool,
     ) -> Result<()> {
         let s = params.shape();
@@ -479,9 +520,9 @@ impl TtLookups {
             format!("{tag} c{ci} row grad"),
             s.dim(),
             chunk.clone(),
-            self.bag.clone(),
+            self.dest.clone(),
             self.scale.clone(),
-            dout,
+            dout.clone(),
             drow.clone(),
             self.chunk,
         )?;

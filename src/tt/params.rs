@@ -1,18 +1,25 @@
-//! The GPU-resident state of one TT table: cores, their dense gradients, optimizer state and the
-//! optimizer's parameters. Recording lookups against it is [`crate::tt::TtLookups`]'s job, so a
-//! table can take part in any step graph (its own, or a whole model's).
+//! The GPU-resident state of a TT table, or of a group of TT tables with the same column factors
+//! and ranks stored as one (core k of the group holds every table's rows of core k, table after
+//! table, so all the group's lookups run in the same dispatches): cores, their dense gradients,
+//! optimizer state and the optimizer's parameters. Recording lookups against it is
+//! [`crate::tt::TtLookups`]'s job, so tables can take part in any step graph (their own, or a
+//! whole model's).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::{record_update, OptParams, UpdateKind};
+use crate::tt::batch::GroupTable;
 use crate::tt::table::TtOptions;
 use crate::tt::{init_cores, Optimizer, TtShape};
 
-/// Cores, gradients and optimizer state of a TT table, in GPU buffers.
+/// Cores, gradients and optimizer state of a TT table or group of tables, in GPU buffers.
 pub struct TtParams {
     gpu: Gpu,
+    /// The group's shape: p_k = rows of core k over all tables (the only table's shape for a
+    /// single table).
     shape: TtShape,
+    tables: Vec<GroupTable>,
     options: TtOptions,
     cores: Vec<wgpu::Buffer>,
     /// Per-slice transposed copies of cores 1..d-1, refreshed by each backward: the transposed
@@ -65,6 +72,79 @@ impl TtParams {
         cores: &[Vec<f32>],
         options: TtOptions,
     ) -> Result<Self> {
+        let tables = vec![GroupTable {
+            shape: shape.clone(),
+            bases: vec![0; shape.d()],
+        }];
+        Self::build(gpu, shape, tables, cores, options)
+    }
+
+    /// A group of tables (same number of cores, column factors and ranks) stored as one; table
+    /// t's cores drawn by `options.init` from seed `options.seed + t`.
+    pub fn new_group(gpu: &Gpu, shapes: Vec<TtShape>, options: TtOptions) -> Result<Self> {
+        let cores: Vec<Vec<Vec<f32>>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(t, s)| init_cores(s, options.init, options.seed.wrapping_add(t as u64)))
+            .collect();
+        Self::group_from_cores(gpu, shapes, &cores, options)
+    }
+
+    /// A group of tables with the given cores (`cores[t][k]`: table t's core k).
+    pub fn group_from_cores(
+        gpu: &Gpu,
+        shapes: Vec<TtShape>,
+        cores: &[Vec<Vec<f32>>],
+        options: TtOptions,
+    ) -> Result<Self> {
+        let first = shapes
+            .first()
+            .ok_or_else(|| Error::shape(None, "a TT group needs at least one table"))?
+            .clone();
+        if cores.len() != shapes.len() {
+            return Err(Error::shape(
+                None,
+                format!("{} core sets for {} tables", cores.len(), shapes.len()),
+            ));
+        }
+        let d = first.d();
+        let mut rows = vec![0usize; d];
+        let mut tables = Vec::with_capacity(shapes.len());
+        for (t, s) in shapes.into_iter().enumerate() {
+            if s.q != first.q || s.ranks != first.ranks {
+                return Err(Error::shape(
+                    Some(t),
+                    format!(
+                        "a TT group's tables share column factors and ranks: q {:?} ranks {:?} against table 0's q {:?} ranks {:?}",
+                        s.q, s.ranks, first.q, first.ranks
+                    ),
+                ));
+            }
+            s.check_cores(&cores[t]).map_err(|e| e.with_table(t))?;
+            tables.push(GroupTable {
+                bases: rows.clone(),
+                shape: s.clone(),
+            });
+            for (r, p) in rows.iter_mut().zip(&s.p) {
+                *r += p;
+            }
+        }
+        let padded: u64 = rows.iter().map(|&r| r as u64).product();
+        let interior = &first.ranks[1..d];
+        let shape = TtShape::new(padded, &rows, &first.q, interior)?;
+        let group_cores: Vec<Vec<f32>> = (0..d)
+            .map(|k| cores.iter().flat_map(|c| c[k].iter().copied()).collect())
+            .collect();
+        Self::build(gpu, shape, tables, &group_cores, options)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        shape: TtShape,
+        tables: Vec<GroupTable>,
+        cores: &[Vec<f32>],
+        options: TtOptions,
+    ) -> Result<Self> {
         shape.check_cores(cores)?;
         check_finite(cores)?;
         if let Some(0) = options.max_chunk_lookups {
@@ -112,6 +192,7 @@ impl TtParams {
         let t = TtParams {
             gpu: gpu.clone(),
             shape,
+            tables,
             options,
             cores: cores_buf,
             cores_t,
@@ -140,8 +221,64 @@ impl TtParams {
         }
     }
 
+    /// The shape of the cores as stored (a group's p_k sum its tables' p_k).
     pub fn shape(&self) -> &TtShape {
         &self.shape
+    }
+    /// The tables stored in these cores, with where their rows start.
+    pub fn tables(&self) -> &[GroupTable] {
+        &self.tables
+    }
+
+    fn table(&self, t: usize) -> Result<&GroupTable> {
+        self.tables.get(t).ok_or_else(|| {
+            Error::input(
+                None,
+                format!("table {t} of a TT group of {}", self.tables.len()),
+            )
+        })
+    }
+
+    /// Reads table `t`'s part of every core of `bufs` (cores, gradients or state).
+    fn read_table(&self, bufs: &[wgpu::Buffer], t: usize) -> Result<Vec<Vec<f32>>> {
+        let tb = self.table(t)?;
+        (0..self.shape.d())
+            .map(|k| {
+                let cols = self.shape.core_cols(k);
+                self.gpu
+                    .read_f32(&bufs[k], tb.bases[k] * cols, tb.shape.core_len(k))
+            })
+            .collect()
+    }
+
+    /// Table `t`'s cores (the reference layout of that table alone).
+    pub fn table_cores(&self, t: usize) -> Result<Vec<Vec<f32>>> {
+        self.read_table(&self.cores, t)
+    }
+    /// Table `t`'s dense core gradients of the last backward.
+    pub fn table_grads(&self, t: usize) -> Result<Vec<Vec<f32>>> {
+        self.read_table(&self.grads, t)
+    }
+    /// Replaces table `t`'s cores (and resets its Adagrad state).
+    pub fn set_table_cores(&mut self, t: usize, cores: &[Vec<f32>]) -> Result<()> {
+        let tb = self.table(t)?.clone();
+        tb.shape.check_cores(cores).map_err(|e| e.with_table(t))?;
+        check_finite(cores).map_err(|e| e.with_table(t))?;
+        let adagrad = matches!(self.options.optimizer, Optimizer::Adagrad { .. });
+        for (k, core) in cores.iter().enumerate() {
+            let at = (tb.bases[k] * self.shape.core_cols(k)) as u64 * 4;
+            self.gpu
+                .queue()
+                .write_buffer(&self.cores[k], at, bytemuck::cast_slice(core));
+            if adagrad {
+                self.gpu.queue().write_buffer(
+                    &self.state[k],
+                    at,
+                    bytemuck::cast_slice(&vec![0f32; core.len()]),
+                );
+            }
+        }
+        Ok(())
     }
     pub fn options(&self) -> &TtOptions {
         &self.options

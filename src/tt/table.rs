@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
-use crate::kernels::MatrixAt;
-use crate::tt::batch::Bags;
+use crate::tt::batch::{Bags, Placement};
 use crate::tt::{Optimizer, Pooling, TtInit, TtLookups, TtParams, TtShape};
 
 /// Default bound on scratch memory per call: lookups are processed in chunks so that no call needs
@@ -113,24 +112,23 @@ fn record_table(
     let out = params
         .gpu()
         .storage(&format!("{tag} out"), (bag_cap * dim) as u64 * 4);
-    let out_m = MatrixAt::dense(Buf::from(&out), dim);
+    let out_b = Buf::from(&out);
     let dout = mode
         .backward()
         .then(|| g.input(&format!("{tag} dout"), (bag_cap * dim) as u64 * 4));
-    let dout_m = dout.clone().map(|b| MatrixAt::dense(b, dim));
     match mode {
         Mode::Forward => {
-            lookups.record_forward(g, params, &out_m)?;
+            lookups.record_forward(g, params, &out_b)?;
         }
         Mode::Backward => {
-            lookups.record_backward(g, params, dout_m.as_ref().expect("dout"), None, true)?;
+            lookups.record_backward(g, params, dout.as_ref().expect("dout"), None, true)?;
         }
         Mode::ForwardBackward => {
             lookups.record_forward_backward(
                 g,
                 params,
-                &out_m,
-                dout_m.as_ref().expect("dout"),
+                &out_b,
+                dout.as_ref().expect("dout"),
                 true,
             )?;
         }
@@ -170,8 +168,13 @@ impl TableIo {
         bags: &Bags,
         dout: Option<&[f32]>,
     ) -> Result<()> {
-        self.lookups
-            .fill(input, params, bags, params.options().pooling)?;
+        self.lookups.fill(
+            input,
+            params,
+            &[*bags],
+            &Placement::dense(params.shape().dim()),
+            params.options().pooling,
+        )?;
         if let (Some(region), Some(dout)) = (&self.dout, dout) {
             input.write(region, dout)?;
         }
@@ -435,10 +438,16 @@ impl TtEmbeddingBag {
         let mut g = GraphBuilder::new(self.gpu());
         let lookups = TtLookups::declare(&mut g, &self.params, n, n, "tt full");
         let out = self.gpu().storage("tt full weight", total as u64 * 4);
-        lookups.record_forward(&mut g, &self.params, &MatrixAt::dense(Buf::from(&out), dim))?;
+        lookups.record_forward(&mut g, &self.params, &Buf::from(&out))?;
         let plan = g.build()?;
         let mut input = plan.new_input();
-        lookups.fill(&mut input, &self.params, &bags, Pooling::Sum)?;
+        lookups.fill(
+            &mut input,
+            &self.params,
+            &[bags],
+            &Placement::dense(dim),
+            Pooling::Sum,
+        )?;
         plan.run_with(&input)?;
         self.gpu().read_f32(&out, 0, n * dim)
     }
