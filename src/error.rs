@@ -24,6 +24,10 @@ pub enum Error {
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A training run stopped before its end (interrupted, or its loss diverged); the message
+    /// says where and what was kept.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 fn table_suffix(table: &Option<usize>) -> String {

@@ -387,8 +387,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
                 let stats = model.take_stats()?;
                 if let Some(s) = stats.iter().find(|s| !s.loss.is_finite()) {
                     out.end_epoch();
-                    return Err(Error::input(
-                        None,
+                    return Err(Error::Stopped(
                         format!(
                             "training stopped: the loss of step {} (epoch {}) is {}; the last good checkpoint{} is kept",
                             s.step + 1,
@@ -441,8 +440,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
                 out.end_epoch();
                 let path = interrupted_path(args);
                 save(&model, pos, &path)?;
-                return Err(Error::input(
-                    None,
+                return Err(Error::Stopped(
                     format!(
                         "training interrupted after step {} (epoch {}, batch {}/{}); checkpoint written to {}; resume with --load-model {}",
                         pos.step,
