@@ -185,6 +185,8 @@ override P_MODE: u32 = 0u;
 // complete in the invocation): 0 none (a separate pass updates the whole core), 1 SGD,
 // 2 Adagrad. Rows without lookups are not touched, as their gradient is zero.
 override FUSED_UPDATE: u32 = 0u;
+// Lookups summed in registers before their sum is added to the gradient in memory.
+override BLOCK: u32 = 16u;
 
 struct OptParams {
     lr: f32,
@@ -241,45 +243,61 @@ fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let c1 = min(c0 + 1u, NK - 1u);
     let c2 = min(c0 + 2u, NK - 1u);
     let c3 = min(c0 + 3u, NK - 1u);
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
     let core_section = CORE_K * chunk.cap;
-    for (var s = s0; s < s1; s = s + 1u) {
-        let g = cg_sorted[core_section + s];
-        let n = g - chunk.start;
-        var p_base = n * QK * RK;
-        if (P_MODE == 1u) {
-            p_base = cg_digits[g] * QK * RK;
-        }
-        let dp_base = n * QK * NK;
-        for (var a = 0u; a < QK; a = a + 1u) {
-            let d = dp_base + a * NK;
-            let dpv = vec4<f32>(cg_dp[d + c0], cg_dp[d + c1], cg_dp[d + c2], cg_dp[d + c3]);
-            var pv = vec4<f32>(1.0);
-            if (P_MODE != 0u) {
-                let p = p_base + a * RK;
-                pv = vec4<f32>(cg_p[p + r0], cg_p[p + r1], cg_p[p + r2], cg_p[p + r3]);
+    let o = row * RK * NK;
+    // Blocks of BLOCK lookups are summed in registers, then added to the row's gradient in
+    // memory: a long segment (a hot row) is a sum of short sums, not one long serial sum.
+    for (var b0 = s0; b0 < s1; b0 = b0 + BLOCK) {
+        var acc0 = vec4<f32>(0.0);
+        var acc1 = vec4<f32>(0.0);
+        var acc2 = vec4<f32>(0.0);
+        var acc3 = vec4<f32>(0.0);
+        for (var s = b0; s < min(b0 + BLOCK, s1); s = s + 1u) {
+            let g = cg_sorted[core_section + s];
+            let n = g - chunk.start;
+            var p_base = n * QK * RK;
+            if (P_MODE == 1u) {
+                p_base = cg_digits[g] * QK * RK;
             }
-            acc0 = acc0 + pv.x * dpv;
-            acc1 = acc1 + pv.y * dpv;
-            acc2 = acc2 + pv.z * dpv;
-            acc3 = acc3 + pv.w * dpv;
+            let dp_base = n * QK * NK;
+            for (var a = 0u; a < QK; a = a + 1u) {
+                let d = dp_base + a * NK;
+                let dpv = vec4<f32>(cg_dp[d + c0], cg_dp[d + c1], cg_dp[d + c2], cg_dp[d + c3]);
+                var pv = vec4<f32>(1.0);
+                if (P_MODE != 0u) {
+                    let p = p_base + a * RK;
+                    pv = vec4<f32>(cg_p[p + r0], cg_p[p + r1], cg_p[p + r2], cg_p[p + r3]);
+                }
+                acc0 = acc0 + pv.x * dpv;
+                acc1 = acc1 + pv.y * dpv;
+                acc2 = acc2 + pv.z * dpv;
+                acc3 = acc3 + pv.w * dpv;
+            }
+        }
+        let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let r = r0 + i;
+            if (r < RK) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    let c = c0 + j;
+                    if (c < NK) {
+                        let at = o + r * NK + c;
+                        cg_grad[at] = cg_grad[at] + accs[i][j];
+                    }
+                }
+            }
         }
     }
-    let o = row * RK * NK;
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let r = r0 + i;
-        if (r < RK) {
-            for (var j = 0u; j < 4u; j = j + 1u) {
-                let c = c0 + j;
-                if (c < NK) {
-                    let at = o + r * NK + c;
-                    let g = cg_grad[at] + accs[i][j];
-                    cg_grad[at] = g;
-                    fused_update(at, g);
+    if (FUSED_UPDATE != 0u) {
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let r = r0 + i;
+            if (r < RK) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    let c = c0 + j;
+                    if (c < NK) {
+                        let at = o + r * NK + c;
+                        fused_update(at, cg_grad[at]);
+                    }
                 }
             }
         }
@@ -451,54 +469,67 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let r0 = (rem / ntiles) * 4u * TRQ;
     let cq = rem % ntiles; // columns cq + j * ntiles, interleaved as in chain_v4
     let rq = RK / 4u;
-    var acc: array<vec4<f32>, 64>;
-    for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
-        acc[t] = vec4<f32>(0.0);
-    }
     let core_section = CORE_K * chunk.cap;
-    for (var s = s0; s < s1; s = s + 1u) {
-        let g = cg_sorted[core_section + s];
-        let n = g - chunk.start;
-        var p_base = n * QK * rq + r0 / 4u;
-        if (P_MODE == 1u) {
-            p_base = cg_digits[g] * QK * rq + r0 / 4u;
+    let o = row * RK * nq + cq;
+    // Blocks of BLOCK lookups summed in registers, then added to the gradient in memory (see
+    // core_grad).
+    for (var b0 = s0; b0 < s1; b0 = b0 + BLOCK) {
+        var acc: array<vec4<f32>, 64>;
+        for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
+            acc[t] = vec4<f32>(0.0);
         }
-        var d = n * QK * nq + cq;
-        for (var a = 0u; a < QK; a = a + 1u) {
-            var pvs: array<vec4<f32>, 4>;
-            for (var i = 0u; i < TRQ; i = i + 1u) {
-                pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-                if (P_MODE != 0u) {
-                    pvs[i] = cg4_p[p_base + a * rq + i];
-                }
+        for (var s = b0; s < min(b0 + BLOCK, s1); s = s + 1u) {
+            let g = cg_sorted[core_section + s];
+            let n = g - chunk.start;
+            var p_base = n * QK * rq + r0 / 4u;
+            if (P_MODE == 1u) {
+                p_base = cg_digits[g] * QK * rq + r0 / 4u;
             }
-            for (var j = 0u; j < TNQ; j = j + 1u) {
-                let dpv = cg4_dp[d + j * ntiles];
+            var d = n * QK * nq + cq;
+            for (var a = 0u; a < QK; a = a + 1u) {
+                var pvs: array<vec4<f32>, 4>;
                 for (var i = 0u; i < TRQ; i = i + 1u) {
-                    let pv = pvs[i];
-                    let t = 16u * i + j;
-                    acc[t] = acc[t] + pv.x * dpv;
-                    acc[t + 4u] = acc[t + 4u] + pv.y * dpv;
-                    acc[t + 8u] = acc[t + 8u] + pv.z * dpv;
-                    acc[t + 12u] = acc[t + 12u] + pv.w * dpv;
+                    pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+                    if (P_MODE != 0u) {
+                        pvs[i] = cg4_p[p_base + a * rq + i];
+                    }
+                }
+                for (var j = 0u; j < TNQ; j = j + 1u) {
+                    let dpv = cg4_dp[d + j * ntiles];
+                    for (var i = 0u; i < TRQ; i = i + 1u) {
+                        let pv = pvs[i];
+                        let t = 16u * i + j;
+                        acc[t] = acc[t] + pv.x * dpv;
+                        acc[t + 4u] = acc[t + 4u] + pv.y * dpv;
+                        acc[t + 8u] = acc[t + 8u] + pv.z * dpv;
+                        acc[t + 12u] = acc[t + 12u] + pv.w * dpv;
+                    }
+                }
+                d = d + nq;
+            }
+        }
+        for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
+            if (r0 + i < RK) {
+                for (var j = 0u; j < TNQ; j = j + 1u) {
+                    let at = o + (r0 + i) * nq + j * ntiles;
+                    cg4_grad[at] = cg4_grad[at] + acc[4u * i + j];
                 }
             }
-            d = d + nq;
         }
     }
-    let o = row * RK * nq + cq;
-    for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
-        if (r0 + i < RK) {
-            for (var j = 0u; j < TNQ; j = j + 1u) {
-                let at = o + (r0 + i) * nq + j * ntiles;
-                let g = cg4_grad[at] + acc[4u * i + j];
-                cg4_grad[at] = g;
-                if (FUSED_UPDATE == 1u) {
-                    cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g;
-                } else if (FUSED_UPDATE == 2u) {
-                    let st = cg4_state[at] + g * g;
-                    cg4_state[at] = st;
-                    cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g / (sqrt(st) + cg_opt.eps);
+    if (FUSED_UPDATE != 0u) {
+        for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
+            if (r0 + i < RK) {
+                for (var j = 0u; j < TNQ; j = j + 1u) {
+                    let at = o + (r0 + i) * nq + j * ntiles;
+                    let g = cg4_grad[at];
+                    if (FUSED_UPDATE == 1u) {
+                        cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g;
+                    } else {
+                        let st = cg4_state[at] + g * g;
+                        cg4_state[at] = st;
+                        cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g / (sqrt(st) + cg_opt.eps);
+                    }
                 }
             }
         }

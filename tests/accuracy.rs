@@ -1,0 +1,92 @@
+//! TT-EmbeddingBag accuracy against the reference CUDA op: for every CUDA golden
+//! (../shared/fixtures/cuda: the reference op's outputs on an H100 for the inputs of a float64
+//! fixture), our worst error against the float64 values must be at most 1.5x the CUDA op's own
+//! worst error on the same tensor, plus a floor near f32 rounding.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ttrec::parity::{run_fixture, Fixture};
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+
+/// Each CUDA golden and the float64 fixture with the same inputs (../shared/fixtures/cuda/README.md).
+fn pairs() -> Vec<(PathBuf, PathBuf)> {
+    let cuda = Path::new(SHARED).join("cuda");
+    let mut out = Vec::new();
+    for f in ttrec::parity::fixtures_in(&cuda).expect("../shared/fixtures/cuda") {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = name.trim_start_matches("cuda_");
+        let twin = match stem {
+            "shared_d4_sum.safetensors" => Path::new(SHARED).join("parity/d4_sum.safetensors"),
+            s if cuda.join("float64").join(s).exists() => cuda.join("float64").join(s),
+            s => Path::new(SHARED).join("parity").join(s),
+        };
+        assert!(
+            twin.exists(),
+            "{name}: no float64 twin at {}",
+            twin.display()
+        );
+        out.push((f, twin));
+    }
+    assert!(
+        out.len() >= 15,
+        "expected the 15 CUDA goldens, found {}",
+        out.len()
+    );
+    out
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &x| m.max((x as f64).abs()))
+        .max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn errors_are_at_most_the_cuda_ops_own() {
+    let gpu = common::gpu();
+    let mut failures = Vec::new();
+    for (golden, twin) in pairs() {
+        let cuda = Fixture::read(&golden).unwrap();
+        let f64fx = Fixture::read(&twin).unwrap();
+        let report = run_fixture(&gpu, &f64fx).unwrap();
+        for (name, _, want) in &f64fx.expected {
+            let Some((_, _, cuda_vals)) = cuda.expected.iter().find(|(n, _, _)| n == name) else {
+                continue;
+            };
+            let actual = name.replacen("expected.", "actual.", 1);
+            let (_, _, ours) = report
+                .actual
+                .iter()
+                .find(|(n, _, _)| *n == actual)
+                .unwrap_or_else(|| panic!("{}: {actual} not computed", twin.display()));
+            let (e_ours, e_cuda) = (rel_err(ours, want), rel_err(cuda_vals, want));
+            let bound = 1.5 * e_cuda + 2e-7;
+            let line = format!(
+                "{:<40} {:<26} ours {:.2e} cuda {:.2e} ratio {:.2}",
+                golden.file_name().unwrap().to_string_lossy(),
+                name,
+                e_ours,
+                e_cuda,
+                e_ours / e_cuda.max(1e-12)
+            );
+            println!("{line}");
+            if e_ours > bound {
+                failures.push(line);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "above 1.5x the CUDA op's error:\n{}",
+        failures.join("\n")
+    );
+}
