@@ -10,9 +10,11 @@ use crate::tt::checkpoint::{parse_list, read_safetensors, write_safetensors, Ten
 use crate::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
 
 /// Relative tolerance against the tensor's largest magnitude: |got - want| <= RTOL * max|want| + ATOL.
-pub const RTOL: f64 = 1e-5;
+/// 2e-6: about 3x the worst error seen over every committed, shared and CUDA fixture (7e-7, a hot
+/// row of the CUDA op's own gradient against ours); ours against float64 stays under 3e-7.
+pub const RTOL: f64 = 2e-6;
 /// Absolute tolerance.
-pub const ATOL: f64 = 1e-6;
+pub const ATOL: f64 = 1e-7;
 
 /// A parsed fixture.
 #[derive(Clone, Debug)]
