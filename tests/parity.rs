@@ -65,6 +65,19 @@ fn shared_fixtures_pass() {
     );
 }
 
+#[test]
+fn cuda_goldens_pass() {
+    // The reference CUDA op's own outputs (an H100), at the same tolerance.
+    let n = run_dir(
+        &PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/cuda"
+        )),
+        true,
+    );
+    assert!(n >= 15, "only {n} CUDA goldens");
+}
+
 /// Rewrites a fixture with one tensor replaced or added.
 fn patched(
     src: &Path,
