@@ -49,7 +49,27 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
         kaggle("kaggle-r8", 8),
         kaggle("kaggle-r16", 16),
         kaggle("kaggle-r32", 32),
+        // Real GPU batch sizes (run only when named): 8,192 bags of 20 with fbtt's shapes,
+        // 65,536 single lookups with kaggle-r32's.
+        TtBenchConfig {
+            name: "fbtt-b8k",
+            num_embeddings: 11_000_000,
+            p: [200, 220, 250],
+            q: [4, 4, 4],
+            ranks: [32, 32],
+            bags: 8192,
+            bag_len: 20,
+        },
+        TtBenchConfig {
+            bags: 65_536,
+            ..kaggle("kaggle-r32-b64k", 32)
+        },
     ]
+}
+
+/// The configurations `ttrec bench tt` runs when none is named (the large ones only by name).
+pub fn default_tt_configs() -> Vec<&'static str> {
+    vec!["fbtt", "kaggle-r8", "kaggle-r16", "kaggle-r32"]
 }
 
 impl TtBenchConfig {

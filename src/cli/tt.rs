@@ -250,9 +250,16 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub struct BenchTtArgs {
-    /// Configurations to run (fbtt, kaggle-r8, kaggle-r16, kaggle-r32); all by default.
+    /// Configurations to run, comma-separated (fbtt, kaggle-r8, kaggle-r16, kaggle-r32 by
+    /// default; also fbtt-b8k and kaggle-r32-b64k, real GPU batch sizes).
     #[arg(long = "config", value_name = "NAME", value_delimiter = ',')]
     pub configs: Vec<String>,
+    /// Bags per step, instead of each configuration's.
+    #[arg(long)]
+    pub bags: Option<usize>,
+    /// Lookups per bag, instead of each configuration's.
+    #[arg(long)]
+    pub bag_len: Option<usize>,
     /// Print one JSON object per configuration.
     #[arg(long)]
     pub json: bool,
@@ -271,7 +278,25 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Dlrm(a) => bench_dlrm(a),
         BenchCommand::Tt(a) => {
-            let all = tt_configs();
+            if a.bags == Some(0) || a.bag_len == Some(0) {
+                bail!("--bags and --bag-len must be positive");
+            }
+            if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+                bail!("--seconds must be a non-negative number, got {}", a.seconds);
+            }
+            let mut all = tt_configs();
+            for c in &mut all {
+                c.bags = a.bags.unwrap_or(c.bags);
+                c.bag_len = a.bag_len.unwrap_or(c.bag_len);
+            }
+            let chosen: Vec<String> = if a.configs.is_empty() {
+                ttrec::bench::default_tt_configs()
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            } else {
+                a.configs.clone()
+            };
             for c in &a.configs {
                 if !all.iter().any(|x| x.name == c) {
                     bail!(
@@ -298,7 +323,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
             }
             for cfg in all
                 .iter()
-                .filter(|c| a.configs.is_empty() || a.configs.iter().any(|n| n == c.name))
+                .filter(|c| chosen.iter().any(|n| n == c.name))
             {
                 let r = run_tt(&gpu, cfg, a.iters.max(1), a.seconds, a.profile)
                     .with_context(|| format!("config {}", cfg.name))?;
