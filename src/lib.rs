@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up (each uses only the ones below it):
 //! - [`data`], [`metrics`]: Criteo reader, preprocessing, cache, synthetic source; no GPU.
-//! - [`reference`]: CPU twins of every GPU kernel, in f64; the oracle of the tests.
+//! - [`mod@reference`]: CPU twins of every GPU kernel, in f64; the oracle of the tests.
 //! - [`gpu`]: adapter/device (own or borrowed), buffers, pipeline cache, readback, timestamps.
 //! - [`graph`]: the executor; a step is a plan of dispatches built once and replayed.
 //! - [`kernels`]: thin launchers of the WGSL kernel families under `shaders/`.
@@ -10,7 +10,7 @@
 //! - [`nn`]: dense embedding tables, MLPs: modules that record their nodes into a step.
 //! - [`dlrm`]: the DLRM model; its training step is one replayed graph.
 //! - [`train`]: a whole training run (data, loop, evaluation, checkpoints, summary).
-//! - [`parity`], [`bench`]: the CUDA-parity checker and the benchmarks behind the CLI.
+//! - [`parity`], [`mod@bench`]: the CUDA-parity checker and the benchmarks behind the CLI.
 
 pub mod bench;
 pub mod data;

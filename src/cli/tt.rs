@@ -321,10 +321,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
                     "step ms"
                 );
             }
-            for cfg in all
-                .iter()
-                .filter(|c| chosen.iter().any(|n| n == c.name))
-            {
+            for cfg in all.iter().filter(|c| chosen.iter().any(|n| n == c.name)) {
                 let r = run_tt(&gpu, cfg, a.iters.max(1), a.seconds, a.profile)
                     .with_context(|| format!("config {}", cfg.name))?;
                 if a.json {

@@ -31,7 +31,7 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 }
 
 /// One SGD step of the model `config` with parameters `params` (dlrm's names, logical layouts)
-/// on a batch (`dense` [B, features], `sparse` [B, tables], `labels` [B]).
+/// on a batch (`dense` `[B, features]`, `sparse` `[B, tables]`, `labels` `[B]`).
 pub fn step(
     config: &DlrmConfig,
     params: &HashMap<String, Vec<f32>>,

@@ -49,7 +49,7 @@ pub fn record_bce(
     Ok(())
 }
 
-/// Adds prob[b] = sigmoid(logits[b * ldz]).
+/// Adds `prob[b] = sigmoid(logits[b * ldz])`.
 pub fn record_probabilities(
     g: &mut GraphBuilder,
     label: impl Into<String>,

@@ -29,7 +29,7 @@ impl GemmVariant {
     }
 }
 
-/// C[M, N] = A^T B with A stored [K, M], B stored [K, N], then the epilogue: + bias[n], ReLU,
+/// `C[M, N] = A^T B` with A stored `[K, M]`, B stored `[K, N]`, then the epilogue: + `bias[n]`, ReLU,
 /// zeroed where mask[m, n] <= 0; stored as C and/or C^T ([N, M]).
 #[derive(Clone, Debug)]
 pub struct Gemm {

@@ -124,7 +124,7 @@ pub fn record_pool(
     Ok(())
 }
 
-/// Adds the per-lookup row gradient drow[n] = scale[n] * dout[dest[n]..] (dest[n]: where the
+/// Adds the per-lookup row gradient `drow[n] = scale[n] * dout[dest[n]..]` (`dest[n]`: where the
 /// lookup's bag's gradient row starts).
 #[allow(clippy::too_many_arguments)]
 pub fn record_row_grad(
@@ -155,7 +155,7 @@ pub enum PrefixSource {
     Scratch,
 }
 
-/// Shapes of one core gradient: grad[row] (rk x nk) += P^T (rk x qk) * dP (qk x nk).
+/// Shapes of one core gradient: `grad[row]` (rk x nk) += P^T (rk x qk) * dP (qk x nk).
 #[derive(Clone, Copy, Debug)]
 pub struct CoreGradShape {
     pub core: usize,

@@ -326,7 +326,7 @@ pub struct Layer {
 }
 
 /// A stack of linear layers (dlrm's `create_mlp`), named as dlrm's state dict:
-/// `{prefix}.{2i}.weight` [out, in] and `{prefix}.{2i}.bias` [out].
+/// `{prefix}.{2i}.weight` `[out, in]` and `{prefix}.{2i}.bias` `[out]`.
 #[derive(Clone, Debug)]
 pub struct Mlp {
     pub layers: Vec<Layer>,

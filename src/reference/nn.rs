@@ -37,7 +37,7 @@ pub fn transpose(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     out
 }
 
-/// y = x W^T + b, then ReLU when `relu`: x [B, in], W [out, in], b [out] -> [B, out].
+/// y = x W^T + b, then ReLU when `relu`: x `[B, in]`, W `[out, in]`, b `[out]` -> `[B, out]`.
 pub fn linear_forward(x: &[f64], w: &[f64], b: &[f64], inputs: usize, relu: bool) -> Vec<f64> {
     let outputs = b.len();
     let rows = x.len() / inputs;
@@ -55,7 +55,7 @@ pub fn linear_forward(x: &[f64], w: &[f64], b: &[f64], inputs: usize, relu: bool
 }
 
 /// Gradients of a linear layer given dy, the gradient w.r.t. its output y (after the ReLU when
-/// `relu`): returns (dx [B, in], dW [out, in], db [out]).
+/// `relu`): returns (dx `[B, in]`, dW `[out, in]`, db `[out]`).
 pub fn linear_backward(
     x: &[f64],
     w: &[f64],

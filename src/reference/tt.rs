@@ -99,8 +99,8 @@ fn lookup_scale(
     }
 }
 
-/// Pooled forward: offsets has B+1 entries (offsets[0]=0, offsets[B]=indices.len()); weights only
-/// with Sum; mean of empty bag = 0. Returns [B*D].
+/// Pooled forward: offsets has B+1 entries (`offsets[0] = 0`, `offsets[B] = indices.len()`);
+/// weights only with Sum; mean of empty bag = 0. Returns `[B*D]`.
 pub fn forward(
     shape: &TtShape,
     cores: &[Vec<f32>],
@@ -129,7 +129,7 @@ pub fn forward(
 /// with core k's storage layout [p_k, R_k q_k R_{k+1}].
 ///
 /// dW[i, j] = sum over lookups n of index i of scale_n * grad_output[bag(n), j]; then
-/// dG_k[i_k](r_k, j_k, r_{k+1}) += dW[i, j] * prod_{l != k} G_l[i_l](r_l, j_l, r_{l+1}) for every
+/// `dG_k[i_k](r_k, j_k, r_{k+1}) += dW[i, j] * prod_{l != k} G_l[i_l](r_l, j_l, r_{l+1})` for every
 /// rank tuple and column j.
 pub fn backward(
     shape: &TtShape,

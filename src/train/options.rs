@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::data::NUM_DENSE;
-use crate::dlrm::config::{format_widths, parse_widths};
+use crate::dlrm::config::parse_widths;
 use crate::error::{Error, Result};
 use crate::tt::TtInit;
 
@@ -32,7 +32,7 @@ pub struct TrainArgs {
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub data: Vec<PathBuf>,
     /// The preprocessed binary cache of --data (built when missing or stale, then reused).
-    /// Default: <first file>.ttcache.
+    /// Default: `<first file>.ttcache`.
     #[arg(long, value_name = "PATH")]
     pub processed_data_file: Option<PathBuf>,
     /// Synthetic samples, train and test together (without --data).
@@ -280,15 +280,5 @@ impl TrainArgs {
             },
             tt_threshold: self.tt_threshold,
         })
-    }
-
-    /// The options that change the data set or the model, as the checkpoint records them.
-    pub fn describe(&self) -> String {
-        format!(
-            "--mini-batch-size {} --arch-mlp-bot {} --arch-mlp-top {}",
-            self.mini_batch_size,
-            self.arch_mlp_bot,
-            format_widths(&parse_widths(&self.arch_mlp_top).unwrap_or_default())
-        )
     }
 }

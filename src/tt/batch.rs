@@ -52,8 +52,8 @@ impl<'a> From<&'a Vec<i64>> for Ids<'a> {
     }
 }
 
-/// A batch of B bags: `indices` of all lookups, B+1 `offsets` (offsets[0] = 0,
-/// offsets[B] = indices.len(), non-decreasing), optional per-sample `weights` (sum pooling only).
+/// A batch of B bags: `indices` of all lookups, B+1 `offsets` (`offsets[0] = 0`,
+/// `offsets[B] = indices.len()`, non-decreasing), optional per-sample `weights` (sum pooling only).
 #[derive(Clone, Copy, Debug)]
 pub struct Bags<'a> {
     pub indices: Ids<'a>,

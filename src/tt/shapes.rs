@@ -2,7 +2,7 @@
 //!
 //! `auto_shape(n, d)`: the prime factors of n with multiplicity, padded with 1s to length d; over
 //! every partition of that multiset into exactly d blocks take the block products, sort them
-//! ascending into x, split xf = x[..d/2], xl = x[d/2..] and interleave xf[0], xl[0], xf[1], xl[1],
+//! ascending into x, split `xf = x[..d/2]`, `xl = x[d/2..]` and interleave `xf[0], xl[0], xf[1], xl[1]`,
 //! ... (then the rest of xl); keep the tuple of maximal Shannon entropy (natural log) of x/sum(x).
 //!
 //! Instead of enumerating set partitions (exponential in the number of prime factors), the
