@@ -18,6 +18,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    ttrec::gpu::ensure_runtime_dir();
     let cli = Cli::parse();
     match ttrec::train::run(&cli.args) {
         Ok(_) => std::process::ExitCode::SUCCESS,

@@ -34,6 +34,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    ttrec::gpu::ensure_runtime_dir();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parity(a) => cli::tt::parity(a),

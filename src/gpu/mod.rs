@@ -481,6 +481,28 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// For programs (not the library) to call first thing in `main`: gives Mesa's drivers a private
+/// runtime directory when `XDG_RUNTIME_DIR` is unset, so they do not print "error:
+/// XDG_RUNTIME_DIR is invalid or not set" (which reads as ttrec's own error) on every device.
+/// Does nothing when the variable is set or on non-Unix systems.
+pub fn ensure_runtime_dir() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+            return;
+        }
+        let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+        let dir = std::env::temp_dir().join(format!("ttrec-runtime-{user}"));
+        let ok = std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok();
+        if ok {
+            // Called before any thread starts (see the doc), so changing the environment is sound.
+            std::env::set_var("XDG_RUNTIME_DIR", dir);
+        }
+    }
+}
+
 /// Workgroup counts for `invocations` threads in groups of `wg`, folded into y when x would exceed
 /// the per-dimension limit; kernels rebuild the linear id from `num_workgroups`.
 pub fn grid(invocations: u64, wg: u32, max_dim: u32) -> [u32; 3] {
