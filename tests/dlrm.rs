@@ -466,3 +466,35 @@ fn training_lowers_loss_and_raises_auc_on_synthetic_data() {
         "AUC {auc0:.3} -> {auc1:.3}"
     );
 }
+
+#[test]
+fn terabyte_configuration_trains_at_small_scale() {
+    // dlrm's Terabyte shape (D = 64, bottom 13-512-256-64, top 415-512-512-256-1) with its
+    // tables cut to 1/10,000: one step runs and matches the twin.
+    let mut config = DlrmConfig::terabyte();
+    let sizes: Vec<u64> = config
+        .tables
+        .iter()
+        .map(|t| (t.rows / 10_000).max(3))
+        .collect();
+    config = config
+        .with_table_sizes(&sizes)
+        .with_tt_largest(7, 4)
+        .unwrap();
+    assert_eq!(config.dim(), 64);
+    assert_eq!(config.top_widths()[0], 415);
+    let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
+    let (dense, sparse, labels) = random_batch(&config, 6, 9);
+    let want = twin::step(&config, &params_of(&m), &dense, &sparse, &labels).unwrap();
+    m.train_step(&DlrmBatch {
+        dense: &dense,
+        sparse: &sparse,
+        labels: &labels,
+    })
+    .unwrap();
+    let loss = m.take_stats().unwrap()[0].loss;
+    assert_close("terabyte loss", &[loss as f32], &[want.loss], RTOL, 0.0);
+    for n in ["top_l.0.weight", "bot_l.0.bias", "emb_l.0.tt_cores.1"] {
+        assert_close(n, &m.parameter(n).unwrap(), &want.updated[n], RTOL, ATOL);
+    }
+}

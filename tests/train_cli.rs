@@ -309,3 +309,50 @@ fn malformed_lines_of_a_real_criteo_file_are_skipped_and_counted() {
     assert_eq!(s["eval_samples"].as_u64(), Some(40));
     assert!(dir.join("day_0.txt.ttcache").exists());
 }
+
+#[test]
+fn a_directory_of_day_files_plain_and_gzip_is_one_data_set() {
+    use std::io::Write;
+    let dir = temp_dir("train-days");
+    let days = dir.join("days");
+    std::fs::create_dir_all(&days).unwrap();
+    let text = real_text();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(days.join("day_1"), lines[..100].join("\n") + "\n").unwrap();
+    let gz = std::fs::File::create(days.join("day_2.gz")).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+    enc.write_all((lines[100..].join("\n") + "\n").as_bytes())
+        .unwrap();
+    enc.finish().unwrap();
+    let cache = p(&dir, "days.ttcache");
+    let r = train(&[
+        "train".into(),
+        "--data".into(),
+        days.display().to_string(),
+        "--processed-data-file".into(),
+        cache.clone(),
+        "--embedding".into(),
+        "dense".into(),
+        "--test-fraction".into(),
+        "0.2".into(),
+        "--mini-batch-size".into(),
+        "16".into(),
+        "--arch-mlp-bot".into(),
+        "13-32-16".into(),
+        "--arch-mlp-top".into(),
+        "32-1".into(),
+    ]);
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("2 file(s)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("200 lines read, 0 malformed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("160 for training, 40 for evaluation"),
+        "{}",
+        r.stdout
+    );
+    assert!(Path::new(&cache).exists());
+}

@@ -710,3 +710,54 @@ fn a_group_of_tables_matches_each_table_alone() {
         "{e}"
     );
 }
+
+#[test]
+fn gpu_resident_forward_and_backward_match_the_host_calls() {
+    // forward_into / backward_from: rows and gradients stay in the app's buffers and the work goes
+    // into the app's encoder; results equal forward() / backward().
+    let gpu = gpu();
+    let c = &CASES[3];
+    let shape = TtShape::new(c.n, c.p, c.q, c.r).unwrap();
+    let cores = random_cores(&shape, 3);
+    let mut r = rng(4);
+    let (idx, off) = bags(&mut r, 10, 4, c.n);
+    let b = Bags::new(&idx, &off);
+    let dim = shape.dim();
+    let dout = values(&mut r, 10 * dim);
+    let opts = TtOptions {
+        optimizer: Optimizer::Sgd { lr: 0.2 },
+        ..TtOptions::default()
+    };
+    let mut host = TtEmbeddingBag::from_cores(&gpu, shape.clone(), &cores, opts.clone()).unwrap();
+    let want_out = host.forward(&b).unwrap();
+    host.backward(&b, &dout).unwrap();
+    let mut dev = TtEmbeddingBag::from_cores(&gpu, shape.clone(), &cores, opts).unwrap();
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    let out = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app rows"),
+        size: (10 * dim * 4) as u64,
+        usage,
+        mapped_at_creation: false,
+    });
+    let grad = gpu.storage_from("app grad", &dout);
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    dev.forward_into(&b, &out, &mut enc).unwrap();
+    dev.backward_from(&b, &grad, &mut enc).unwrap();
+    gpu.queue().submit([enc.finish()]);
+    let got = gpu.read_f32(&out, 0, 10 * dim).unwrap();
+    assert_eq!(got, want_out, "forward_into rows");
+    assert_eq!(
+        dev.cores().unwrap(),
+        host.cores().unwrap(),
+        "backward_from update"
+    );
+    // A buffer too small, or without the usage the copy needs, is a named error.
+    let small = gpu.storage("small", 16);
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let e = dev
+        .forward_into(&b, &small, &mut enc)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("out buffer has 16 bytes"), "{e}");
+}
