@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::embedding::{record_bag_bwd, record_bag_fwd, BagGroupShape, ShardAt};
-use crate::kernels::optim::{OptParams, UpdateKind};
+use crate::kernels::optim::UpdateKind;
 use crate::kernels::MatrixAt;
 use crate::tt::{Bags, Optimizer};
 
@@ -160,20 +160,8 @@ impl DenseBagGroup {
     }
 
     fn write_opt_params(&self) {
-        let (lr, eps) = match self.optimizer {
-            Optimizer::None => (0.0, 0.0),
-            Optimizer::Sgd { lr } => (lr, 0.0),
-            Optimizer::Adagrad { lr, eps } => (lr, eps),
-        };
-        self.gpu.write(
-            &self.opt_params,
-            &[OptParams {
-                lr,
-                eps,
-                len: 0,
-                _pad: 0,
-            }],
-        );
+        self.gpu
+            .write(&self.opt_params, &[self.optimizer.params(0)]);
     }
 
     pub fn dim(&self) -> usize {
@@ -200,10 +188,7 @@ impl DenseBagGroup {
 
     /// Changes the learning rate of the fused update (takes effect at the next submit).
     pub fn set_learning_rate(&mut self, lr: f32) {
-        match &mut self.optimizer {
-            Optimizer::Sgd { lr: l } | Optimizer::Adagrad { lr: l, .. } => *l = lr,
-            Optimizer::None => {}
-        }
+        self.optimizer.set_learning_rate(lr);
         self.write_opt_params();
     }
 

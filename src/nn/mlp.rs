@@ -9,7 +9,7 @@ use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::matmul::{
     record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
 };
-use crate::kernels::optim::{record_update, OptParams, UpdateKind};
+use crate::kernels::optim::{record_update, UpdateKind};
 use crate::kernels::MatrixAt;
 use crate::tt::init::Gauss;
 use crate::tt::Optimizer;
@@ -148,28 +148,13 @@ impl ParamArena {
     }
 
     fn write_opt_params(&self) {
-        let (lr, eps) = match self.optimizer {
-            Optimizer::None => (0.0, 0.0),
-            Optimizer::Sgd { lr } => (lr, 0.0),
-            Optimizer::Adagrad { lr, eps } => (lr, eps),
-        };
-        self.gpu.write(
-            &self.opt_params,
-            &[OptParams {
-                lr,
-                eps,
-                len: self.len as u32,
-                _pad: 0,
-            }],
-        );
+        self.gpu
+            .write(&self.opt_params, &[self.optimizer.params(self.len)]);
     }
 
     /// Changes the learning rate (takes effect at the next submit).
     pub fn set_learning_rate(&mut self, lr: f32) {
-        match &mut self.optimizer {
-            Optimizer::Sgd { lr: l } | Optimizer::Adagrad { lr: l, .. } => *l = lr,
-            Optimizer::None => {}
-        }
+        self.optimizer.set_learning_rate(lr);
         self.write_opt_params();
     }
 

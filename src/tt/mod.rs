@@ -28,6 +28,31 @@ pub enum Optimizer {
     Adagrad { lr: f32, eps: f32 },
 }
 
+impl Optimizer {
+    /// Changes the learning rate; the kind (and eps) stay.
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        match self {
+            Optimizer::Sgd { lr: l } | Optimizer::Adagrad { lr: l, .. } => *l = lr,
+            Optimizer::None => {}
+        }
+    }
+
+    /// The update kernels' uniform for a buffer of `len` elements.
+    pub fn params(&self, len: usize) -> crate::kernels::optim::OptParams {
+        let (lr, eps) = match *self {
+            Optimizer::None => (0.0, 0.0),
+            Optimizer::Sgd { lr } => (lr, 0.0),
+            Optimizer::Adagrad { lr, eps } => (lr, eps),
+        };
+        crate::kernels::optim::OptParams {
+            lr,
+            eps,
+            len: len as u32,
+            _pad: 0,
+        }
+    }
+}
+
 pub mod batch;
 pub mod checkpoint;
 pub mod lookups;

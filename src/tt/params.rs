@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::optim::{record_update, OptParams, UpdateKind};
+use crate::kernels::optim::{record_update, UpdateKind};
 use crate::tt::batch::GroupTable;
 use crate::tt::table::TtOptions;
 use crate::tt::{init_cores, Optimizer, TtShape};
@@ -205,18 +205,8 @@ impl TtParams {
     }
 
     fn write_opt_params(&self) {
-        let (lr, eps) = match self.options.optimizer {
-            Optimizer::None => (0.0, 0.0),
-            Optimizer::Sgd { lr } => (lr, 0.0),
-            Optimizer::Adagrad { lr, eps } => (lr, eps),
-        };
         for k in 0..self.shape.d() {
-            let p = OptParams {
-                lr,
-                eps,
-                len: self.shape.core_len(k) as u32,
-                _pad: 0,
-            };
+            let p = self.options.optimizer.params(self.shape.core_len(k));
             self.gpu.write(&self.opt_params[k], &[p]);
         }
     }
@@ -319,10 +309,7 @@ impl TtParams {
     /// Changes the learning rate of the fused optimizer; the kind and eps stay. Takes effect at
     /// the next submit.
     pub fn set_learning_rate(&mut self, lr: f32) {
-        match &mut self.options.optimizer {
-            Optimizer::Sgd { lr: l } | Optimizer::Adagrad { lr: l, .. } => *l = lr,
-            Optimizer::None => {}
-        }
+        self.options.optimizer.set_learning_rate(lr);
         self.write_opt_params();
     }
 
