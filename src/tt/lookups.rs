@@ -350,6 +350,33 @@ impl TtLookups {
         Ok(())
     }
 
+    /// Adds one chunk's forward: its rows built into `row`, then pooled into `out` (the first
+    /// chunk overwrites each bag's output, later ones accumulate).
+    fn record_chunk_forward(
+        &self,
+        g: &mut GraphBuilder,
+        params: &TtParams,
+        ci: usize,
+        prefix: &[Option<Buf>],
+        row: &Buf,
+        out: &Buf,
+    ) -> Result<()> {
+        self.record_chunk_chain(g, params, ci, prefix, Some(row))?;
+        record_pool(
+            g,
+            format!("{} c{ci} pool", self.tag),
+            params.shape().dim(),
+            self.chunk_params[ci].clone(),
+            self.offsets.clone(),
+            self.scale.clone(),
+            row.clone(),
+            out.clone(),
+            self.bag_dest.clone(),
+            ci > 0,
+            self.bag_cap,
+        )
+    }
+
     /// Adds the forward: every chunk's rows pooled into `out` (each bag's row where the batch's
     /// placement puts it). Returns the scratch the backward of the same plan can reuse.
     pub fn record_forward(
@@ -362,20 +389,7 @@ impl TtLookups {
         let prefix = self.prefix_scratch(g, params);
         let row = g.transient(&format!("{} rows", self.tag), (self.chunk * dim) as u64 * 4);
         for ci in 0..self.chunks() {
-            self.record_chunk_chain(g, params, ci, &prefix, Some(&row))?;
-            record_pool(
-                g,
-                format!("{} c{ci} pool", self.tag),
-                dim,
-                self.chunk_params[ci].clone(),
-                self.offsets.clone(),
-                self.scale.clone(),
-                row.clone(),
-                out.clone(),
-                self.bag_dest.clone(),
-                ci > 0,
-                self.bag_cap,
-            )?;
+            self.record_chunk_forward(g, params, ci, &prefix, &row, out)?;
         }
         Ok(TtSaved { prefix })
     }
@@ -435,20 +449,7 @@ impl TtLookups {
         let row = g.transient(&format!("{} rows", self.tag), (self.chunk * dim) as u64 * 4);
         let scratch = self.backward_setup(g, params)?;
         for ci in 0..self.chunks() {
-            self.record_chunk_chain(g, params, ci, &prefix, Some(&row))?;
-            record_pool(
-                g,
-                format!("{} c{ci} pool", self.tag),
-                dim,
-                self.chunk_params[ci].clone(),
-                self.offsets.clone(),
-                self.scale.clone(),
-                row.clone(),
-                out.clone(),
-                self.bag_dest.clone(),
-                ci > 0,
-                self.bag_cap,
-            )?;
+            self.record_chunk_forward(g, params, ci, &prefix, &row, out)?;
             self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout, fused)?;
         }
         if update && !fused {
