@@ -85,9 +85,11 @@ fn bce(@builtin(local_invocation_index) t: u32) {
 @group(0) @binding(1) var<storage, read_write> sig_prob: array<f32>;
 
 // The predicted click probabilities (evaluation): prob[b] = sigmoid(z[b]).
+// Workgroups past the per-dimension limit fold into y, as in the other kernel families.
 @compute @workgroup_size(64)
-fn probabilities(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = gid.x;
+fn probabilities(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let b = (wid.y * nwg.x + wid.x) * 64u + lid;
     if (b < BATCH) {
         sig_prob[b] = sigmoid(sig_logits[b * LDZ]);
     }

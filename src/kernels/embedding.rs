@@ -2,10 +2,9 @@
 //! per shard of rows, forward and backward with the fused update.
 
 use crate::error::Result;
-use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
-use crate::kernels::{MatrixAt, WORKGROUP};
+use crate::kernels::{groups, MatrixAt};
 
 /// A shard: `rows` group rows from `lo`, held in `weight` (and `state` for Adagrad).
 #[derive(Clone, Debug)]
@@ -52,11 +51,7 @@ pub fn record_bag_fwd(
             ("ACCUMULATE", accumulate as u8 as f64),
         ],
     )?;
-    let gr = grid(
-        (s.tables * s.bags * s.dim / 4) as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
+    let gr = groups(g, (s.tables * s.bags * s.dim / 4) as u64);
     g.dispatch(
         label,
         pipeline,
@@ -103,11 +98,7 @@ pub fn record_bag_bwd(
             ("OPTIMIZER", code),
         ],
     )?;
-    let gr = grid(
-        (segments * dim / 4) as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
+    let gr = groups(g, (segments * dim / 4) as u64);
     g.dispatch(
         label,
         pipeline,

@@ -1,9 +1,8 @@
 //! Launcher of `shaders/interaction.wgsl`: dlrm's dot interaction, forward and backward.
 
 use crate::error::{Error, Result};
-use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::WORKGROUP;
+use crate::kernels::groups;
 
 /// Shapes of an interaction: `batch` samples of `vectors` (F) vectors of `dim` (D) values;
 /// the output rows hold D + F(F-1)/2 values padded to `out_stride`.
@@ -62,11 +61,7 @@ pub fn record_interaction_fwd(
     let pipeline = g
         .gpu()
         .pipeline("interaction", "interact_fwd", &s.constants())?;
-    let gr = grid(
-        (s.batch * s.vectors) as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
+    let gr = groups(g, (s.batch * s.vectors) as u64);
     g.dispatch(label, pipeline, vec![t, r, r_t], gr);
     Ok(())
 }
@@ -91,11 +86,7 @@ pub fn record_interaction_bwd(
     let pipeline = g
         .gpu()
         .pipeline("interaction", "interact_bwd", &constants)?;
-    let gr = grid(
-        (s.batch * s.vectors * s.dim / 4) as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
+    let gr = groups(g, (s.batch * s.vectors * s.dim / 4) as u64);
     g.dispatch(label, pipeline, vec![dr, t, dt, dt0_t], gr);
     Ok(())
 }

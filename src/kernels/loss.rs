@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::groups;
 
 /// The per-step uniform of the loss (the WGSL `StepParams`): which slot of the statistics ring
 /// this step writes.
@@ -63,11 +64,7 @@ pub fn record_probabilities(
         "probabilities",
         &[("BATCH", batch as f64), ("LDZ", ldz as f64)],
     )?;
-    g.dispatch(
-        label,
-        pipeline,
-        vec![logits, prob],
-        [batch.div_ceil(64) as u32, 1, 1],
-    );
+    let gr = groups(g, batch as u64);
+    g.dispatch(label, pipeline, vec![logits, prob], gr);
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! and the transposes that give every product that form.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid, AdapterClass, Gpu};
+use crate::gpu::{AdapterClass, Gpu};
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::{MatrixAt, WORKGROUP};
+use crate::kernels::{groups, MatrixAt};
 
 /// How a product runs; chosen once per adapter ([`GemmVariant::for_gpu`]) since CPU adapters
 /// and GPUs want opposite trade-offs.
@@ -124,11 +124,7 @@ fn launch(
             let inv = m.div_ceil(tm) as u64 * (n / (4 * tn)) as u64;
             Ok(Launch {
                 entry: if wgrad { "gemm_tn_wgrad" } else { "gemm_tn" },
-                groups: grid(
-                    inv,
-                    WORKGROUP,
-                    g.gpu().limits().max_compute_workgroups_per_dimension,
-                ),
+                groups: groups(g, inv),
                 tm,
                 tn,
             })
@@ -309,11 +305,7 @@ pub fn record_transpose(
             ("OUT_OFF", output.offset as f64),
         ],
     )?;
-    let gr = grid(
-        (rows * cols / 16) as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
+    let gr = groups(g, (rows * cols / 16) as u64);
     g.dispatch(
         label,
         pipeline,

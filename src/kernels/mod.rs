@@ -8,10 +8,21 @@ pub mod matmul;
 pub mod optim;
 pub mod tt;
 
-use crate::graph::Buf;
+use crate::gpu::grid;
+use crate::graph::{Buf, GraphBuilder};
 
 /// Threads per workgroup of every ttrec kernel (the WGSL `WG`).
 pub const WORKGROUP: u32 = 64;
+
+/// The workgroup grid for `invocations` threads of a kernel recorded into `g` (folded into y
+/// past the adapter's per-dimension limit).
+pub(crate) fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
+    grid(
+        invocations,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    )
+}
 
 /// A row-major f32 matrix inside a buffer: element (r, c) at `offset + r * stride + c` (in
 /// elements). Lets kernels read and write sub-blocks of shared buffers, e.g. each embedding

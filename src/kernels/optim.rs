@@ -1,9 +1,8 @@
 //! Launcher of `shaders/optim.wgsl`: fused SGD and Adagrad over a whole parameter buffer.
 
 use crate::error::Result;
-use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::WORKGROUP;
+use crate::kernels::groups;
 
 /// Uniform parameters of an update (the WGSL `OptParams`).
 #[repr(C)]
@@ -40,11 +39,7 @@ pub fn record_update(
         UpdateKind::Adagrad => 1.0,
     };
     let pipeline = g.gpu().pipeline("optim", "optim", &[("OPTIMIZER", code)])?;
-    let groups = grid(
-        len as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
-    g.dispatch(label, pipeline, vec![params, grad, weight, state], groups);
+    let gr = groups(g, len as u64);
+    g.dispatch(label, pipeline, vec![params, grad, weight, state], gr);
     Ok(())
 }

@@ -4,8 +4,8 @@
 use crate::error::Result;
 use crate::gpu::grid;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::groups;
 use crate::kernels::optim::UpdateKind;
-use crate::kernels::WORKGROUP;
 
 /// The per-chunk uniform (the WGSL `Chunk`).
 #[repr(C)]
@@ -17,14 +17,6 @@ pub struct ChunkParams {
     pub num_bags: u32,
     pub index: u32,
     pub _pad: [u32; 3],
-}
-
-fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
-    grid(
-        invocations,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    )
 }
 
 /// Shapes of one chain product C = A (m x k) * B (k x n) per lookup.
