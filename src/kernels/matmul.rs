@@ -2,7 +2,7 @@
 //! and the transposes that give every product that form.
 
 use crate::error::{Error, Result};
-use crate::gpu::{AdapterClass, Gpu};
+use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::{groups, MatrixAt};
 
@@ -22,10 +22,8 @@ impl GemmVariant {
     /// 128, 32,200 vs 21,700 at 2048), though both are far from the GPU's rate: their time
     /// grows with K whatever M x N, so the long serial k loops (the weight gradient's K is the
     /// batch) need splitting across invocations before GPUs run them well.
-    pub fn for_gpu(gpu: &Gpu) -> Self {
-        match gpu.class() {
-            AdapterClass::Cpu | AdapterClass::Gpu => GemmVariant::Registers,
-        }
+    pub fn for_gpu(_gpu: &Gpu) -> Self {
+        GemmVariant::Registers
     }
 }
 
@@ -93,17 +91,6 @@ struct Launch {
     tn: usize,
 }
 
-thread_local! {
-    /// Tile shape override of the register kernels (tuning benches only).
-    static TILES: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
-}
-
-/// Makes the register kernels recorded on this thread use `tm` rows x `tn` vec4 columns (None:
-/// the default choice); for tuning.
-pub fn set_register_tiles(tiles: Option<(usize, usize)>) {
-    TILES.with(|t| t.set(tiles));
-}
-
 fn launch(
     g: &GraphBuilder,
     m: usize,
@@ -115,11 +102,10 @@ fn launch(
         GemmVariant::Registers => {
             // 8 rows x 4 vec4 columns where N allows: the measured best on lavapipe (14.5
             // GFLOP/s on 128 x 512 x 368 against 11.7 for 8 x 2; 8 x 8 spills and runs 5x slower).
-            let (want_m, want_n) = TILES.with(|t| t.get()).unwrap_or((8, 4));
-            let tm = if m <= 4 { 4 } else { want_m };
-            let tn = [8, 4, 2, 1]
+            let tm = if m <= 4 { 4 } else { 8 };
+            let tn = [4, 2, 1]
                 .into_iter()
-                .find(|&t| t <= want_n && n.is_multiple_of(4 * t))
+                .find(|&t| n.is_multiple_of(4 * t))
                 .unwrap_or(1);
             let inv = m.div_ceil(tm) as u64 * (n / (4 * tn)) as u64;
             Ok(Launch {
