@@ -257,6 +257,17 @@ impl TtEmbeddingBag {
         mode: Mode,
     ) -> Result<(Mode, usize, usize)> {
         self.validate(bags, dout, mode)?;
+        self.filled_plan(bags, dout, mode)
+    }
+
+    /// The plan for `mode` and the capacities of `bags` (built on first use), filled with
+    /// `bags` and, where given, `dout`; the caller has validated both.
+    fn filled_plan(
+        &mut self,
+        bags: &Bags,
+        dout: Option<&[f32]>,
+        mode: Mode,
+    ) -> Result<(Mode, usize, usize)> {
         let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
         if !self.plans.contains_key(&key) {
             if self.plans.len() >= 8 {
@@ -370,8 +381,8 @@ impl TtEmbeddingBag {
             wgpu::BufferUsages::COPY_SRC,
         )?;
         bags.validate(self.shape(), self.options().pooling)?;
-        let zeros = vec![0f32; bags.num_bags() * self.shape().dim()];
-        let key = self.prepared(bags, Some(&zeros), Mode::Backward)?;
+        // The plan's gradient region is left as it is: the copy below overwrites it.
+        let key = self.filled_plan(bags, None, Mode::Backward)?;
         let cp = &self.plans[&key];
         let dout = cp.ios[0].dout.as_ref().expect("backward plan has dout");
         cp.plan
