@@ -424,6 +424,33 @@ fn bad_batches_are_named_errors_before_gpu_work() {
         m.set_parameter("emb_l.1.weight", &[0.0]).is_err(),
         "table 1 is TT"
     );
+    // TT core errors name the model's table (3, not its index in its TT group) and the core.
+    let e = m
+        .set_parameter("emb_l.3.tt_cores.1", &[0.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("table 3") && e.contains("core 1"), "{e}");
+    let e = m.parameter("emb_l.3.tt_cores.2").unwrap_err().to_string();
+    assert!(e.contains("table 3") && e.contains("no core 2"), "{e}");
+    let mut core = m.parameter("emb_l.3.tt_cores.1").unwrap();
+    core[3] = f32::NAN;
+    let e = m
+        .set_parameter("emb_l.3.tt_cores.1", &core)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("table 3") && e.contains("element 3 of core 1"),
+        "{e}"
+    );
+    assert!(params_of(&m) == before, "a rejected core changed the model");
+    // One core replaced alone: it reads back, the table's other core is untouched.
+    core[3] = 0.25;
+    m.set_parameter("emb_l.3.tt_cores.1", &core).unwrap();
+    assert_eq!(m.parameter("emb_l.3.tt_cores.1").unwrap(), core);
+    assert_eq!(
+        params_of(&m)["emb_l.3.tt_cores.0"],
+        before["emb_l.3.tt_cores.0"]
+    );
 }
 
 #[test]

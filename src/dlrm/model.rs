@@ -1061,10 +1061,7 @@ impl Dlrm {
             }
             Param::Core(t, k) => {
                 let (p, i) = self.tt_table(t)?;
-                if k >= p.shape().d() {
-                    return Err(Error::input(Some(t), format!("no core {k}")));
-                }
-                Ok(p.table_cores(i)?.swap_remove(k))
+                p.table_core(i, k).map_err(|e| e.with_table(t))
             }
             Param::Mlp(n) => self.arena.get(n),
         }
@@ -1081,16 +1078,11 @@ impl Dlrm {
                     .set_table(i, values)
             }
             Param::Core(t, k) => {
-                let (p, i) = self.tt_table(t)?;
-                let mut cores = p.table_cores(i)?;
-                if k >= cores.len() {
-                    return Err(Error::input(Some(t), format!("no core {k}")));
-                }
-                cores[k] = values.to_vec();
+                let i = self.tt_table(t)?.1;
                 let (g, _) = self.tt_of[t].expect("a TT table");
                 self.tt[g]
                     .params
-                    .set_table_cores(i, &cores)
+                    .set_table_core(i, k, values)
                     .map_err(|e| e.with_table(t))
             }
             Param::Mlp(n) => self.arena.set(n, values),
@@ -1122,10 +1114,7 @@ impl Dlrm {
             }
             Param::Core(t, k) => {
                 let (p, i) = self.tt_table(t)?;
-                if k >= p.shape().d() {
-                    return Err(Error::input(Some(t), format!("no core {k}")));
-                }
-                Ok(p.table_grads(i)?.swap_remove(k))
+                p.table_grad(i, k).map_err(|e| e.with_table(t))
             }
             Param::Mlp(n) => self.arena.grad(n),
         }

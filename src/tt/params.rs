@@ -229,46 +229,96 @@ impl TtParams {
         })
     }
 
-    /// Reads table `t`'s part of every core of `bufs` (cores, gradients or state).
-    fn read_table(&self, bufs: &[wgpu::Buffer], t: usize) -> Result<Vec<Vec<f32>>> {
+    /// Table `t`'s part of core `k` of `bufs` (cores, gradients or state). Like the other
+    /// per-core calls, its errors leave the table unnamed: `t` indexes this group, and the
+    /// caller knows the table's number in its model.
+    fn read_table_core(&self, bufs: &[wgpu::Buffer], t: usize, k: usize) -> Result<Vec<f32>> {
         let tb = self.table(t)?;
-        (0..self.shape.d())
-            .map(|k| {
-                let cols = self.shape.core_cols(k);
-                self.gpu
-                    .read_f32(&bufs[k], tb.bases[k] * cols, tb.shape.core_len(k))
-            })
-            .collect()
+        if k >= self.shape.d() {
+            return Err(Error::input(
+                None,
+                format!("no core {k} in a {}-core table", self.shape.d()),
+            ));
+        }
+        let cols = self.shape.core_cols(k);
+        self.gpu
+            .read_f32(&bufs[k], tb.bases[k] * cols, tb.shape.core_len(k))
     }
 
     /// Table `t`'s cores (the reference layout of that table alone).
     pub fn table_cores(&self, t: usize) -> Result<Vec<Vec<f32>>> {
-        self.read_table(&self.cores, t)
+        (0..self.shape.d())
+            .map(|k| self.read_table_core(&self.cores, t, k))
+            .collect()
+    }
+    /// Table `t`'s core `k` alone (one read, for checkpoints).
+    pub fn table_core(&self, t: usize, k: usize) -> Result<Vec<f32>> {
+        self.read_table_core(&self.cores, t, k)
     }
     /// Table `t`'s dense core gradients of the last backward.
     pub fn table_grads(&self, t: usize) -> Result<Vec<Vec<f32>>> {
-        self.read_table(&self.grads, t)
+        (0..self.shape.d())
+            .map(|k| self.read_table_core(&self.grads, t, k))
+            .collect()
     }
+    /// Table `t`'s dense gradient of core `k` of the last backward.
+    pub fn table_grad(&self, t: usize, k: usize) -> Result<Vec<f32>> {
+        self.read_table_core(&self.grads, t, k)
+    }
+
     /// Replaces table `t`'s cores (and resets its Adagrad state).
     pub fn set_table_cores(&mut self, t: usize, cores: &[Vec<f32>]) -> Result<()> {
         let tb = self.table(t)?.clone();
         tb.shape.check_cores(cores).map_err(|e| e.with_table(t))?;
         check_finite(cores).map_err(|e| e.with_table(t))?;
-        let adagrad = matches!(self.options.optimizer, Optimizer::Adagrad { .. });
         for (k, core) in cores.iter().enumerate() {
-            let at = (tb.bases[k] * self.shape.core_cols(k)) as u64 * 4;
-            self.gpu
-                .queue()
-                .write_buffer(&self.cores[k], at, bytemuck::cast_slice(core));
-            if adagrad {
-                self.gpu.queue().write_buffer(
-                    &self.state[k],
-                    at,
-                    bytemuck::cast_slice(&vec![0f32; core.len()]),
-                );
-            }
+            self.write_table_core(&tb, k, core);
         }
         Ok(())
+    }
+
+    /// Replaces table `t`'s core `k` alone (and resets its Adagrad state).
+    pub fn set_table_core(&mut self, t: usize, k: usize, core: &[f32]) -> Result<()> {
+        let tb = self.table(t)?.clone();
+        if k >= self.shape.d() {
+            return Err(Error::input(
+                None,
+                format!("no core {k} in a {}-core table", self.shape.d()),
+            ));
+        }
+        if core.len() != tb.shape.core_len(k) {
+            let [r, c] = tb.shape.core_shape(k);
+            return Err(Error::shape(
+                None,
+                format!(
+                    "core {k} has {} elements; shape [{r}, {c}] needs {}",
+                    core.len(),
+                    tb.shape.core_len(k)
+                ),
+            ));
+        }
+        if let Some(i) = core.iter().position(|x| !x.is_finite()) {
+            return Err(Error::shape(
+                None,
+                format!("core values must be finite; element {i} of core {k} is not"),
+            ));
+        }
+        self.write_table_core(&tb, k, core);
+        Ok(())
+    }
+
+    /// Writes `core` as `tb`'s part of core `k` and zeroes that part's Adagrad state.
+    fn write_table_core(&self, tb: &GroupTable, k: usize, core: &[f32]) {
+        let at = (tb.bases[k] * self.shape.core_cols(k)) as u64 * 4;
+        let queue = self.gpu.queue();
+        queue.write_buffer(&self.cores[k], at, bytemuck::cast_slice(core));
+        if matches!(self.options.optimizer, Optimizer::Adagrad { .. }) {
+            queue.write_buffer(
+                &self.state[k],
+                at,
+                bytemuck::cast_slice(&vec![0f32; core.len()]),
+            );
+        }
     }
     pub fn options(&self) -> &TtOptions {
         &self.options
