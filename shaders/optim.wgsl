@@ -1,6 +1,7 @@
 // Fused optimizers: the update of every element of a parameter buffer from its accumulated
-// gradient, used by the TT cores and (next) the MLPs. CPU twin: src/reference/tt.rs
-// (sgd_update, adagrad_update). Launcher: src/kernels/optim.rs.
+// gradient, used by the MLPs' parameter arena and by TT cores whose update is not fused into
+// their gradient kernel. CPU twin: src/reference/tt.rs (sgd_update, adagrad_update).
+// Launcher: src/kernels/optim.rs.
 
 const WG: u32 = 64u;
 
