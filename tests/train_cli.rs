@@ -356,3 +356,82 @@ fn a_directory_of_day_files_plain_and_gzip_is_one_data_set() {
     );
     assert!(Path::new(&cache).exists());
 }
+
+/// A real SIGINT (what Ctrl-C sends) mid-run: the step in flight finishes, a checkpoint is
+/// written, the run exits non-zero naming the step, and the checkpoint resumes.
+#[cfg(unix)]
+#[test]
+fn sigint_mid_run_writes_a_checkpoint_and_exits_non_zero() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = temp_dir("train-sigint");
+    let ck = p(&dir, "ck.safetensors");
+    let mut child = Command::new(BIN)
+        .args(small(&["--nepochs", "100000", "--save-model", &ck]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the ttrec binary");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    // Wait until training runs (the handler is installed before the first step).
+    let started = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the run printed no training progress");
+        if line.starts_with("Finished training it") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not stop within 120 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!code.success(), "an interrupted run exits non-zero");
+    assert!(
+        code.code().is_some(),
+        "killed by the signal: {code:?}\n{stderr}"
+    );
+    assert!(stderr.contains("interrupted after step"), "{stderr}");
+    assert!(!tensors(&ck).is_empty(), "no checkpoint written");
+    // The checkpoint resumes (one more step of the same configuration).
+    let ck2 = p(&dir, "ck2.safetensors");
+    let r = train(&small(&[
+        "--load-model",
+        &ck,
+        "--save-model",
+        &ck2,
+        "--nepochs",
+        "100000",
+        "--stop-after-steps",
+        "1",
+    ]));
+    assert!(
+        r.stdout.contains("resumed from"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
