@@ -537,6 +537,139 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // ---------------------------------------------------------------------------------------------
+// The core gradient as pieces (the strategy for GPUs): core_grad_v4 gives each core row to one
+// invocation, which sums the row's lookups block after block, so a hot row is one long serial
+// loop. Here each piece of up to BLOCK lookups of one row (the route kernels cut them) is summed
+// by its own invocations into a partial gradient, and core_grad_combine adds a row's partials to
+// its gradient in piece order. Same block sums, same order of additions: bitwise equal to
+// core_grad_v4, with the parallelism of the pieces.
+
+override PIECES: u32 = 1u; // gradient piece slots per chunk
+
+@group(0) @binding(6) var<storage, read_write> cgp_partial: array<vec4<f32>>; // [PIECES, RK, NK]
+@group(0) @binding(7) var<storage, read> cgp_starts: array<u32>; // per chunk: first piece of each row
+
+@compute @workgroup_size(64)
+fn core_grad_pieces_v4(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let rt = (RK + 4u * TRQ - 1u) / (4u * TRQ);
+    let nq = NK / 4u;
+    let ntiles = nq / TNQ;
+    let per = rt * ntiles;
+    let id = linear_id(wid, nwg, lid);
+    let piece = id / per;
+    let table = chunk.index * (PK + 1u);
+    if (piece >= PIECES || piece >= cgp_starts[table + PK]) {
+        return;
+    }
+    // The row of the piece: the last row whose first piece is at or before it (rows without
+    // lookups share their start with the next). Invariant: starts[lo] <= piece < starts[hi].
+    var lo = 0u;
+    var hi = PK;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (cgp_starts[table + mid] <= piece) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let seg = table + lo;
+    let b0 = cg_segments[seg] + (piece - cgp_starts[seg]) * BLOCK;
+    let s1 = min(b0 + BLOCK, cg_segments[seg + 1u]);
+    let rem = id - piece * per;
+    let r0 = (rem / ntiles) * 4u * TRQ;
+    let cq = rem % ntiles;
+    let rq = RK / 4u;
+    let core_section = CORE_K * chunk.cap;
+    // The block sum of core_grad_v4, expression for expression.
+    var acc: array<vec4<f32>, 64>;
+    for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
+        acc[t] = vec4<f32>(0.0);
+    }
+    for (var s = b0; s < s1; s = s + 1u) {
+        let g = cg_sorted[core_section + s];
+        let n = g - chunk.start;
+        var p_base = n * QK * rq + r0 / 4u;
+        if (P_MODE == 1u) {
+            p_base = cg_digits[g] * QK * rq + r0 / 4u;
+        }
+        var d = n * QK * nq + cq;
+        for (var a = 0u; a < QK; a = a + 1u) {
+            var pvs: array<vec4<f32>, 4>;
+            for (var i = 0u; i < TRQ; i = i + 1u) {
+                pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+                if (P_MODE != 0u) {
+                    pvs[i] = cg4_p[p_base + a * rq + i];
+                }
+            }
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                let dpv = cg4_dp[d + j * ntiles];
+                for (var i = 0u; i < TRQ; i = i + 1u) {
+                    let pv = pvs[i];
+                    let t = 16u * i + j;
+                    acc[t] = acc[t] + pv.x * dpv;
+                    acc[t + 4u] = acc[t + 4u] + pv.y * dpv;
+                    acc[t + 8u] = acc[t + 8u] + pv.z * dpv;
+                    acc[t + 12u] = acc[t + 12u] + pv.w * dpv;
+                }
+            }
+            d = d + nq;
+        }
+    }
+    let o = piece * RK * nq + cq;
+    for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
+        if (r0 + i < RK) {
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                cgp_partial[o + (r0 + i) * nq + j * ntiles] = acc[4u * i + j];
+            }
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cc_starts: array<u32>;
+@group(0) @binding(2) var<storage, read> cc_partial: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> cc_grad: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> cc_opt: OptParams;
+@group(0) @binding(5) var<storage, read_write> cc_weight: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> cc_state: array<vec4<f32>>;
+
+// One invocation per vec4 of a row's gradient: adds the row's partials in piece order, then
+// the fused update where FUSED_UPDATE (as core_grad_v4 does).
+@compute @workgroup_size(64)
+fn core_grad_combine(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let slice = RK * NK / 4u;
+    let id = linear_id(wid, nwg, lid);
+    let row = id / slice;
+    if (row >= PK) {
+        return;
+    }
+    let e = id - row * slice;
+    let table = chunk.index * (PK + 1u) + row;
+    let p0 = cc_starts[table];
+    let p1 = cc_starts[table + 1u];
+    if (p0 >= p1) {
+        return;
+    }
+    let at = id;
+    var g = cc_grad[at];
+    for (var p = p0; p < p1; p = p + 1u) {
+        g = g + cc_partial[p * slice + e];
+    }
+    cc_grad[at] = g;
+    if (FUSED_UPDATE == 1u) {
+        cc_weight[at] = cc_weight[at] - cc_opt.lr * g;
+    } else if (FUSED_UPDATE == 2u) {
+        let st = cc_state[at] + g * g;
+        cc_state[at] = st;
+        cc_weight[at] = cc_weight[at] - cc_opt.lr * g / (sqrt(st) + cc_opt.eps);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // transpose_slices: out[i] = core[i]^T for every row digit i: [RK, NK] -> [NK, RK]. Run once per
 // backward so that dP_k = dP_{k+1} G_k^T becomes a plain chain_v4 product over contiguous rows.
 

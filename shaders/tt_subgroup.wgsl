@@ -6,7 +6,7 @@
 // cores, 2 to 16), so in a per-lookup kernel every loaded value of B feeds only M multiply-adds.
 // On CPU adapters (lavapipe) each lane's load is a scalar gather that costs far more than an FMA,
 // so that kernel is load-bound. Here the lookups of a call are cut into pieces of up to L lookups
-// whose digit of core CORE_K is the same (host-sorted, see src/tt/batch.rs): one subgroup takes
+// whose digit of core CORE_K is the same (sorted on the GPU, see shaders/tt_route.wgsl): one subgroup takes
 // one piece and SG x 4 columns. Each lane loads its 4 columns of B once for all L lookups, and
 // the L x M rows of A at each step are loaded once by the whole subgroup (each lane loads L M / SG
 // of them) and passed around with subgroupShuffle. Loads per FMA drop from (M + 4) / 4M to about
@@ -15,7 +15,7 @@
 // Each output element is written by one lane that sums K in ascending order, with the same
 // expression as chain_v4: results are bitwise equal to it and deterministic.
 
-const NONE: u32 = 0xffffffffu;
+const NONE: u32 = 0u; // an empty slot; a used one holds its lookup + 1
 // Vec4 accumulators per lane (L * M) and A vec4s each lane loads per step (L * M / SG, rounded up).
 const MAX_ROWS: u32 = 16u;
 const MAX_OWN: u32 = 4u;
@@ -61,10 +61,10 @@ fn chain_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let col = (task - piece * groups) * SG + lane; // this lane's vec4 column of C
     let slot0 = (chunk.index * PIECES + piece) * L;
-    let first = pieces[slot0];
-    if (first == NONE) {
+    if (pieces[slot0] == NONE) {
         return;
     }
+    let first = pieces[slot0] - 1u;
     // Every lookup of the piece has this digit of core CORE_K.
     let digit = min(digits[CORE_K * chunk.cap + first], PK - 1u);
     let b_base = digit * K * nq + col;
@@ -75,9 +75,9 @@ fn chain_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var own_at: array<u32, MAX_OWN>;
     for (var i = 0u; i < own; i = i + 1u) {
         let e = min(i * SG + lane, rows - 1u); // lanes past the last row repeat it (unused)
-        var g = pieces[slot0 + e / M];
-        if (g == NONE) {
-            g = first;
+        var g = first;
+        if (pieces[slot0 + e / M] != NONE) {
+            g = pieces[slot0 + e / M] - 1u;
         }
         var base = (g - chunk.start) * M * kq;
         if (A_FROM_CORE) {
@@ -105,8 +105,8 @@ fn chain_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
     for (var l = 0u; l < L; l = l + 1u) {
-        let g = pieces[slot0 + l];
-        if (g != NONE) {
+        if (pieces[slot0 + l] != NONE) {
+            let g = pieces[slot0 + l] - 1u;
             let o = (g - chunk.start) * M * nq + col;
             for (var m = 0u; m < M; m = m + 1u) {
                 sg_out[o + m * nq] = acc[l * M + m];

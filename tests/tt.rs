@@ -5,7 +5,10 @@ mod common;
 
 use common::*;
 use ttrec::reference::tt as reference;
-use ttrec::tt::{Bags, Mode, Optimizer, Pooling, TtEmbeddingBag, TtInit, TtOptions, TtShape};
+use ttrec::tt::{
+    Bags, CoreGradStrategy, Mode, Optimizer, Pooling, TtEmbeddingBag, TtInit, TtKernels, TtOptions,
+    TtShape,
+};
 
 struct Case {
     name: &'static str,
@@ -97,11 +100,12 @@ fn table(
     TtEmbeddingBag::from_cores(&gpu(), shape.clone(), cores, options).expect("table")
 }
 
-/// The subgroup chain (pieces of one digit, operands shared across lanes) gives bitwise what the
-/// portable kernels give, over several chunks, hot rows (runs longer than a piece) and rows seen
-/// once, and is really used where the adapter has fixed-size subgroups.
+/// Every kernel variant gives bitwise the same outputs and gradients: the subgroup chain (pieces
+/// of one digit, operands shared across lanes) and the portable chain, and the core gradients
+/// row by row or as pieces and a combine; over several chunks, hot rows (runs longer than a
+/// piece) and rows seen once, with the fused update. The variants really run (node labels).
 #[test]
-fn subgroup_products_equal_portable_products_bitwise() {
+fn kernel_variants_subgroup_portable_rows_pieces_equal_bitwise() {
     let g = gpu();
     let shape = TtShape::new(5000, &[13, 11, 35], &[4, 4, 4], &[32, 8]).unwrap();
     let cores = random_cores(&shape, 21);
@@ -114,11 +118,18 @@ fn subgroup_products_equal_portable_products_bitwise() {
     }
     let dout = values(&mut r, 150 * shape.dim());
     let bags_ = Bags::new(&idx, &off);
-    let run = |subgroup_kernels: bool| {
+    let run = |subgroups: bool, core_grad: CoreGradStrategy, chunk: usize| {
         let options = TtOptions {
-            optimizer: Optimizer::Sgd { lr: 0.05 },
-            max_chunk_lookups: Some(301),
-            subgroup_kernels,
+            optimizer: Optimizer::Adagrad {
+                lr: 0.05,
+                eps: 1e-8,
+            },
+            max_chunk_lookups: Some(chunk),
+            kernels: Some(TtKernels {
+                subgroups,
+                core_grad,
+                ..TtKernels::for_adapter(&g)
+            }),
             ..TtOptions::default()
         };
         let mut t = TtEmbeddingBag::from_cores(&g, shape.clone(), &cores, options).unwrap();
@@ -129,25 +140,47 @@ fn subgroup_products_equal_portable_products_bitwise() {
             .into_iter()
             .map(|n| n.label)
             .collect();
-        (out, t.grads().unwrap(), labels)
+        (out, t.grads().unwrap(), t.cores().unwrap(), labels)
     };
-    let (out_sg, grads_sg, labels_sg) = run(true);
-    let (out_pt, grads_pt, labels_pt) = run(false);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&out_sg), bits(&out_pt), "outputs differ");
-    for k in 0..3 {
-        assert_eq!(bits(&grads_sg[k]), bits(&grads_pt[k]), "grad {k} differs");
-    }
-    let want = reference::forward(&shape, &cores, &u64s(&idx), &u64s(&off), None, Pooling::Sum);
-    assert_close("subgroup forward", &out_sg, &want, 1e-5, 1e-6);
-    assert!(!labels_pt.iter().any(|l| l.contains("(subgroup)")));
-    if g.subgroup_size().is_some_and(|n| n <= 16) {
-        let sg = labels_sg
-            .iter()
-            .filter(|l| l.contains("(subgroup)"))
-            .count();
-        // chain 1 and chain^T 1 in each of the chunks
-        assert!(sg >= 4, "subgroup kernels not used: {labels_sg:?}");
+    // 301 lookups per chunk: several chunks, a separate update; all 1,500: one chunk, the
+    // update fused into the core gradients (or their combine).
+    for chunk in [301, 1500] {
+        let (out_pt, grads_pt, cores_pt, labels_pt) = run(false, CoreGradStrategy::Rows, chunk);
+        assert!(!labels_pt.iter().any(|l| l.contains("(subgroup)")));
+        assert!(!labels_pt.iter().any(|l| l.contains("pieces")));
+        let want = reference::forward(&shape, &cores, &u64s(&idx), &u64s(&off), None, Pooling::Sum);
+        assert_close("portable forward", &out_pt, &want, 1e-5, 1e-6);
+        for (subgroups, strategy) in [
+            (true, CoreGradStrategy::Rows),
+            (false, CoreGradStrategy::Pieces),
+            (true, CoreGradStrategy::Pieces),
+        ] {
+            let (out, grads, cores_after, labels) = run(subgroups, strategy, chunk);
+            let what = format!("subgroups {subgroups}, {strategy:?}, chunk {chunk}");
+            assert_eq!(bits(&out), bits(&out_pt), "outputs differ ({what})");
+            for k in 0..3 {
+                assert_eq!(
+                    bits(&grads[k]),
+                    bits(&grads_pt[k]),
+                    "grad {k} differs ({what})"
+                );
+                assert_eq!(
+                    bits(&cores_after[k]),
+                    bits(&cores_pt[k]),
+                    "core {k} after the update differs ({what})"
+                );
+            }
+            if strategy == CoreGradStrategy::Pieces {
+                let n = labels.iter().filter(|l| l.ends_with(" combine")).count();
+                assert!(n >= 3, "core-gradient pieces not used ({what}): {labels:?}");
+            }
+            if subgroups && g.subgroup_size().is_some_and(|n| n <= 16) {
+                let sg = labels.iter().filter(|l| l.contains("(subgroup)")).count();
+                // chain 1 and chain^T 1 in each of the chunks
+                assert!(sg >= 2, "subgroup kernels not used ({what}): {labels:?}");
+            }
+        }
     }
 }
 

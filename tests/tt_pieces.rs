@@ -25,7 +25,12 @@ fn check(shape: &TtShape, idx: &[i64], off: &[i64], chunk: usize, lanes: usize) 
             let mut last_digit_and_pos: Option<(u32, u32)> = None;
             for p in 0..layout.per_chunk {
                 let slots = &pieces[(c * layout.per_chunk + p) * layout.len..][..layout.len];
-                let used: Vec<u32> = slots.iter().copied().filter(|&g| g != NO_LOOKUP).collect();
+                // Used slots hold lookup + 1.
+                let used: Vec<u32> = slots
+                    .iter()
+                    .filter(|&&g| g != NO_LOOKUP)
+                    .map(|&g| g - 1)
+                    .collect();
                 // Used slots come first; a piece is one digit; digits and lookups ascend.
                 assert!(slots[..used.len()].iter().all(|&g| g != NO_LOOKUP));
                 for &g in &used {

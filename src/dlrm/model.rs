@@ -30,7 +30,8 @@ use crate::nn::{
 };
 use crate::tt::batch::Placement;
 use crate::tt::{
-    init_cores, Bags, Optimizer, Pooling, TtLookups, TtOptions, TtParams, TtSaved, TtShape,
+    init_cores, Bags, Optimizer, Pooling, TtKernels, TtLookups, TtOptions, TtParams, TtSaved,
+    TtShape,
 };
 
 /// One batch as the model takes it: `dense` `[B, dense features]` (after dlrm's log transform),
@@ -57,8 +58,9 @@ impl<'a> From<&'a Batch> for DlrmBatch<'a> {
 pub struct DlrmOptions {
     /// The matrix-product variant (default: chosen from the adapter class).
     pub gemm: Option<GemmVariant>,
-    /// Use the TT subgroup kernels where the adapter allows (results are bitwise the same).
-    pub subgroup_kernels: bool,
+    /// The TT tables' kernel variants (None: chosen for the adapter; results are bitwise the
+    /// same whatever the choice).
+    pub tt_kernels: Option<TtKernels>,
     /// Steps whose statistics the GPU keeps before the host must read them (it reads them
     /// itself, with one wait, when the ring is full).
     pub stats_ring: usize,
@@ -70,7 +72,7 @@ impl Default for DlrmOptions {
     fn default() -> Self {
         DlrmOptions {
             gemm: None,
-            subgroup_kernels: true,
+            tt_kernels: None,
             stats_ring: 1024,
             max_shard_bytes: None,
         }
@@ -272,7 +274,7 @@ impl Dlrm {
                 optimizer: sgd,
                 init: config.tt_init,
                 seed: config.seed,
-                subgroup_kernels: options.subgroup_kernels,
+                kernels: options.tt_kernels,
                 ..TtOptions::default()
             };
             // Each table drawn as if alone, from its own seed.

@@ -232,11 +232,8 @@ impl Gpu {
     }
     /// The subgroup size when the device has subgroup operations and every subgroup has the same
     /// size (lavapipe: the SIMD width, 8 with AVX2; NVIDIA: 32), which the subgroup kernels need
-    /// for their fixed lane layout. `TTREC_SUBGROUPS=0` turns them off (for comparisons).
+    /// for their fixed lane layout (tables turn them off with [`crate::tt::TtKernels`]).
     pub fn subgroup_size(&self) -> Option<u32> {
-        if std::env::var("TTREC_SUBGROUPS").is_ok_and(|v| v == "0") {
-            return None;
-        }
         let info = self.info();
         let fixed = info.subgroup_min_size == info.subgroup_max_size;
         let usable =

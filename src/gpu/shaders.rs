@@ -7,6 +7,7 @@ pub const ALL: &[(&str, &str)] = &[
         "tt_subgroup",
         include_str!("../../shaders/tt_subgroup.wgsl"),
     ),
+    ("tt_route", include_str!("../../shaders/tt_route.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (

@@ -385,13 +385,42 @@ struct InputLayout {
 #[derive(Debug, Clone)]
 pub struct PlanInput {
     layout: Arc<InputLayout>,
-    bytes: Vec<u8>,
+    /// The image, in words so that every region (aligned to 16 bytes or more) can be viewed as
+    /// a slice of any 4-byte type.
+    words: Vec<u32>,
 }
 
 impl PlanInput {
     /// Writes `data` at the start of input region `region`.
     pub fn write<T: bytemuck::Pod>(&mut self, region: &Buf, data: &[T]) -> Result<()> {
         self.write_at(region, 0, data)
+    }
+
+    /// (index, byte offset, bytes) of input region `region`.
+    fn region(&self, region: &Buf) -> Result<(usize, u64, u64)> {
+        let Buf::Input(i) = region else {
+            return Err(Error::Gpu(format!(
+                "{region:?} is not an input region of this plan"
+            )));
+        };
+        self.layout
+            .regions
+            .get(*i)
+            .map(|&(at, size)| (*i, at, size))
+            .ok_or_else(|| Error::Gpu(format!("input region {i} is not declared in this plan")))
+    }
+
+    /// Input region `region` as a mutable slice of a 4-byte type, to fill in place (no copy of
+    /// a staging vector).
+    pub fn region_mut<T: bytemuck::Pod>(&mut self, region: &Buf) -> Result<&mut [T]> {
+        let (_, at, size) = self.region(region)?;
+        let (at, words) = (at as usize / 4, size as usize / 4);
+        bytemuck::try_cast_slice_mut(&mut self.words[at..at + words]).map_err(|e| {
+            Error::Gpu(format!(
+                "input region as {}: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 
     /// Writes `data` at byte `offset` of input region `region`.
@@ -401,34 +430,27 @@ impl PlanInput {
         offset: u64,
         data: &[T],
     ) -> Result<()> {
-        let Buf::Input(i) = region else {
-            return Err(Error::Gpu(format!(
-                "{region:?} is not an input region of this plan"
-            )));
-        };
-        let (at, size) =
-            *self.layout.regions.get(*i).ok_or_else(|| {
-                Error::Gpu(format!("input region {i} is not declared in this plan"))
-            })?;
+        let (i, at, size) = self.region(region)?;
         let src: &[u8] = bytemuck::cast_slice(data);
         if offset + src.len() as u64 > size {
             return Err(Error::Gpu(format!(
                 "{} bytes at {offset} do not fit input {} of {size} bytes",
                 src.len(),
-                self.layout.labels[*i]
+                self.layout.labels[i]
             )));
         }
         let start = (at + offset) as usize;
-        self.bytes[start..start + src.len()].copy_from_slice(src);
+        bytemuck::cast_slice_mut::<u32, u8>(&mut self.words)[start..start + src.len()]
+            .copy_from_slice(src);
         Ok(())
     }
 
     /// Bytes of the whole input image.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.words.len() * 4
     }
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.words.is_empty()
     }
 }
 
@@ -541,7 +563,7 @@ impl Plan {
     pub fn new_input(&self) -> PlanInput {
         PlanInput {
             layout: self.inputs.clone(),
-            bytes: vec![0; self.inputs.bytes as usize],
+            words: vec![0; self.inputs.bytes.div_ceil(4) as usize],
         }
     }
 
@@ -558,7 +580,9 @@ impl Plan {
             ));
         }
         if let Some(arena) = &self.arena {
-            self.gpu.queue().write_buffer(arena, 0, &input.bytes);
+            self.gpu
+                .queue()
+                .write_buffer(arena, 0, bytemuck::cast_slice(&input.words));
         }
         Ok(())
     }
@@ -596,10 +620,10 @@ impl Plan {
                 .device()
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some("ttrec step input staging"),
-                    contents: &input.bytes,
+                    contents: bytemuck::cast_slice(&input.words),
                     usage: wgpu::BufferUsages::COPY_SRC,
                 });
-            encoder.copy_buffer_to_buffer(&staging, 0, arena, 0, input.bytes.len() as u64);
+            encoder.copy_buffer_to_buffer(&staging, 0, arena, 0, input.len() as u64);
             for (src, region, bytes) in copies {
                 let Buf::Input(i) = region else {
                     return Err(Error::Gpu(format!("{region:?} is not an input region")));

@@ -6,6 +6,7 @@ pub mod interaction;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
+pub mod route;
 pub mod tt;
 
 use crate::gpu::grid;

@@ -2,10 +2,84 @@
 //! segment-ordered core gradient, each specialised by override constants for its shapes.
 
 use crate::error::Result;
-use crate::gpu::grid;
+use crate::gpu::{grid, AdapterClass, Gpu};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::groups;
 use crate::kernels::optim::UpdateKind;
+
+/// How the core gradients are reduced. Both sum each row's lookups in blocks of
+/// [`CORE_GRAD_BLOCK`] and add the block sums to the row's gradient in sorted order, so their
+/// results are bitwise equal; they differ in who does the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CoreGradStrategy {
+    /// One invocation per core row and tile walks the row's blocks one after the other: the
+    /// least work and memory traffic, best where invocations are few and strong (CPU adapters).
+    Rows,
+    /// Every block (a *piece*) is summed by its own invocations into a partial gradient, then a
+    /// second kernel adds each row's partials in order: a hot row with thousands of lookups is
+    /// spread over the GPU instead of one serial loop.
+    Pieces,
+}
+
+/// Lookups summed in registers before a block sum is added (the WGSL `BLOCK`).
+pub const CORE_GRAD_BLOCK: usize = 16;
+
+/// The kernel variants of TT tables: decided once when a table is created, from the adapter
+/// unless given in the table's options, and shown by `ttrec info` and the benches. Every choice
+/// gives bitwise the same results on one adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TtKernels {
+    /// Use the subgroup chain where the adapter has fixed-size subgroups and a product fits.
+    pub subgroups: bool,
+    pub core_grad: CoreGradStrategy,
+    /// Most vec4 columns per invocation in the chain and core-gradient kernels (4, 2 or 1).
+    pub col_quads: usize,
+    /// Most row quads per core-gradient invocation (2 or 1; 4 stops lavapipe's unrolling).
+    pub row_quads: usize,
+    /// Groups of 4 output columns per invocation of the transposed chain (1 to 4).
+    pub t_col_groups: usize,
+}
+
+impl TtKernels {
+    /// The variants for `gpu`: rows-strategy core gradients on CPU adapters, pieces on GPUs;
+    /// subgroup kernels wherever the adapter has fixed-size subgroups; the tile widths measured
+    /// best on lavapipe and the H100 (BENCHMARKS.md).
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        TtKernels {
+            subgroups: true,
+            core_grad: match gpu.class() {
+                AdapterClass::Cpu => CoreGradStrategy::Rows,
+                AdapterClass::Gpu => CoreGradStrategy::Pieces,
+            },
+            col_quads: 4,
+            row_quads: 2,
+            t_col_groups: 2,
+        }
+    }
+
+    /// The portable kernels only (no subgroup operations), otherwise as [`Self::for_adapter`].
+    pub fn portable(gpu: &Gpu) -> Self {
+        TtKernels {
+            subgroups: false,
+            ..Self::for_adapter(gpu)
+        }
+    }
+
+    /// One line for reports: "subgroups on, core grad pieces, tiles 4/2/2".
+    pub fn describe(&self) -> String {
+        format!(
+            "subgroups {}, core grad {}, tiles {}/{}/{}",
+            if self.subgroups { "on" } else { "off" },
+            match self.core_grad {
+                CoreGradStrategy::Rows => "rows",
+                CoreGradStrategy::Pieces => "pieces",
+            },
+            self.col_quads,
+            self.row_quads,
+            self.t_col_groups
+        )
+    }
+}
 
 /// The per-chunk uniform (the WGSL `Chunk`).
 #[repr(C)]
@@ -45,6 +119,7 @@ pub fn record_chain(
     core: Buf,
     out: Buf,
     max_lookups: usize,
+    kernels: &TtKernels,
 ) -> Result<()> {
     // Vectorised variants where the inner dimensions allow vec4 reads.
     let entry = match (s.trans_b, s.k.is_multiple_of(4), s.n.is_multiple_of(4)) {
@@ -54,9 +129,9 @@ pub fn record_chain(
     };
     // Wider column tiles amortise each invocation's loads of A over more columns.
     let tnq = if entry == "chain_t_v4" {
-        pick_tnq_rows(s.n)
+        kernels.t_col_groups.clamp(1, 4).min(s.n.div_ceil(4))
     } else {
-        pick_tnq(s.n)
+        widest_quads(kernels.col_quads, s.n)
     };
     let pipeline = g.gpu().pipeline(
         "tt",
@@ -168,9 +243,32 @@ pub struct FusedUpdate {
     pub state: Buf,
 }
 
+/// The core-gradient pieces of a chunk ([`CoreGradStrategy::Pieces`]): each row's first piece
+/// (from the sort), the partial sums' scratch and the piece slots per chunk.
+#[derive(Clone, Debug)]
+pub struct GradPieces {
+    pub starts: Buf,
+    pub partial: Buf,
+    pub per_chunk: usize,
+}
+
+impl GradPieces {
+    /// Piece slots a chunk of `chunk` lookups over `rows` rows may need: every row may end in a
+    /// partial piece.
+    pub fn slots(chunk: usize, rows: usize) -> usize {
+        chunk.div_ceil(CORE_GRAD_BLOCK) + rows.min(chunk)
+    }
+}
+
+/// Whether core gradient `s` runs the vec4 kernels (and so may run as pieces).
+pub fn core_grad_is_vec4(s: &CoreGradShape) -> bool {
+    s.nk.is_multiple_of(4) && (s.prefix == PrefixSource::One || s.rk.is_multiple_of(4))
+}
+
 /// Adds the accumulation of one chunk's contribution to core `s.core`'s gradient, and with
 /// `update` the fused update of the rows it touches (`opt` is the core's optimizer uniform,
-/// bound even without an update).
+/// bound even without an update). With `pieces` (and a vec4 shape) as pieces and a combine,
+/// otherwise row by row: bitwise the same either way.
 #[allow(clippy::too_many_arguments)]
 pub fn record_core_grad(
     g: &mut GraphBuilder,
@@ -185,38 +283,37 @@ pub fn record_core_grad(
     grad: Buf,
     opt: Buf,
     update: Option<FusedUpdate>,
+    pieces: Option<&GradPieces>,
+    kernels: &TtKernels,
 ) -> Result<()> {
     let mode = match s.prefix {
         PrefixSource::One => 0.0,
         PrefixSource::Core0 => 1.0,
         PrefixSource::Scratch => 2.0,
     };
-    let vec4 = s.nk.is_multiple_of(4) && (s.prefix == PrefixSource::One || s.rk.is_multiple_of(4));
-    let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
-    let tnq = pick_tnq(s.nk);
-    let trq = if vec4 { pick_trq(s.rk, s.prefix) } else { 1 };
-    let pipeline = g.gpu().pipeline(
-        "tt",
-        entry,
-        &[
-            ("QK", s.qk as f64),
-            ("RK", s.rk as f64),
-            ("NK", s.nk as f64),
-            ("PK", s.rows as f64),
-            ("P_MODE", mode),
-            ("CORE_K", s.core as f64),
-            ("TNQ", tnq as f64),
-            ("TRQ", trq as f64),
-            (
-                "FUSED_UPDATE",
-                match update.as_ref().map(|u| u.kind) {
-                    None => 0.0,
-                    Some(UpdateKind::Sgd) => 1.0,
-                    Some(UpdateKind::Adagrad) => 2.0,
-                },
-            ),
-        ],
-    )?;
+    let vec4 = core_grad_is_vec4(&s);
+    let tnq = widest_quads(kernels.col_quads, s.nk);
+    let trq = if vec4 && s.prefix != PrefixSource::One {
+        widest_quads(kernels.row_quads, s.rk)
+    } else {
+        1
+    };
+    let fused = match update.as_ref().map(|u| u.kind) {
+        None => 0.0,
+        Some(UpdateKind::Sgd) => 1.0,
+        Some(UpdateKind::Adagrad) => 2.0,
+    };
+    let mut constants = vec![
+        ("QK", s.qk as f64),
+        ("RK", s.rk as f64),
+        ("NK", s.nk as f64),
+        ("PK", s.rows as f64),
+        ("P_MODE", mode),
+        ("CORE_K", s.core as f64),
+        ("TNQ", tnq as f64),
+        ("TRQ", trq as f64),
+        ("BLOCK", CORE_GRAD_BLOCK as f64),
+    ];
     // Core 0 reads no prefix; bind the placeholder there so that its own buffer can be updated
     // (read-write) in the same dispatch.
     let prefix = if s.prefix == PrefixSource::One {
@@ -234,8 +331,50 @@ pub fn record_core_grad(
     } else {
         s.nk.div_ceil(4)
     };
-    let inv = s.rows as u64 * s.rk.div_ceil(4 * trq) as u64 * col_tiles as u64;
-    let gr = groups(g, inv);
+    let tiles = s.rk.div_ceil(4 * trq) as u64 * col_tiles as u64;
+    if let (true, Some(pieces)) = (vec4, pieces) {
+        constants.push(("PIECES", pieces.per_chunk as f64));
+        let pipeline = g.gpu().pipeline("tt", "core_grad_pieces_v4", &constants)?;
+        let gr = groups(g, pieces.per_chunk as u64 * tiles);
+        g.dispatch(
+            format!("{label} pieces"),
+            pipeline,
+            vec![
+                chunk.clone(),
+                digits,
+                sorted,
+                segments,
+                prefix,
+                dp,
+                pieces.partial.clone(),
+                pieces.starts.clone(),
+            ],
+            gr,
+        );
+        constants.pop();
+        constants.push(("FUSED_UPDATE", fused));
+        let pipeline = g.gpu().pipeline("tt", "core_grad_combine", &constants)?;
+        let gr = groups(g, (s.rows * s.rk * s.nk / 4) as u64);
+        g.dispatch(
+            format!("{label} combine"),
+            pipeline,
+            vec![
+                chunk,
+                pieces.starts.clone(),
+                pieces.partial.clone(),
+                grad,
+                opt,
+                weight,
+                state,
+            ],
+            gr,
+        );
+        return Ok(());
+    }
+    constants.push(("FUSED_UPDATE", fused));
+    let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
+    let pipeline = g.gpu().pipeline("tt", entry, &constants)?;
+    let gr = groups(g, s.rows as u64 * tiles);
     g.dispatch(
         label,
         pipeline,
@@ -247,42 +386,13 @@ pub fn record_core_grad(
     Ok(())
 }
 
-/// The widest of 4, 2, 1 quads that is at most `cap` (the environment variable `env` overrides
-/// it, for tuning) and divides `len` into whole quads.
-fn widest_quads(env: &str, cap: usize, len: usize) -> usize {
-    let cap = std::env::var(env)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cap);
+/// The widest of 4, 2, 1 quads that is at most `cap` and divides `len` into whole quads.
+fn widest_quads(cap: usize, len: usize) -> usize {
     [4, 2, 1]
         .into_iter()
         .filter(|&t| t <= cap)
         .find(|t| len.is_multiple_of(4 * t))
         .unwrap_or(1)
-}
-
-/// Vec4 columns per invocation (`TTREC_TNQ` caps it).
-fn pick_tnq(cols: usize) -> usize {
-    widest_quads("TTREC_TNQ", 4, cols)
-}
-
-/// Row quads per core-gradient invocation (`TTREC_TRQ` caps it); 1 where there is no prefix
-/// (the rank is 1). 2, not 4: with 16 rows x 4 vec4 columns lavapipe's compiler stops unrolling.
-fn pick_trq(rk: usize, prefix: PrefixSource) -> usize {
-    if prefix == PrefixSource::One {
-        return 1;
-    }
-    widest_quads("TTREC_TRQ", 2, rk)
-}
-
-/// Groups of 4 output columns per invocation of the transposed chain (any N: edges are clamped);
-/// `TTREC_TNQ_T` overrides it, for tuning.
-fn pick_tnq_rows(cols: usize) -> usize {
-    let want = std::env::var("TTREC_TNQ_T")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2usize);
-    want.clamp(1, 4).min(cols.div_ceil(4))
 }
 
 /// Adds the transposition of every `[rk, nk]` slice of a core with `rows` slices into `out`.

@@ -323,11 +323,12 @@ pub fn prepare_group(
     }
 }
 
-/// Marks an unused slot of a piece (the WGSL `NONE`).
-pub const NO_LOOKUP: u32 = u32::MAX;
+/// Marks an unused slot of a piece (the WGSL `NONE`); a used slot holds its lookup + 1.
+pub const NO_LOOKUP: u32 = 0;
 
 /// Cuts each chunk's lookups, in core k's digit order, into pieces of up to `len` lookups of one
-/// digit: `per_chunk` pieces of `len` slots per chunk, unused slots `NO_LOOKUP`. The pieces of a
+/// digit: `per_chunk` pieces of `len` slots per chunk, each used slot holding its lookup + 1,
+/// unused slots `NO_LOOKUP`. The pieces of a
 /// digit hold its lookups in sorted order, so every output keeps the order of the reference.
 pub fn cut_pieces(
     hb: &HostBatch,
@@ -349,7 +350,9 @@ pub fn cut_pieces(
             let run = &sorted[bounds[r] as usize..bounds[r + 1] as usize];
             for part in run.chunks(len) {
                 let at = (c * per_chunk + piece) * len;
-                out[at..at + part.len()].copy_from_slice(part);
+                for (slot, &n) in out[at..at + part.len()].iter_mut().zip(part) {
+                    *slot = n + 1;
+                }
                 piece += 1;
             }
         }

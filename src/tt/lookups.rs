@@ -1,22 +1,28 @@
-//! Recording the lookups of a TT table (or of a group of tables stored as one) into a step graph:
-//! the per-batch inputs (row digits, where each bag's row goes, pooling scale, digit-sorted
-//! lookups and segments, subgroup pieces) are regions of the plan's input; the pooled rows go to
-//! a caller's buffer at per-bag positions and the row gradients come from one the same way. The
-//! same recording serves the standalone [`crate::tt::TtEmbeddingBag`] and a whole model step,
-//! where all TT tables of a group share every dispatch.
+//! Recording the lookups of a TT table (or of a group of tables stored as one) into a step graph.
+//! The host writes a batch's ids, bag offsets and where each bag's row goes into regions of the
+//! plan's input (one O(nnz + bags) pass, no allocation); the step routes them on the GPU (row
+//! digits, each lookup's bag, per-core sorts by digit with segments and pieces,
+//! shaders/tt_route.wgsl). The pooled rows go to a caller's buffer at per-bag positions and the
+//! row gradients come from one the same way. The same recording serves the standalone
+//! [`crate::tt::TtEmbeddingBag`] and a whole model step, where all TT tables of a group share
+//! every dispatch.
 
 use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, PlanInput};
-use crate::kernels::tt::{
-    record_chain, record_chain_sg, record_core_grad, record_pool, record_row_grad,
-    record_transpose, ChainShape, ChunkParams, CoreGradShape, FusedUpdate, PieceLayout,
-    PrefixSource,
+use crate::kernels::route::{
+    record_route_bags, record_route_digits, record_sort, table_desc_words, RouteParams,
+    SortBuffers, SortLayout,
 };
-use crate::tt::batch::{cut_pieces, prepare_group, Bags, Placement};
+use crate::kernels::tt::{
+    core_grad_is_vec4, record_chain, record_chain_sg, record_core_grad, record_pool,
+    record_row_grad, record_transpose, ChainShape, ChunkParams, CoreGradShape, CoreGradStrategy,
+    FusedUpdate, GradPieces, PieceLayout, PrefixSource, CORE_GRAD_BLOCK,
+};
+use crate::tt::batch::{Bags, Ids, Placement};
 use crate::tt::{Pooling, TtParams};
 
-/// The lookups of one table in one plan: capacities, chunking, and where each per-batch input
-/// lives in the plan's input.
+/// The lookups of one table in one plan: capacities, chunking, the per-batch input regions and
+/// the routing's GPU buffers.
 #[derive(Debug, Clone)]
 pub struct TtLookups {
     /// Most lookups a batch may have in this plan.
@@ -26,18 +32,30 @@ pub struct TtLookups {
     /// Lookups per chunk (scratch is sized for one chunk).
     pub chunk: usize,
     tag: String,
+    // Inputs, written by `fill`.
     chunk_params: Vec<Buf>,
-    digits: Buf,
-    /// Per lookup: where its bag's row starts in the output (and gradient) buffer.
-    dest: Buf,
-    /// Per bag: where its row starts.
-    bag_dest: Buf,
-    scale: Buf,
+    route: Buf,
+    /// Each id as u32 (a TT table has at most 2^32 rows).
+    ids: Buf,
+    /// Per table: first lookup, then rows and first group row of each core.
+    table_desc: Buf,
+    /// Bag offsets into the lookups (all tables' bags in table order), padded with nnz.
     offsets: Buf,
+    /// Per bag: where its row starts in the output (and gradient) buffer.
+    bag_dest: Buf,
+    weights: Buf,
+    // Routed on the GPU.
+    digits: Buf,
+    /// Per lookup: where its bag's row starts.
+    dest: Buf,
+    scale: Buf,
     sorted: Buf,
-    segments: Vec<Buf>,
-    /// Per core: its lookups cut into pieces of one digit, where the subgroup chain runs.
-    pieces: Vec<Option<(PieceLayout, Buf)>>,
+    /// Per core: the sort's layout and buffers (segments, piece tables, pieces).
+    sorts: Vec<(SortLayout, SortBuffers)>,
+    /// Per core: the core-gradient pieces, with [`CoreGradStrategy::Pieces`].
+    grad_pieces: Vec<Option<GradPieces>>,
+    /// Per core: the subgroup chain's piece layout, where it runs.
+    pieces: Vec<Option<PieceLayout>>,
     /// Per core: whether the backward product reads the transposed copy (refreshed by each
     /// backward: worth it only when the lookups outnumber the core's rows).
     transposed: Vec<bool>,
@@ -48,6 +66,8 @@ pub struct TtLookups {
 #[derive(Debug, Clone)]
 pub struct TtSaved {
     prefix: Vec<Option<Buf>>,
+    /// Cores whose lookups the forward has sorted (those the subgroup chain needed).
+    sorted: Vec<bool>,
 }
 
 /// Lookups per chunk: the largest number whose scratch fits the budget and every binding.
@@ -98,6 +118,23 @@ fn backward_product(params: &TtParams, k: usize, transposed: bool) -> ChainShape
     }
 }
 
+/// Core k's gradient: `grad[row]` += P_k^T dP_{k+1} over the row's lookups.
+fn core_grad_shape(params: &TtParams, k: usize) -> CoreGradShape {
+    let s = params.shape();
+    CoreGradShape {
+        core: k,
+        rows: s.p[k],
+        qk: s.q_prefix(k),
+        rk: s.ranks[k],
+        nk: s.q[k] * s.ranks[k + 1],
+        prefix: match k {
+            0 => PrefixSource::One,
+            1 => PrefixSource::Core0,
+            _ => PrefixSource::Scratch,
+        },
+    }
+}
+
 /// Whether core k's backward reads a transposed copy for chunks of `chunk` lookups: the copy
 /// costs a pass over the whole core per backward, so only when there are at least as many
 /// lookups as rows.
@@ -109,7 +146,7 @@ fn use_transposed(params: &TtParams, k: usize, chunk: usize) -> bool {
 /// of core k's products fits the kernel, and a digit has on average at least two lookups (with
 /// fewer, most pieces would be padding).
 fn piece_layout(params: &TtParams, k: usize, chunk: usize) -> Option<PieceLayout> {
-    if k == 0 || !params.options().subgroup_kernels || chunk < 2 * params.shape().p[k] {
+    if k == 0 || !params.kernels().subgroups || chunk < 2 * params.shape().p[k] {
         return None;
     }
     let lanes = params.gpu().subgroup_size()? as usize;
@@ -123,7 +160,7 @@ fn piece_layout(params: &TtParams, k: usize, chunk: usize) -> Option<PieceLayout
 
 impl TtLookups {
     /// Declares the inputs of up to `nnz_cap` lookups in up to `bag_cap` bags of `params`'s
-    /// table in `g`; `tag` prefixes the node labels.
+    /// table in `g`, and the routing's buffers; `tag` prefixes the node labels.
     pub fn declare(
         g: &mut GraphBuilder,
         params: &TtParams,
@@ -136,14 +173,63 @@ impl TtLookups {
         let nnz_cap = nnz_cap.max(1);
         let chunk = chunk_lookups(params, nnz_cap);
         let chunks = nnz_cap.div_ceil(chunk);
-        let u32s = |n: usize| n as u64 * 4;
-        let pieces = (0..d)
-            .map(|k| {
-                let layout = piece_layout(params, k, chunk)?;
-                let bytes = u32s(chunks * layout.per_chunk * layout.len);
-                Some((layout, g.input(&format!("{tag} pieces {k}"), bytes)))
-            })
-            .collect();
+        let words = |n: usize| n as u64 * 4;
+        let pieces: Vec<Option<PieceLayout>> =
+            (0..d).map(|k| piece_layout(params, k, chunk)).collect();
+        let strategy = params.kernels().core_grad;
+        let mut sorts = Vec::with_capacity(d);
+        let mut grad_pieces = Vec::with_capacity(d);
+        let sorted = g.transient(&format!("{tag} sorted"), words(d * nnz_cap));
+        for (k, sg) in pieces.iter().enumerate() {
+            let rows = s.p[k];
+            let grad_shape = core_grad_shape(params, k);
+            let by_pieces = strategy == CoreGradStrategy::Pieces && core_grad_is_vec4(&grad_shape);
+            let layout = SortLayout::new(
+                rows,
+                k,
+                chunk,
+                chunks,
+                if by_pieces { CORE_GRAD_BLOCK } else { 0 },
+                sg.map(|l| (l.len, l.per_chunk)),
+            );
+            let table_bytes = words(layout.table_words());
+            let grad_starts =
+                by_pieces.then(|| g.transient(&format!("{tag} gradient pieces {k}"), table_bytes));
+            let bufs = SortBuffers {
+                counts: g.transient(
+                    &format!("{tag} sort counts {k}"),
+                    words(layout.count_words()),
+                ),
+                totals: g.transient(
+                    &format!("{tag} sort totals {k}"),
+                    words(layout.total_words()),
+                ),
+                segments: g.transient(&format!("{tag} segments {k}"), words(layout.table_words())),
+                grad_pieces: grad_starts.clone(),
+                sg_starts: pieces[k]
+                    .map(|_| g.transient(&format!("{tag} piece starts {k}"), table_bytes)),
+                sg_pieces: sg.map(|l| {
+                    g.transient(
+                        &format!("{tag} pieces {k}"),
+                        words(chunks * l.per_chunk * l.len),
+                    )
+                }),
+                sorted: sorted.clone(),
+            };
+            grad_pieces.push(grad_starts.map(|starts| {
+                let per_chunk = GradPieces::slots(chunk, rows);
+                let slice = (grad_shape.rk * grad_shape.nk) as u64;
+                GradPieces {
+                    starts,
+                    partial: g.transient(
+                        &format!("{tag} gradient partials {k}"),
+                        per_chunk as u64 * slice * 4,
+                    ),
+                    per_chunk,
+                }
+            }));
+            sorts.push((layout, bufs));
+        }
         TtLookups {
             nnz_cap,
             bag_cap,
@@ -157,15 +243,24 @@ impl TtLookups {
                     )
                 })
                 .collect(),
-            digits: g.input(&format!("{tag} digits"), u32s(d * nnz_cap)),
-            dest: g.input(&format!("{tag} destinations"), u32s(nnz_cap)),
-            bag_dest: g.input(&format!("{tag} bag destinations"), u32s(bag_cap)),
-            scale: g.input(&format!("{tag} scale"), u32s(nnz_cap)),
-            offsets: g.input(&format!("{tag} offsets"), u32s(bag_cap + 1)),
-            sorted: g.input(&format!("{tag} sorted"), u32s(d * nnz_cap)),
-            segments: (0..d)
-                .map(|k| g.input(&format!("{tag} segments {k}"), u32s(chunks * (s.p[k] + 1))))
-                .collect(),
+            route: g.input(
+                &format!("{tag} route"),
+                std::mem::size_of::<RouteParams>() as u64,
+            ),
+            ids: g.input(&format!("{tag} ids"), words(nnz_cap)),
+            table_desc: g.input(
+                &format!("{tag} tables"),
+                words(params.tables().len() * table_desc_words(d)),
+            ),
+            offsets: g.input(&format!("{tag} offsets"), words(bag_cap + 1)),
+            bag_dest: g.input(&format!("{tag} bag destinations"), words(bag_cap)),
+            weights: g.input(&format!("{tag} weights"), words(nnz_cap)),
+            digits: g.transient(&format!("{tag} digits"), words(d * nnz_cap)),
+            dest: g.transient(&format!("{tag} destinations"), words(nnz_cap)),
+            scale: g.transient(&format!("{tag} scale"), words(nnz_cap)),
+            sorted,
+            sorts,
+            grad_pieces,
             pieces,
             transposed: (0..d).map(|k| use_transposed(params, k, chunk)).collect(),
         }
@@ -176,9 +271,9 @@ impl TtLookups {
         self.chunk_params.len()
     }
 
-    /// Lays validated `bags` (one per table of `params`, each passed [`Bags::validate`] against
-    /// its table) out into the plan's `input`, pooled rows placed by `place` (the host's part of
-    /// a step: digits, the per-digit sort and segments, O(nnz d + chunks sum(p))).
+    /// Writes validated `bags` (one per table of `params`, each passed [`Bags::validate`]
+    /// against its table) into the plan's `input`, pooled rows placed by `place`: the host's
+    /// part of a step, one pass over the ids and offsets writing in place.
     pub fn fill(
         &self,
         input: &mut PlanInput,
@@ -187,7 +282,6 @@ impl TtLookups {
         place: &Placement,
         pooling: Pooling,
     ) -> Result<()> {
-        let shape = params.shape();
         let tables = params.tables();
         if bags.len() != tables.len() || place.col.len() != tables.len() {
             return Err(Error::input(
@@ -211,53 +305,128 @@ impl TtLookups {
                 ),
             ));
         }
-        let hb = prepare_group(
-            tables,
-            &shape.p,
-            bags,
-            place,
-            pooling,
-            self.nnz_cap,
-            self.bag_cap,
-            self.chunk,
-        );
+        let weighted = bags.iter().any(|b| b.weights.is_some());
+        let route = RouteParams {
+            nnz: nnz as u32,
+            num_bags: nb as u32,
+            tables: tables.len() as u32,
+            cap: self.nnz_cap as u32,
+            pool: match (pooling, weighted) {
+                (Pooling::Mean, _) => 1,
+                (Pooling::Sum, true) => 2,
+                (Pooling::Sum, false) => 0,
+            },
+            _pad: [0; 3],
+        };
+        input.write(&self.route, &[route])?;
         for (ci, region) in self.chunk_params.iter().enumerate() {
-            let start = (ci * self.chunk).min(hb.nnz);
-            let end = ((ci + 1) * self.chunk).min(hb.nnz);
+            let start = (ci * self.chunk).min(nnz);
+            let end = ((ci + 1) * self.chunk).min(nnz);
             let p = ChunkParams {
                 start: start as u32,
                 len: (end - start) as u32,
                 cap: self.nnz_cap as u32,
-                num_bags: hb.num_bags as u32,
+                num_bags: nb as u32,
                 index: ci as u32,
                 _pad: [0; 3],
             };
             input.write(region, &[p])?;
         }
-        input.write(&self.digits, &hb.digits)?;
-        input.write(&self.dest, &hb.dest)?;
-        input.write(&self.bag_dest, &hb.bag_dest)?;
-        input.write(&self.scale, &hb.scale)?;
-        input.write(&self.offsets, &hb.offsets)?;
-        input.write(&self.sorted, &hb.sorted)?;
-        for (k, seg) in hb.segments.iter().enumerate() {
-            input.write(&self.segments[k], seg)?;
+        // Table descriptors: first lookup, rows and first group row per core.
+        let d = params.shape().d();
+        let desc = input.region_mut::<u32>(&self.table_desc)?;
+        let mut n0 = 0usize;
+        for (t, (table, b)) in tables.iter().zip(bags).enumerate() {
+            let at = t * table_desc_words(d);
+            desc[at] = n0 as u32;
+            for k in 0..d {
+                desc[at + 1 + k] = table.shape.p[k] as u32;
+                desc[at + 1 + d + k] = table.bases[k] as u32;
+            }
+            n0 += b.nnz();
         }
-        for (k, pieces) in self.pieces.iter().enumerate() {
-            if let Some((layout, region)) = pieces {
-                let cut = cut_pieces(
-                    &hb,
-                    k,
-                    shape.p[k],
-                    self.nnz_cap,
-                    self.chunk,
-                    layout.len,
-                    layout.per_chunk,
-                );
-                input.write(region, &cut)?;
+        // Ids as u32 (validated below the table's rows, at most 2^32).
+        let ids = input.region_mut::<u32>(&self.ids)?;
+        let mut n0 = 0usize;
+        for b in bags {
+            let out = &mut ids[n0..n0 + b.nnz()];
+            match b.indices {
+                Ids::U32(v) => out.copy_from_slice(v),
+                Ids::I64(v) => out.iter_mut().zip(v).for_each(|(o, &x)| *o = x as u32),
+            }
+            n0 += b.nnz();
+        }
+        // Offsets (shifted by the lookups of the tables before), each bag's row, and weights.
+        let offsets = input.region_mut::<u32>(&self.offsets)?;
+        let (mut n0, mut b0) = (0usize, 0usize);
+        for b in bags {
+            for i in 0..b.num_bags() {
+                offsets[b0 + i] = (n0 as i64 + b.offsets.get(i)) as u32;
+            }
+            n0 += b.nnz();
+            b0 += b.num_bags();
+        }
+        offsets[nb..].iter_mut().for_each(|o| *o = nnz as u32);
+        let bag_dest = input.region_mut::<u32>(&self.bag_dest)?;
+        let mut b0 = 0usize;
+        for (t, b) in bags.iter().enumerate() {
+            for i in 0..b.num_bags() {
+                bag_dest[b0 + i] = (place.col[t] + i * place.stride[t]) as u32;
+            }
+            b0 += b.num_bags();
+        }
+        if weighted {
+            let weights = input.region_mut::<f32>(&self.weights)?;
+            let mut n0 = 0usize;
+            for b in bags {
+                let out = &mut weights[n0..n0 + b.nnz()];
+                match b.weights {
+                    Some(w) => out.copy_from_slice(w),
+                    None => out.fill(1.0),
+                }
+                n0 += b.nnz();
             }
         }
         Ok(())
+    }
+
+    /// Adds the routing: every lookup's digits and bag, then the sorts of the cores in `cores`.
+    fn record_route(&self, g: &mut GraphBuilder, params: &TtParams) -> Result<()> {
+        let tag = &self.tag;
+        record_route_digits(
+            g,
+            format!("{tag} route digits"),
+            params.shape().d(),
+            self.route.clone(),
+            self.ids.clone(),
+            self.table_desc.clone(),
+            self.digits.clone(),
+            self.nnz_cap,
+        )?;
+        record_route_bags(
+            g,
+            format!("{tag} route bags"),
+            self.route.clone(),
+            self.offsets.clone(),
+            self.bag_dest.clone(),
+            self.weights.clone(),
+            self.dest.clone(),
+            self.scale.clone(),
+            self.nnz_cap,
+        )
+    }
+
+    /// Adds the sort of core k's lookups by digit.
+    fn record_sort(&self, g: &mut GraphBuilder, k: usize) -> Result<()> {
+        let (layout, bufs) = &self.sorts[k];
+        record_sort(
+            g,
+            &format!("{} sort {k}", self.tag),
+            layout,
+            self.route.clone(),
+            self.digits.clone(),
+            bufs,
+        )
     }
 
     /// Adds product `shape` of core k for one chunk: the subgroup kernel where it fits.
@@ -273,13 +442,14 @@ impl TtLookups {
         b: Buf,
         out: Buf,
     ) -> Result<()> {
-        match &self.pieces[shape.core] {
-            Some((layout, pieces)) if layout.fits(&shape) => record_chain_sg(
+        let k = shape.core;
+        match (&self.pieces[k], &self.sorts[k].1.sg_pieces) {
+            (Some(layout), Some(pieces)) if layout.fits(&shape) => record_chain_sg(
                 g,
                 format!("{label} (subgroup)"),
                 shape,
                 *layout,
-                params.shape().p[shape.core],
+                params.shape().p[k],
                 chunk,
                 self.digits.clone(),
                 pieces.clone(),
@@ -297,6 +467,7 @@ impl TtLookups {
                 b,
                 out,
                 self.chunk,
+                params.kernels(),
             ),
         }
     }
@@ -385,13 +556,18 @@ impl TtLookups {
         params: &TtParams,
         out: &Buf,
     ) -> Result<TtSaved> {
+        self.record_route(g, params)?;
+        let sorted: Vec<bool> = self.pieces.iter().map(|p| p.is_some()).collect();
+        for k in (0..params.shape().d()).filter(|&k| sorted[k]) {
+            self.record_sort(g, k)?;
+        }
         let dim = params.shape().dim();
         let prefix = self.prefix_scratch(g, params);
         let row = g.transient(&format!("{} rows", self.tag), (self.chunk * dim) as u64 * 4);
         for ci in 0..self.chunks() {
             self.record_chunk_forward(g, params, ci, &prefix, &row, out)?;
         }
-        Ok(TtSaved { prefix })
+        Ok(TtSaved { prefix, sorted })
     }
 
     /// Whether the update is fused into the core-gradient kernels (one chunk: each touched
@@ -413,6 +589,17 @@ impl TtLookups {
         update: bool,
     ) -> Result<()> {
         let reuse = self.chunks() == 1 && saved.is_some();
+        // Without this plan's forward, route the batch here.
+        let sorted = match &saved {
+            Some(saved) => saved.sorted.clone(),
+            None => {
+                self.record_route(g, params)?;
+                vec![false; params.shape().d()]
+            }
+        };
+        for k in (0..params.shape().d()).filter(|&k| !sorted[k]) {
+            self.record_sort(g, k)?;
+        }
         let prefix = match saved {
             Some(saved) if reuse => saved.prefix,
             _ => self.prefix_scratch(g, params),
@@ -444,6 +631,10 @@ impl TtLookups {
         update: bool,
     ) -> Result<()> {
         let fused = self.fused(params, update);
+        self.record_route(g, params)?;
+        for k in 0..params.shape().d() {
+            self.record_sort(g, k)?;
+        }
         let dim = params.shape().dim();
         let prefix = self.prefix_scratch(g, params);
         let row = g.transient(&format!("{} rows", self.tag), (self.chunk * dim) as u64 * 4);
@@ -554,27 +745,20 @@ impl TtLookups {
         }
         // grad G_k[row] += sum over the row's lookups of P_k^T dP_{k+1}.
         for k in (0..d).rev() {
-            let (src, pbuf) = match k {
-                0 => (PrefixSource::One, Buf::from(params.core_buffer(0))),
-                1 => (PrefixSource::Core0, Buf::from(params.core_buffer(0))),
-                _ => (PrefixSource::Scratch, prefix[k].clone().expect("prefix")),
+            let pbuf = match k {
+                0 | 1 => Buf::from(params.core_buffer(0)),
+                _ => prefix[k].clone().expect("prefix"),
             };
-            let shape = CoreGradShape {
-                core: k,
-                rows: s.p[k],
-                qk: s.q_prefix(k),
-                rk: s.ranks[k],
-                nk: s.q[k] * s.ranks[k + 1],
-                prefix: src,
-            };
+            let (layout, sort) = &self.sorts[k];
+            debug_assert_eq!(layout.core, k);
             record_core_grad(
                 g,
                 format!("{tag} c{ci} core grad {k}"),
-                shape,
+                core_grad_shape(params, k),
                 chunk.clone(),
                 self.digits.clone(),
                 self.sorted.clone(),
-                self.segments[k].clone(),
+                sort.segments.clone(),
                 pbuf,
                 dp_next(k),
                 Buf::from(params.grad_buffer(k)),
@@ -585,6 +769,8 @@ impl TtLookups {
                     weight: Buf::from(params.core_buffer(k)),
                     state: Buf::from(params.state_buffer(k)),
                 }),
+                self.grad_pieces[k].as_ref(),
+                params.kernels(),
             )?;
         }
         Ok(())

@@ -59,6 +59,7 @@ pub mod lookups;
 pub mod params;
 pub mod table;
 
+pub use crate::kernels::tt::{CoreGradStrategy, TtKernels};
 pub use batch::{Bags, Ids};
 pub use init::init_cores;
 pub use lookups::{TtLookups, TtSaved};

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::{record_update, UpdateKind};
+use crate::kernels::tt::TtKernels;
 use crate::tt::batch::GroupTable;
 use crate::tt::table::TtOptions;
 use crate::tt::{init_cores, Optimizer, TtShape};
@@ -21,6 +22,8 @@ pub struct TtParams {
     shape: TtShape,
     tables: Vec<GroupTable>,
     options: TtOptions,
+    /// The kernel variants, fixed at creation (`options.kernels` or the adapter's).
+    kernels: TtKernels,
     cores: Vec<wgpu::Buffer>,
     /// Per-slice transposed copies of cores 1..d-1, refreshed by each backward: the transposed
     /// chain then reads contiguous rows (None where the shapes do not allow the vec4 path).
@@ -36,6 +39,7 @@ impl std::fmt::Debug for TtParams {
         f.debug_struct("TtParams")
             .field("shape", &self.shape)
             .field("options", &self.options)
+            .field("kernels", &self.kernels)
             .finish()
     }
 }
@@ -193,6 +197,9 @@ impl TtParams {
             gpu: gpu.clone(),
             shape,
             tables,
+            kernels: options
+                .kernels
+                .unwrap_or_else(|| TtKernels::for_adapter(gpu)),
             options,
             cores: cores_buf,
             cores_t,
@@ -322,6 +329,10 @@ impl TtParams {
     }
     pub fn options(&self) -> &TtOptions {
         &self.options
+    }
+    /// The kernel variants this table's steps are recorded with.
+    pub fn kernels(&self) -> &TtKernels {
+        &self.kernels
     }
     pub fn gpu(&self) -> &Gpu {
         &self.gpu

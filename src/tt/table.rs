@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
 use crate::tt::batch::{Bags, Placement};
-use crate::tt::{Optimizer, Pooling, TtInit, TtLookups, TtParams, TtShape};
+use crate::tt::{Optimizer, Pooling, TtInit, TtKernels, TtLookups, TtParams, TtShape};
 
 /// Default bound on scratch memory per call: lookups are processed in chunks so that no call needs
 /// more, whatever the batch.
@@ -26,9 +26,9 @@ pub struct TtOptions {
     pub scratch_bytes: u64,
     /// Optional hard cap on lookups per chunk (tests use it to force many chunks).
     pub max_chunk_lookups: Option<usize>,
-    /// Use the subgroup kernels where the adapter has fixed-size subgroups and a product fits
-    /// them (false: the portable kernels only; results are bitwise the same).
-    pub subgroup_kernels: bool,
+    /// The kernel variants (None: chosen for the adapter when the table is created, see
+    /// [`TtKernels::for_adapter`]). Every choice gives bitwise the same results.
+    pub kernels: Option<TtKernels>,
 }
 
 impl Default for TtOptions {
@@ -40,7 +40,7 @@ impl Default for TtOptions {
             seed: 0,
             scratch_bytes: DEFAULT_SCRATCH_BYTES,
             max_chunk_lookups: None,
-            subgroup_kernels: true,
+            kernels: None,
         }
     }
 }

@@ -1,0 +1,265 @@
+// Routing a batch of TT lookups on the GPU, so that the host sends only the ids, the bag offsets
+// and where each bag's row goes: the row digit of every core, each lookup's bag (where its row
+// goes, its pooling scale) and, per core, every chunk's lookups sorted by digit with the segment
+// and piece tables that the core-gradient and subgroup kernels read. CPU twin:
+// `prepare_group` and `cut_pieces` in src/tt/batch.rs. Launchers: src/kernels/route.rs.
+//
+// Deterministic by construction: integer results only, each written by one invocation. The sort
+// is a stable counting sort in blocks: one invocation counts (and later places) the lookups of
+// one block in lookup order, so no result depends on scheduling. No atomics.
+
+const WG: u32 = 64u;
+
+// The batch, written by the host with every replay.
+struct Route {
+    nnz: u32,       // lookups of the batch
+    num_bags: u32,  // bags of the batch (all tables)
+    tables: u32,    // tables of the group
+    cap: u32,       // stride between the per-core sections of `digits` and `sorted`
+    pool: u32,      // 0 sum, 1 mean, 2 sum weighted by per-sample weights
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+@group(0) @binding(0) var<uniform> route: Route;
+
+// ---------------------------------------------------------------------------------------------
+// route_digits: digits[k * cap + n] = base_t[k] + digit k of id n in the mixed radix p_t (the
+// last core varies fastest), t = the table of lookup n.
+
+override D: u32 = 3u; // cores
+
+@group(0) @binding(1) var<storage, read> rd_ids: array<u32>;  // tables have at most 2^32 rows
+@group(0) @binding(2) var<storage, read> rd_tables: array<u32>;     // per table: first lookup, p[D], base[D]
+@group(0) @binding(3) var<storage, read_write> rd_digits: array<u32>;
+
+@compute @workgroup_size(64)
+fn route_digits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let n = linear_id(wid, nwg, lid);
+    if (n >= route.nnz) {
+        return;
+    }
+    let stride = 1u + 2u * D;
+    // Tables hold their lookups in table order; tables without lookups share their start.
+    var t = 0u;
+    while (t + 1u < route.tables && rd_tables[(t + 1u) * stride] <= n) {
+        t = t + 1u;
+    }
+    let desc = t * stride;
+    var rest = rd_ids[n];
+    for (var j = 0u; j < D; j = j + 1u) {
+        let k = D - 1u - j;
+        let p = rd_tables[desc + 1u + k];
+        rd_digits[k * route.cap + n] = rd_tables[desc + 1u + D + k] + rest % p;
+        rest = rest / p;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// route_bags: for each lookup, where its bag's row goes and its pooling scale.
+
+@group(0) @binding(1) var<storage, read> rb_offsets: array<u32>;  // num_bags + 1, then padding
+@group(0) @binding(2) var<storage, read> rb_bag_dest: array<u32>;
+@group(0) @binding(3) var<storage, read> rb_weights: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rb_dest: array<u32>;
+@group(0) @binding(5) var<storage, read_write> rb_scale: array<f32>;
+
+@compute @workgroup_size(64)
+fn route_bags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let n = linear_id(wid, nwg, lid);
+    if (n >= route.nnz) {
+        return;
+    }
+    // The bag of n: the last b with offsets[b] <= n (an empty bag shares its offset with the
+    // next). Invariant: offsets[lo] <= n < offsets[hi].
+    var lo = 0u;
+    var hi = route.num_bags;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (rb_offsets[mid] <= n) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    rb_dest[n] = rb_bag_dest[lo];
+    var s = 1.0;
+    if (route.pool == 1u) {
+        s = 1.0 / f32(rb_offsets[lo + 1u] - rb_offsets[lo]);
+    } else if (route.pool == 2u) {
+        s = rb_weights[n];
+    }
+    rb_scale[n] = s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sort of core CORE_K: each chunk of CHUNK lookups is cut into BPC blocks of BL lookups.
+// sort_count counts each block's digits, sort_scan turns the counts into each block's offset
+// within its digit's run (and the run lengths), sort_segments scans the run lengths into the
+// segment table (and the piece tables), sort_place writes each lookup at its place.
+
+override PK: u32 = 1u;          // rows of the core (digits 0 .. PK)
+override CORE_K: u32 = 0u;
+override CHUNK: u32 = 1u;       // lookups per chunk
+override CHUNKS: u32 = 1u;
+override BL: u32 = 32u;         // lookups per block
+override BPC: u32 = 1u;         // blocks per chunk
+override GRAD_LEN: u32 = 0u;    // lookups per core-gradient piece (0: no such table)
+override SG_LEN: u32 = 0u;      // lookups per subgroup piece (0: no subgroup pieces)
+override SG_PIECES: u32 = 1u;   // subgroup piece slots per chunk
+
+// Lookups [x, y) of block b.
+fn block_range(b: u32) -> vec2<u32> {
+    let c = b / BPC;
+    let end = min((c + 1u) * CHUNK, route.nnz);
+    let lo = min(c * CHUNK + (b - c * BPC) * BL, end);
+    return vec2<u32>(lo, min(lo + BL, end));
+}
+
+@group(0) @binding(1) var<storage, read> so_digits: array<u32>;
+@group(0) @binding(2) var<storage, read_write> so_counts: array<u32>; // [CHUNKS * BPC, PK], zeroed
+
+@compute @workgroup_size(64)
+fn sort_count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let b = linear_id(wid, nwg, lid);
+    if (b >= CHUNKS * BPC) {
+        return;
+    }
+    let r = block_range(b);
+    let section = CORE_K * route.cap;
+    for (var n = r.x; n < r.y; n = n + 1u) {
+        let at = b * PK + so_digits[section + n];
+        so_counts[at] = so_counts[at] + 1u;
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> ss_counts: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ss_totals: array<u32>; // [CHUNKS, PK]
+
+@compute @workgroup_size(64)
+fn sort_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    if (id >= CHUNKS * PK) {
+        return;
+    }
+    let c = id / PK;
+    let row = id - c * PK;
+    if (c * CHUNK >= route.nnz) {
+        ss_totals[id] = 0u; // a chunk past the batch's lookups
+        return;
+    }
+    var run = 0u;
+    for (var j = 0u; j < BPC; j = j + 1u) {
+        let at = (c * BPC + j) * PK + row;
+        let x = ss_counts[at];
+        ss_counts[at] = run;
+        run = run + x;
+    }
+    ss_totals[id] = run;
+}
+
+@group(0) @binding(1) var<storage, read> sg_totals: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sg_segments: array<u32>;   // [CHUNKS, PK + 1]
+@group(0) @binding(3) var<storage, read_write> sg_grad_pieces: array<u32>; // [CHUNKS, PK + 1]
+@group(0) @binding(4) var<storage, read_write> sg_sg_pieces: array<u32>;   // [CHUNKS, PK + 1]
+
+var<workgroup> partial: array<vec3<u32>, 64>;
+
+// One workgroup per chunk: segments[c][r] = where digit r's run starts (a lookup position),
+// grad_pieces[c][r] / sg_pieces[c][r] = its first piece; entry PK closes the last run.
+@compute @workgroup_size(64)
+fn sort_segments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let c = wid.y * nwg.x + wid.x;
+    let per = (PK + WG - 1u) / WG;
+    let r0 = min(lid * per, PK);
+    let r1 = min(r0 + per, PK);
+    var mine = vec3<u32>(0u);
+    if (c < CHUNKS) {
+        for (var r = r0; r < r1; r = r + 1u) {
+            mine = mine + run_sizes(sg_totals[c * PK + r]);
+        }
+    }
+    partial[lid] = mine;
+    workgroupBarrier();
+    if (c >= CHUNKS) {
+        return;
+    }
+    var at = vec3<u32>(min(c * CHUNK, route.nnz), 0u, 0u);
+    for (var i = 0u; i < lid; i = i + 1u) {
+        at = at + partial[i];
+    }
+    let base = c * (PK + 1u);
+    for (var r = r0; r < r1; r = r + 1u) {
+        write_segment(base + r, at);
+        at = at + run_sizes(sg_totals[c * PK + r]);
+    }
+    if (lid == WG - 1u) {
+        write_segment(base + PK, at);
+    }
+}
+
+// A run of `len` lookups: (lookups, gradient pieces, subgroup pieces).
+fn run_sizes(len: u32) -> vec3<u32> {
+    // max(.., 1): the constants are evaluated even where the branch is not taken.
+    var g = 0u;
+    if (GRAD_LEN != 0u) {
+        g = (len + max(GRAD_LEN, 1u) - 1u) / max(GRAD_LEN, 1u);
+    }
+    var s = 0u;
+    if (SG_LEN != 0u) {
+        s = (len + max(SG_LEN, 1u) - 1u) / max(SG_LEN, 1u);
+    }
+    return vec3<u32>(len, g, s);
+}
+
+fn write_segment(i: u32, at: vec3<u32>) {
+    sg_segments[i] = at.x;
+    if (GRAD_LEN != 0u) {
+        sg_grad_pieces[i] = at.y;
+    }
+    if (SG_LEN != 0u) {
+        sg_sg_pieces[i] = at.z;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> sp_digits: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sp_counts: array<u32>; // block offsets (sort_scan)
+@group(0) @binding(3) var<storage, read> sp_segments: array<u32>;
+@group(0) @binding(4) var<storage, read_write> sp_sorted: array<u32>;
+@group(0) @binding(5) var<storage, read> sp_sg_starts: array<u32>;   // sort_segments' sg_pieces
+@group(0) @binding(6) var<storage, read_write> sp_pieces: array<u32>; // lookup + 1; 0 = empty slot
+
+@compute @workgroup_size(64)
+fn sort_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let b = linear_id(wid, nwg, lid);
+    if (b >= CHUNKS * BPC) {
+        return;
+    }
+    let c = b / BPC;
+    let r = block_range(b);
+    let section = CORE_K * route.cap;
+    for (var n = r.x; n < r.y; n = n + 1u) {
+        let digit = sp_digits[section + n];
+        let at = b * PK + digit;
+        let within = sp_counts[at]; // lookups of this digit before n in the chunk
+        sp_counts[at] = within + 1u;
+        let seg = c * (PK + 1u) + digit;
+        sp_sorted[section + sp_segments[seg] + within] = n;
+        if (SG_LEN != 0u) {
+            let len = max(SG_LEN, 1u); // evaluated even where the branch is not taken
+            let piece = sp_sg_starts[seg] + within / len;
+            sp_pieces[(c * SG_PIECES + piece) * len + within % len] = n + 1u;
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Launchers of `shaders/tt_route.wgsl`: a batch's lookups routed on the GPU (row digits, bag of
+//! each lookup, and per core the stable sort by digit with its segment and piece tables), so the
+//! host's part of a step is one O(nnz + bags) pass. CPU twin: `prepare_group` and `cut_pieces`
+//! in src/tt/batch.rs.
+
+use crate::error::Result;
+use crate::gpu::grid;
+use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::{groups, WORKGROUP};
+
+/// The per-batch uniform of the routing kernels (the WGSL `Route`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RouteParams {
+    pub nnz: u32,
+    pub num_bags: u32,
+    pub tables: u32,
+    /// Stride between the per-core sections of the digits and the sorted lookups.
+    pub cap: u32,
+    /// 0 sum, 1 mean, 2 sum weighted by per-sample weights.
+    pub pool: u32,
+    pub _pad: [u32; 3],
+}
+
+/// u32 words per table in the table descriptor of a group with `cores` cores: the table's first
+/// lookup, then its row count and first group row of each core.
+pub fn table_desc_words(cores: usize) -> usize {
+    1 + 2 * cores
+}
+
+/// Adds the row digits of up to `max_lookups` lookups: `digits[k * cap + n]` from the ids (u32:
+/// a TT table has at most 2^32 rows) and the group's table descriptor.
+#[allow(clippy::too_many_arguments)]
+pub fn record_route_digits(
+    g: &mut GraphBuilder,
+    label: String,
+    cores: usize,
+    route: Buf,
+    ids: Buf,
+    tables: Buf,
+    digits: Buf,
+    max_lookups: usize,
+) -> Result<()> {
+    let pipeline = g
+        .gpu()
+        .pipeline("tt_route", "route_digits", &[("D", cores as f64)])?;
+    let gr = groups(g, max_lookups as u64);
+    g.dispatch(label, pipeline, vec![route, ids, tables, digits], gr);
+    Ok(())
+}
+
+/// Adds each lookup's destination (its bag's row) and pooling scale.
+#[allow(clippy::too_many_arguments)]
+pub fn record_route_bags(
+    g: &mut GraphBuilder,
+    label: String,
+    route: Buf,
+    offsets: Buf,
+    bag_dest: Buf,
+    weights: Buf,
+    dest: Buf,
+    scale: Buf,
+    max_lookups: usize,
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline("tt_route", "route_bags", &[])?;
+    let gr = groups(g, max_lookups as u64);
+    g.dispatch(
+        label,
+        pipeline,
+        vec![route, offsets, bag_dest, weights, dest, scale],
+        gr,
+    );
+    Ok(())
+}
+
+/// How the sort of one core is laid out in a plan (fixed per plan: the chunking and the piece
+/// lengths are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SortLayout {
+    /// Rows of the core (digits).
+    pub rows: usize,
+    pub core: usize,
+    /// Lookups per chunk, and chunks of the plan.
+    pub chunk: usize,
+    pub chunks: usize,
+    /// Lookups per block (counted and placed by one invocation).
+    pub block: usize,
+    pub blocks_per_chunk: usize,
+    /// Lookups per core-gradient piece (0: no gradient piece table).
+    pub grad_len: usize,
+    /// Subgroup pieces: lookups per piece and piece slots per chunk.
+    pub sg: Option<(usize, usize)>,
+}
+
+impl SortLayout {
+    /// A layout whose blocks are about the square root of a chunk long (at least 16, at most
+    /// 1024 lookups), which balances the serial loops: a block's lookups in `sort_count` and
+    /// `sort_place`, a chunk's blocks in `sort_scan`. The block counts take chunks x blocks x
+    /// rows words.
+    pub fn new(
+        rows: usize,
+        core: usize,
+        chunk: usize,
+        chunks: usize,
+        grad_len: usize,
+        sg: Option<(usize, usize)>,
+    ) -> Self {
+        let block = ((chunk as f64).sqrt().ceil() as usize)
+            .next_power_of_two()
+            .clamp(16, 1024);
+        SortLayout {
+            rows,
+            core,
+            chunk,
+            chunks,
+            block,
+            blocks_per_chunk: chunk.div_ceil(block),
+            grad_len,
+            sg,
+        }
+    }
+
+    /// Words of the per-block digit counts.
+    pub fn count_words(&self) -> usize {
+        self.chunks * self.blocks_per_chunk * self.rows
+    }
+    /// Words of a per-chunk table over the digits (totals).
+    pub fn total_words(&self) -> usize {
+        self.chunks * self.rows
+    }
+    /// Words of a per-chunk table with one entry per digit and a closing one (segments, piece
+    /// starts).
+    pub fn table_words(&self) -> usize {
+        self.chunks * (self.rows + 1)
+    }
+
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        let (sg_len, sg_pieces) = self.sg.unwrap_or((0, 1));
+        vec![
+            ("PK", self.rows as f64),
+            ("CORE_K", self.core as f64),
+            ("CHUNK", self.chunk as f64),
+            ("CHUNKS", self.chunks as f64),
+            ("BL", self.block as f64),
+            ("BPC", self.blocks_per_chunk as f64),
+            ("GRAD_LEN", self.grad_len as f64),
+            ("SG_LEN", sg_len as f64),
+            ("SG_PIECES", sg_pieces as f64),
+        ]
+    }
+}
+
+/// The buffers of one core's sort.
+#[derive(Clone, Debug)]
+pub struct SortBuffers {
+    /// Scratch: per-block digit counts, then offsets ([`SortLayout::count_words`]).
+    pub counts: Buf,
+    /// Scratch: each chunk's run length per digit ([`SortLayout::total_words`]).
+    pub totals: Buf,
+    /// Out: per chunk, where each digit's run starts in `sorted` (a lookup position).
+    pub segments: Buf,
+    /// Out: per chunk, each digit's first core-gradient piece (with `grad_len`).
+    pub grad_pieces: Option<Buf>,
+    /// Out: per chunk, each digit's first subgroup piece, and the pieces themselves (lookup + 1
+    /// per slot, 0 for an empty slot), with `sg`.
+    pub sg_starts: Option<Buf>,
+    pub sg_pieces: Option<Buf>,
+    /// Out: the core's section of the lookups sorted by digit within each chunk.
+    pub sorted: Buf,
+}
+
+/// Adds the stable sort of core `layout.core`'s digits: clears, counts, scans, places.
+pub fn record_sort(
+    g: &mut GraphBuilder,
+    label: &str,
+    layout: &SortLayout,
+    route: Buf,
+    digits: Buf,
+    b: &SortBuffers,
+) -> Result<()> {
+    let constants = layout.constants();
+    let gpu = g.gpu().clone();
+    let pipe = |entry| gpu.pipeline("tt_route", entry, &constants);
+    let ro = Buf::from(gpu.placeholder());
+    let rw = Buf::from(gpu.placeholder_rw());
+    let blocks = (layout.chunks * layout.blocks_per_chunk) as u64;
+    g.clear(format!("{label} zero counts"), b.counts.clone());
+    if let Some(p) = &b.sg_pieces {
+        g.clear(format!("{label} zero pieces"), p.clone());
+    }
+    let gr = groups(g, blocks);
+    g.dispatch(
+        format!("{label} count"),
+        pipe("sort_count")?,
+        vec![route.clone(), digits.clone(), b.counts.clone()],
+        gr,
+    );
+    let gr = groups(g, (layout.chunks * layout.rows) as u64);
+    g.dispatch(
+        format!("{label} scan"),
+        pipe("sort_scan")?,
+        vec![route.clone(), b.counts.clone(), b.totals.clone()],
+        gr,
+    );
+    let gr = grid(
+        layout.chunks as u64 * WORKGROUP as u64,
+        WORKGROUP,
+        gpu.limits().max_compute_workgroups_per_dimension,
+    );
+    g.dispatch(
+        format!("{label} segments"),
+        pipe("sort_segments")?,
+        vec![
+            route.clone(),
+            b.totals.clone(),
+            b.segments.clone(),
+            b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
+            b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
+        ],
+        gr,
+    );
+    let gr = groups(g, blocks);
+    g.dispatch(
+        format!("{label} place"),
+        pipe("sort_place")?,
+        vec![
+            route,
+            digits,
+            b.counts.clone(),
+            b.segments.clone(),
+            b.sorted.clone(),
+            b.sg_starts.clone().unwrap_or(ro),
+            b.sg_pieces.clone().unwrap_or(rw),
+        ],
+        gr,
+    );
+    Ok(())
+}
