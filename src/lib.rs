@@ -2,6 +2,8 @@
 //!
 //! Layers, bottom up (each uses only the ones below it):
 //! - [`data`], [`metrics`]: Criteo reader, preprocessing, cache, synthetic source; no GPU.
+//! - `shape`: the plain TT shape and pooling types (re-exported as [`tt::TtShape`],
+//!   [`tt::Pooling`]); no GPU.
 //! - [`mod@reference`]: CPU twins of every GPU kernel, in f64; the oracle of the tests.
 //! - [`gpu`]: adapter/device (own or borrowed), buffers, pipeline cache, readback, timestamps.
 //! - [`graph`]: the executor; a step is a plan of dispatches built once and replayed.
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod nn;
 pub mod parity;
 pub mod reference;
+mod shape;
 pub mod train;
 pub mod tt;
 

@@ -1,21 +1,11 @@
 //! TT tables: shapes, initialisation, the TT-EmbeddingBag module and checkpoints.
 
 pub mod init;
-pub mod shape;
 pub mod shapes;
 
+pub use crate::shape::{Pooling, TtShape};
 pub use init::TtInit;
-pub use shape::TtShape;
 pub use shapes::suggested_tt_shapes;
-
-/// How the rows of a bag are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    /// Sum of the (optionally weighted) rows; an empty bag is a zero row.
-    Sum,
-    /// Mean of the rows; an empty bag is a zero row; per-sample weights are not allowed.
-    Mean,
-}
 
 /// The update fused into the backward pass (the reference's `sparse=True`).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,4 +1,6 @@
-//! The shape of a tensor-train table: N rows of D columns as d cores.
+//! The plain description of a tensor-train table: its shape (N rows of D columns as d cores) and
+//! how a bag's rows are pooled. No GPU, nothing of [`crate::tt`]: both the GPU tables ([`crate::tt`],
+//! which re-exports these types) and the CPU twin ([`crate::reference`]) build on it.
 
 use crate::error::{Error, Result};
 
@@ -207,4 +209,13 @@ impl std::fmt::Display for TtShape {
             self.interior_ranks()
         )
     }
+}
+
+/// How the rows of a bag are combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Sum of the (optionally weighted) rows; an empty bag is a zero row.
+    Sum,
+    /// Mean of the rows; an empty bag is a zero row; per-sample weights are not allowed.
+    Mean,
 }
