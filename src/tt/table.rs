@@ -489,19 +489,6 @@ fn check_target(
     Ok(())
 }
 
-impl TtEmbeddingBag {
-    /// Saves the cores as safetensors in the reference layout (atomically).
-    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::tt::checkpoint::save_cores(path.as_ref(), self.shape(), &self.cores()?)
-    }
-
-    /// Loads a table saved by [`TtEmbeddingBag::save`] (or by PyTorch in the same layout).
-    pub fn load(gpu: &Gpu, path: impl AsRef<std::path::Path>, options: TtOptions) -> Result<Self> {
-        let (shape, cores) = crate::tt::checkpoint::load_cores(path.as_ref())?;
-        Self::from_cores(gpu, shape, &cores, options)
-    }
-}
-
 /// Several TT tables (shapes may differ) run in one call: one plan with every table's nodes, one
 /// upload, one submit.
 pub struct TtTableBatch {
