@@ -3,8 +3,10 @@
 
 use thiserror::Error as ThisError;
 
-/// Errors of ttrec's library calls.
+/// Errors of ttrec's library calls. New variants may come in minor releases (the enum is
+/// `#[non_exhaustive]`): a `match` on it needs a `_` arm.
 #[derive(Debug, ThisError)]
+#[non_exhaustive]
 pub enum Error {
     /// No wgpu adapter could be found or the one asked for is absent.
     #[error("no GPU adapter: {0}")]

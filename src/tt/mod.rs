@@ -1,4 +1,11 @@
-//! TT tables: shapes, initialisation, the TT-EmbeddingBag module and checkpoints.
+//! TT tables: shapes ([`TtShape`], [`TtShape::auto`], [`shapes`]), initialisation ([`init`]),
+//! the TT-EmbeddingBag ([`TtEmbeddingBag`], several in one call: [`TtTableBatch`]) with its
+//! options ([`TtOptions`], [`Pooling`], [`Optimizer`]), its GPU state ([`TtParams`]) and
+//! checkpoints ([`checkpoint`]).
+//!
+//! Core k is stored row-major as `[p_k, R_k q_k R_{k+1}]`, the reference (FBTT-Embedding)
+//! layout, so cores move between ttrec and PyTorch unchanged. Lookups are
+//! [`Bags`]: indices (u32 or i64) and B+1 offsets, optionally per-sample weights.
 
 pub mod init;
 pub mod shapes;
@@ -27,7 +34,8 @@ impl Optimizer {
         }
     }
 
-    /// The update kernels' uniform for a buffer of `len` elements.
+    /// The update kernels' uniform for a buffer of `len` elements (internal).
+    #[doc(hidden)]
     pub fn params(&self, len: usize) -> crate::kernels::optim::OptParams {
         let (lr, eps) = match *self {
             Optimizer::None => (0.0, 0.0),
@@ -43,14 +51,23 @@ impl Optimizer {
     }
 }
 
+/// **Unstable internals**: batch preparation (digits, sorting, pieces) for the kernels; public
+/// for the crate's tests only, hidden from the docs. [`Bags`] and [`Ids`] are re-exported.
+#[doc(hidden)]
 pub mod batch;
 pub mod checkpoint;
+/// **Unstable internals**: recording a table's lookups into a step graph; public for the crate's
+/// tests and models only, hidden from the docs, may change in any release.
+#[doc(hidden)]
 pub mod lookups;
+#[doc(hidden)]
 pub mod params;
+#[doc(hidden)]
 pub mod table;
 
 pub use batch::{Bags, Ids};
 pub use init::init_cores;
+#[doc(hidden)]
 pub use lookups::{TtLookups, TtSaved};
 pub use params::TtParams;
-pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch};
+pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch, DEFAULT_SCRATCH_BYTES};
