@@ -3,8 +3,36 @@
 
 use thiserror::Error as ThisError;
 
-/// Errors of ttrec's library calls.
+/// Errors of ttrec's library calls. New variants may come in minor releases (the enum is
+/// `#[non_exhaustive]`): a `match` on it needs a `_` arm.
+///
+/// ```
+/// fn kind(e: &ttrec::Error) -> &'static str {
+///     match e {
+///         ttrec::Error::Shape { .. } | ttrec::Error::Input { .. } => "caller's mistake",
+///         ttrec::Error::NoAdapter(_) | ttrec::Error::Gpu(_) => "device",
+///         ttrec::Error::File { .. } | ttrec::Error::Io(_) => "file",
+///         ttrec::Error::Stopped(_) => "stopped",
+///         _ => "other",
+///     }
+/// }
+/// assert_eq!(kind(&ttrec::Error::input(Some(2), "index 7 at position 0")), "caller's mistake");
+/// ```
+///
+/// Without the `_` arm the same `match` does not compile outside the crate:
+///
+/// ```compile_fail,E0004
+/// fn kind(e: &ttrec::Error) -> &'static str {
+///     match e {
+///         ttrec::Error::Shape { .. } | ttrec::Error::Input { .. } => "caller's mistake",
+///         ttrec::Error::NoAdapter(_) | ttrec::Error::Gpu(_) => "device",
+///         ttrec::Error::File { .. } | ttrec::Error::Io(_) => "file",
+///         ttrec::Error::Stopped(_) => "stopped",
+///     }
+/// }
+/// ```
 #[derive(Debug, ThisError)]
+#[non_exhaustive]
 pub enum Error {
     /// No wgpu adapter could be found or the one asked for is absent.
     #[error("no GPU adapter: {0}")]

@@ -209,3 +209,101 @@ fn matches_brute_force_partitions() {
     }
     assert!(checked > 9000);
 }
+
+// ---- TtShape::auto: the reference's TTEmbeddingBag(num_embeddings, embedding_dim, tt_ranks) ----
+
+use ttrec::tt::TtShape;
+
+#[test]
+fn auto_reproduces_the_spec_examples() {
+    // spec/tt-rec.md: 10^6 rows, d = 3 -> (100, 100, 100); D = 64 -> (4, 4, 4).
+    let s = TtShape::auto(1_000_000, 64, &[16, 16]).unwrap();
+    assert_eq!(s.p, [100, 100, 100]);
+    assert_eq!(s.q, [4, 4, 4]);
+    assert_eq!(s.ranks, [1, 16, 16, 1]);
+    assert_eq!((s.num_embeddings, s.dim()), (1_000_000, 64));
+    // 10,131,227 (prime) -> (200, 220, 250), i.e. 11,000,000 rows; D = 16 -> (2, 2, 4).
+    let s = TtShape::auto(10_131_227, 16, &[32, 32]).unwrap();
+    assert_eq!(s.p, [200, 220, 250]);
+    assert_eq!(s.q, [2, 2, 4]);
+    assert_eq!(s.padded_rows(), 11_000_000);
+    assert_eq!(s.num_embeddings, 10_131_227);
+    // 10 -> (1, 2, 5); 64 -> (4, 4, 4).
+    assert_eq!(TtShape::auto(10, 16, &[4, 4]).unwrap().p, [1, 2, 5]);
+    assert_eq!(TtShape::auto(64, 16, &[4, 4]).unwrap().p, [4, 4, 4]);
+}
+
+#[test]
+fn auto_takes_d_from_the_ranks_and_agrees_with_the_suggestions() {
+    for (n, dim) in [
+        (1_000_000u64, 16usize),
+        (3600, 48),
+        (97, 12),
+        (5_000_000, 128),
+    ] {
+        for ranks in [&[8][..], &[8, 12], &[4, 6, 8]] {
+            let d = ranks.len() + 1;
+            let s = TtShape::auto(n, dim, ranks).unwrap();
+            assert_eq!(s.d(), d);
+            assert_eq!(s.p, suggested_tt_shapes(n, d, true), "n={n} d={d}");
+            assert_eq!(s.q, suggested_dim_shape(dim, d), "D={dim} d={d}");
+            assert_eq!(s.dim(), dim);
+            assert!(s.padded_rows() >= n);
+            assert_eq!(s.interior_ranks(), ranks);
+        }
+    }
+    // d = 4 interleaves: 1e6 -> (25, 40, 25, 40).
+    assert_eq!(
+        TtShape::auto(1_000_000, 16, &[8, 8, 8]).unwrap().p,
+        [25, 40, 25, 40]
+    );
+}
+
+#[test]
+fn auto_handles_primes_like_the_reference() {
+    // A prime N is rounded up (1,000,003 -> 100 x 100 x 101); a one-digit prime cannot be.
+    let s = TtShape::auto(1_000_003, 16, &[8, 8]).unwrap();
+    assert_eq!(s.p, [100, 100, 101]);
+    assert_eq!(TtShape::auto(7, 16, &[8, 8]).unwrap().p, [1, 1, 7]);
+    // A prime D keeps D: (1, 1, 17), not the rounded 20 = (2, 2, 5).
+    let s = TtShape::auto(1000, 17, &[8, 8]).unwrap();
+    assert_eq!(s.q, [1, 1, 17]);
+    assert_eq!(s.dim(), 17);
+}
+
+#[test]
+fn auto_rejects_bad_arguments_by_name() {
+    let err = |n: u64, dim: usize, r: &[usize]| TtShape::auto(n, dim, r).unwrap_err().to_string();
+    let e = err(1000, 16, &[]);
+    assert!(
+        e.contains("0 interior ranks give 1 cores") && e.contains("2 to 4"),
+        "{e}"
+    );
+    let e = err(1000, 16, &[8, 8, 8, 8]);
+    assert!(e.contains("4 interior ranks give 5 cores"), "{e}");
+    let e = err(0, 16, &[8, 8]);
+    assert!(e.contains("num_embeddings is 0"), "{e}");
+    let e = err(1000, 0, &[8, 8]);
+    assert!(e.contains("embedding_dim is 0"), "{e}");
+    let e = err(1000, 16, &[8, 0]);
+    assert!(e.contains("rank R_2 is 0"), "{e}");
+    let e = err((1 << 32) + 1, 16, &[8, 8]);
+    assert!(e.contains("4294967297 exceeds 2^32 rows"), "{e}");
+    // 2^32 itself fits, though its rounded-up shape would not.
+    let rounded = suggested_tt_shapes(1 << 32, 3, true);
+    assert!(rounded.iter().map(|&v| v as u64).product::<u64>() > 1 << 32);
+    let s = TtShape::auto(1 << 32, 16, &[8, 8]).unwrap();
+    assert_eq!(s.padded_rows(), 1 << 32);
+}
+
+#[test]
+fn suggestions_do_not_panic_at_the_extremes() {
+    assert_eq!(suggested_tt_shapes(1000, 0, true), Vec::<usize>::new());
+    assert_eq!(suggested_tt_shapes(0, 2, true), vec![1, 1]);
+    // ceil(n / 10^19) * 10^19 does not fit a u64: that candidate is skipped.
+    let n = 18_000_000_000_000_000_000u64;
+    let s = suggested_tt_shapes(n, 2, true);
+    assert_eq!(s.len(), 2);
+    let rows = s.iter().map(|&v| v as u128).product::<u128>();
+    assert!(rows >= n as u128, "{s:?}");
+}

@@ -3,6 +3,8 @@
 //! timestamps. It knows no model.
 
 mod pool;
+/// **Unstable internals**: the embedded WGSL sources; public for the crate's tests only.
+#[doc(hidden)]
 pub mod shaders;
 
 use std::collections::HashMap;
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+#[doc(hidden)]
 pub use pool::BufferPool;
 
 /// Whether the adapter computes on a CPU (lavapipe, llvmpipe, WARP) or on a GPU: kernels pick
@@ -43,6 +46,16 @@ struct Inner {
 }
 
 /// A wgpu device and queue with ttrec's caches. Cheap to clone (shared).
+///
+/// [`Gpu::new`] opens ttrec's own device (a GPU first, else a CPU Vulkan such as lavapipe;
+/// `TTREC_ADAPTER` and `WGPU_BACKEND` choose); an application that owns a wgpu device hands it
+/// over with [`Gpu::from_device`] (see `examples/embed_in_app.rs`).
+///
+/// ```
+/// let gpu = ttrec::gpu::Gpu::new()?;
+/// println!("computing on {gpu:?}");
+/// # Ok::<(), ttrec::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Gpu {
     inner: Arc<Inner>,

@@ -9,7 +9,7 @@ pub fn size_class(bytes: u64) -> u64 {
 }
 
 /// Free buffers by size class.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct BufferPool {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
 }

@@ -6,6 +6,9 @@
 //! What the host sends each replay (a batch's indices, labels, per-chunk parameters) is declared
 //! as *inputs*: regions of one packed buffer owned by the plan. The host fills a [`PlanInput`]
 //! and [`Plan::run_with`] uploads it with one write and replays the step with one submit.
+//!
+//! **Unstable internals**: public for the crate's tests and benchmarks only, hidden from the
+//! docs, may change in any release.
 
 use std::sync::Arc;
 
@@ -84,6 +87,16 @@ impl Bound {
     }
     fn len(&self) -> u64 {
         self.size.unwrap_or(self.buffer.size() - self.offset)
+    }
+}
+
+impl std::fmt::Debug for GraphBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphBuilder")
+            .field("nodes", &self.nodes.len())
+            .field("transients", &self.transients)
+            .field("inputs", &self.inputs)
+            .finish()
     }
 }
 
@@ -506,6 +519,16 @@ fn encode_transfer(encoder: &mut wgpu::CommandEncoder, op: &Op) {
             bytes,
         } => encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes),
         Op::Dispatch { .. } => unreachable!("dispatches are encoded in compute passes"),
+    }
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("ops", &self.ops.len())
+            .field("transient_buffers", &self.transient_buffers.len())
+            .field("input_bytes", &self.inputs.bytes)
+            .finish()
     }
 }
 

@@ -2,6 +2,9 @@
 //! forward, backward and update nodes to a step graph.
 //! - [`embedding`]: uncompressed embedding tables (EmbeddingBag, sum) as one sharded group.
 //! - [`mlp`]: linear layers with ReLU, every parameter of a model in one arena.
+//!
+//! **Unstable internals**: public for the crate's tests and benchmarks only, hidden from the
+//! docs, may change in any release.
 
 pub mod embedding;
 pub mod mlp;

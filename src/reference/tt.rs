@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::tt::{Pooling, TtShape};
+use crate::shape::{Pooling, TtShape};
 
 /// Column digits of `j` (q_0's digit most significant).
 fn col_digits(shape: &TtShape, j: usize) -> Vec<usize> {

@@ -1,7 +1,31 @@
-//! Saving and loading TT cores as safetensors in the reference layout: tensors `tt_cores.K`
-//! (f32 `[p_k, R_k q_k R_{k+1}]`, the FBTT-Embedding module's parameter names) plus metadata
-//! `num_embeddings`, `p_shapes`, `q_shapes`, `tt_ranks` (comma-separated, interior ranks).
-//! Files are written atomically (temporary file, fsync, rename).
+//! Saving and loading TT tables as safetensors.
+//!
+//! **ttrec's own files** ([`save`], [`load`], [`TtEmbeddingBag::save`], [`TtEmbeddingBag::load`]):
+//! tensors `tt_cores.K` (f32 `[p_k, R_k q_k R_{k+1}]`, the FBTT-Embedding module's parameter
+//! names and per-table layout) and, for an Adagrad table, its accumulators as
+//! `optimizer_state.optimizer_stateK` (same shape; the reference's buffer names), plus metadata
+//! `format` ([`FORMAT`]), `num_embeddings`, `p_shapes`, `q_shapes`, `tt_ranks` (comma-separated,
+//! interior ranks). Files of the previous format ([`FORMAT_V1`], cores only), parity fixtures
+//! (`cores.K`) and files without a `format` key are read too; any other format is an error that
+//! names it. Files are written atomically (temporary file, fsync, rename).
+//!
+//! **A reference state dict** ([`load_reference`], [`TtEmbeddingBag::load_reference`]): what
+//! `safetensors.torch.save_file(module.state_dict(), path)` writes for FBTT-Embedding's
+//! `TTEmbeddingBag` / `TableBatchedTTEmbeddingBag` (its `tt_embeddings_ops.py`), optionally under a
+//! prefix such as `emb_l.0.` when the table sits in a model:
+//! - `tt_cores.K`: f32 `[T, p_k, R_k q_k R_{k+1}]`, T tables of one shape (T = 1 for
+//!   `TTEmbeddingBag`); a 2-D `[p_k, R_k q_k R_{k+1}]` is read as T = 1;
+//! - `optimizer_state.optimizer_stateK`: the elementwise Adagrad accumulators, shaped as the cores,
+//!   or `[0]` for SGD (no state);
+//! - `L`: i64 `[d]`, the row-digit strides `prod_{l>k} p_l`, checked against the shape;
+//! - the row cache's `hashtbl`, `cache_state`, `cache_freq`, `cache_weight`,
+//!   `cache_optimizer_state`: not loaded. ttrec has no row cache, and the reference itself discards
+//!   trained cache rows at its next `cache_populate()`; the rows ttrec serves are the cores' rows.
+//!
+//! A state dict does not say N, D or the ranks, so the caller gives the shape (for a table built
+//! as `TTEmbeddingBag(N, D, tt_ranks)`, [`TtShape::auto`] gives the same p and q). Every tensor
+//! under the prefix must be one of the above: a stray one (a wrong prefix, another module) is an
+//! error naming it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,7 +34,15 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::tt::TtShape;
+use crate::gpu::Gpu;
+use crate::tt::{Optimizer, TtEmbeddingBag, TtOptions, TtShape};
+
+/// The format name of the TT checkpoints this version writes (cores and optimizer state).
+pub const FORMAT: &str = "ttrec-tt-cores-v2";
+/// The previous format (cores only), still read.
+pub const FORMAT_V1: &str = "ttrec-tt-cores-v1";
+/// Parity fixtures (`cores.K`) can be read as checkpoints of their starting cores.
+const FORMAT_PARITY: &str = "ttrec-parity-v1";
 
 /// A tensor read from a safetensors file.
 #[derive(Clone, Debug)]
@@ -150,7 +182,7 @@ pub fn parse_list(meta: &HashMap<String, String>, key: &str, path: &Path) -> Res
 /// The shape metadata of a checkpoint.
 pub fn shape_metadata(shape: &TtShape) -> HashMap<String, String> {
     HashMap::from([
-        ("format".to_string(), "ttrec-tt-cores-v1".to_string()),
+        ("format".to_string(), FORMAT.to_string()),
         (
             "num_embeddings".to_string(),
             shape.num_embeddings.to_string(),
@@ -175,48 +207,331 @@ pub fn shape_from_metadata(meta: &HashMap<String, String>, path: &Path) -> Resul
     TtShape::new(n, &p, &q, &r).map_err(|e| Error::file(path, e.to_string()))
 }
 
-/// Saves `cores` of `shape` to `path`.
-pub fn save_cores(path: &Path, shape: &TtShape, cores: &[Vec<f32>]) -> Result<()> {
-    shape.check_cores(cores)?;
-    let tensors: Vec<_> = (0..shape.d())
+/// One TT table as a checkpoint holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TtCheckpoint {
+    pub shape: TtShape,
+    /// Core k, row-major `[p_k, R_k q_k R_{k+1}]`.
+    pub cores: Vec<Vec<f32>>,
+    /// The Adagrad accumulators, laid out as the cores; None where the table keeps none (SGD, no
+    /// optimizer) or the file predates them.
+    pub adagrad_state: Option<Vec<Vec<f32>>>,
+}
+
+/// The tensor name of core `k`'s Adagrad accumulators (the reference's buffer name).
+pub fn state_name(k: usize) -> String {
+    format!("optimizer_state.optimizer_state{k}")
+}
+
+/// Saves a checkpoint to `path` atomically (format [`FORMAT`]).
+pub fn save(path: &Path, ck: &TtCheckpoint) -> Result<()> {
+    let shape = &ck.shape;
+    shape.check_cores(&ck.cores)?;
+    let mut tensors: Vec<_> = (0..shape.d())
         .map(|k| {
             (
                 format!("tt_cores.{k}"),
                 shape.core_shape(k).to_vec(),
-                cores[k].clone(),
+                ck.cores[k].clone(),
             )
         })
         .collect();
+    if let Some(state) = &ck.adagrad_state {
+        shape.check_cores(state).map_err(|e| {
+            Error::input(None, format!("Adagrad state does not fit the cores: {e}"))
+        })?;
+        for (k, s) in state.iter().enumerate() {
+            tensors.push((state_name(k), shape.core_shape(k).to_vec(), s.clone()));
+        }
+    }
     write_safetensors(path, &tensors, shape_metadata(shape))
 }
 
-/// Loads a shape and cores saved by [`save_cores`] (or by PyTorch with the same names; `cores.K`
-/// as in parity fixtures is accepted too).
-pub fn load_cores(path: &Path) -> Result<(TtShape, Vec<Vec<f32>>)> {
+/// Saves `cores` of `shape` to `path` (no optimizer state).
+pub fn save_cores(path: &Path, shape: &TtShape, cores: &[Vec<f32>]) -> Result<()> {
+    save(
+        path,
+        &TtCheckpoint {
+            shape: shape.clone(),
+            cores: cores.to_vec(),
+            adagrad_state: None,
+        },
+    )
+}
+
+/// Reads the f32 tensor `name` of `shape` `want`.
+fn core_tensor(
+    tensors: &HashMap<String, Tensor>,
+    name: &str,
+    want: &[usize],
+    path: &Path,
+) -> Result<Option<Vec<f32>>> {
+    let Some(t) = tensors.get(name) else {
+        return Ok(None);
+    };
+    if t.shape != want {
+        return Err(Error::file(
+            path,
+            format!(
+                "tensor {name} has shape {:?}; the metadata's shape needs {want:?}",
+                t.shape
+            ),
+        ));
+    }
+    t.f32s(name, path).map(Some)
+}
+
+/// Loads a checkpoint written by [`save`] (or a [`FORMAT_V1`] file, a parity fixture's starting
+/// cores, or a file in the same layout without a `format` key, as PyTorch users write them).
+pub fn load(path: &Path) -> Result<TtCheckpoint> {
     let (meta, tensors) = read_safetensors(path)?;
-    let shape = shape_from_metadata(&meta, path)?;
-    let mut cores = Vec::new();
-    for k in 0..shape.d() {
-        let t = tensors
-            .get(&format!("tt_cores.{k}"))
-            .map(|t| (format!("tt_cores.{k}"), t))
-            .or_else(|| {
-                tensors
-                    .get(&format!("cores.{k}"))
-                    .map(|t| (format!("cores.{k}"), t))
-            })
-            .ok_or_else(|| Error::file(path, format!("tensor tt_cores.{k} is missing")))?;
-        let want = shape.core_shape(k);
-        if t.1.shape != want {
+    if let Some(f) = meta.get("format") {
+        if ![FORMAT, FORMAT_V1, FORMAT_PARITY].contains(&f.as_str()) {
             return Err(Error::file(
                 path,
                 format!(
-                    "tensor {} has shape {:?}; the metadata's shape needs {want:?}",
-                    t.0, t.1.shape
+                    "format {f:?} is not a TT checkpoint this ttrec reads ({FORMAT}, {FORMAT_V1})"
                 ),
             ));
         }
-        cores.push(t.1.f32s(&t.0, path)?);
     }
-    Ok((shape, cores))
+    let shape = shape_from_metadata(&meta, path)?;
+    let mut cores = Vec::new();
+    for k in 0..shape.d() {
+        let want = shape.core_shape(k);
+        let core = match core_tensor(&tensors, &format!("tt_cores.{k}"), &want, path)? {
+            Some(c) => c,
+            None => core_tensor(&tensors, &format!("cores.{k}"), &want, path)?
+                .ok_or_else(|| Error::file(path, format!("tensor tt_cores.{k} is missing")))?,
+        };
+        cores.push(core);
+    }
+    let state = (0..shape.d())
+        .map(|k| core_tensor(&tensors, &state_name(k), &shape.core_shape(k), path))
+        .collect::<Result<Vec<_>>>()?;
+    let state = all_or_none(state, state_name, path)?;
+    Ok(TtCheckpoint {
+        shape,
+        cores,
+        adagrad_state: state,
+    })
+}
+
+/// Every core's optimizer state or none: a file with some cores' state only is an error naming
+/// the first missing tensor.
+fn all_or_none(
+    state: Vec<Option<Vec<f32>>>,
+    name: impl Fn(usize) -> String,
+    path: &Path,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    match state.iter().position(Option::is_none) {
+        None => Ok(Some(state.into_iter().flatten().collect())),
+        Some(_) if state.iter().all(Option::is_none) => Ok(None),
+        Some(k) => Err(Error::file(
+            path,
+            format!(
+                "tensor {} is missing or empty while other cores have Adagrad state",
+                name(k)
+            ),
+        )),
+    }
+}
+
+/// Loads a shape and cores saved by [`save_cores`] or [`save`] (see [`load`]).
+pub fn load_cores(path: &Path) -> Result<(TtShape, Vec<Vec<f32>>)> {
+    let ck = load(path)?;
+    Ok((ck.shape, ck.cores))
+}
+
+/// The tensors of a reference state dict besides cores and optimizer state: the row-digit
+/// strides and the row cache (not loaded).
+const REFERENCE_BUFFERS: [&str; 6] = [
+    "L",
+    "hashtbl",
+    "cache_state",
+    "cache_freq",
+    "cache_weight",
+    "cache_optimizer_state",
+];
+
+/// Loads the T tables of a reference (FBTT-Embedding) state dict saved as safetensors, whose
+/// tensors are named `{prefix}tt_cores.K` etc. (see the module docs), all of `shape`. Errors name
+/// the tensor and what is wrong: a missing core, a shape that is not `shape`'s, a dtype other than
+/// f32, table counts that disagree, strides `L` that do not match p, a stray tensor.
+pub fn load_reference(path: &Path, shape: &TtShape, prefix: &str) -> Result<Vec<TtCheckpoint>> {
+    let (_, tensors) = read_safetensors(path)?;
+    let d = shape.d();
+    let known = |name: &str| -> bool {
+        REFERENCE_BUFFERS.contains(&name)
+            || (0..d).any(|k| name == format!("tt_cores.{k}") || name == state_name(k))
+    };
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if !known(rest) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "tensor {name} is not part of a {d}-core TT-EmbeddingBag state dict under prefix {prefix:?} (a table inside a model needs its prefix, e.g. \"emb_l.0.\")"
+                    ),
+                ));
+            }
+        }
+    }
+    // Cores: [T, p_k, cols] (or [p_k, cols] for one table).
+    let mut tables: Option<usize> = None;
+    let mut cores: Vec<Vec<f32>> = Vec::with_capacity(d);
+    let read = |name: &str, k: usize, tables: &mut Option<usize>| -> Result<Vec<f32>> {
+        let t = &tensors[name];
+        let [p, cols] = shape.core_shape(k);
+        let t_count = match t.shape.as_slice() {
+            [tt, pp, cc] if *pp == p && *cc == cols => *tt,
+            [pp, cc] if *pp == p && *cc == cols => 1,
+            s => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "tensor {name} has shape {s:?}; core {k} of {shape} is [T, {p}, {cols}]"
+                    ),
+                ))
+            }
+        };
+        if t_count == 0 {
+            return Err(Error::file(path, format!("tensor {name} holds 0 tables")));
+        }
+        match tables {
+            Some(n) if *n != t_count => {
+                return Err(Error::file(
+                    path,
+                    format!("tensor {name} holds {t_count} tables; the cores before it {n}"),
+                ))
+            }
+            _ => *tables = Some(t_count),
+        }
+        t.f32s(name, path)
+    };
+    for k in 0..d {
+        let name = format!("{prefix}tt_cores.{k}");
+        if !tensors.contains_key(&name) {
+            return Err(Error::file(path, format!("tensor {name} is missing")));
+        }
+        cores.push(read(&name, k, &mut tables)?);
+    }
+    let t_count = tables.expect("d >= 2 cores read");
+    // Adagrad state: all cores' or none (SGD keeps empty [0] tensors).
+    let mut state = Vec::with_capacity(d);
+    for k in 0..d {
+        let name = format!("{prefix}{}", state_name(k));
+        state.push(match tensors.get(&name) {
+            Some(t) if t.shape.iter().product::<usize>() > 0 => Some(read(&name, k, &mut tables)?),
+            _ => None,
+        });
+    }
+    let state = all_or_none(state, |k| format!("{prefix}{}", state_name(k)), path)?;
+    // Row-digit strides.
+    let l_name = format!("{prefix}L");
+    if let Some(t) = tensors.get(&l_name) {
+        let got = t.i64s(&l_name, path)?;
+        let want: Vec<i64> = (0..d)
+            .map(|k| shape.p[k + 1..].iter().map(|&v| v as i64).product())
+            .collect();
+        if got != want {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor {l_name} = {got:?}; p = {:?} has strides {want:?}",
+                    shape.p
+                ),
+            ));
+        }
+    }
+    // Split the T tables.
+    let split = |all: &[Vec<f32>]| -> Vec<Vec<Vec<f32>>> {
+        (0..t_count)
+            .map(|t| {
+                (0..d)
+                    .map(|k| {
+                        let len = shape.core_len(k);
+                        all[k][t * len..(t + 1) * len].to_vec()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let per_table_cores = split(&cores);
+    let per_table_state = state.as_deref().map(split);
+    Ok(per_table_cores
+        .into_iter()
+        .enumerate()
+        .map(|(t, cores)| TtCheckpoint {
+            shape: shape.clone(),
+            cores,
+            adagrad_state: per_table_state.as_ref().map(|s| s[t].clone()),
+        })
+        .collect())
+}
+
+impl TtEmbeddingBag {
+    /// The table as a checkpoint holds it: shape, cores and (for Adagrad) the accumulators.
+    pub fn checkpoint(&self) -> Result<TtCheckpoint> {
+        Ok(TtCheckpoint {
+            shape: self.shape().clone(),
+            cores: self.cores()?,
+            adagrad_state: self.optimizer_state()?,
+        })
+    }
+
+    /// A table from a checkpoint. Its Adagrad accumulators are restored when `options` has an
+    /// Adagrad optimizer (they start at 0 where the checkpoint has none); a table with another
+    /// optimizer ignores them.
+    pub fn from_checkpoint(gpu: &Gpu, ck: &TtCheckpoint, options: TtOptions) -> Result<Self> {
+        let adagrad = matches!(options.optimizer, Optimizer::Adagrad { .. });
+        let mut table = Self::from_cores(gpu, ck.shape.clone(), &ck.cores, options)?;
+        if let (true, Some(state)) = (adagrad, &ck.adagrad_state) {
+            table.params_mut().set_optimizer_state(state)?;
+        }
+        Ok(table)
+    }
+
+    /// Saves the cores and (for Adagrad) the optimizer state as safetensors (atomically); see the
+    /// [module docs](self) for the layout.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        save(path.as_ref(), &self.checkpoint()?)
+    }
+
+    /// Loads a table saved by [`TtEmbeddingBag::save`] (or an older cores-only file, or one
+    /// PyTorch wrote in the same layout); the Adagrad state as in
+    /// [`TtEmbeddingBag::from_checkpoint`]. Loading then training gives bitwise what training on
+    /// without the save would have.
+    pub fn load(gpu: &Gpu, path: impl AsRef<Path>, options: TtOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let ck = load(path)?;
+        Self::from_checkpoint(gpu, &ck, options).map_err(|e| Error::file(path, e.to_string()))
+    }
+
+    /// Loads a table from a reference (FBTT-Embedding) `TTEmbeddingBag` state dict saved as
+    /// safetensors, its tensors under `prefix` (`""` for the module itself); see
+    /// [`load_reference`]. The file must hold exactly one table.
+    pub fn load_reference(
+        gpu: &Gpu,
+        path: impl AsRef<Path>,
+        shape: &TtShape,
+        prefix: &str,
+        options: TtOptions,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let tables = load_reference(path, shape, prefix)?;
+        if tables.len() != 1 {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the state dict holds {} tables (a TableBatchedTTEmbeddingBag); load them with tt::checkpoint::load_reference",
+                    tables.len()
+                ),
+            ));
+        }
+        Self::from_checkpoint(gpu, &tables[0], options)
+            .map_err(|e| Error::file(path, e.to_string()))
+    }
 }

@@ -96,6 +96,7 @@ pub fn truncated_normal_variance_factor() -> f64 {
 }
 
 /// Box-Muller standard normal draws, both values of each pair used.
+#[derive(Debug)]
 pub struct Gauss {
     rng: ChaCha8Rng,
     spare: Option<f64>,

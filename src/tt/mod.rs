@@ -1,21 +1,18 @@
-//! TT tables: shapes, initialisation, the TT-EmbeddingBag module and checkpoints.
+//! TT tables: shapes ([`TtShape`], [`TtShape::auto`], [`shapes`]), initialisation ([`init`]),
+//! the TT-EmbeddingBag ([`TtEmbeddingBag`], several in one call: [`TtTableBatch`]) with its
+//! options ([`TtOptions`], [`Pooling`], [`Optimizer`]), its GPU state ([`TtParams`]) and
+//! checkpoints ([`checkpoint`]).
+//!
+//! Core k is stored row-major as `[p_k, R_k q_k R_{k+1}]`, the reference (FBTT-Embedding)
+//! layout, so cores move between ttrec and PyTorch unchanged. Lookups are
+//! [`Bags`]: indices (u32 or i64) and B+1 offsets, optionally per-sample weights.
 
 pub mod init;
-pub mod shape;
 pub mod shapes;
 
+pub use crate::shape::{Pooling, TtShape};
 pub use init::TtInit;
-pub use shape::TtShape;
 pub use shapes::suggested_tt_shapes;
-
-/// How the rows of a bag are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    /// Sum of the (optionally weighted) rows; an empty bag is a zero row.
-    Sum,
-    /// Mean of the rows; an empty bag is a zero row; per-sample weights are not allowed.
-    Mean,
-}
 
 /// The update fused into the backward pass (the reference's `sparse=True`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,7 +34,8 @@ impl Optimizer {
         }
     }
 
-    /// The update kernels' uniform for a buffer of `len` elements.
+    /// The update kernels' uniform for a buffer of `len` elements (internal).
+    #[doc(hidden)]
     pub fn params(&self, len: usize) -> crate::kernels::optim::OptParams {
         let (lr, eps) = match *self {
             Optimizer::None => (0.0, 0.0),
@@ -53,15 +51,24 @@ impl Optimizer {
     }
 }
 
+/// **Unstable internals**: batch preparation (digits, sorting, pieces) for the kernels; public
+/// for the crate's tests only, hidden from the docs. [`Bags`] and [`Ids`] are re-exported.
+#[doc(hidden)]
 pub mod batch;
 pub mod checkpoint;
+/// **Unstable internals**: recording a table's lookups into a step graph; public for the crate's
+/// tests and models only, hidden from the docs, may change in any release.
+#[doc(hidden)]
 pub mod lookups;
+#[doc(hidden)]
 pub mod params;
+#[doc(hidden)]
 pub mod table;
 
 pub use crate::kernels::tt::{CoreGradStrategy, TtKernels};
 pub use batch::{Bags, Ids};
 pub use init::init_cores;
+#[doc(hidden)]
 pub use lookups::{TtLookups, TtSaved};
 pub use params::TtParams;
-pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch};
+pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch, DEFAULT_SCRATCH_BYTES};

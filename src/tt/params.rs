@@ -223,6 +223,7 @@ impl TtParams {
         &self.shape
     }
     /// The tables stored in these cores, with where their rows start.
+    #[doc(hidden)]
     pub fn tables(&self) -> &[GroupTable] {
         &self.tables
     }
@@ -352,6 +353,7 @@ impl TtParams {
         &self.state[k]
     }
     /// The fused update's kind (None for `Optimizer::None`).
+    #[doc(hidden)]
     pub fn update_kind(&self) -> Option<UpdateKind> {
         match self.options.optimizer {
             Optimizer::None => None,
@@ -437,6 +439,7 @@ impl TtParams {
     /// Adds the update of every core from its gradient, a pass over every element (nothing for
     /// `Optimizer::None`). [`crate::tt::TtLookups::record_backward`] records it, or fuses the
     /// update of the touched rows into the gradient kernels where it can.
+    #[doc(hidden)]
     pub fn record_update(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
         let Some(kind) = self.update_kind() else {
             return Ok(());

@@ -15,7 +15,20 @@ use crate::tt::{Optimizer, Pooling, TtInit, TtKernels, TtLookups, TtParams, TtSh
 /// more, whatever the batch.
 pub const DEFAULT_SCRATCH_BYTES: u64 = 96 << 20;
 
-/// Options of a TT table besides its shape.
+/// Options of a TT table besides its shape. The default: sum pooling, SGD with learning rate
+/// 0.1, the sampled-Gaussian initialisation from seed 0.
+///
+/// ```
+/// use ttrec::tt::{Optimizer, Pooling, TtInit, TtOptions};
+/// let options = TtOptions {
+///     pooling: Pooling::Mean,
+///     optimizer: Optimizer::Adagrad { lr: 0.1, eps: 1e-10 }, // the reference's defaults
+///     init: TtInit::SampledGaussian,
+///     seed: 7,
+///     ..TtOptions::default()
+/// };
+/// # let _ = options;
+/// ```
 #[derive(Clone, Debug)]
 pub struct TtOptions {
     pub pooling: Pooling,
@@ -64,7 +77,49 @@ impl Mode {
     }
 }
 
-/// A TT-compressed embedding bag table on the GPU.
+/// A TT-compressed embedding bag table on the GPU: `forward` pools rows of bags, `backward`
+/// computes the dense core gradients (deterministically) and applies the fused update of
+/// [`TtOptions::optimizer`]; `save`/`load` keep cores and Adagrad state
+/// ([`crate::tt::checkpoint`]).
+///
+/// ```
+/// use ttrec::gpu::Gpu;
+/// use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
+///
+/// let gpu = Gpu::new()?;
+/// // 6 rows of 4 columns as 2 cores of rank 1: row (i0, i1) is the outer product of core 0's
+/// // row i0 (q_0 = 2 values) and core 1's row i1 (q_1 = 2 values).
+/// let shape = TtShape::new(6, &[2, 3], &[2, 2], &[1])?;
+/// let cores = vec![
+///     vec![1.0, 2.0, /* i0 = 1 */ 3.0, 4.0],
+///     vec![1.0, 10.0, /* i1 = 1 */ 2.0, 20.0, /* i1 = 2 */ 3.0, 30.0],
+/// ];
+/// let options = TtOptions {
+///     pooling: Pooling::Mean,
+///     optimizer: Optimizer::Sgd { lr: 0.5 },
+///     ..TtOptions::default()
+/// };
+/// let mut table = TtEmbeddingBag::from_cores(&gpu, shape, &cores, options)?;
+/// // Row 5 = (i0 = 1, i1 = 2): (3, 4) x (3, 30). One bag of rows {5}, one of rows {0, 0}.
+/// let (indices, offsets) = (vec![5i64, 0, 0], vec![0i64, 1, 3]);
+/// let bags = Bags::new(&indices, &offsets);
+/// let out = table.forward(&bags)?;
+/// assert_eq!(out, [9.0, 90.0, 12.0, 120.0, /* row 0 */ 1.0, 10.0, 2.0, 20.0]);
+///
+/// // One SGD step on d(sum(grad_output * out)): only the rows looked up move.
+/// table.backward(&bags, &[1.0; 8])?;
+/// let after = table.cores()?;
+/// assert_ne!(after[0], cores[0]);
+/// assert_eq!(after[1][2..4], cores[1][2..4]); // core 1's row 1 was not used
+///
+/// // Checkpoints round-trip exactly.
+/// let path = std::env::temp_dir().join(format!("ttrec-doc-{}.safetensors", std::process::id()));
+/// table.save(&path)?;
+/// let mut back = TtEmbeddingBag::load(&gpu, &path, table.options().clone())?;
+/// assert_eq!(back.forward(&bags)?, table.forward(&bags)?);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), ttrec::Error>(())
+/// ```
 pub struct TtEmbeddingBag {
     params: TtParams,
     plans: HashMap<(Mode, usize, usize), CallPlan>,
@@ -489,21 +544,31 @@ fn check_target(
     Ok(())
 }
 
-impl TtEmbeddingBag {
-    /// Saves the cores as safetensors in the reference layout (atomically).
-    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::tt::checkpoint::save_cores(path.as_ref(), self.shape(), &self.cores()?)
-    }
-
-    /// Loads a table saved by [`TtEmbeddingBag::save`] (or by PyTorch in the same layout).
-    pub fn load(gpu: &Gpu, path: impl AsRef<std::path::Path>, options: TtOptions) -> Result<Self> {
-        let (shape, cores) = crate::tt::checkpoint::load_cores(path.as_ref())?;
-        Self::from_cores(gpu, shape, &cores, options)
-    }
-}
-
 /// Several TT tables (shapes may differ) run in one call: one plan with every table's nodes, one
-/// upload, one submit.
+/// upload, one submit. Errors name the table.
+///
+/// ```
+/// use ttrec::gpu::Gpu;
+/// use ttrec::tt::{Bags, TtEmbeddingBag, TtOptions, TtShape, TtTableBatch};
+///
+/// let gpu = Gpu::new()?;
+/// let shapes = [TtShape::auto(1000, 16, &[8, 8])?, TtShape::auto(50_000, 8, &[4])?];
+/// let tables = shapes
+///     .iter()
+///     .map(|s| TtEmbeddingBag::new(&gpu, s.clone(), TtOptions::default()))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let mut batch = TtTableBatch::new(tables)?;
+/// let (a, b) = ([1u32, 999], [49_999u32]);
+/// let bags = [Bags::new(&a[..], &[0u32, 2][..]), Bags::new(&b[..], &[0u32, 1][..])];
+/// let out = batch.forward(&bags)?;
+/// assert_eq!((out[0].len(), out[1].len()), (16, 8));
+/// // Table 1 has 50,000 rows: the error names the table, the position and the value.
+/// let c = [50_000u32];
+/// let bad = [bags[0], Bags::new(&c[..], &[0u32, 1][..])];
+/// let err = batch.forward(&bad).unwrap_err().to_string();
+/// assert!(err.contains("table 1") && err.contains("index 50000 at position 0"), "{err}");
+/// # Ok::<(), ttrec::Error>(())
+/// ```
 pub struct TtTableBatch {
     gpu: Gpu,
     tables: Vec<TtEmbeddingBag>,

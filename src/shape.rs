@@ -1,4 +1,6 @@
-//! The shape of a tensor-train table: N rows of D columns as d cores.
+//! The plain description of a tensor-train table: its shape (N rows of D columns as d cores) and
+//! how a bag's rows are pooled. No GPU, nothing of [`crate::tt`]: both the GPU tables ([`crate::tt`],
+//! which re-exports these types) and the CPU twin ([`crate::reference`]) build on it.
 
 use crate::error::{Error, Result};
 
@@ -6,7 +8,26 @@ use crate::error::{Error, Result};
 /// factors (prod(q) = D), and the d+1 TT ranks including the boundary ranks R_0 = R_d = 1.
 ///
 /// Core k is stored row-major as `[p_k, R_k * q_k * R_{k+1}]`: the slice of row digit i_k is a
-/// row-major `[R_k, q_k, R_{k+1}]` block, the reference (FBTT-Embedding) layout.
+/// row-major `[R_k, q_k, R_{k+1}]` block, the reference (FBTT-Embedding) layout. Row i has digits
+/// `i = sum_k i_k prod_{l>k} p_l` (core 0's digit most significant), columns likewise over q.
+///
+/// Build one with the factors spelled out ([`TtShape::new`], [`TtShape::with_dim`]) or chosen
+/// as the reference chooses them ([`TtShape::auto`]):
+///
+/// ```
+/// use ttrec::tt::TtShape;
+/// // 1,000 rows of 64 columns: p = (10, 10, 10), q = (4, 4, 4), interior ranks (16, 16).
+/// let shape = TtShape::with_dim(1000, 64, &[10, 10, 10], &[4, 4, 4], &[16, 16])?;
+/// assert_eq!(shape.ranks, [1, 16, 16, 1]);
+/// assert_eq!(shape.core_shape(1), [10, 16 * 4 * 16]);
+/// assert_eq!(shape.num_params(), 10 * 64 + 10 * 1024 + 10 * 64);
+/// assert_eq!(shape.digits(123), [1, 2, 3]);
+/// assert_eq!(shape, TtShape::auto(1000, 64, &[16, 16])?);
+/// // Errors say what is wrong.
+/// let err = TtShape::new(1000, &[10, 10], &[4, 4], &[16]).unwrap_err();
+/// assert!(err.to_string().contains("prod(p) = 100 < num_embeddings = 1000"), "{err}");
+/// # Ok::<(), ttrec::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TtShape {
     pub num_embeddings: u64,
@@ -207,4 +228,13 @@ impl std::fmt::Display for TtShape {
             self.interior_ranks()
         )
     }
+}
+
+/// How the rows of a bag are combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Sum of the (optionally weighted) rows; an empty bag is a zero row.
+    Sum,
+    /// Mean of the rows; an empty bag is a zero row; per-sample weights are not allowed.
+    Mean,
 }
