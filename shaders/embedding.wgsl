@@ -8,7 +8,6 @@
 // (sorted on the host, stable) in order and applies the fused update to that row: no atomics,
 // deterministic.
 
-const WG: u32 = 64u;
 
 override D: u32 = 4u;           // a multiple of 4
 override TABLES: u32 = 1u;
@@ -22,10 +21,6 @@ override ACCUMULATE: bool = false;
 override SEGMENTS: u32 = 1u;
 // 0: SGD w -= lr g. 1: Adagrad s += g^2; w -= lr g / (sqrt(s) + eps).
 override OPTIMIZER: u32 = 0u;
-
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
 
 @group(0) @binding(0) var<storage, read> bag_offsets: array<u32>;  // [TABLES * (BAGS + 1)]
 @group(0) @binding(1) var<storage, read> bag_rows: array<u32>;     // group rows of the lookups
@@ -61,13 +56,6 @@ fn bag_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     } else {
         bag_out[o] = acc;
     }
-}
-
-struct OptParams {
-    lr: f32,
-    eps: f32,
-    len: u32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> bag_opt: OptParams;

@@ -5,7 +5,6 @@
 // Launcher: src/kernels/interaction.rs. Deterministic: each output is one invocation's fixed-order
 // sum.
 
-const WG: u32 = 64u;
 
 override BATCH: u32 = 1u;
 override F: u32 = 2u;
@@ -15,10 +14,6 @@ override LDR: u32 = 4u;
 override LDB: u32 = 4u;
 // The bottom MLP ends in a ReLU: the gradient of vector 0 is masked by (T[b, 0, :] > 0).
 override MASK0: bool = true;
-
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
 
 fn pair_col(i: u32, j: u32) -> u32 {
     return D + i * (i - 1u) / 2u + j;

@@ -12,13 +12,6 @@ override LDZ: u32 = 4u;
 // Row stride of the transposed gradient [LDZ, LDB] (pad4(BATCH)).
 override LDB: u32 = 4u;
 
-struct StepParams {
-    slot: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> step: StepParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<f32>;

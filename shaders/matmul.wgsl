@@ -22,7 +22,6 @@
 //   per invocation (GPUs). Any shape.
 // Both are deterministic: every output is summed by one invocation in increasing k.
 
-const WG: u32 = 64u;
 
 override M: u32 = 1u;
 override N: u32 = 4u;
@@ -47,10 +46,6 @@ override BIAS_GRAD: bool = false;
 // Rows (4 or 8) and vec4 columns (1 or 2) per invocation of the register kernels.
 override TM: u32 = 8u;
 override TN: u32 = 2u;
-
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
 
 // The invocation's first row and first vec4 column, or false when it has no work.
 struct Tile {

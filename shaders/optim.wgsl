@@ -3,23 +3,11 @@
 // their gradient kernel. CPU twin: src/reference/tt.rs (sgd_update, adagrad_update).
 // Launcher: src/kernels/optim.rs.
 
-const WG: u32 = 64u;
-
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
 
 // optim: the fused update of every element of a core from its accumulated gradient.
 // OPTIMIZER 0: SGD w -= lr g. 1: Adagrad s += g^2; w -= lr g / (sqrt(s) + eps).
 
 override OPTIMIZER: u32 = 0u;
-
-struct OptParams {
-    lr: f32,
-    eps: f32,
-    len: u32,
-    _pad: u32,
-}
 
 @group(0) @binding(0) var<uniform> opt: OptParams;
 @group(0) @binding(1) var<storage, read> opt_grad: array<f32>;

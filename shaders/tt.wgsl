@@ -1,31 +1,16 @@
 // TT-EmbeddingBag kernels: the per-lookup core chain (forward and its transpose for backward),
-// bag pooling, the per-lookup output gradient, segment-ordered core gradients and the fused
-// optimizers. CPU twin: src/reference/tt.rs. Launchers: src/kernels/tt.rs.
+// bag pooling, the per-lookup output gradient, and the core gradients (row by row or as pieces
+// and a combine) with the update fused in where a plan has one chunk (the whole-core optimizers
+// are in optim.wgsl). CPU twin: src/reference/tt.rs. Launchers: src/kernels/tt.rs.
 //
 // Every kernel is deterministic: each output element is written by exactly one invocation, which
-// reduces its terms in a fixed order (lookups of a row are visited in the host-sorted order, chunks
-// one after the other). No atomics.
+// reduces its terms in a fixed order (lookups of a row in the order of the GPU's stable sort,
+// shaders/tt_route.wgsl; chunks one after the other). No atomics.
 //
 // Layout: core k is [p_k, R_k * q_k * R_{k+1}]; the slice of digit i is row-major [R_k, q_k, R_{k+1}].
 // Per-lookup prefixes P_k are [Q_k, R_k] (Q_k = q_0 ... q_{k-1}), row-major.
 
-const WG: u32 = 64u;
-
-// One chunk of the lookups of a call; every chunk has its own uniform buffer.
-struct Chunk {
-    start: u32,     // first (global) lookup of the chunk
-    len: u32,       // lookups in the chunk (0 for chunks past the call's lookups)
-    cap: u32,       // stride between the per-core sections of `digits` and `sorted`
-    num_bags: u32,  // bags of the call
-    index: u32,     // chunk number (selects the segment table of the chunk)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
+// The chunk uniform (`Chunk`), `WG` and `linear_id` come from shaders/prelude.wgsl.
 
 // ---------------------------------------------------------------------------------------------
 // chain: C[n] = A[n] (M x K) * B (K x N), B = the slice of core CORE_K at the lookup's digit
@@ -187,13 +172,6 @@ override P_MODE: u32 = 0u;
 override FUSED_UPDATE: u32 = 0u;
 // Lookups summed in registers before their sum is added to the gradient in memory.
 override BLOCK: u32 = 16u;
-
-struct OptParams {
-    lr: f32,
-    eps: f32,
-    len: u32,
-    _pad: u32,
-}
 
 @group(0) @binding(7) var<uniform> cg_opt: OptParams;
 @group(0) @binding(8) var<storage, read_write> cg_weight: array<f32>;

@@ -8,24 +8,7 @@
 // is a stable counting sort in blocks: one invocation counts (and later places) the lookups of
 // one block in lookup order, so no result depends on scheduling. No atomics.
 
-const WG: u32 = 64u;
-
-// The batch, written by the host with every replay.
-struct Route {
-    nnz: u32,       // lookups of the batch
-    num_bags: u32,  // bags of the batch (all tables)
-    tables: u32,    // tables of the group
-    cap: u32,       // stride between the per-core sections of `digits` and `sorted`
-    pool: u32,      // 0 sum, 1 mean, 2 sum weighted by per-sample weights
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
+// The batch (`Route`, shaders/prelude.wgsl), written by the host with every replay.
 @group(0) @binding(0) var<uniform> route: Route;
 
 // ---------------------------------------------------------------------------------------------

@@ -20,17 +20,6 @@ const NONE: u32 = 0u; // an empty slot; a used one holds its lookup + 1
 const MAX_ROWS: u32 = 16u;
 const MAX_OWN: u32 = 4u;
 
-struct Chunk {
-    start: u32,
-    len: u32,
-    cap: u32,
-    num_bags: u32,
-    index: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 override SG: u32 = 8u;       // lanes of a subgroup = lanes of a workgroup
 override L: u32 = 8u;        // lookups per piece
 override PIECES: u32 = 1u;   // pieces per chunk in `pieces`

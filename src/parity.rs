@@ -203,10 +203,12 @@ impl ParityReport {
     }
 }
 
-/// Compares `got` with `want` elementwise within |got - want| <= RTOL * max|want| + ATOL.
-pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
-    let max_abs_want = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
-    let tolerance = RTOL * max_abs_want + ATOL;
+/// The one tolerance rule of ttrec's checks: `got` against `want` elementwise within
+/// |got - want| <= rtol * max|want| + atol (a length mismatch or a NaN fails). Parity, the DLRM
+/// fixtures and the tests all use it.
+pub fn check_close(name: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) -> TensorCheck {
+    let max_abs_want = want.iter().fold(0f64, |m, &x| m.max(x.abs()));
+    let tolerance = rtol * max_abs_want + atol;
     let mut worst_abs = if got.len() == want.len() {
         0.0
     } else {
@@ -214,7 +216,7 @@ pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
     };
     let mut worst_index = 0;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g as f64 - w as f64).abs();
+        let e = (g - w).abs();
         if e > worst_abs {
             worst_abs = e;
             worst_index = i;
@@ -233,6 +235,15 @@ pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
         max_abs_want,
         pass: worst_abs <= tolerance,
     }
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// [`check_close`] of f32 tensors with the parity tolerance ([`RTOL`], [`ATOL`]).
+pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
+    compare_with(name, got, want, RTOL, ATOL)
 }
 
 /// Runs a fixture on `gpu`: one forward+backward (with the fixture's fused optimizer) in one
@@ -344,12 +355,9 @@ pub const DLRM_RTOL: f64 = 2e-5;
 /// Absolute tolerance of the DLRM fixtures.
 pub const DLRM_ATOL: f64 = 1e-7;
 
-/// [`compare`] with other tolerances.
+/// [`check_close`] of f32 tensors with other tolerances.
 pub fn compare_with(name: &str, got: &[f32], want: &[f32], rtol: f64, atol: f64) -> TensorCheck {
-    let mut c = compare(name, got, want);
-    c.tolerance = rtol * c.max_abs_want + atol;
-    c.pass = c.worst_abs <= c.tolerance;
-    c
+    check_close(name, &widen(got), &widen(want), rtol, atol)
 }
 
 /// The format named in a safetensors file's metadata (`ttrec-parity-v1`, `ttrec-dlrm-v1`).

@@ -1,153 +1,51 @@
 //! The f64 reference of TT-EmbeddingBag against the parity fixtures, finite differences and an
 //! independent left-to-right chain.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::{Dtype, SafeTensors};
+use ttrec::parity;
 use ttrec::reference::tt as rtt;
-use ttrec::tt::{Pooling, TtShape};
+use ttrec::tt::{Optimizer, Pooling, TtShape};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/parity");
 
-fn parse_list(s: &str) -> Vec<usize> {
-    s.split(',').map(|v| v.trim().parse().unwrap()).collect()
-}
-
-fn tensor_f32(st: &SafeTensors, name: &str) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(t.dtype(), Dtype::F32, "{name} must be f32");
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn tensor_i64(st: &SafeTensors, name: &str) -> Vec<i64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(t.dtype(), Dtype::I64, "{name} must be i64");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-/// Checks `got` against `want` with |got - want| <= 1e-5 max|want| + 1e-6; returns the worst
-/// error relative to the tolerance (<= 1 passes) and prints the worst element.
+/// Checks `got` against `want` with ttrec's tolerance rule at 1e-5 max|want| + 1e-6 (the f64
+/// twin against fixtures stored in f32); returns the worst error relative to the tolerance.
 fn check(file: &str, name: &str, got: &[f64], want: &[f32]) -> f64 {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{file}: {name}: {} values computed, {} expected",
-        got.len(),
-        want.len()
-    );
-    let max_want = want.iter().fold(0.0f64, |m, &w| m.max((w as f64).abs()));
-    let tol = 1e-5 * max_want + 1e-6;
-    let (mut worst, mut at) = (0.0f64, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g - w as f64).abs();
-        assert!(e.is_finite(), "{file}: {name}[{i}]: got {g}, want {w}");
-        if e > worst {
-            worst = e;
-            at = i;
-        }
-    }
+    let want: Vec<f64> = want.iter().map(|&w| w as f64).collect();
+    let c = parity::check_close(name, got, &want, 1e-5, 1e-6);
+    let at = c.worst_index;
     println!(
-        "{file}: {name}: worst |err| {worst:.3e} at [{at}] (got {:.9e}, want {:.9e}), max|want| {max_want:.3e}, tol {tol:.3e}",
-        got[at], want[at]
+        "{file}: {name}: worst |err| {:.3e} at [{at}], max|want| {:.3e}, tol {:.3e}",
+        c.worst_abs, c.max_abs_want, c.tolerance
     );
     assert!(
-        worst <= tol,
-        "{file}: {name}: worst error {worst:e} at [{at}] exceeds tolerance {tol:e}"
+        c.pass,
+        "{file}: {name}: worst error {:e} at [{at}] (got {}, want {}) exceeds tolerance {:e}",
+        c.worst_abs, got[at], want[at], c.tolerance
     );
-    worst / tol
+    c.worst_abs / c.tolerance
 }
 
 fn run_fixture(path: &Path) {
-    let file = path.file_name().unwrap().to_string_lossy().to_string();
-    let buf = std::fs::read(path).unwrap();
-    let (_, meta) = SafeTensors::read_metadata(&buf).unwrap();
-    let meta: HashMap<String, String> = meta.metadata().clone().expect("fixture has no metadata");
-    assert_eq!(meta["format"], "ttrec-parity-v1", "{file}");
-    let st = SafeTensors::deserialize(&buf).unwrap();
-
-    let n: u64 = meta["num_embeddings"].parse().unwrap();
-    let p = parse_list(&meta["p_shapes"]);
-    let q = parse_list(&meta["q_shapes"]);
-    let r = parse_list(&meta["tt_ranks"]);
-    let shape = TtShape::new(n, &p, &q, &r).unwrap();
-    let d = shape.d();
-    let pooling = match meta["pooling"].as_str() {
-        "sum" => Pooling::Sum,
-        "mean" => Pooling::Mean,
-        other => panic!("{file}: unknown pooling {other}"),
-    };
-    let optimizer = meta["optimizer"].clone();
-    let lr: f64 = meta["learning_rate"].parse().unwrap();
-    let eps: f64 = meta["eps"].parse().unwrap();
-
-    let mut known: Vec<String> = vec![
-        "indices".into(),
-        "offsets".into(),
-        "per_sample_weights".into(),
-    ];
-    known.extend(["grad_output".into(), "expected.output".into()]);
-    for k in 0..d {
-        for prefix in [
-            "cores",
-            "expected.grad.cores",
-            "expected.updated.cores",
-            "expected.state.cores",
-        ] {
-            known.push(format!("{prefix}.{k}"));
-        }
-    }
-    let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-    for name in &names {
-        assert!(known.contains(name), "{file}: unknown tensor {name}");
-    }
-
-    let cores: Vec<Vec<f32>> = (0..d)
-        .map(|k| tensor_f32(&st, &format!("cores.{k}")))
-        .collect();
-    shape.check_cores(&cores).unwrap();
-    let indices: Vec<u64> = tensor_i64(&st, "indices")
-        .into_iter()
-        .map(|v| v as u64)
-        .collect();
-    let offsets: Vec<u64> = tensor_i64(&st, "offsets")
-        .into_iter()
-        .map(|v| v as u64)
-        .collect();
-    assert_eq!(offsets[0], 0);
-    assert_eq!(*offsets.last().unwrap() as usize, indices.len());
-    assert!(indices.iter().all(|&i| i < n), "{file}: index out of range");
-    let weights = names
-        .iter()
-        .any(|s| s == "per_sample_weights")
-        .then(|| tensor_f32(&st, "per_sample_weights"));
-    let grad_output = tensor_f32(&st, "grad_output");
-
+    let fx = parity::Fixture::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = fx.name.clone();
+    let shape = &fx.shape;
+    let u64s = |v: &[i64]| v.iter().map(|&x| x as u64).collect::<Vec<u64>>();
+    let (indices, offsets) = (u64s(&fx.indices), u64s(&fx.offsets));
+    let weights = fx.weights.as_deref();
     let t0 = std::time::Instant::now();
-    let out = rtt::forward(
-        &shape,
-        &cores,
-        &indices,
-        &offsets,
-        weights.as_deref(),
-        pooling,
-    );
+    let out = rtt::forward(shape, &fx.cores, &indices, &offsets, weights, fx.pooling);
     let grads = rtt::backward(
-        &shape,
-        &cores,
+        shape,
+        &fx.cores,
         &indices,
         &offsets,
-        weights.as_deref(),
-        pooling,
-        &grad_output,
+        weights,
+        fx.pooling,
+        &fx.grad_output,
     );
     println!(
         "{file}: {shape}, {} lookups, {} bags: forward+backward {:?}",
@@ -155,55 +53,50 @@ fn run_fixture(path: &Path) {
         offsets.len() - 1,
         t0.elapsed()
     );
-
+    let expected = |name: &str| -> &[f32] {
+        &fx.expected
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("{file}: no tensor {name}"))
+            .2
+    };
     let mut checked = 0;
-    let mut worst = check(
-        &file,
-        "expected.output",
-        &out,
-        &tensor_f32(&st, "expected.output"),
-    );
+    let mut worst = check(&file, "expected.output", &out, expected("expected.output"));
     checked += 1;
     for (k, g) in grads.iter().enumerate() {
-        worst = worst.max(check(
-            &file,
-            &format!("expected.grad.cores.{k}"),
-            g,
-            &tensor_f32(&st, &format!("expected.grad.cores.{k}")),
-        ));
+        let name = format!("expected.grad.cores.{k}");
+        worst = worst.max(check(&file, &name, g, expected(&name)));
         checked += 1;
     }
     // An f32 result (updated cores, Adagrad state) against the fixture's tensor `name`.
     let check_f32 = |name: &str, got: &[f32]| {
         let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
-        check(&file, name, &got, &tensor_f32(&st, name))
+        check(&file, name, &got, expected(name))
     };
-    let updated: Option<Vec<Vec<f32>>> = match optimizer.as_str() {
-        "none" => None,
-        "sgd" => Some(rtt::sgd_update(&cores, &grads, lr)),
-        "adagrad" => {
-            let zero: Vec<Vec<f32>> = cores.iter().map(|c| vec![0.0; c.len()]).collect();
-            let (upd, state) = rtt::adagrad_update(&cores, &zero, &grads, lr, eps);
+    let updated: Option<Vec<Vec<f32>>> = match fx.optimizer {
+        Optimizer::None => None,
+        Optimizer::Sgd { lr } => Some(rtt::sgd_update(&fx.cores, &grads, lr as f64)),
+        Optimizer::Adagrad { lr, eps } => {
+            let zero: Vec<Vec<f32>> = fx.cores.iter().map(|c| vec![0.0; c.len()]).collect();
+            let (upd, state) = rtt::adagrad_update(&fx.cores, &zero, &grads, lr as f64, eps as f64);
             for (k, s) in state.iter().enumerate() {
-                let name = format!("expected.state.cores.{k}");
-                worst = worst.max(check_f32(&name, s));
+                worst = worst.max(check_f32(&format!("expected.state.cores.{k}"), s));
                 checked += 1;
             }
             Some(upd)
         }
-        other => panic!("{file}: unknown optimizer {other}"),
     };
     if let Some(upd) = updated {
         for (k, c) in upd.iter().enumerate() {
-            let name = format!("expected.updated.cores.{k}");
-            worst = worst.max(check_f32(&name, c));
+            worst = worst.max(check_f32(&format!("expected.updated.cores.{k}"), c));
             checked += 1;
         }
     }
-    let expected_count = names.iter().filter(|s| s.starts_with("expected.")).count();
     assert_eq!(
-        checked, expected_count,
-        "{file}: {expected_count} expected tensors, {checked} checked"
+        checked,
+        fx.expected.len(),
+        "{file}: {} expected tensors, {checked} checked",
+        fx.expected.len()
     );
     println!("{file}: {checked} tensors, worst error / tolerance {worst:.3e}");
 }

@@ -1,28 +1,43 @@
-//! Every shader under shaders/ parses and validates with naga, and every .wgsl file there is
-//! embedded (so a new kernel cannot be forgotten by the binary).
+//! Every shader under shaders/ (with the prelude) parses and validates with naga; every .wgsl
+//! file there is embedded (so a new kernel cannot be forgotten by the binary); every typed
+//! `Kernel` names an entry point that exists and every entry point has a `Kernel`; and every
+//! uniform struct shared with Rust has the same layout on both sides.
+
+use std::mem::{offset_of, size_of};
+
+use ttrec::gpu::shaders::{Kernel, Shader, PRELUDE};
+
+fn module(shader: Shader) -> naga::Module {
+    let source = shader.source();
+    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+        panic!(
+            "shaders/{}.wgsl does not parse:\n{}",
+            shader.name(),
+            e.emit_to_string(&source)
+        )
+    });
+    let mut validator = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    );
+    validator.validate(&module).unwrap_or_else(|e| {
+        panic!(
+            "shaders/{}.wgsl does not validate:\n{}",
+            shader.name(),
+            e.emit_to_string(&source)
+        )
+    });
+    module
+}
 
 #[test]
 fn every_shader_validates_with_naga() {
-    for (name, source) in ttrec::gpu::shaders::ALL {
-        let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| {
-            panic!(
-                "shaders/{name}.wgsl does not parse:\n{}",
-                e.emit_to_string(source)
-            )
-        });
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        );
-        validator.validate(&module).unwrap_or_else(|e| {
-            panic!(
-                "shaders/{name}.wgsl does not validate:\n{}",
-                e.emit_to_string(source)
-            )
-        });
+    for shader in Shader::ALL {
+        let m = module(shader);
         assert!(
-            !module.entry_points.is_empty(),
-            "shaders/{name}.wgsl has no entry point"
+            !m.entry_points.is_empty(),
+            "shaders/{}.wgsl has no entry point",
+            shader.name()
         );
     }
 }
@@ -35,9 +50,15 @@ fn every_wgsl_file_is_embedded() {
         if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
             let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
             let on_disk = std::fs::read_to_string(&path).unwrap();
-            let embedded = ttrec::gpu::shaders::source(&stem).unwrap_or_else(|| {
-                panic!("{} is not listed in src/gpu/shaders.rs", path.display())
-            });
+            let embedded = if stem == "prelude" {
+                PRELUDE
+            } else {
+                Shader::from_name(&stem)
+                    .unwrap_or_else(|| {
+                        panic!("{} is not a Shader in src/gpu/shaders.rs", path.display())
+                    })
+                    .file()
+            };
             assert_eq!(
                 embedded,
                 on_disk,
@@ -46,4 +67,118 @@ fn every_wgsl_file_is_embedded() {
             );
         }
     }
+}
+
+#[test]
+fn kernels_and_entry_points_match_one_to_one() {
+    for &k in Kernel::ALL {
+        let m = module(k.shader());
+        assert!(
+            m.entry_points.iter().any(|e| e.name == k.entry()),
+            "{k:?}: no entry point {} in shaders/{}.wgsl",
+            k.entry(),
+            k.shader().name()
+        );
+    }
+    for shader in Shader::ALL {
+        for e in module(shader).entry_points {
+            assert!(
+                Kernel::ALL
+                    .iter()
+                    .any(|k| k.shader() == shader && k.entry() == e.name),
+                "entry point {} of shaders/{}.wgsl has no Kernel",
+                e.name,
+                shader.name()
+            );
+        }
+    }
+}
+
+/// (size, [(member, offset)]) of WGSL struct `name` in the prelude.
+fn wgsl_layout(name: &str) -> (u32, Vec<(String, u32)>) {
+    let m = module(Shader::Tt); // the prelude is part of every module
+    for (_, ty) in m.types.iter() {
+        if ty.name.as_deref() == Some(name) {
+            if let naga::TypeInner::Struct { members, span } = &ty.inner {
+                return (
+                    *span,
+                    members
+                        .iter()
+                        .map(|mb| (mb.name.clone().unwrap_or_default(), mb.offset))
+                        .collect(),
+                );
+            }
+        }
+    }
+    panic!("no struct {name} in shaders/prelude.wgsl")
+}
+
+/// Asserts the WGSL struct has the Rust struct's size and, for each named (non-padding) member,
+/// its offset.
+fn check(name: &str, rust_size: usize, rust_members: &[(&str, usize)]) {
+    let (span, members) = wgsl_layout(name);
+    assert_eq!(
+        span as usize, rust_size,
+        "{name}: WGSL size {span}, Rust {rust_size}"
+    );
+    let named: Vec<&(String, u32)> = members
+        .iter()
+        .filter(|(n, _)| !n.starts_with('_'))
+        .collect();
+    assert_eq!(
+        named.len(),
+        rust_members.len(),
+        "{name}: WGSL members {named:?}, Rust {rust_members:?}"
+    );
+    for ((wn, wo), (rn, ro)) in named.iter().zip(rust_members) {
+        assert_eq!(wn, rn, "{name}: member order");
+        assert_eq!(
+            *wo as usize, *ro,
+            "{name}.{wn}: WGSL offset {wo}, Rust {ro}"
+        );
+    }
+}
+
+#[test]
+fn uniform_structs_match_their_rust_twins() {
+    use ttrec::kernels::loss::StepParams;
+    use ttrec::kernels::optim::OptParams;
+    use ttrec::kernels::route::RouteParams;
+    use ttrec::kernels::tt::ChunkParams;
+    check(
+        "Chunk",
+        size_of::<ChunkParams>(),
+        &[
+            ("start", offset_of!(ChunkParams, start)),
+            ("len", offset_of!(ChunkParams, len)),
+            ("cap", offset_of!(ChunkParams, cap)),
+            ("num_bags", offset_of!(ChunkParams, num_bags)),
+            ("index", offset_of!(ChunkParams, index)),
+        ],
+    );
+    check(
+        "Route",
+        size_of::<RouteParams>(),
+        &[
+            ("nnz", offset_of!(RouteParams, nnz)),
+            ("num_bags", offset_of!(RouteParams, num_bags)),
+            ("tables", offset_of!(RouteParams, tables)),
+            ("cap", offset_of!(RouteParams, cap)),
+            ("pool", offset_of!(RouteParams, pool)),
+        ],
+    );
+    check(
+        "OptParams",
+        size_of::<OptParams>(),
+        &[
+            ("lr", offset_of!(OptParams, lr)),
+            ("eps", offset_of!(OptParams, eps)),
+            ("len", offset_of!(OptParams, len)),
+        ],
+    );
+    check(
+        "StepParams",
+        size_of::<StepParams>(),
+        &[("slot", offset_of!(StepParams, slot))],
+    );
 }

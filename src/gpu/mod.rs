@@ -27,7 +27,7 @@ pub enum AdapterClass {
 pub const GPU_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Key of a cached pipeline: shader, entry point and override constants (as f64 bits).
-type PipelineKey = (&'static str, &'static str, Vec<(String, u64)>);
+type PipelineKey = (shaders::Kernel, Vec<(String, u64)>);
 
 struct Inner {
     device: wgpu::Device,
@@ -35,7 +35,7 @@ struct Inner {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     class: AdapterClass,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<shaders::Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pool: Mutex<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -272,17 +272,15 @@ impl Gpu {
         }
     }
 
-    /// A compute pipeline for `entry` of `shader` specialised by override `constants`, built once
-    /// and then served from the cache.
+    /// A compute pipeline for `kernel` specialised by override `constants`, built once and then
+    /// served from the cache.
     pub fn pipeline(
         &self,
-        shader: &'static str,
-        entry: &'static str,
+        kernel: shaders::Kernel,
         constants: &[(&str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
         let key: PipelineKey = (
-            shader,
-            entry,
+            kernel,
             constants
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_bits()))
@@ -297,25 +295,25 @@ impl Gpu {
         {
             return Ok(p.clone());
         }
+        let shader = kernel.shader();
+        let entry = kernel.entry();
         let module = {
             let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
-            match modules.get(shader) {
+            match modules.get(&shader) {
                 Some(m) => m.clone(),
                 None => {
-                    let source = shaders::source(shader)
-                        .ok_or_else(|| Error::Gpu(format!("unknown shader {shader:?}")))?;
                     let m = self
                         .device()
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                            label: Some(shader.name()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
                         });
                     modules.insert(shader, m.clone());
                     m
                 }
             }
         };
-        let label = format!("{shader}::{entry}");
+        let label = format!("{}::{entry}", shader.name());
         let pipeline = self
             .device()
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

@@ -2,9 +2,10 @@
 //! per shard of rows, forward and backward with the fused update.
 
 use crate::error::Result;
+use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
-use crate::kernels::{groups, MatrixAt};
+use crate::kernels::{launch, MatrixAt};
 
 /// A shard: `rows` group rows from `lo`, held in `weight` (and `state` for Adagrad).
 #[derive(Clone, Debug)]
@@ -38,9 +39,10 @@ pub fn record_bag_fwd(
     out: &MatrixAt,
     accumulate: bool,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "embedding",
-        "bag_fwd",
+    launch(
+        g,
+        label,
+        Kernel::BagFwd,
         &[
             ("D", s.dim as f64),
             ("TABLES", s.tables as f64),
@@ -50,11 +52,6 @@ pub fn record_bag_fwd(
             ("SHARD_ROWS", shard.rows as f64),
             ("ACCUMULATE", accumulate as u8 as f64),
         ],
-    )?;
-    let gr = groups(g, (s.tables * s.bags * s.dim / 4) as u64);
-    g.dispatch(
-        label,
-        pipeline,
         vec![
             offsets,
             rows,
@@ -62,9 +59,8 @@ pub fn record_bag_fwd(
             shard.weight.clone(),
             out.buf.clone(),
         ],
-        gr,
-    );
-    Ok(())
+        (s.tables * s.bags * s.dim / 4) as u64,
+    )
 }
 
 /// Adds one shard's backward: per distinct row (segment) the sum of its lookups' output
@@ -87,9 +83,10 @@ pub fn record_bag_bwd(
         UpdateKind::Sgd => 0.0,
         UpdateKind::Adagrad => 1.0,
     };
-    let pipeline = g.gpu().pipeline(
-        "embedding",
-        "bag_bwd",
+    launch(
+        g,
+        label,
+        Kernel::BagBwd,
         &[
             ("D", dim as f64),
             ("SEGMENTS", segments as f64),
@@ -97,11 +94,6 @@ pub fn record_bag_bwd(
             ("SHARD_ROWS", shard.rows as f64),
             ("OPTIMIZER", code),
         ],
-    )?;
-    let gr = groups(g, (segments * dim / 4) as u64);
-    g.dispatch(
-        label,
-        pipeline,
         vec![
             opt,
             segs,
@@ -111,7 +103,6 @@ pub fn record_bag_bwd(
             shard.state.clone(),
             seg_grad,
         ],
-        gr,
-    );
-    Ok(())
+        (segments * dim / 4) as u64,
+    )
 }

@@ -1,8 +1,9 @@
 //! Launcher of `shaders/interaction.wgsl`: dlrm's dot interaction, forward and backward.
 
 use crate::error::{Error, Result};
+use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::groups;
+use crate::kernels::launch;
 
 /// Shapes of an interaction: `batch` samples of `vectors` (F) vectors of `dim` (D) values;
 /// the output rows hold D + F(F-1)/2 values padded to `out_stride`.
@@ -58,12 +59,14 @@ pub fn record_interaction_fwd(
     r_t: Buf,
 ) -> Result<()> {
     s.check()?;
-    let pipeline = g
-        .gpu()
-        .pipeline("interaction", "interact_fwd", &s.constants())?;
-    let gr = groups(g, (s.batch * s.vectors) as u64);
-    g.dispatch(label, pipeline, vec![t, r, r_t], gr);
-    Ok(())
+    launch(
+        g,
+        label,
+        Kernel::InteractFwd,
+        &s.constants(),
+        vec![t, r, r_t],
+        (s.batch * s.vectors) as u64,
+    )
 }
 
 /// Adds dT from dR (`dr` [B, out_stride]), and vector 0's gradient transposed into `dt0_t`
@@ -83,10 +86,12 @@ pub fn record_interaction_bwd(
     s.check()?;
     let mut constants = s.constants().to_vec();
     constants.push(("MASK0", mask0 as u8 as f64));
-    let pipeline = g
-        .gpu()
-        .pipeline("interaction", "interact_bwd", &constants)?;
-    let gr = groups(g, (s.batch * s.vectors * s.dim / 4) as u64);
-    g.dispatch(label, pipeline, vec![dr, t, dt, dt0_t], gr);
-    Ok(())
+    launch(
+        g,
+        label,
+        Kernel::InteractBwd,
+        &constants,
+        vec![dr, t, dt, dt0_t],
+        (s.batch * s.vectors * s.dim / 4) as u64,
+    )
 }

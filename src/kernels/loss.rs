@@ -1,8 +1,9 @@
 //! Launcher of `shaders/loss.wgsl`: sigmoid + binary cross-entropy, and the probabilities.
 
 use crate::error::Result;
+use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::groups;
+use crate::kernels::{launch, launch_grid};
 
 /// The per-step uniform of the loss (the WGSL `StepParams`): which slot of the statistics ring
 /// this step writes.
@@ -32,22 +33,18 @@ pub fn record_bce(
     dlogits_t: Buf,
     stats: Buf,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "loss",
-        "bce",
+    launch_grid(
+        g,
+        label,
+        Kernel::Bce,
         &[
             ("BATCH", batch as f64),
             ("LDZ", ldz as f64),
             ("LDB", batch.div_ceil(4) as f64 * 4.0),
         ],
-    )?;
-    g.dispatch(
-        label,
-        pipeline,
         vec![step, logits, labels, dlogits, stats, dlogits_t],
         [1, 1, 1],
-    );
-    Ok(())
+    )
 }
 
 /// Adds `prob[b] = sigmoid(logits[b * ldz])`.
@@ -59,12 +56,12 @@ pub fn record_probabilities(
     logits: Buf,
     prob: Buf,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "loss",
-        "probabilities",
+    launch(
+        g,
+        label,
+        Kernel::Probabilities,
         &[("BATCH", batch as f64), ("LDZ", ldz as f64)],
-    )?;
-    let gr = groups(g, batch as u64);
-    g.dispatch(label, pipeline, vec![logits, prob], gr);
-    Ok(())
+        vec![logits, prob],
+        batch as u64,
+    )
 }

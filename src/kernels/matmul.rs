@@ -2,9 +2,10 @@
 //! and the transposes that give every product that form.
 
 use crate::error::{Error, Result};
+use crate::gpu::shaders::Kernel;
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::{groups, MatrixAt};
+use crate::kernels::{groups, launch, launch_grid, MatrixAt};
 
 /// How a product runs; chosen once per adapter ([`GemmVariant::for_gpu`]) since CPU adapters
 /// and GPUs want opposite trade-offs.
@@ -85,13 +86,13 @@ fn check_dims(m: usize, n: usize, k: usize) -> Result<()> {
 }
 
 struct Launch {
-    entry: &'static str,
+    kernel: Kernel,
     groups: [u32; 3],
     tm: usize,
     tn: usize,
 }
 
-fn launch(
+fn choose_launch(
     g: &GraphBuilder,
     m: usize,
     n: usize,
@@ -109,7 +110,11 @@ fn launch(
                 .unwrap_or(1);
             let inv = m.div_ceil(tm) as u64 * (n / (4 * tn)) as u64;
             Ok(Launch {
-                entry: if wgrad { "gemm_tn_wgrad" } else { "gemm_tn" },
+                kernel: if wgrad {
+                    Kernel::GemmTnWgrad
+                } else {
+                    Kernel::GemmTn
+                },
                 groups: groups(g, inv),
                 tm,
                 tn,
@@ -125,10 +130,10 @@ fn launch(
                 ));
             }
             Ok(Launch {
-                entry: if wgrad {
-                    "gemm_tiled_wgrad"
+                kernel: if wgrad {
+                    Kernel::GemmTiledWgrad
                 } else {
-                    "gemm_tiled"
+                    Kernel::GemmTiled
                 },
                 groups,
                 tm: 8,
@@ -163,7 +168,7 @@ pub fn record_gemm(
     } else {
         variant
     };
-    let l = launch(g, p.m, p.n, variant, false)?;
+    let l = choose_launch(g, p.m, p.n, variant, false)?;
     let ro = Buf::from(g.gpu().placeholder());
     let rw = Buf::from(g.gpu().placeholder_rw());
     let none = |buf: &Buf| MatrixAt {
@@ -198,12 +203,13 @@ pub fn record_gemm(
         ("TM", l.tm as f64),
         ("TN", l.tn as f64),
     ];
-    let pipeline = g.gpu().pipeline("matmul", l.entry, &constants)?;
     // With C absent the read-write placeholder would be bound twice (C and C^T): the same
     // buffer twice as read-write is allowed.
-    g.dispatch(
-        format!("{} ({})", label.into(), l.entry),
-        pipeline,
+    launch_grid(
+        g,
+        format!("{} ({})", label.into(), l.kernel.entry()),
+        l.kernel,
+        &constants,
         vec![
             p.a.buf.clone(),
             p.b.buf.clone(),
@@ -213,8 +219,7 @@ pub fn record_gemm(
             ct.buf,
         ],
         l.groups,
-    );
-    Ok(())
+    )
 }
 
 /// Adds weight gradient `p` (and its bias gradient).
@@ -233,7 +238,7 @@ pub fn record_weight_grad(
     } else {
         variant
     };
-    let l = launch(g, p.m, p.n, variant, true)?;
+    let l = choose_launch(g, p.m, p.n, variant, true)?;
     let (bias, bias_off) = p
         .bias_grad
         .clone()
@@ -253,14 +258,14 @@ pub fn record_weight_grad(
         ("TM", l.tm as f64),
         ("TN", l.tn as f64),
     ];
-    let pipeline = g.gpu().pipeline("matmul", l.entry, &constants)?;
-    g.dispatch(
-        format!("{} ({})", label.into(), l.entry),
-        pipeline,
+    launch_grid(
+        g,
+        format!("{} ({})", label.into(), l.kernel.entry()),
+        l.kernel,
+        &constants,
         vec![p.a.buf.clone(), p.b.buf.clone(), p.c.buf.clone(), bias],
         l.groups,
-    );
-    Ok(())
+    )
 }
 
 /// Adds out = input^T for a `rows x cols` matrix (dimensions, strides and offsets multiples
@@ -279,9 +284,10 @@ pub fn record_transpose(
             format!("transpose of {rows} x {cols} needs dimensions, strides and offsets in multiples of 4"),
         ));
     }
-    let pipeline = g.gpu().pipeline(
-        "matmul",
-        "transpose",
+    launch(
+        g,
+        label,
+        Kernel::Transpose,
         &[
             ("ROWS", rows as f64),
             ("COLS", cols as f64),
@@ -290,13 +296,7 @@ pub fn record_transpose(
             ("IN_OFF", input.offset as f64),
             ("OUT_OFF", output.offset as f64),
         ],
-    )?;
-    let gr = groups(g, (rows * cols / 16) as u64);
-    g.dispatch(
-        label,
-        pipeline,
         vec![input.buf.clone(), output.buf.clone()],
-        gr,
-    );
-    Ok(())
+        (rows * cols / 16) as u64,
+    )
 }

@@ -9,7 +9,9 @@ pub mod optim;
 pub mod route;
 pub mod tt;
 
+use crate::error::Result;
 use crate::gpu::grid;
+use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
 
 /// Threads per workgroup of every ttrec kernel (the WGSL `WG`).
@@ -23,6 +25,34 @@ pub(crate) fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
         WORKGROUP,
         g.gpu().limits().max_compute_workgroups_per_dimension,
     )
+}
+
+/// The one way kernels are launched: `kernel` specialised by `constants` (pipeline cached), with
+/// `bindings[i]` at `@binding(i)`, over `invocations` threads in workgroups of [`WORKGROUP`].
+pub(crate) fn launch(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    kernel: Kernel,
+    constants: &[(&str, f64)],
+    bindings: Vec<Buf>,
+    invocations: u64,
+) -> Result<()> {
+    let grid = groups(g, invocations);
+    launch_grid(g, label, kernel, constants, bindings, grid)
+}
+
+/// [`launch`] over an explicit workgroup grid (kernels with their own workgroup shape).
+pub(crate) fn launch_grid(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    kernel: Kernel,
+    constants: &[(&str, f64)],
+    bindings: Vec<Buf>,
+    grid: [u32; 3],
+) -> Result<()> {
+    let pipeline = g.gpu().pipeline(kernel, constants)?;
+    g.dispatch(label, pipeline, bindings, grid);
+    Ok(())
 }
 
 /// A row-major f32 matrix inside a buffer: element (r, c) at `offset + r * stride + c` (in

@@ -1,8 +1,9 @@
 //! Launcher of `shaders/optim.wgsl`: fused SGD and Adagrad over a whole parameter buffer.
 
 use crate::error::Result;
+use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::groups;
+use crate::kernels::launch;
 
 /// Uniform parameters of an update (the WGSL `OptParams`).
 #[repr(C)]
@@ -38,8 +39,12 @@ pub fn record_update(
         UpdateKind::Sgd => 0.0,
         UpdateKind::Adagrad => 1.0,
     };
-    let pipeline = g.gpu().pipeline("optim", "optim", &[("OPTIMIZER", code)])?;
-    let gr = groups(g, len as u64);
-    g.dispatch(label, pipeline, vec![params, grad, weight, state], gr);
-    Ok(())
+    launch(
+        g,
+        label,
+        Kernel::Optim,
+        &[("OPTIMIZER", code)],
+        vec![params, grad, weight, state],
+        len as u64,
+    )
 }

@@ -5,8 +5,9 @@
 
 use crate::error::Result;
 use crate::gpu::grid;
+use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::{groups, WORKGROUP};
+use crate::kernels::{launch, launch_grid, WORKGROUP};
 
 /// The per-batch uniform of the routing kernels (the WGSL `Route`).
 #[repr(C)]
@@ -41,12 +42,14 @@ pub fn record_route_digits(
     digits: Buf,
     max_lookups: usize,
 ) -> Result<()> {
-    let pipeline = g
-        .gpu()
-        .pipeline("tt_route", "route_digits", &[("D", cores as f64)])?;
-    let gr = groups(g, max_lookups as u64);
-    g.dispatch(label, pipeline, vec![route, ids, tables, digits], gr);
-    Ok(())
+    launch(
+        g,
+        label,
+        Kernel::RouteDigits,
+        &[("D", cores as f64)],
+        vec![route, ids, tables, digits],
+        max_lookups as u64,
+    )
 }
 
 /// Adds each lookup's destination (its bag's row) and pooling scale.
@@ -62,15 +65,14 @@ pub fn record_route_bags(
     scale: Buf,
     max_lookups: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline("tt_route", "route_bags", &[])?;
-    let gr = groups(g, max_lookups as u64);
-    g.dispatch(
+    launch(
+        g,
         label,
-        pipeline,
+        Kernel::RouteBags,
+        &[],
         vec![route, offsets, bag_dest, weights, dest, scale],
-        gr,
-    );
-    Ok(())
+        max_lookups as u64,
+    )
 }
 
 /// How the sort of one core is laid out in a plan (fixed per plan: the chunking and the piece
@@ -178,38 +180,41 @@ pub fn record_sort(
     digits: Buf,
     b: &SortBuffers,
 ) -> Result<()> {
-    let constants = layout.constants();
-    let gpu = g.gpu().clone();
-    let pipe = |entry| gpu.pipeline("tt_route", entry, &constants);
-    let ro = Buf::from(gpu.placeholder());
-    let rw = Buf::from(gpu.placeholder_rw());
+    let c = layout.constants();
+    let ro = Buf::from(g.gpu().placeholder());
+    let rw = Buf::from(g.gpu().placeholder_rw());
     let blocks = (layout.chunks * layout.blocks_per_chunk) as u64;
     g.clear(format!("{label} zero counts"), b.counts.clone());
     if let Some(p) = &b.sg_pieces {
         g.clear(format!("{label} zero pieces"), p.clone());
     }
-    let gr = groups(g, blocks);
-    g.dispatch(
+    launch(
+        g,
         format!("{label} count"),
-        pipe("sort_count")?,
+        Kernel::SortCount,
+        &c,
         vec![route.clone(), digits.clone(), b.counts.clone()],
-        gr,
-    );
-    let gr = groups(g, (layout.chunks * layout.rows) as u64);
-    g.dispatch(
+        blocks,
+    )?;
+    launch(
+        g,
         format!("{label} scan"),
-        pipe("sort_scan")?,
+        Kernel::SortScan,
+        &c,
         vec![route.clone(), b.counts.clone(), b.totals.clone()],
-        gr,
-    );
-    let gr = grid(
+        (layout.chunks * layout.rows) as u64,
+    )?;
+    // One workgroup per chunk.
+    let per_chunk = grid(
         layout.chunks as u64 * WORKGROUP as u64,
         WORKGROUP,
-        gpu.limits().max_compute_workgroups_per_dimension,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
     );
-    g.dispatch(
+    launch_grid(
+        g,
         format!("{label} segments"),
-        pipe("sort_segments")?,
+        Kernel::SortSegments,
+        &c,
         vec![
             route.clone(),
             b.totals.clone(),
@@ -217,12 +222,13 @@ pub fn record_sort(
             b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
             b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
         ],
-        gr,
-    );
-    let gr = groups(g, blocks);
-    g.dispatch(
+        per_chunk,
+    )?;
+    launch(
+        g,
         format!("{label} place"),
-        pipe("sort_place")?,
+        Kernel::SortPlace,
+        &c,
         vec![
             route,
             digits,
@@ -232,7 +238,6 @@ pub fn record_sort(
             b.sg_starts.clone().unwrap_or(ro),
             b.sg_pieces.clone().unwrap_or(rw),
         ],
-        gr,
-    );
-    Ok(())
+        blocks,
+    )
 }

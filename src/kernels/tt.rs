@@ -2,10 +2,11 @@
 //! segment-ordered core gradient, each specialised by override constants for its shapes.
 
 use crate::error::Result;
+use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, AdapterClass, Gpu};
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::groups;
 use crate::kernels::optim::UpdateKind;
+use crate::kernels::{launch, launch_grid};
 
 /// How the core gradients are reduced. Both sum each row's lookups in blocks of
 /// [`CORE_GRAD_BLOCK`] and add the block sums to the row's gradient in sorted order, so their
@@ -122,20 +123,26 @@ pub fn record_chain(
     kernels: &TtKernels,
 ) -> Result<()> {
     // Vectorised variants where the inner dimensions allow vec4 reads.
-    let entry = match (s.trans_b, s.k.is_multiple_of(4), s.n.is_multiple_of(4)) {
-        (false, true, true) => "chain_v4",
-        (true, true, _) => "chain_t_v4",
-        _ => "chain",
+    let kernel = match (s.trans_b, s.k.is_multiple_of(4), s.n.is_multiple_of(4)) {
+        (false, true, true) => Kernel::TtChainV4,
+        (true, true, _) => Kernel::TtChainTV4,
+        _ => Kernel::TtChain,
     };
     // Wider column tiles amortise each invocation's loads of A over more columns.
-    let tnq = if entry == "chain_t_v4" {
+    let tnq = if kernel == Kernel::TtChainTV4 {
         kernels.t_col_groups.clamp(1, 4).min(s.n.div_ceil(4))
     } else {
         widest_quads(kernels.col_quads, s.n)
     };
-    let pipeline = g.gpu().pipeline(
-        "tt",
-        entry,
+    let col_tiles = match kernel {
+        Kernel::TtChainV4 => s.n / 4 / tnq,
+        Kernel::TtChainTV4 => s.n.div_ceil(4 * tnq),
+        _ => s.n.div_ceil(4),
+    };
+    launch(
+        g,
+        label,
+        kernel,
         &[
             ("M", s.m as f64),
             ("K", s.k as f64),
@@ -145,16 +152,9 @@ pub fn record_chain(
             ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
             ("TNQ", tnq as f64),
         ],
-    )?;
-    let col_tiles = match entry {
-        "chain_v4" => s.n / 4 / tnq,
-        "chain_t_v4" => s.n.div_ceil(4 * tnq),
-        _ => s.n.div_ceil(4),
-    };
-    let inv = max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64;
-    let gr = groups(g, inv);
-    g.dispatch(label, pipeline, vec![chunk, digits, a, core, out], gr);
-    Ok(())
+        vec![chunk, digits, a, core, out],
+        max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64,
+    )
 }
 
 /// Adds the pooling of a chunk's rows into the bag outputs (bag b's row at element `dest[b]` of
@@ -173,22 +173,17 @@ pub fn record_pool(
     accumulate: bool,
     max_bags: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "tt",
-        "pool",
+    launch(
+        g,
+        label,
+        Kernel::TtPool,
         &[
             ("D", dim as f64),
             ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
         ],
-    )?;
-    let gr = groups(g, max_bags as u64 * dim as u64);
-    g.dispatch(
-        label,
-        pipeline,
         vec![chunk, offsets, scale, rows, out, dest],
-        gr,
-    );
-    Ok(())
+        max_bags as u64 * dim as u64,
+    )
 }
 
 /// Adds the per-lookup row gradient `drow[n] = scale[n] * dout[dest[n]..]` (`dest[n]`: where the
@@ -205,10 +200,14 @@ pub fn record_row_grad(
     drow: Buf,
     max_lookups: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline("tt", "row_grad", &[("D", dim as f64)])?;
-    let gr = groups(g, max_lookups as u64 * dim as u64);
-    g.dispatch(label, pipeline, vec![chunk, dest, scale, dout, drow], gr);
-    Ok(())
+    launch(
+        g,
+        label,
+        Kernel::TtRowGrad,
+        &[("D", dim as f64)],
+        vec![chunk, dest, scale, dout, drow],
+        max_lookups as u64 * dim as u64,
+    )
 }
 
 /// Where the left factor P_k of a core gradient comes from.
@@ -334,11 +333,11 @@ pub fn record_core_grad(
     let tiles = s.rk.div_ceil(4 * trq) as u64 * col_tiles as u64;
     if let (true, Some(pieces)) = (vec4, pieces) {
         constants.push(("PIECES", pieces.per_chunk as f64));
-        let pipeline = g.gpu().pipeline("tt", "core_grad_pieces_v4", &constants)?;
-        let gr = groups(g, pieces.per_chunk as u64 * tiles);
-        g.dispatch(
+        launch(
+            g,
             format!("{label} pieces"),
-            pipeline,
+            Kernel::TtCoreGradPiecesV4,
+            &constants,
             vec![
                 chunk.clone(),
                 digits,
@@ -349,15 +348,15 @@ pub fn record_core_grad(
                 pieces.partial.clone(),
                 pieces.starts.clone(),
             ],
-            gr,
-        );
+            pieces.per_chunk as u64 * tiles,
+        )?;
         constants.pop();
         constants.push(("FUSED_UPDATE", fused));
-        let pipeline = g.gpu().pipeline("tt", "core_grad_combine", &constants)?;
-        let gr = groups(g, (s.rows * s.rk * s.nk / 4) as u64);
-        g.dispatch(
+        return launch(
+            g,
             format!("{label} combine"),
-            pipeline,
+            Kernel::TtCoreGradCombine,
+            &constants,
             vec![
                 chunk,
                 pieces.starts.clone(),
@@ -367,23 +366,24 @@ pub fn record_core_grad(
                 weight,
                 state,
             ],
-            gr,
+            (s.rows * s.rk * s.nk / 4) as u64,
         );
-        return Ok(());
     }
     constants.push(("FUSED_UPDATE", fused));
-    let entry = if vec4 { "core_grad_v4" } else { "core_grad" };
-    let pipeline = g.gpu().pipeline("tt", entry, &constants)?;
-    let gr = groups(g, s.rows as u64 * tiles);
-    g.dispatch(
+    launch(
+        g,
         label,
-        pipeline,
+        if vec4 {
+            Kernel::TtCoreGradV4
+        } else {
+            Kernel::TtCoreGrad
+        },
+        &constants,
         vec![
             chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state,
         ],
-        gr,
-    );
-    Ok(())
+        s.rows as u64 * tiles,
+    )
 }
 
 /// The widest of 4, 2, 1 quads that is at most `cap` and divides `len` into whole quads.
@@ -405,14 +405,14 @@ pub fn record_transpose(
     rk: usize,
     nk: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "tt",
-        "transpose_slices",
+    launch(
+        g,
+        label,
+        Kernel::TtTransposeSlices,
         &[("RK", rk as f64), ("NK", nk as f64), ("PK", rows as f64)],
-    )?;
-    let gr = groups(g, (rows * rk * nk) as u64);
-    g.dispatch(label, pipeline, vec![core, out], gr);
-    Ok(())
+        vec![core, out],
+        (rows * rk * nk) as u64,
+    )
 }
 
 /// How the lookups of a chunk are cut into pieces of one digit of core k for `chain_sg`
@@ -476,9 +476,16 @@ pub fn record_chain_sg(
     core: Buf,
     out: Buf,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
-        "tt_subgroup",
-        "chain_sg",
+    let tasks = layout.per_chunk as u64 * (s.n / 4 / layout.lanes) as u64;
+    let gr = grid(
+        tasks * layout.lanes as u64,
+        layout.lanes as u32,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    launch_grid(
+        g,
+        label,
+        Kernel::TtChainSg,
         &[
             ("SG", layout.lanes as f64),
             ("L", layout.len as f64),
@@ -490,18 +497,7 @@ pub fn record_chain_sg(
             ("CORE_K", s.core as f64),
             ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
         ],
-    )?;
-    let tasks = layout.per_chunk as u64 * (s.n / 4 / layout.lanes) as u64;
-    let gr = grid(
-        tasks * layout.lanes as u64,
-        layout.lanes as u32,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
-    g.dispatch(
-        label,
-        pipeline,
         vec![chunk, digits, pieces, a, core, out],
         gr,
-    );
-    Ok(())
+    )
 }

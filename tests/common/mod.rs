@@ -43,27 +43,16 @@ pub fn bags(rng: &mut ChaCha8Rng, b: usize, max_len: usize, n: u64) -> (Vec<i64>
     (indices, offsets)
 }
 
-/// Asserts |got - want| <= rtol * max|want| + atol elementwise, naming the worst element.
+/// Asserts |got - want| <= rtol * max|want| + atol elementwise (ttrec's one tolerance rule,
+/// `parity::check_close`), naming the worst element.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let tol = rtol * scale + atol;
-    let mut worst = (0.0f64, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g as f64 - w).abs();
-        assert!(!e.is_nan(), "{what}: NaN at {i}");
-        if e > worst.0 {
-            worst = (e, i);
-        }
-    }
+    let c = ttrec::parity::check_close(what, &to_f64(got), want, rtol, atol);
+    let i = c.worst_index;
     assert!(
-        worst.0 <= tol,
-        "{what}: worst error {:.3e} at {} (got {}, want {}), tolerance {:.3e}",
-        worst.0,
-        worst.1,
-        got[worst.1],
-        want[worst.1],
-        tol
+        c.pass,
+        "{what}: worst error {:.3e} at {i} (got {}, want {}), tolerance {:.3e}",
+        c.worst_abs, got[i], want[i], c.tolerance
     );
 }
 
