@@ -2,6 +2,7 @@
 //!
 //! Layers, bottom up (each uses only the ones below it):
 //! - [`data`], [`metrics`]: Criteo reader, preprocessing, cache, synthetic source; no GPU.
+//! - [`io`]: the atomic file write every writer uses.
 //! - [`mod@reference`]: CPU twins of every GPU kernel, in f64; the oracle of the tests.
 //! - [`gpu`]: adapter/device (own or borrowed), buffers, pipeline cache, readback, timestamps.
 //! - [`graph`]: the executor; a step is a plan of dispatches built once and replayed.
@@ -18,6 +19,7 @@ pub mod dlrm;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod io;
 pub mod kernels;
 pub mod metrics;
 pub mod nn;

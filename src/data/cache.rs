@@ -8,12 +8,13 @@
 //!   each sample from one place;
 //! - dictionaries: for each column, its categorical values in id order (u32).
 //!
-//! The file is written to a temporary name in the same directory, fsynced and renamed, so a crash
-//! leaves either the old cache or the new one. A cache whose source changed (size or mtime), whose
-//! options differ, or whose bytes do not match their checksum is rebuilt, never used.
+//! The file is written with [`crate::io::write_atomic_with`] (temporary file in the same
+//! directory, fsync, rename), so a crash leaves either the old cache or the new one. A cache
+//! whose source changed (size or mtime), whose options differ, or whose bytes do not match their
+//! checksum is rebuilt, never used.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -468,64 +469,31 @@ fn build(
         .map(|s| fs::metadata(s).map(|m| m.len()).unwrap_or(0))
         .sum();
     let mut reader = ChainReader::new(sources, total, progress);
-    let dir = cache
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = cache
-        .file_name()
-        .ok_or_else(|| Error::file(cache, "cache path has no file name"))?;
-    let nonce = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{nonce}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = write_cache(&mut reader, &tmp, size, mtime, config);
-    let result = result.and_then(|stats| {
-        fs::rename(&tmp, cache).map_err(|e| {
-            Error::file(
-                cache,
-                format!("cannot rename {} into place: {e}", tmp.display()),
-            )
-        })?;
-        // Make the rename itself durable; not every platform can open a directory, so best effort.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(stats)
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::io::write_atomic_with(cache, |out| {
+        write_cache(&mut reader, out, size, mtime, config)
+    })
 }
 
 fn write_cache(
     reader: &mut ChainReader,
-    tmp: &Path,
+    out: &mut crate::io::AtomicWriter,
     size: u64,
     mtime: i64,
     config: &PreprocessConfig,
 ) -> Result<ReadStats> {
-    let io = |e: std::io::Error| Error::file(tmp, format!("cannot write cache: {e}"));
-    let file = File::create(tmp).map_err(io)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
+    out.write_all(&[0u8; HEADER_LEN])?;
     let mut sum = Checksum64::new();
     let mut dict = Dictionary::new();
     let mut chunk: Vec<CachedRow> = Vec::with_capacity(4096);
     let mut rows = 0u64;
-    let flush = |chunk: &mut Vec<CachedRow>, out: &mut BufWriter<File>, sum: &mut Checksum64| {
-        let bytes: &[u8] = bytemuck::cast_slice(chunk);
-        sum.update(bytes);
-        out.write_all(bytes).map_err(io)?;
-        chunk.clear();
-        Ok::<(), Error>(())
-    };
+    let flush =
+        |chunk: &mut Vec<CachedRow>, out: &mut crate::io::AtomicWriter, sum: &mut Checksum64| {
+            let bytes: &[u8] = bytemuck::cast_slice(chunk);
+            sum.update(bytes);
+            out.write_all(bytes)?;
+            chunk.clear();
+            Ok::<(), Error>(())
+        };
     while let Some(sample) = reader.next_sample()? {
         let (label, dense, sparse) = dict.preprocess(&sample, config.max_ind_range);
         chunk.push(CachedRow {
@@ -535,10 +503,10 @@ fn write_cache(
         });
         rows += 1;
         if chunk.len() == chunk.capacity() {
-            flush(&mut chunk, &mut out, &mut sum)?;
+            flush(&mut chunk, out, &mut sum)?;
         }
     }
-    flush(&mut chunk, &mut out, &mut sum)?;
+    flush(&mut chunk, out, &mut sum)?;
     if rows == 0 {
         return Err(Error::file(reader.first_path(), "no valid Criteo lines"));
     }
@@ -546,7 +514,7 @@ fn write_cache(
     for c in 0..NUM_SPARSE {
         let bytes: &[u8] = bytemuck::cast_slice(dict.values(c));
         sum.update(bytes);
-        out.write_all(bytes).map_err(io)?;
+        out.write_all(bytes)?;
         dict_len += dict.values(c).len() as u64;
     }
     let stats = reader.stats();
@@ -562,10 +530,8 @@ fn write_cache(
         malformed: stats.malformed,
         table_sizes: dict.table_sizes(),
     };
-    let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.write_all(&header.encode()).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header.encode())?;
     Ok(stats)
 }
 

@@ -530,7 +530,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {
         let text = serde_json::to_string_pretty(&summary.json()).expect("JSON");
-        crate::tt::checkpoint::write_atomic(p, text.as_bytes())?;
+        crate::io::write_atomic(p, text.as_bytes())?;
     }
     let plot_anchor = args.summary_json.as_ref().or(args.metrics_jsonl.as_ref());
     if let Some(anchor) = plot_anchor {
