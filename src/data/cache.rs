@@ -8,10 +8,10 @@
 //!   each sample from one place;
 //! - dictionaries: for each column, its categorical values in id order (u32).
 //!
-//! The file is written with [`crate::io::write_atomic_with`] (temporary file in the same
-//! directory, fsync, rename), so a crash leaves either the old cache or the new one. A cache
-//! whose source changed (size or mtime), whose options differ, or whose bytes do not match their
-//! checksum is rebuilt, never used.
+//! The checksums are XXH3-64. The file is written with [`crate::io::write_atomic_with`]
+//! (temporary file in the same directory, fsync, rename), so a crash leaves either the old cache
+//! or the new one. A cache whose source changed (size or mtime), whose options differ, whose
+//! format version is another, or whose bytes do not match their checksum is rebuilt, never used.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,7 +24,9 @@ use bytemuck::{Pod, Zeroable};
 use memmap2::Mmap;
 
 use super::batches::{Batch, BatchLoader};
-use super::hash::{checksum64, mix64, Checksum64};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use super::hash::mix64;
 use super::preprocess::{
     row_order, split_ranges, Dictionary, PreprocessConfig, Split, SplitRanges,
 };
@@ -33,8 +35,9 @@ use super::{NUM_DENSE, NUM_SPARSE};
 use crate::{Error, Result};
 
 const MAGIC: [u8; 8] = *b"TTRECCRT";
-/// Format version; bump on any layout change so old caches are rebuilt.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version; bump on any layout change so old caches are rebuilt. Version 2: the header
+/// and payload checksums are XXH3-64 (version 1 had a hand-written checksum).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the header before the rows.
 pub const HEADER_LEN: usize = 320;
 const ROW_BYTES: u64 = std::mem::size_of::<CachedRow>() as u64;
@@ -125,7 +128,7 @@ impl Header {
             put(&v.to_le_bytes());
         }
         let end = at;
-        let sum = checksum64(&b[..end]);
+        let sum = xxh3_64(&b[..end]);
         b[end..end + 8].copy_from_slice(&sum.to_le_bytes());
         b
     }
@@ -150,7 +153,7 @@ impl Header {
             )));
         }
         let fields_end = 16 + 7 * 8 + (4 + NUM_SPARSE) * 8;
-        if u32_at(12) as usize != HEADER_LEN || checksum64(&b[..fields_end]) != u64_at(fields_end) {
+        if u32_at(12) as usize != HEADER_LEN || xxh3_64(&b[..fields_end]) != u64_at(fields_end) {
             return Err(CacheState::Corrupt("header checksum mismatch".into()));
         }
         Ok(Header {
@@ -344,7 +347,7 @@ fn try_map(
     // catches at open time).
     let mmap =
         unsafe { Mmap::map(&file) }.map_err(|e| Error::file(cache, format!("cannot map: {e}")))?;
-    if checksum64(&mmap[HEADER_LEN..]) != header.payload_checksum {
+    if xxh3_64(&mmap[HEADER_LEN..]) != header.payload_checksum {
         return Ok(Err(CacheState::Corrupt("payload checksum mismatch".into())));
     }
     Ok(Ok((mmap, header)))
@@ -482,18 +485,17 @@ fn write_cache(
     config: &PreprocessConfig,
 ) -> Result<ReadStats> {
     out.write_all(&[0u8; HEADER_LEN])?;
-    let mut sum = Checksum64::new();
+    let mut sum = Xxh3::new();
     let mut dict = Dictionary::new();
     let mut chunk: Vec<CachedRow> = Vec::with_capacity(4096);
     let mut rows = 0u64;
-    let flush =
-        |chunk: &mut Vec<CachedRow>, out: &mut crate::io::AtomicWriter, sum: &mut Checksum64| {
-            let bytes: &[u8] = bytemuck::cast_slice(chunk);
-            sum.update(bytes);
-            out.write_all(bytes)?;
-            chunk.clear();
-            Ok::<(), Error>(())
-        };
+    let flush = |chunk: &mut Vec<CachedRow>, out: &mut crate::io::AtomicWriter, sum: &mut Xxh3| {
+        let bytes: &[u8] = bytemuck::cast_slice(chunk);
+        sum.update(bytes);
+        out.write_all(bytes)?;
+        chunk.clear();
+        Ok::<(), Error>(())
+    };
     while let Some(sample) = reader.next_sample()? {
         let (label, dense, sparse) = dict.preprocess(&sample, config.max_ind_range);
         chunk.push(CachedRow {
@@ -525,7 +527,7 @@ fn write_cache(
         max_ind_range: config.max_ind_range.unwrap_or(0),
         rows,
         payload_len: rows * ROW_BYTES + dict_len * 4,
-        payload_checksum: sum.finish(),
+        payload_checksum: sum.digest(),
         source_lines: stats.lines,
         malformed: stats.malformed,
         table_sizes: dict.table_sizes(),
