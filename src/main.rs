@@ -33,8 +33,18 @@ enum Command {
     Train(Box<ttrec::train::TrainArgs>),
 }
 
+/// Logs to stderr at level warn (wgpu's warnings, ttrec's own); `RUST_LOG` overrides, e.g.
+/// `RUST_LOG=info` or `RUST_LOG=ttrec=debug`.
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+}
+
 fn main() -> std::process::ExitCode {
+    // Before anything else runs (it sets an environment variable): before any GPU is created.
     ttrec::gpu::ensure_runtime_dir();
+    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parity(a) => cli::tt::parity(a),

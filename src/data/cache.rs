@@ -58,6 +58,21 @@ pub fn default_cache_path(source: impl AsRef<Path>) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The cache of `sources` when none is named: `<first file>.ttcache`, or
+/// `<first file>.<n>-files.ttcache` for several files (what `ttrec train` and `ttrec data
+/// preprocess` both use).
+pub fn default_cache_path_for(sources: &[PathBuf]) -> Result<PathBuf> {
+    let first = sources
+        .first()
+        .ok_or_else(|| Error::input(None, "no data files given"))?;
+    let mut name = first.as_os_str().to_owned();
+    if sources.len() > 1 {
+        name.push(format!(".{}-files", sources.len()));
+    }
+    name.push(".ttcache");
+    Ok(PathBuf::from(name))
+}
+
 /// What was found at a cache path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheState {
@@ -619,13 +634,47 @@ impl PreprocessedDataset {
         }
         let found = match try_map(sources, cache, config)? {
             Ok(mapped) => {
-                return Ok((Self::from_mapped(mapped, cache, config)?, CacheState::Valid))
+                log::debug!("reusing the data cache {}", cache.display());
+                return Ok((Self::from_mapped(mapped, cache, config)?, CacheState::Valid));
             }
             Err(state) => state,
         };
-        build(sources, cache, config, progress)?;
+        log::info!(
+            "data cache {} is {found}; building it from {} file(s)",
+            cache.display(),
+            sources.len()
+        );
+        let (data, _) = Self::build_sources(sources, cache, config, progress)?;
+        Ok((data, found))
+    }
+
+    /// Builds the cache at `cache` from `sources` whatever is there now (`ttrec data
+    /// preprocess --force`), then maps it; returns it with what the read saw (lines, malformed
+    /// lines by kind and their first examples).
+    pub fn build_sources(
+        sources: &[PathBuf],
+        cache: impl AsRef<Path>,
+        config: &PreprocessConfig,
+        progress: Option<BuildProgress>,
+    ) -> Result<(Self, ReadStats)> {
+        let cache = cache.as_ref();
+        if sources.is_empty() {
+            return Err(Error::file(cache, "a cache needs at least one source file"));
+        }
+        let start = std::time::Instant::now();
+        let stats = build(sources, cache, config, progress)?;
         match try_map(sources, cache, config)? {
-            Ok(mapped) => Ok((Self::from_mapped(mapped, cache, config)?, found)),
+            Ok(mapped) => {
+                let data = Self::from_mapped(mapped, cache, config)?;
+                log::info!(
+                    "data cache {} built: {} rows from {} lines in {:.1} s",
+                    cache.display(),
+                    data.len(),
+                    stats.lines,
+                    start.elapsed().as_secs_f64()
+                );
+                Ok((data, stats))
+            }
             Err(state) => Err(Error::file(
                 cache,
                 format!(

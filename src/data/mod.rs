@@ -20,8 +20,8 @@ pub mod synth;
 
 pub use batches::{Batch, BatchLoader};
 pub use cache::{
-    check_cache, check_cache_sources, default_cache_path, expand_sources, BatchOptions,
-    BuildProgress, CacheState, CachedRow, PreprocessedDataset,
+    check_cache, check_cache_sources, default_cache_path, default_cache_path_for, expand_sources,
+    BatchOptions, BuildProgress, CacheState, CachedRow, PreprocessedDataset,
 };
 pub use inspect::{inspect_file, FileReport};
 pub use preprocess::{

@@ -38,12 +38,14 @@ fn interrupt_flag() -> Arc<AtomicBool> {
             let flag = Arc::new(AtomicBool::new(false));
             let f = flag.clone();
             // If a handler is already installed (the embedding app's), Ctrl-C keeps its meaning.
-            let _ = ctrlc::set_handler(move || {
+            if let Err(e) = ctrlc::set_handler(move || {
                 if f.swap(true, Ordering::SeqCst) {
                     // A second Ctrl-C: stop now.
                     std::process::exit(130);
                 }
-            });
+            }) {
+                log::info!("Ctrl-C keeps its meaning (no checkpoint on interrupt): {e}");
+            }
             flag
         })
         .clone()
