@@ -12,6 +12,7 @@
 //! - [`dlrm`]: the DLRM model; its training step is one replayed graph.
 //! - [`train`]: a whole training run (data, loop, evaluation, checkpoints, summary).
 //! - [`parity`], [`mod@bench`]: the CUDA-parity checker and the benchmarks behind the CLI.
+//! - [`progress`]: progress bars (plain lines off a terminal) for programs' long operations.
 
 pub mod bench;
 pub mod data;
@@ -24,6 +25,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod nn;
 pub mod parity;
+pub mod progress;
 pub mod reference;
 pub mod train;
 pub mod tt;

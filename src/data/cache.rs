@@ -30,7 +30,7 @@ use super::hash::mix64;
 use super::preprocess::{
     row_order, split_ranges, Dictionary, PreprocessConfig, Split, SplitRanges,
 };
-use super::reader::{CriteoReader, ReadStats};
+use super::reader::{Counting, CriteoReader, ReadStats};
 use super::{NUM_DENSE, NUM_SPARSE};
 use crate::{Error, Result};
 
@@ -383,21 +383,6 @@ struct ChainReader<'a> {
     progress: Option<BuildProgress<'a>>,
 }
 
-/// A reader that counts the bytes it delivers.
-struct Counting<R> {
-    inner: R,
-    read: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 impl<'a> ChainReader<'a> {
     fn new(files: &[PathBuf], total: u64, progress: Option<BuildProgress<'a>>) -> Self {
         ChainReader {
@@ -426,7 +411,7 @@ impl<'a> ChainReader<'a> {
                     File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
                 let counting = Counting {
                     inner: file,
-                    read: self.read.clone(),
+                    count: self.read.clone(),
                 };
                 self.current = Some(
                     CriteoReader::from_read(path, counting)

@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableKind};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::metrics::{evaluate, Evaluation};
+use crate::progress::{bar_style, Progress, Unit};
 use checkpoint::CheckpointMeta;
 pub use checkpoint::Position;
 pub use data::TrainData;
@@ -97,13 +98,7 @@ impl Output {
     fn start_epoch(&mut self, epoch: u64, epochs: u64, total: u64, done: u64) {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total).with_position(done);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} batches, {msg}, {elapsed} < {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            bar.set_style(bar_style("{pos}/{len} batches, {msg}"));
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
             self.bar = Some(bar);
         }
@@ -146,34 +141,10 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
             args.test_fraction.unwrap_or(0.1),
         )?
     } else {
-        let bar = if std::io::stderr().is_terminal() {
-            let b = ProgressBar::new(0);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "building the data cache [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta}",
-                )
-                .expect("valid template"),
-            );
-            Some(b)
-        } else {
-            None
-        };
-        let mut last = Instant::now();
-        let mut progress = |done: u64, total: u64| match &bar {
-            Some(b) => {
-                b.set_length(total);
-                b.set_position(done);
-            }
-            None => {
-                if last.elapsed().as_secs_f64() > 10.0 {
-                    last = Instant::now();
-                    println!(
-                        "building the data cache: {:.1}% of {}",
-                        100.0 * done as f64 / total.max(1) as f64,
-                        report::bytes(total)
-                    );
-                }
-            }
+        let mut bar = Progress::new("building the data cache", 0, Unit::Bytes);
+        let mut progress = |done: u64, total: u64| {
+            bar.set_total(total);
+            bar.set(done);
         };
         let d = TrainData::criteo(
             &args.data,
@@ -183,9 +154,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
             args.seed,
             Some(&mut progress),
         )?;
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+        bar.finish();
         d
     };
     out.line(&format!("data: {}", data.describe()));
