@@ -24,8 +24,8 @@ enum Command {
     #[command(subcommand)]
     Bench(cli::tt::BenchCommand),
     /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
-    Info,
-    /// Criteo data tools.
+    Info(cli::tt::InfoArgs),
+    /// Criteo data tools: inspect, preprocess (build the binary cache), synth.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
     /// Train a DLRM with TT-compressed tables (dlrm's options; default: synthetic Criteo-shaped
@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Parity(a) => cli::tt::parity(a),
         Command::Bench(c) => cli::tt::bench(c),
-        Command::Info => cli::tt::info(),
+        Command::Info(a) => cli::tt::info(a),
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Train(args) => ttrec::train::run(&args)
             .map(|_| ())
