@@ -11,7 +11,6 @@ pub mod data;
 pub mod options;
 pub mod report;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +22,7 @@ use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableKind};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::metrics::{evaluate, Evaluation};
-use crate::progress::{bar_style, Progress, Unit};
+use crate::progress::{bar_style, Progress, Style, Unit};
 use checkpoint::CheckpointMeta;
 pub use checkpoint::Position;
 pub use data::TrainData;
@@ -80,7 +79,8 @@ fn interrupted_path(args: &TrainArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("train_kaggle.interrupted.safetensors"))
 }
 
-/// How the run prints: a progress bar on a terminal, plain lines otherwise.
+/// How the run prints: a progress bar on a terminal, plain lines otherwise (see
+/// [`crate::progress::Style::from_env`]).
 struct Output {
     bar: Option<ProgressBar>,
 }
@@ -96,7 +96,8 @@ impl Output {
         }
     }
     fn start_epoch(&mut self, epoch: u64, epochs: u64, total: u64, done: u64) {
-        if std::io::stderr().is_terminal() {
+        // A bar where every progress has one (a terminal, unless TTREC_PROGRESS says otherwise).
+        if Style::from_env() == Style::Bar {
             let bar = ProgressBar::new(total).with_position(done);
             bar.set_style(bar_style("{pos}/{len} batches, {msg}"));
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
