@@ -8,6 +8,12 @@ use ttrec::gpu::Gpu;
 use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
 
 fn main() -> anyhow::Result<()> {
+    // A private runtime directory for Mesa when XDG_RUNTIME_DIR is unset (before any device).
+    ttrec::gpu::ensure_runtime_dir();
+    // wgpu's warnings and ttrec's log lines to stderr at level warn; RUST_LOG overrides.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
     // The app's own device, created the usual wgpu way.
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());

@@ -19,6 +19,10 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     ttrec::gpu::ensure_runtime_dir();
+    // wgpu's warnings and ttrec's log lines to stderr at level warn; RUST_LOG overrides.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
     let cli = Cli::parse();
     match ttrec::train::run(&cli.args) {
         Ok(_) => std::process::ExitCode::SUCCESS,

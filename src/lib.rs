@@ -49,8 +49,9 @@
 //! - [`parity`]: the checker of CUDA-parity fixtures.
 //! - [`Error`], [`Result`]: every error names what is wrong (table, position, value).
 //!
-//! Layers, bottom up (each uses only the ones below it): `error`; `data`, `metrics` and the plain
-//! shape types (no GPU); `reference`, CPU twins of every kernel in f64 (the tests' oracle);
+//! Layers, bottom up (each uses only the ones below it): `error`; `io` (the atomic file write
+//! every writer uses), `progress` (bars, or plain lines off a terminal); `data`, `metrics` and
+//! the plain shape types (no GPU); `reference`, CPU twins of every kernel in f64 (the tests' oracle);
 //! `gpu`; `graph`, the executor (a step is a plan of dispatches built once and replayed);
 //! `kernels`, launchers of the WGSL kernels under `shaders/`; `tt`; `nn` (dense tables, MLPs);
 //! `dlrm`; `train`; `parity`, `bench`. The modules `reference`, `graph`, `kernels`, `nn` and
@@ -68,6 +69,7 @@ pub mod error;
 pub mod gpu;
 #[doc(hidden)]
 pub mod graph;
+pub mod io;
 /// **Unstable internals**: public for the crate's tests and benchmarks only, hidden from the docs,
 /// may change in any release.
 #[doc(hidden)]
@@ -76,6 +78,7 @@ pub mod metrics;
 #[doc(hidden)]
 pub mod nn;
 pub mod parity;
+pub mod progress;
 /// **Unstable internals**: the tests' CPU oracle; its functions assume valid input. Public for
 /// the crate's tests only, hidden from the docs, may change in any release.
 #[doc(hidden)]

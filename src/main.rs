@@ -24,8 +24,8 @@ enum Command {
     #[command(subcommand)]
     Bench(cli::tt::BenchCommand),
     /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
-    Info,
-    /// Criteo data tools.
+    Info(cli::tt::InfoArgs),
+    /// Criteo data tools: inspect, preprocess (build the binary cache), synth.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
     /// Train a DLRM with TT-compressed tables (dlrm's options; default: synthetic Criteo-shaped
@@ -33,13 +33,23 @@ enum Command {
     Train(Box<ttrec::train::TrainArgs>),
 }
 
+/// Logs to stderr at level warn (wgpu's warnings, ttrec's own); `RUST_LOG` overrides, e.g.
+/// `RUST_LOG=info` or `RUST_LOG=ttrec=debug`.
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+}
+
 fn main() -> std::process::ExitCode {
+    // Before anything else runs (it sets an environment variable): before any GPU is created.
     ttrec::gpu::ensure_runtime_dir();
+    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parity(a) => cli::tt::parity(a),
         Command::Bench(c) => cli::tt::bench(c),
-        Command::Info => cli::tt::info(),
+        Command::Info(a) => cli::tt::info(a),
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Train(args) => ttrec::train::run(&args)
             .map(|_| ())

@@ -35,17 +35,30 @@ pub fn default_scale(gpu: &Gpu, variant: &str) -> f64 {
 pub struct DlrmBenchResult {
     pub config: DlrmBenchConfig,
     pub adapter: String,
+    pub env: super::BenchEnv,
+    /// The matrix-product kernels (registers or tiled).
     pub gemm: String,
     pub embedding_params: u64,
-    /// Samples per second with steps submitted back to back (one wait at the end).
+    /// Samples per second with steps submitted back to back (one wait at the end of each of
+    /// [`THROUGHPUT_BLOCKS`] blocks): all samples over all the blocks' time.
     pub samples_per_s: f64,
+    /// Samples per second of each block.
+    pub samples_per_s_spread: super::Spread,
     /// Median wall time of one step with a wait after it (the PyTorch peers' way).
     pub synced_step_ms: f64,
+    /// The synced steps' times, in milliseconds.
+    pub synced_step_ms_spread: super::Spread,
     pub steps: usize,
     pub flops_per_sample: Vec<(String, f64)>,
+    /// The kernel kinds of the step's plan (see [`super::kernel_kinds`]); None when the adapter
+    /// has no timestamps.
+    pub kernels: Option<Vec<String>>,
     /// Per-node GPU times of one step (label, microseconds), when profiled.
     pub profile: Vec<(String, f64)>,
 }
+
+/// Blocks the back-to-back throughput is measured in (for its spread).
+pub const THROUGHPUT_BLOCKS: usize = 5;
 
 impl DlrmBenchResult {
     pub fn mflop_per_sample(&self) -> f64 {
@@ -54,29 +67,40 @@ impl DlrmBenchResult {
     pub fn gflops(&self) -> f64 {
         self.mflop_per_sample() * self.samples_per_s / 1e3
     }
+    /// Whether the TT subgroup kernels ran (None: not known, the adapter has no timestamps).
+    pub fn subgroup_kernels_ran(&self) -> Option<bool> {
+        self.kernels
+            .as_ref()
+            .map(|k| k.iter().any(|k| k.contains("(subgroup)")))
+    }
+    /// One JSON object (the `--json` line), `"type": "bench_dlrm"`.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "bench": "dlrm",
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), "bench_dlrm".into());
+        self.env.add_to(&mut obj);
+        let rest = serde_json::json!({
             "variant": self.config.variant,
             "batch": self.config.batch,
             "scale": self.config.scale,
             "tt_rank": self.config.rank,
-            "adapter": self.adapter,
             "gemm": self.gemm,
+            "subgroup_kernels": self.subgroup_kernels_ran(),
+            "kernels": self.kernels,
             "embedding_params": self.embedding_params,
             "samples_per_s": self.samples_per_s,
+            "samples_per_s_spread": self.samples_per_s_spread.json(),
             "synced_step_ms": self.synced_step_ms,
+            "synced_step_ms_spread": self.synced_step_ms_spread.json(),
             "steps": self.steps,
             "mflop_per_sample": self.mflop_per_sample(),
             "gflops": self.gflops(),
             "flops_per_sample": self.flops_per_sample.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        })
+        });
+        if let serde_json::Value::Object(m) = rest {
+            obj.extend(m);
+        }
+        serde_json::Value::Object(obj)
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// The model of a benchmark configuration (one per variant; batch sizes share it), with the
@@ -109,7 +133,8 @@ pub fn bench_model(
 }
 
 /// Measures one configuration on `model` (from [`bench_model`]): warm-up, then steps back to
-/// back for at least `seconds` (and `min_steps`), then synced steps.
+/// back for at least `seconds` (and `min_steps`) in [`THROUGHPUT_BLOCKS`] blocks with a wait at
+/// the end of each, then synced steps.
 pub fn run_dlrm(
     gpu: &Gpu,
     model: &mut Dlrm,
@@ -118,6 +143,12 @@ pub fn run_dlrm(
     seconds: f64,
     profile: bool,
 ) -> Result<DlrmBenchResult> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(Error::input(
+            None,
+            format!("seconds per measurement must be a non-negative number, got {seconds}"),
+        ));
+    }
     let synth = SyntheticCriteo::new(1, cfg.scale)?;
     let embedding_params = model.config().embedding_params()?;
     model.prepare_train(cfg.batch)?;
@@ -129,17 +160,27 @@ pub fn run_dlrm(
         model.train_step(&DlrmBatch::from(b))?;
     }
     gpu.wait()?;
-    let start = Instant::now();
+    let block_steps = min_steps.div_ceil(THROUGHPUT_BLOCKS).max(1);
+    let block_seconds = seconds / THROUGHPUT_BLOCKS as f64;
     let mut steps = 0;
-    while steps < min_steps || start.elapsed().as_secs_f64() < seconds {
-        model.train_step(&DlrmBatch::from(&batches[steps % batches.len()]))?;
-        steps += 1;
-        if steps % 256 == 0 {
-            model.take_stats()?;
+    let mut elapsed = 0.0;
+    let mut block_rates = Vec::with_capacity(THROUGHPUT_BLOCKS);
+    for _ in 0..THROUGHPUT_BLOCKS {
+        let start = Instant::now();
+        let mut n = 0;
+        while n < block_steps || start.elapsed().as_secs_f64() < block_seconds {
+            model.train_step(&DlrmBatch::from(&batches[steps % batches.len()]))?;
+            steps += 1;
+            n += 1;
+            if steps % 256 == 0 {
+                model.take_stats()?;
+            }
         }
+        gpu.wait()?;
+        let secs = start.elapsed().as_secs_f64();
+        elapsed += secs;
+        block_rates.push((n * cfg.batch) as f64 / secs);
     }
-    gpu.wait()?;
-    let elapsed = start.elapsed().as_secs_f64();
     let mut synced = Vec::new();
     let sync_start = Instant::now();
     while synced.len() < 5
@@ -157,31 +198,47 @@ pub fn run_dlrm(
             s.step, s.loss
         )));
     }
-    let mut prof = Vec::new();
-    if profile {
-        if !gpu.has_timestamps() {
-            return Err(Error::Gpu(format!(
-                "{} has no timestamp queries; --profile needs them",
-                gpu.adapter_name()
-            )));
-        }
-        for n in model.profile_step(&DlrmBatch::from(&batches[0]))? {
-            prof.push((n.label, n.nanos / 1e3));
-        }
+    if profile && !gpu.has_timestamps() {
+        return Err(Error::Gpu(format!(
+            "{} has no timestamp queries; --profile needs them",
+            gpu.adapter_name()
+        )));
     }
+    // One profiled step tells which kernels the plan runs (and, asked for, their times).
+    let nodes = if gpu.has_timestamps() {
+        Some(model.profile_step(&DlrmBatch::from(&batches[0]))?)
+    } else {
+        None
+    };
+    let kernels = nodes.as_ref().map(|nodes| {
+        let labels: Vec<String> = nodes.iter().map(|n| n.label.clone()).collect();
+        super::kernel_kinds(&labels, "")
+    });
+    let prof = match (profile, nodes) {
+        (true, Some(nodes)) => nodes
+            .into_iter()
+            .map(|n| (n.label, n.nanos / 1e3))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let synced_spread = super::Spread::of(synced);
     Ok(DlrmBenchResult {
         config: cfg.clone(),
         adapter: gpu.adapter_name(),
+        env: super::BenchEnv::of(gpu),
         gemm: format!("{:?}", model.gemm_variant()),
         embedding_params,
         samples_per_s: (steps * cfg.batch) as f64 / elapsed,
-        synced_step_ms: median(synced),
+        samples_per_s_spread: super::Spread::of(block_rates),
+        synced_step_ms: synced_spread.median,
+        synced_step_ms_spread: synced_spread,
         steps,
         flops_per_sample: model
             .flops_per_sample()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+        kernels,
         profile: prof,
     })
 }

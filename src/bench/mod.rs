@@ -72,6 +72,116 @@ pub fn default_tt_configs() -> Vec<&'static str> {
     vec!["fbtt", "kaggle-r8", "kaggle-r16", "kaggle-r32"]
 }
 
+/// What a benchmark ran on: the ttrec version, the adapter, its backend and driver, and
+/// whether the subgroup kernels can run. Every `--json` record of `ttrec bench` carries it.
+#[derive(Clone, Debug)]
+pub struct BenchEnv {
+    pub ttrec_version: &'static str,
+    /// The adapter as ttrec names it everywhere: "name (backend, device type)".
+    pub adapter: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    /// Subgroup size the subgroup kernels use; None when they are off on this adapter.
+    pub subgroup_size: Option<u32>,
+    pub timestamps: bool,
+}
+
+impl BenchEnv {
+    /// The environment of `gpu`.
+    pub fn of(gpu: &Gpu) -> Self {
+        let info = gpu.info();
+        BenchEnv {
+            ttrec_version: env!("CARGO_PKG_VERSION"),
+            adapter: gpu.adapter_name(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            subgroup_size: gpu.subgroup_size(),
+            timestamps: gpu.has_timestamps(),
+        }
+    }
+
+    /// Adds the environment's fields to a JSON object.
+    pub fn add_to(&self, obj: &mut serde_json::Map<String, serde_json::Value>) {
+        let fields = serde_json::json!({
+            "ttrec_version": self.ttrec_version,
+            "adapter": self.adapter,
+            "backend": self.backend,
+            "device_type": self.device_type,
+            "driver": self.driver,
+            "driver_info": self.driver_info,
+            "subgroup_size": self.subgroup_size,
+            "timestamps": self.timestamps,
+        });
+        if let serde_json::Value::Object(m) = fields {
+            obj.extend(m);
+        }
+    }
+}
+
+/// The spread of one measurement's repetitions: 10th percentile, median and 90th percentile
+/// (nearest rank), and how many repetitions there were.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub p10: f64,
+    pub median: f64,
+    pub p90: f64,
+    pub reps: usize,
+}
+
+impl Spread {
+    /// The spread of `values` (at least one).
+    pub fn of(mut values: Vec<f64>) -> Self {
+        assert!(!values.is_empty(), "a spread needs at least one value");
+        values.sort_by(|a, b| a.total_cmp(b));
+        let n = values.len();
+        let rank = |q: f64| values[((n - 1) as f64 * q).round() as usize];
+        Spread {
+            p10: rank(0.1),
+            median: values[n / 2],
+            p90: rank(0.9),
+            reps: n,
+        }
+    }
+
+    /// The spread scaled by `k` (a unit change).
+    pub fn scaled(self, k: f64) -> Self {
+        Spread {
+            p10: self.p10 * k,
+            median: self.median * k,
+            p90: self.p90 * k,
+            reps: self.reps,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"p10": self.p10, "median": self.median, "p90": self.p90, "reps": self.reps})
+    }
+}
+
+/// The kinds of kernels in a plan, from its node labels: `tag` and every word with a digit
+/// (chunk, core, layer and parameter numbers) dropped ("tt c0 chain 1 (subgroup)" -> "chain
+/// (subgroup)"), each kind once, in plan order.
+pub fn kernel_kinds(labels: &[String], tag: &str) -> Vec<String> {
+    let mut kinds: Vec<String> = Vec::new();
+    for label in labels {
+        let kind = label
+            .strip_prefix(tag)
+            .unwrap_or(label)
+            .split_whitespace()
+            .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !kind.is_empty() && !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds
+}
+
 impl TtBenchConfig {
     /// Lookups per step.
     pub fn nnz(&self) -> usize {
@@ -87,18 +197,28 @@ impl TtBenchConfig {
     }
 }
 
-/// Timings of one configuration (medians over the timed iterations).
+/// Timings of one configuration (medians over the timed iterations, and their spread).
 #[derive(Clone, Debug)]
 pub struct TtBenchResult {
     pub config: String,
     pub adapter: String,
+    pub env: BenchEnv,
     pub lookups: usize,
+    pub bags: usize,
+    pub bag_len: usize,
     /// Most timed steps of the three measurements.
     pub iterations: usize,
     pub forward_us: f64,
     pub backward_us: f64,
     pub step_us: f64,
+    /// Per-repetition times of the three measurements, in microseconds.
+    pub forward_spread: Spread,
+    pub backward_spread: Spread,
+    pub step_spread: Spread,
     pub step_flops: f64,
+    /// The kernel kinds of the step's plan (see [`kernel_kinds`]); None when the adapter has no
+    /// timestamps (the labels are read off a profiled step).
+    pub kernels: Option<Vec<String>>,
     /// Per-node GPU times of one step, when profiled.
     pub profile: Vec<(String, f64)>,
 }
@@ -117,27 +237,44 @@ impl TtBenchResult {
     pub fn backward_gflops(&self) -> f64 {
         self.step_flops * 2.0 / 3.0 / (self.backward_us * 1e3)
     }
-    /// One JSON object (the `--json` line).
+    /// Whether the subgroup kernels ran (None: not known, the adapter has no timestamps).
+    pub fn subgroup_kernels_ran(&self) -> Option<bool> {
+        self.kernels
+            .as_ref()
+            .map(|k| k.iter().any(|k| k.contains("(subgroup)")))
+    }
+    /// One JSON object (the `--json` line), `"type": "bench_tt"`.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), "bench_tt".into());
+        self.env.add_to(&mut obj);
+        let n = self.lookups as f64;
+        let rest = serde_json::json!({
             "config": self.config,
-            "adapter": self.adapter,
             "lookups": self.lookups,
+            "bags": self.bags,
+            "bag_len": self.bag_len,
             "iterations": self.iterations,
             "us_per_lookup": self.us_per_lookup(),
             "gflops": self.gflops(),
             "step_ms": self.step_us / 1e3,
-            "fwd_us_per_lookup": self.forward_us / self.lookups as f64,
+            "fwd_us_per_lookup": self.forward_us / n,
             "fwd_gflops": self.forward_gflops(),
-            "bwd_us_per_lookup": self.backward_us / self.lookups as f64,
+            "bwd_us_per_lookup": self.backward_us / n,
             "bwd_gflops": self.backward_gflops(),
-        })
+            "spread_us": {
+                "forward": self.forward_spread.json(),
+                "backward": self.backward_spread.json(),
+                "step": self.step_spread.json(),
+            },
+            "subgroup_kernels": self.subgroup_kernels_ran(),
+            "kernels": self.kernels,
+        });
+        if let serde_json::Value::Object(m) = rest {
+            obj.extend(m);
+        }
+        serde_json::Value::Object(obj)
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Runs one configuration: warm-up, then at least `min_iters` timed iterations of forward,
@@ -149,6 +286,26 @@ pub fn run_tt(
     min_seconds: f64,
     profile: bool,
 ) -> Result<TtBenchResult> {
+    run_tt_with(gpu, cfg, min_iters, min_seconds, profile, &mut |_| {})
+}
+
+/// [`run_tt`], calling `progress` with the measurement about to start ("forward", "backward",
+/// "step").
+pub fn run_tt_with(
+    gpu: &Gpu,
+    cfg: &TtBenchConfig,
+    min_iters: usize,
+    min_seconds: f64,
+    profile: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<TtBenchResult> {
+    if !(min_seconds.is_finite() && min_seconds >= 0.0) {
+        return Err(Error::input(
+            None,
+            format!("seconds per measurement must be a non-negative number, got {min_seconds}"),
+        ));
+    }
+    let min_iters = min_iters.max(1);
     let shape = TtShape::new(cfg.num_embeddings, &cfg.p, &cfg.q, &cfg.ranks)?;
     let options = TtOptions {
         pooling: Pooling::Sum,
@@ -167,7 +324,7 @@ pub fn run_tt(
         .collect();
     let bags = Bags::new(&indices, &offsets);
     let mut timed_steps = 0;
-    let mut time = |mode: Mode| -> Result<f64> {
+    let mut time = |mode: Mode| -> Result<Spread> {
         let dout = if mode == Mode::Forward {
             None
         } else {
@@ -189,33 +346,92 @@ pub fn run_tt(
             }
         }
         timed_steps = timed_steps.max(times.len());
-        Ok(median(times))
+        Ok(Spread::of(times))
     };
-    let forward_us = time(Mode::Forward)?;
-    let backward_us = time(Mode::Backward)?;
-    let step_us = time(Mode::ForwardBackward)?;
+    progress("forward");
+    let forward = time(Mode::Forward)?;
+    progress("backward");
+    let backward = time(Mode::Backward)?;
+    progress("step");
+    let step = time(Mode::ForwardBackward)?;
     let iterations = timed_steps;
-    let mut prof = Vec::new();
-    if profile {
-        if !gpu.has_timestamps() {
-            return Err(Error::Gpu(format!(
-                "{} has no timestamp queries; --profile needs them",
-                gpu.adapter_name()
-            )));
-        }
-        for n in table.profile(&bags, Some(&dout), Mode::ForwardBackward)? {
-            prof.push((n.label, n.nanos));
-        }
+    if profile && !gpu.has_timestamps() {
+        return Err(Error::Gpu(format!(
+            "{} has no timestamp queries; --profile needs them",
+            gpu.adapter_name()
+        )));
     }
+    // One profiled step tells which kernels the plan runs (and, asked for, their times).
+    let nodes = if gpu.has_timestamps() {
+        Some(table.profile(&bags, Some(&dout), Mode::ForwardBackward)?)
+    } else {
+        None
+    };
+    let kernels = nodes.as_ref().map(|nodes| {
+        let labels: Vec<String> = nodes.iter().map(|n| n.label.clone()).collect();
+        kernel_kinds(&labels, "tt ")
+    });
+    let prof = match (profile, nodes) {
+        (true, Some(nodes)) => nodes.into_iter().map(|n| (n.label, n.nanos)).collect(),
+        _ => Vec::new(),
+    };
     Ok(TtBenchResult {
         config: cfg.name.to_string(),
         adapter: gpu.adapter_name(),
+        env: BenchEnv::of(gpu),
         lookups: cfg.nnz(),
+        bags: cfg.bags,
+        bag_len: cfg.bag_len,
         iterations,
-        forward_us,
-        backward_us,
-        step_us,
+        forward_us: forward.median,
+        backward_us: backward.median,
+        step_us: step.median,
+        forward_spread: forward,
+        backward_spread: backward,
+        step_spread: step,
         step_flops: cfg.step_flops(),
+        kernels,
         profile: prof,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_nearest_rank() {
+        let s = Spread::of((1..=11).rev().map(|x| x as f64).collect());
+        assert_eq!((s.p10, s.median, s.p90, s.reps), (2.0, 6.0, 10.0, 11));
+        let one = Spread::of(vec![3.5]);
+        assert_eq!((one.p10, one.median, one.p90), (3.5, 3.5, 3.5));
+    }
+
+    #[test]
+    fn kernel_kinds_drop_tags_and_numbered_words() {
+        let labels: Vec<String> = [
+            "tt zero grad 0",
+            "tt c0 chain 1 (subgroup)",
+            "tt c0 chain 2",
+            "tt c1 chain 1 (subgroup)",
+            "tt c0 chain^T 2 (subgroup)",
+            "tt c0 core grad 1",
+            "mlp transpose bot_l.0.weight",
+            "bottom layer forward (gemm_tn)",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            kernel_kinds(&labels, "tt "),
+            [
+                "zero grad",
+                "chain (subgroup)",
+                "chain",
+                "chain^T (subgroup)",
+                "core grad",
+                "mlp transpose",
+                "bottom layer forward (gemm_tn)"
+            ]
+        );
+    }
 }

@@ -1,4 +1,5 @@
 //! Subcommands of the `ttrec` binary.
 
+pub mod args;
 pub mod data;
 pub mod tt;

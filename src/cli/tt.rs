@@ -1,13 +1,21 @@
 //! `ttrec parity`, `ttrec bench` and `ttrec info`.
+//!
+//! With `--json` every line on stdout is one JSON object whose `"type"` says what it is:
+//! `info`; `parity_case`, `parity_summary`; `bench_tt`, `bench_tt_kernel`; `bench_dlrm`,
+//! `bench_dlrm_node`, `bench_dlrm_part`. Progress goes to stderr.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use serde_json::json;
 
-use ttrec::bench::{run_tt, tt_configs};
+use ttrec::bench::{run_tt_with, tt_configs, BenchEnv};
 use ttrec::gpu::Gpu;
-use ttrec::parity::{dump, run_fixture, Fixture};
+use ttrec::parity::{dump, run_fixture, Fixture, ParityReport};
+use ttrec::progress::{Progress, Unit};
+
+use super::args::{non_negative_f64, positive_f64, positive_usize};
 
 /// `ttrec parity FILE...`
 #[derive(Debug, Args)]
@@ -19,6 +27,43 @@ pub struct ParityArgs {
     /// Write what was computed to DIR/<fixture file name> as safetensors.
     #[arg(long, value_name = "DIR")]
     pub dump: Option<PathBuf>,
+    /// Print one JSON object per fixture ("type": "parity_case") and a summary
+    /// ("type": "parity_summary") instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One fixture's JSON record.
+fn parity_case_json(
+    path: &std::path::Path,
+    result: &Result<ParityReport, String>,
+    dumped: Option<&std::path::Path>,
+) -> serde_json::Value {
+    match result {
+        Err(e) => json!({
+            "type": "parity_case",
+            "file": path.display().to_string(),
+            "pass": false,
+            "error": e,
+        }),
+        Ok(r) => json!({
+            "type": "parity_case",
+            "file": path.display().to_string(),
+            "name": r.name,
+            "source": r.source,
+            "pass": r.pass(),
+            "error": null,
+            "dump": dumped.map(|p| p.display().to_string()),
+            "checks": r.checks.iter().map(|c| json!({
+                "name": c.name,
+                "worst_abs": c.worst_abs,
+                "worst_index": c.worst_index,
+                "tolerance": c.tolerance,
+                "max_abs_want": c.max_abs_want,
+                "pass": c.pass,
+            })).collect::<Vec<_>>(),
+        }),
+    }
 }
 
 /// Runs every fixture; fails if any tensor is off or any fixture cannot run.
@@ -35,22 +80,34 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
         bail!("no fixture files found in {:?}", args.files);
     }
     let gpu = Gpu::new()?;
-    println!("adapter: {}", gpu.adapter_name());
+    if !args.json {
+        println!("adapter: {}", gpu.adapter_name());
+    }
     let mut failed = 0;
     for path in &files {
-        let result = ttrec::parity::fixture_format(path).and_then(|format| {
-            if format == ttrec::dlrm::fixture::FORMAT {
-                let fx = ttrec::dlrm::fixture::DlrmFixture::read(path)?;
-                ttrec::parity::run_dlrm_fixture(&gpu, &fx, Default::default())
-            } else {
-                Fixture::read(path).and_then(|fx| run_fixture(&gpu, &fx))
-            }
-        });
-        match result {
-            Err(e) => {
-                failed += 1;
-                println!("FAIL {}: {e}", path.display());
-            }
+        let result = ttrec::parity::fixture_format(path)
+            .and_then(|format| {
+                if format == ttrec::dlrm::fixture::FORMAT {
+                    let fx = ttrec::dlrm::fixture::DlrmFixture::read(path)?;
+                    ttrec::parity::run_dlrm_fixture(&gpu, &fx, Default::default())
+                } else {
+                    Fixture::read(path).and_then(|fx| run_fixture(&gpu, &fx))
+                }
+            })
+            .map_err(|e| e.to_string());
+        let dumped = match (&result, &args.dump) {
+            (Ok(report), Some(dir)) => Some(dump(report, path, dir)?),
+            _ => None,
+        };
+        if !matches!(&result, Ok(r) if r.pass()) {
+            failed += 1;
+        }
+        if args.json {
+            println!("{}", parity_case_json(path, &result, dumped.as_deref()));
+            continue;
+        }
+        match &result {
+            Err(e) => println!("FAIL {}: {e}", path.display()),
             Ok(report) => {
                 let status = if report.pass() { "ok  " } else { "FAIL" };
                 println!(
@@ -70,17 +127,23 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
                         if c.pass { "" } else { "<- FAIL" }
                     );
                 }
-                if !report.pass() {
-                    failed += 1;
-                }
-                if let Some(dir) = &args.dump {
-                    let out = dump(&report, path, dir)?;
+                if let Some(out) = &dumped {
                     println!("     wrote {}", out.display());
                 }
             }
         }
     }
-    println!("{} passed, {} failed", files.len() - failed, failed);
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), "parity_summary".into());
+        BenchEnv::of(&gpu).add_to(&mut obj);
+        obj.insert("passed".into(), (files.len() - failed).into());
+        obj.insert("failed".into(), failed.into());
+        obj.insert("total".into(), files.len().into());
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        println!("{} passed, {} failed", files.len() - failed, failed);
+    }
     if failed > 0 {
         bail!("{failed} of {} fixtures failed", files.len());
     }
@@ -98,25 +161,26 @@ pub enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchDlrmArgs {
-    /// Embedding variants: tt (the 7 largest tables TT) and/or dense.
-    #[arg(long, value_delimiter = ',', default_values_t = ["tt".to_string(), "dense".to_string()])]
+    /// Embedding variants, comma-separated or repeated: tt (the 7 largest tables TT) and/or dense.
+    #[arg(long, value_delimiter = ',', value_parser = ["tt", "dense"], default_values_t = ["tt".to_string(), "dense".to_string()])]
     pub variant: Vec<String>,
-    /// Batch sizes.
-    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 2048])]
+    /// Batch sizes, comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', value_parser = positive_usize, default_values_t = [128usize, 2048])]
     pub batch: Vec<usize>,
     /// Kaggle's table sizes times this (default: 1, or 0.05 for dense tables on a CPU adapter).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
     pub scale: Option<f64>,
     /// Rank of the TT tables.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive_usize)]
     pub rank: usize,
     /// Seconds each measurement lasts at least.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
     pub seconds: f64,
     /// Steps each measurement takes at least.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
     pub steps: usize,
-    /// Print one JSON object per measurement.
+    /// Print one JSON object per measurement ("type": "bench_dlrm"; with --profile also
+    /// "bench_dlrm_node" and "bench_dlrm_part").
     #[arg(long)]
     pub json: bool,
     /// Also print GPU times of one step's kernels, summed by model part (needs timestamps).
@@ -129,22 +193,6 @@ pub struct BenchDlrmArgs {
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
     use ttrec::bench::dlrm::{bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig};
-    for v in &a.variant {
-        if v != "tt" && v != "dense" {
-            bail!("unknown --variant {v:?}; tt or dense");
-        }
-    }
-    if let Some(s) = a.scale {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--scale must be a positive number, got {s}");
-        }
-    }
-    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
-        bail!("--seconds must be a non-negative number, got {}", a.seconds);
-    }
-    if a.batch.contains(&0) {
-        bail!("--batch sizes must be positive");
-    }
     let gpu = Gpu::new()?;
     if !a.json {
         println!("adapter: {}", gpu.adapter_name());
@@ -160,6 +208,9 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             "GFLOP/s"
         );
     }
+    let total = (a.variant.len() * a.batch.len()) as u64;
+    let mut progress = Progress::steps("bench dlrm", total, Unit::Items("measurements"));
+    let mut done = 0;
     for variant in &a.variant {
         let mut model = None;
         for &batch in &a.batch {
@@ -169,6 +220,8 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
                 scale: a.scale.unwrap_or_else(|| default_scale(&gpu, variant)),
                 rank: a.rank,
             };
+            progress.set_message(format!("{variant} batch {batch}"));
+            progress.set(done);
             if model.is_none() {
                 let gemm = a.gemm.as_deref().map(|g| match g {
                     "registers" => ttrec::kernels::matmul::GemmVariant::Registers,
@@ -182,10 +235,12 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             let m = model.as_mut().expect("model");
             let r = run_dlrm(&gpu, m, &cfg, a.steps, a.seconds, a.profile)
                 .with_context(|| format!("dlrm {variant} batch {batch}"))?;
+            done += 1;
+            let mut lines = Vec::new();
             if a.json {
-                println!("{}", r.json());
+                lines.push(r.json().to_string());
             } else {
-                println!(
+                lines.push(format!(
                     "{:<7} {:>6} {:>7} {:>12} {:>12.0} {:>14.2} {:>10.3} {:>9.2}",
                     variant,
                     batch,
@@ -195,13 +250,13 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
                     r.synced_step_ms,
                     r.mflop_per_sample(),
                     r.gflops()
-                );
+                ));
             }
             if a.profile && a.json {
                 for (label, us) in &r.profile {
-                    println!(
-                        "{}",
-                        serde_json::json!({"bench": "dlrm-node", "variant": variant, "batch": batch, "node": label, "us": us})
+                    lines.push(
+                        json!({"type": "bench_dlrm_node", "variant": variant, "batch": batch, "node": label, "us": us})
+                            .to_string(),
                     );
                 }
             }
@@ -225,144 +280,206 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
                         .find(|(k, _)| k == p)
                         .map(|(_, f)| f * batch as f64);
                     if a.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"bench": "dlrm-profile", "variant": variant, "batch": batch, "part": p, "nodes": n, "us": us, "gflops": flops.map(|f| f / (us * 1e3))})
+                        lines.push(
+                            json!({"type": "bench_dlrm_part", "variant": variant, "batch": batch, "part": p, "nodes": n, "us": us, "gflops": flops.map(|f| f / (us * 1e3))})
+                                .to_string(),
                         );
                     } else {
                         let gf = flops
                             .map(|f| format!("{:>8.2} GFLOP/s", f / (us * 1e3)))
                             .unwrap_or_default();
-                        println!(
+                        lines.push(format!(
                             "    {:<14} {:>4} nodes {:>10.1} us {:>5.1}% {gf}",
                             p,
                             n,
                             us,
                             100.0 * us / total
-                        );
+                        ));
                     }
                 }
             }
+            progress.suspend(|| {
+                for l in &lines {
+                    println!("{l}");
+                }
+            });
         }
     }
+    progress.set(done);
+    progress.finish();
     Ok(())
 }
 
 #[derive(Debug, Args)]
 pub struct BenchTtArgs {
-    /// Configurations to run, comma-separated (fbtt, kaggle-r8, kaggle-r16, kaggle-r32 by
-    /// default; also fbtt-b8k and kaggle-r32-b64k, real GPU batch sizes).
+    /// Configurations to run, comma-separated or repeated (fbtt, kaggle-r8, kaggle-r16,
+    /// kaggle-r32 by default; also fbtt-b8k and kaggle-r32-b64k, real GPU batch sizes).
     #[arg(long = "config", value_name = "NAME", value_delimiter = ',')]
     pub configs: Vec<String>,
     /// Bags per step, instead of each configuration's.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub bags: Option<usize>,
     /// Lookups per bag, instead of each configuration's.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub bag_len: Option<usize>,
-    /// Print one JSON object per configuration.
+    /// Print one JSON object per configuration ("type": "bench_tt"; with --profile also one
+    /// "bench_tt_kernel" per kernel).
     #[arg(long)]
     pub json: bool,
     /// Timed iterations at least.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
     pub iters: usize,
     /// Seconds each measurement lasts at least.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
     pub seconds: f64,
     /// Also print per-kernel GPU times of one step (needs timestamp queries).
     #[arg(long)]
     pub profile: bool,
 }
 
+fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
+    let mut all = tt_configs();
+    for c in &mut all {
+        c.bags = a.bags.unwrap_or(c.bags);
+        c.bag_len = a.bag_len.unwrap_or(c.bag_len);
+    }
+    let chosen: Vec<String> = if a.configs.is_empty() {
+        ttrec::bench::default_tt_configs()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        a.configs.clone()
+    };
+    for c in &chosen {
+        if !all.iter().any(|x| x.name == c) {
+            bail!(
+                "unknown --config {c:?}; known: {}",
+                all.iter().map(|x| x.name).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let gpu = Gpu::new()?;
+    if !a.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "{:<11} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10} {:>17}",
+            "config",
+            "lookups",
+            "fwd us/lkp",
+            "fwd GF/s",
+            "bwd us/lkp",
+            "bwd GF/s",
+            "step us/lkp",
+            "step GF/s",
+            "step ms",
+            "p10-p90 ms"
+        );
+    }
+    let runs: Vec<_> = all
+        .iter()
+        .filter(|c| chosen.iter().any(|n| n == c.name))
+        .collect();
+    let mut progress = Progress::steps(
+        "bench tt",
+        3 * runs.len() as u64,
+        Unit::Items("measurements"),
+    );
+    for (i, cfg) in runs.iter().enumerate() {
+        let mut k = 3 * i as u64;
+        let r = run_tt_with(&gpu, cfg, a.iters, a.seconds, a.profile, &mut |what| {
+            progress.set_message(format!("{} {what}", cfg.name));
+            progress.set(k);
+            k += 1;
+        })
+        .with_context(|| format!("config {}", cfg.name))?;
+        let mut lines = Vec::new();
+        if a.json {
+            lines.push(r.json().to_string());
+        } else {
+            lines.push(format!(
+                "{:<11} {:>8} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>10.2} {:>17}",
+                r.config,
+                r.lookups,
+                r.forward_us / r.lookups as f64,
+                r.forward_gflops(),
+                r.backward_us / r.lookups as f64,
+                r.backward_gflops(),
+                r.us_per_lookup(),
+                r.gflops(),
+                r.step_us / 1e3,
+                format!(
+                    "{:.2}-{:.2}",
+                    r.step_spread.p10 / 1e3,
+                    r.step_spread.p90 / 1e3
+                )
+            ));
+        }
+        for (label, ns) in &r.profile {
+            if a.json {
+                lines.push(
+                    json!({"type": "bench_tt_kernel", "config": r.config, "node": label, "us": ns / 1e3})
+                        .to_string(),
+                );
+            } else {
+                lines.push(format!("    {:<32} {:>10.1} us", label, ns / 1e3));
+            }
+        }
+        progress.suspend(|| {
+            for l in &lines {
+                println!("{l}");
+            }
+        });
+    }
+    progress.set(3 * runs.len() as u64);
+    progress.finish();
+    Ok(())
+}
+
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Dlrm(a) => bench_dlrm(a),
-        BenchCommand::Tt(a) => {
-            if a.bags == Some(0) || a.bag_len == Some(0) {
-                bail!("--bags and --bag-len must be positive");
-            }
-            if !(a.seconds.is_finite() && a.seconds >= 0.0) {
-                bail!("--seconds must be a non-negative number, got {}", a.seconds);
-            }
-            let mut all = tt_configs();
-            for c in &mut all {
-                c.bags = a.bags.unwrap_or(c.bags);
-                c.bag_len = a.bag_len.unwrap_or(c.bag_len);
-            }
-            let chosen: Vec<String> = if a.configs.is_empty() {
-                ttrec::bench::default_tt_configs()
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-            } else {
-                a.configs.clone()
-            };
-            for c in &a.configs {
-                if !all.iter().any(|x| x.name == c) {
-                    bail!(
-                        "unknown config {c:?}; known: {}",
-                        all.iter().map(|x| x.name).collect::<Vec<_>>().join(", ")
-                    );
-                }
-            }
-            let gpu = Gpu::new()?;
-            if !a.json {
-                println!("adapter: {}", gpu.adapter_name());
-                println!(
-                    "{:<11} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10}",
-                    "config",
-                    "lookups",
-                    "fwd us/lkp",
-                    "fwd GF/s",
-                    "bwd us/lkp",
-                    "bwd GF/s",
-                    "step us/lkp",
-                    "step GF/s",
-                    "step ms"
-                );
-            }
-            for cfg in all.iter().filter(|c| chosen.iter().any(|n| n == c.name)) {
-                let r = run_tt(&gpu, cfg, a.iters.max(1), a.seconds, a.profile)
-                    .with_context(|| format!("config {}", cfg.name))?;
-                if a.json {
-                    println!("{}", r.json());
-                } else {
-                    println!(
-                        "{:<11} {:>8} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>10.2}",
-                        r.config,
-                        r.lookups,
-                        r.forward_us / r.lookups as f64,
-                        r.forward_gflops(),
-                        r.backward_us / r.lookups as f64,
-                        r.backward_gflops(),
-                        r.us_per_lookup(),
-                        r.gflops(),
-                        r.step_us / 1e3
-                    );
-                }
-                for (label, ns) in &r.profile {
-                    if a.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"config": r.config, "node": label, "us": ns / 1e3})
-                        );
-                    } else {
-                        println!("    {:<32} {:>10.1} us", label, ns / 1e3);
-                    }
-                }
-            }
-            Ok(())
-        }
+        BenchCommand::Tt(a) => bench_tt(a),
     }
 }
 
+/// `ttrec info`
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print one JSON object ("type": "info") instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `ttrec info`: the adapter ttrec picks and its limits.
-pub fn info() -> anyhow::Result<()> {
+pub fn info(args: InfoArgs) -> anyhow::Result<()> {
     let gpu = Gpu::new()?;
     let l = gpu.limits();
+    let i = gpu.info();
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), "info".into());
+        BenchEnv::of(&gpu).add_to(&mut obj);
+        let rest = json!({
+            "class": format!("{:?}", gpu.class()),
+            "vendor": i.vendor,
+            "device": i.device,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_buffer_size": l.max_buffer_size,
+            "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+            "subgroup_min_size": i.subgroup_min_size,
+            "subgroup_max_size": i.subgroup_max_size,
+            "subgroup_kernels": gpu.subgroup_size().is_some(),
+        });
+        if let serde_json::Value::Object(m) = rest {
+            obj.extend(m);
+        }
+        println!("{}", serde_json::Value::Object(obj));
+        return Ok(());
+    }
     println!("adapter: {}", gpu.adapter_name());
     println!("class: {:?}", gpu.class());
-    println!("driver: {} {}", gpu.info().driver, gpu.info().driver_info);
+    println!("driver: {} {}", i.driver, i.driver_info);
     println!(
         "max storage binding: {} bytes",
         l.max_storage_buffer_binding_size
@@ -377,8 +494,7 @@ pub fn info() -> anyhow::Result<()> {
         Some(n) => println!("subgroups: {n} lanes (subgroup kernels on)"),
         None => println!(
             "subgroups: off (adapter sizes {}..{})",
-            gpu.info().subgroup_min_size,
-            gpu.info().subgroup_max_size
+            i.subgroup_min_size, i.subgroup_max_size
         ),
     }
     Ok(())

@@ -131,7 +131,9 @@ impl Drop for BatchLoader {
         // Closing the receiver makes the producer's next send fail, so join cannot hang.
         self.rx.take();
         if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            if h.join().is_err() {
+                log::warn!("a batch producer thread panicked (its batches were not all used)");
+            }
         }
     }
 }

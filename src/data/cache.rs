@@ -8,12 +8,13 @@
 //!   each sample from one place;
 //! - dictionaries: for each column, its categorical values in id order (u32).
 //!
-//! The file is written to a temporary name in the same directory, fsynced and renamed, so a crash
-//! leaves either the old cache or the new one. A cache whose source changed (size or mtime), whose
-//! options differ, or whose bytes do not match their checksum is rebuilt, never used.
+//! The checksums are XXH3-64. The file is written with [`crate::io::write_atomic_with`]
+//! (temporary file in the same directory, fsync, rename), so a crash leaves either the old cache
+//! or the new one. A cache whose source changed (size or mtime), whose options differ, whose
+//! format version is another, or whose bytes do not match their checksum is rebuilt, never used.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,17 +24,20 @@ use bytemuck::{Pod, Zeroable};
 use memmap2::Mmap;
 
 use super::batches::{Batch, BatchLoader};
-use super::hash::{checksum64, mix64, Checksum64};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use super::hash::mix64;
 use super::preprocess::{
     row_order, split_ranges, Dictionary, PreprocessConfig, Split, SplitRanges,
 };
-use super::reader::{CriteoReader, ReadStats};
+use super::reader::{Counting, CriteoReader, ReadStats};
 use super::{NUM_DENSE, NUM_SPARSE};
 use crate::{Error, Result};
 
 const MAGIC: [u8; 8] = *b"TTRECCRT";
-/// Format version; bump on any layout change so old caches are rebuilt.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version; bump on any layout change so old caches are rebuilt. Version 2: the header
+/// and payload checksums are XXH3-64 (version 1 had a hand-written checksum).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the header before the rows.
 pub const HEADER_LEN: usize = 320;
 const ROW_BYTES: u64 = std::mem::size_of::<CachedRow>() as u64;
@@ -52,6 +56,21 @@ pub fn default_cache_path(source: impl AsRef<Path>) -> PathBuf {
     let mut name = source.as_ref().as_os_str().to_owned();
     name.push(".ttcache");
     PathBuf::from(name)
+}
+
+/// The cache of `sources` when none is named: `<first file>.ttcache`, or
+/// `<first file>.<n>-files.ttcache` for several files (what `ttrec train` and `ttrec data
+/// preprocess` both use).
+pub fn default_cache_path_for(sources: &[PathBuf]) -> Result<PathBuf> {
+    let first = sources
+        .first()
+        .ok_or_else(|| Error::input(None, "no data files given"))?;
+    let mut name = first.as_os_str().to_owned();
+    if sources.len() > 1 {
+        name.push(format!(".{}-files", sources.len()));
+    }
+    name.push(".ttcache");
+    Ok(PathBuf::from(name))
 }
 
 /// What was found at a cache path.
@@ -124,7 +143,7 @@ impl Header {
             put(&v.to_le_bytes());
         }
         let end = at;
-        let sum = checksum64(&b[..end]);
+        let sum = xxh3_64(&b[..end]);
         b[end..end + 8].copy_from_slice(&sum.to_le_bytes());
         b
     }
@@ -149,7 +168,7 @@ impl Header {
             )));
         }
         let fields_end = 16 + 7 * 8 + (4 + NUM_SPARSE) * 8;
-        if u32_at(12) as usize != HEADER_LEN || checksum64(&b[..fields_end]) != u64_at(fields_end) {
+        if u32_at(12) as usize != HEADER_LEN || xxh3_64(&b[..fields_end]) != u64_at(fields_end) {
             return Err(CacheState::Corrupt("header checksum mismatch".into()));
         }
         Ok(Header {
@@ -343,7 +362,7 @@ fn try_map(
     // catches at open time).
     let mmap =
         unsafe { Mmap::map(&file) }.map_err(|e| Error::file(cache, format!("cannot map: {e}")))?;
-    if checksum64(&mmap[HEADER_LEN..]) != header.payload_checksum {
+    if xxh3_64(&mmap[HEADER_LEN..]) != header.payload_checksum {
         return Ok(Err(CacheState::Corrupt("payload checksum mismatch".into())));
     }
     Ok(Ok((mmap, header)))
@@ -362,21 +381,6 @@ struct ChainReader<'a> {
     read: Arc<std::sync::atomic::AtomicU64>,
     total: u64,
     progress: Option<BuildProgress<'a>>,
-}
-
-/// A reader that counts the bytes it delivers.
-struct Counting<R> {
-    inner: R,
-    read: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
 }
 
 impl<'a> ChainReader<'a> {
@@ -407,7 +411,7 @@ impl<'a> ChainReader<'a> {
                     File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
                 let counting = Counting {
                     inner: file,
-                    read: self.read.clone(),
+                    count: self.read.clone(),
                 };
                 self.current = Some(
                     CriteoReader::from_read(path, counting)
@@ -468,61 +472,27 @@ fn build(
         .map(|s| fs::metadata(s).map(|m| m.len()).unwrap_or(0))
         .sum();
     let mut reader = ChainReader::new(sources, total, progress);
-    let dir = cache
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = cache
-        .file_name()
-        .ok_or_else(|| Error::file(cache, "cache path has no file name"))?;
-    let nonce = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{nonce}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = write_cache(&mut reader, &tmp, size, mtime, config);
-    let result = result.and_then(|stats| {
-        fs::rename(&tmp, cache).map_err(|e| {
-            Error::file(
-                cache,
-                format!("cannot rename {} into place: {e}", tmp.display()),
-            )
-        })?;
-        // Make the rename itself durable; not every platform can open a directory, so best effort.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(stats)
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::io::write_atomic_with(cache, |out| {
+        write_cache(&mut reader, out, size, mtime, config)
+    })
 }
 
 fn write_cache(
     reader: &mut ChainReader,
-    tmp: &Path,
+    out: &mut crate::io::AtomicWriter,
     size: u64,
     mtime: i64,
     config: &PreprocessConfig,
 ) -> Result<ReadStats> {
-    let io = |e: std::io::Error| Error::file(tmp, format!("cannot write cache: {e}"));
-    let file = File::create(tmp).map_err(io)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
-    let mut sum = Checksum64::new();
+    out.write_all(&[0u8; HEADER_LEN])?;
+    let mut sum = Xxh3::new();
     let mut dict = Dictionary::new();
     let mut chunk: Vec<CachedRow> = Vec::with_capacity(4096);
     let mut rows = 0u64;
-    let flush = |chunk: &mut Vec<CachedRow>, out: &mut BufWriter<File>, sum: &mut Checksum64| {
+    let flush = |chunk: &mut Vec<CachedRow>, out: &mut crate::io::AtomicWriter, sum: &mut Xxh3| {
         let bytes: &[u8] = bytemuck::cast_slice(chunk);
         sum.update(bytes);
-        out.write_all(bytes).map_err(io)?;
+        out.write_all(bytes)?;
         chunk.clear();
         Ok::<(), Error>(())
     };
@@ -535,10 +505,10 @@ fn write_cache(
         });
         rows += 1;
         if chunk.len() == chunk.capacity() {
-            flush(&mut chunk, &mut out, &mut sum)?;
+            flush(&mut chunk, out, &mut sum)?;
         }
     }
-    flush(&mut chunk, &mut out, &mut sum)?;
+    flush(&mut chunk, out, &mut sum)?;
     if rows == 0 {
         return Err(Error::file(reader.first_path(), "no valid Criteo lines"));
     }
@@ -546,7 +516,7 @@ fn write_cache(
     for c in 0..NUM_SPARSE {
         let bytes: &[u8] = bytemuck::cast_slice(dict.values(c));
         sum.update(bytes);
-        out.write_all(bytes).map_err(io)?;
+        out.write_all(bytes)?;
         dict_len += dict.values(c).len() as u64;
     }
     let stats = reader.stats();
@@ -557,15 +527,13 @@ fn write_cache(
         max_ind_range: config.max_ind_range.unwrap_or(0),
         rows,
         payload_len: rows * ROW_BYTES + dict_len * 4,
-        payload_checksum: sum.finish(),
+        payload_checksum: sum.digest(),
         source_lines: stats.lines,
         malformed: stats.malformed,
         table_sizes: dict.table_sizes(),
     };
-    let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.write_all(&header.encode()).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header.encode())?;
     Ok(stats)
 }
 
@@ -651,13 +619,47 @@ impl PreprocessedDataset {
         }
         let found = match try_map(sources, cache, config)? {
             Ok(mapped) => {
-                return Ok((Self::from_mapped(mapped, cache, config)?, CacheState::Valid))
+                log::debug!("reusing the data cache {}", cache.display());
+                return Ok((Self::from_mapped(mapped, cache, config)?, CacheState::Valid));
             }
             Err(state) => state,
         };
-        build(sources, cache, config, progress)?;
+        log::info!(
+            "data cache {} is {found}; building it from {} file(s)",
+            cache.display(),
+            sources.len()
+        );
+        let (data, _) = Self::build_sources(sources, cache, config, progress)?;
+        Ok((data, found))
+    }
+
+    /// Builds the cache at `cache` from `sources` whatever is there now (`ttrec data
+    /// preprocess --force`), then maps it; returns it with what the read saw (lines, malformed
+    /// lines by kind and their first examples).
+    pub fn build_sources(
+        sources: &[PathBuf],
+        cache: impl AsRef<Path>,
+        config: &PreprocessConfig,
+        progress: Option<BuildProgress>,
+    ) -> Result<(Self, ReadStats)> {
+        let cache = cache.as_ref();
+        if sources.is_empty() {
+            return Err(Error::file(cache, "a cache needs at least one source file"));
+        }
+        let start = std::time::Instant::now();
+        let stats = build(sources, cache, config, progress)?;
         match try_map(sources, cache, config)? {
-            Ok(mapped) => Ok((Self::from_mapped(mapped, cache, config)?, found)),
+            Ok(mapped) => {
+                let data = Self::from_mapped(mapped, cache, config)?;
+                log::info!(
+                    "data cache {} built: {} rows from {} lines in {:.1} s",
+                    cache.display(),
+                    data.len(),
+                    stats.lines,
+                    start.elapsed().as_secs_f64()
+                );
+                Ok((data, stats))
+            }
             Err(state) => Err(Error::file(
                 cache,
                 format!(

@@ -1,13 +1,16 @@
 //! One streaming pass over a Criteo file that reports what `ttrec data inspect` shows.
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde_json::json;
 
 use super::preprocess::{categorical_value, Dictionary};
-use super::reader::{CriteoReader, MalformedKind, ReadStats};
+use super::reader::{Counting, CriteoReader, MalformedKind, ReadStats};
 use super::{column_name, NUM_DENSE, NUM_SPARSE};
-use crate::Result;
+use crate::{Error, Result};
 
 /// What a pass over a file found.
 #[derive(Debug, Clone)]
@@ -25,7 +28,33 @@ pub struct FileReport {
 
 /// Reads `path` once (bounded memory apart from the per-column distinct sets).
 pub fn inspect_file(path: impl AsRef<Path>, max_ind_range: Option<u64>) -> Result<FileReport> {
-    let mut reader = CriteoReader::open(path)?;
+    inspect_file_with_progress(path, max_ind_range, &mut |_, _| {})
+}
+
+/// Valid samples between two calls of an [`inspect_file_with_progress`] callback.
+pub const INSPECT_PROGRESS_EVERY: u64 = 65_536;
+
+/// [`inspect_file`], calling `progress(bytes of the file read, file size)` every
+/// [`INSPECT_PROGRESS_EVERY`] valid samples and at the end (for a gzip file both count
+/// compressed bytes).
+pub fn inspect_file_with_progress(
+    path: impl AsRef<Path>,
+    max_ind_range: Option<u64>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FileReport> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::file(path, format!("cannot stat: {e}")))?
+        .len();
+    let count = Arc::new(AtomicU64::new(0));
+    let counting = Counting {
+        inner: file,
+        count: count.clone(),
+    };
+    let mut reader = CriteoReader::from_read(path, counting)
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let mut dict = Dictionary::new();
     let mut positives = 0u64;
     let mut dense_missing = [0u64; NUM_DENSE];
@@ -39,7 +68,11 @@ pub fn inspect_file(path: impl AsRef<Path>, max_ind_range: Option<u64>) -> Resul
             sparse_missing[c] += x.is_none() as u64;
             dict.id_or_insert(c, categorical_value(*x, max_ind_range));
         }
+        if reader.stats().valid.is_multiple_of(INSPECT_PROGRESS_EVERY) {
+            progress(count.load(Ordering::Relaxed), size);
+        }
     }
+    progress(count.load(Ordering::Relaxed), size);
     let stats = reader.stats().clone();
     let rate = |k: u64| {
         if stats.valid == 0 {

@@ -20,10 +20,10 @@ pub mod synth;
 
 pub use batches::{Batch, BatchLoader};
 pub use cache::{
-    check_cache, check_cache_sources, default_cache_path, expand_sources, BatchOptions,
-    BuildProgress, CacheState, CachedRow, PreprocessedDataset,
+    check_cache, check_cache_sources, default_cache_path, default_cache_path_for, expand_sources,
+    BatchOptions, BuildProgress, CacheState, CachedRow, PreprocessedDataset,
 };
-pub use inspect::{inspect_file, FileReport};
+pub use inspect::{inspect_file, inspect_file_with_progress, FileReport};
 pub use preprocess::{
     categorical_value, dense_transform, row_order, split_ranges, Dictionary, PreprocessConfig,
     Split, SplitMode, SplitRanges,

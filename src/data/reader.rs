@@ -16,6 +16,22 @@ use crate::{Error, Result};
 /// How many malformed lines of each kind are kept as examples.
 pub const MALFORMED_EXAMPLES: usize = 5;
 
+/// A reader that counts the bytes it delivers (for progress over the file's size, which for a gzip
+/// file is the compressed size).
+pub(crate) struct Counting<R> {
+    pub(crate) inner: R,
+    pub(crate) count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// One valid raw sample, before preprocessing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawSample {

@@ -48,6 +48,8 @@ const PILOT_BASE: u64 = u64::MAX - PILOT_SAMPLES;
 const PAIR: (usize, usize) = (5, 13);
 const DENSE_BY_CAT: (usize, usize) = (4, 8);
 const LN1P_TABLE_LEN: usize = 4096;
+/// How often (in samples) [`SyntheticCriteo::write_raw_with_progress`] reports.
+pub const PROGRESS_EVERY: u64 = 16_384;
 
 /// One synthetic sample, with what the teacher knows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -348,39 +350,41 @@ impl SyntheticCriteo {
     }
 
     /// Writes samples `0..samples` in the raw layout to `path`, gzip-compressed when the name ends
-    /// in `.gz`. Written to a temporary name and renamed, so a partial file never looks complete.
+    /// in `.gz`. Written atomically ([`crate::io::write_atomic_with`]), so a partial file never
+    /// looks complete.
     pub fn write_raw(&self, path: impl AsRef<Path>, samples: u64) -> Result<()> {
+        self.write_raw_with_progress(path, samples, &mut |_| {})
+    }
+
+    /// [`write_raw`](Self::write_raw), calling `progress` with the samples written so far every
+    /// [`PROGRESS_EVERY`] samples and once at the end.
+    pub fn write_raw_with_progress(
+        &self,
+        path: impl AsRef<Path>,
+        samples: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let path = path.as_ref();
-        let io = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = std::path::PathBuf::from(tmp_name);
-        let result = (|| {
-            let file = std::fs::File::create(&tmp).map_err(io)?;
-            let out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let gz = path.extension().is_some_and(|e| e == "gz");
-            let file = if gz {
-                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        let gz = path.extension().is_some_and(|e| e == "gz");
+        crate::io::write_atomic_with(path, |out| {
+            let mut lines = |mut out: &mut dyn Write| -> Result<()> {
                 for i in 0..samples {
-                    self.write_line(i, &mut enc).map_err(io)?;
+                    self.write_line(i, &mut out)?;
+                    if (i + 1) % PROGRESS_EVERY == 0 {
+                        progress(i + 1);
+                    }
                 }
-                enc.finish()
-                    .map_err(io)?
-                    .into_inner()
-                    .map_err(|e| io(e.into_error()))?
-            } else {
-                let mut out = out;
-                for i in 0..samples {
-                    self.write_line(i, &mut out).map_err(io)?;
-                }
-                out.into_inner().map_err(|e| io(e.into_error()))?
+                progress(samples);
+                Ok(())
             };
-            file.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+            if gz {
+                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+                lines(&mut enc)?;
+                enc.finish()?;
+            } else {
+                lines(out)?;
+            }
+            Ok(())
+        })
     }
 }

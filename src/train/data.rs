@@ -6,8 +6,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::data::{
-    expand_sources, Batch, BatchLoader, BuildProgress, CacheState, MalformedKind, PreprocessConfig,
-    PreprocessedDataset, Split, SplitMode, SyntheticCriteo, NUM_SPARSE,
+    default_cache_path_for, expand_sources, Batch, BatchLoader, BuildProgress, CacheState,
+    MalformedKind, PreprocessConfig, PreprocessedDataset, Split, SplitMode, SyntheticCriteo,
+    NUM_SPARSE,
 };
 use crate::error::{Error, Result};
 
@@ -56,14 +57,10 @@ impl TrainData {
         progress: Option<BuildProgress>,
     ) -> Result<Self> {
         let files = expand_sources(paths)?;
-        let cache = cache.unwrap_or_else(|| {
-            let mut name = files[0].as_os_str().to_owned();
-            if files.len() > 1 {
-                name.push(format!(".{}-files", files.len()));
-            }
-            name.push(".ttcache");
-            PathBuf::from(name)
-        });
+        let cache = match cache {
+            Some(c) => c,
+            None => default_cache_path_for(&files)?,
+        };
         let config = PreprocessConfig {
             max_ind_range,
             split: match test_fraction {

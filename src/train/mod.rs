@@ -11,18 +11,18 @@ pub mod data;
 pub mod options;
 pub mod report;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableKind};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::metrics::{evaluate, Evaluation};
+use crate::progress::{bar_style, Progress, Style, Unit};
 use checkpoint::CheckpointMeta;
 pub use checkpoint::Position;
 pub use data::TrainData;
@@ -38,12 +38,14 @@ fn interrupt_flag() -> Arc<AtomicBool> {
             let flag = Arc::new(AtomicBool::new(false));
             let f = flag.clone();
             // If a handler is already installed (the embedding app's), Ctrl-C keeps its meaning.
-            let _ = ctrlc::set_handler(move || {
+            if let Err(e) = ctrlc::set_handler(move || {
                 if f.swap(true, Ordering::SeqCst) {
                     // A second Ctrl-C: stop now.
                     std::process::exit(130);
                 }
-            });
+            }) {
+                log::info!("Ctrl-C keeps its meaning (no checkpoint on interrupt): {e}");
+            }
             flag
         })
         .clone()
@@ -77,7 +79,8 @@ fn interrupted_path(args: &TrainArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("train_kaggle.interrupted.safetensors"))
 }
 
-/// How the run prints: a progress bar on a terminal, plain lines otherwise.
+/// How the run prints: a progress bar on a terminal, plain lines otherwise (see
+/// [`crate::progress::Style::from_env`]).
 struct Output {
     bar: Option<ProgressBar>,
 }
@@ -93,15 +96,10 @@ impl Output {
         }
     }
     fn start_epoch(&mut self, epoch: u64, epochs: u64, total: u64, done: u64) {
-        if std::io::stderr().is_terminal() {
+        // A bar where every progress has one (a terminal, unless TTREC_PROGRESS says otherwise).
+        if Style::from_env() == Style::Bar {
             let bar = ProgressBar::new(total).with_position(done);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} batches, {msg}, {elapsed} < {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            bar.set_style(bar_style("{pos}/{len} batches, {msg}"));
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
             self.bar = Some(bar);
         }
@@ -144,34 +142,10 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
             args.test_fraction.unwrap_or(0.1),
         )?
     } else {
-        let bar = if std::io::stderr().is_terminal() {
-            let b = ProgressBar::new(0);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "building the data cache [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta}",
-                )
-                .expect("valid template"),
-            );
-            Some(b)
-        } else {
-            None
-        };
-        let mut last = Instant::now();
-        let mut progress = |done: u64, total: u64| match &bar {
-            Some(b) => {
-                b.set_length(total);
-                b.set_position(done);
-            }
-            None => {
-                if last.elapsed().as_secs_f64() > 10.0 {
-                    last = Instant::now();
-                    println!(
-                        "building the data cache: {:.1}% of {}",
-                        100.0 * done as f64 / total.max(1) as f64,
-                        report::bytes(total)
-                    );
-                }
-            }
+        let mut bar = Progress::new("building the data cache", 0, Unit::Bytes);
+        let mut progress = |done: u64, total: u64| {
+            bar.set_total(total);
+            bar.set(done);
         };
         let d = TrainData::criteo(
             &args.data,
@@ -181,9 +155,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
             args.seed,
             Some(&mut progress),
         )?;
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+        bar.finish();
         d
     };
     out.line(&format!("data: {}", data.describe()));
@@ -530,7 +502,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {
         let text = serde_json::to_string_pretty(&summary.json()).expect("JSON");
-        crate::tt::checkpoint::write_atomic(p, text.as_bytes())?;
+        crate::io::write_atomic(p, text.as_bytes())?;
     }
     let plot_anchor = args.summary_json.as_ref().or(args.metrics_jsonl.as_ref());
     if let Some(anchor) = plot_anchor {

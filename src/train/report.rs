@@ -291,5 +291,5 @@ pub fn plot(points: &[MetricPoint], path: &Path) -> Result<()> {
             .map_err(|e| draw(&e))?;
         area.present().map_err(|e| draw(&e))?;
     }
-    crate::tt::checkpoint::write_atomic(path, svg.as_bytes())
+    crate::io::write_atomic(path, svg.as_bytes())
 }
