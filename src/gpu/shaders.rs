@@ -8,6 +8,7 @@ pub const ALL: &[(&str, &str)] = &[
         include_str!("../../shaders/tt_subgroup.wgsl"),
     ),
     ("tt_route", include_str!("../../shaders/tt_route.wgsl")),
+    ("tt_cache", include_str!("../../shaders/tt_cache.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
