@@ -179,15 +179,15 @@ fn cache_probe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // largest value V, and the members are the entries whose value is >= V. Then every entry gets
 // its slot (its rank among the members in entry order, or NONE) and members[slot] = key.
 //
-// The selection state (SELECTION_WORDS in src/kernels/cache.rs):
-// [0] m (members), [1] non-empty entries, [2] step, [3] rank still wanted within the prefix,
-// [4], [5] the prefix of V (hi: count, lo: ~key) decided so far.
+// The selection state (SELECTION_WORDS in src/cache/mod.rs): [0] m (members), [1] non-empty
+// entries, [2] pass (`step` below: `pass` is reserved in WGSL), [3] rank still wanted within
+// the prefix, [4], [5] the prefix of V (hi: count, lo: ~key) decided so far.
 
 fn top_mask(bits: u32) -> u32 {
     return select(0u, 0xffffffffu << ((32u - bits) & 31u), bits > 0u);
 }
 
-// Whether value v agrees with `prefix` on the bits decided before step `step`.
+// Whether value v agrees with `prefix` on the bits decided before pass `step`.
 fn has_prefix(v: vec2<u32>, prefix: vec2<u32>, step: u32) -> bool {
     let bits_hi = min(8u * step, 32u);
     let bits_lo = 8u * step - bits_hi;
@@ -227,7 +227,7 @@ fn select_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // select_hist: one workgroup per tile of TILE = WG * PER entries; histogram of the current
-// step's digit over the non-empty entries that have the prefix.
+// pass's digit over the non-empty entries that have the prefix.
 
 const PER: u32 = 16u;
 const TILE: u32 = 1024u; // WG * PER
@@ -248,7 +248,8 @@ fn select_hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     workgroupBarrier();
     let step = sh_sel[2];
     let prefix = vec2<u32>(sh_sel[4], sh_sel[5]);
-    if (step < 8u && sh_sel[3] > 0u) {
+    // Pass 0 always counts: it also gives the non-empty entries.
+    if (step == 0u || (step < 8u && sh_sel[3] > 0u)) {
         let base = group_id(wid, nwg) * TILE;
         for (var j = 0u; j < PER; j = j + 1u) {
             let e = base + j * WG + lid;
@@ -272,8 +273,8 @@ fn select_hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// select_choose: one invocation. Picks the digit of V at this step from the histogram, clears
-// the histogram for the next step. At step 0 also fixes m = min(CAP_C, non-empty entries) and
+// select_choose: one invocation. Picks the digit of V at this pass from the histogram, clears
+// the histogram for the next pass. At pass 0 also fixes m = min(CAP_C, non-empty entries) and
 // writes stats [3] members, [4] non-empty entries.
 
 @group(0) @binding(0) var<storage, read_write> sc_sel: array<u32>;
@@ -490,13 +491,13 @@ fn cache_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // ---------------------------------------------------------------------------------------------
-// The backward of the cached rows. A stable LSD radix sort (8 bits a step, SHIFT = 8 * step) of
+// The backward of the cached rows. A stable LSD radix sort (8 bits a pass, SHIFT = 8 * pass) of
 // the batch's lookups by slot, misses last (key CAP_C), in blocks of BL lookups counted and
 // placed by one invocation in lookup order; then cache_update walks each slot's run in lookup
 // order.
 
 override SHIFT: u32 = 0u;
-override FIRST: bool = true;  // step 0 reads lookups 0..nnz in order instead of `src`
+override FIRST: bool = true;  // pass 0 reads lookups 0..nnz in order instead of `src`
 override BL: u32 = 32u;       // lookups per block
 override BLOCKS: u32 = 1u;
 

@@ -249,9 +249,14 @@ pub fn pool_hits(batch: &TwinBatch, hit: &[u32], cache: &[f32], dim: usize, out:
 /// The update of the cached rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TwinOpt {
-    Sgd { lr: f32 },
+    Sgd {
+        lr: f32,
+    },
     /// Row-wise Adagrad: one state per cached row.
-    Adagrad { lr: f32, eps: f32 },
+    Adagrad {
+        lr: f32,
+        eps: f32,
+    },
 }
 
 /// Trains the cached rows per occurrence in lookup order, as `cache_update` does: g = scale_n
@@ -269,12 +274,12 @@ pub fn update_rows(
     for b in 0..batch.num_bags {
         let (lo, hi) = (batch.offsets[b] as usize, batch.offsets[b + 1] as usize);
         let dest = batch.bag_dest[b] as usize;
-        for n in lo..hi {
-            if hit[n] == NONE {
+        for (n, &h) in hit.iter().enumerate().take(hi).skip(lo) {
+            if h == NONE {
                 continue;
             }
             let s = batch.scale(b, n);
-            let slot = hit[n] as usize;
+            let slot = h as usize;
             let row = &mut values[slot * dim..(slot + 1) * dim];
             let g = |c: usize| s * dout[dest + c];
             match opt {
