@@ -1,6 +1,7 @@
 //! Thin launchers of the WGSL kernel families under `shaders/`: each adds nodes to a
 //! [`crate::graph::GraphBuilder`] with a pipeline specialised for the shapes at hand.
 
+pub mod cache;
 pub mod embedding;
 pub mod interaction;
 pub mod loss;
