@@ -16,6 +16,9 @@
 // last core varies fastest), t = the table of lookup n.
 
 override D: u32 = 3u; // cores
+// The ids are keys of a group (a cache's members: key = the table's first key + id) and tables
+// are found by their first key instead of their first lookup.
+override KEYED: bool = false;
 
 @group(0) @binding(1) var<storage, read> rd_ids: array<u32>;  // tables have at most 2^32 rows
 @group(0) @binding(2) var<storage, read> rd_tables: array<u32>;     // per table: first lookup, p[D], base[D]
@@ -29,13 +32,21 @@ fn route_digits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let stride = 1u + 2u * D;
-    // Tables hold their lookups in table order; tables without lookups share their start.
+    // Tables hold their lookups in table order (tables without lookups share their start), or
+    // with KEYED their keys.
+    var at = n;
+    if (KEYED) {
+        at = rd_ids[n];
+    }
     var t = 0u;
-    while (t + 1u < route.tables && rd_tables[(t + 1u) * stride] <= n) {
+    while (t + 1u < route.tables && rd_tables[(t + 1u) * stride] <= at) {
         t = t + 1u;
     }
     let desc = t * stride;
     var rest = rd_ids[n];
+    if (KEYED) {
+        rest = rest - rd_tables[desc];
+    }
     for (var j = 0u; j < D; j = j + 1u) {
         let k = D - 1u - j;
         let p = rd_tables[desc + 1u + k];
@@ -52,13 +63,21 @@ fn route_digits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(3) var<storage, read> rb_weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rb_dest: array<u32>;
 @group(0) @binding(5) var<storage, read_write> rb_scale: array<f32>;
+// With INDIRECT the lookups are a compacted subset (a cache's misses): lookup n is lookup
+// rb_orig[n] of the batch, whose offsets, bag destinations and weights the other bindings hold.
+@group(0) @binding(6) var<storage, read> rb_orig: array<u32>;
+override INDIRECT: bool = false;
 
 @compute @workgroup_size(64)
 fn route_bags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let n = linear_id(wid, nwg, lid);
-    if (n >= route.nnz) {
+    let m = linear_id(wid, nwg, lid);
+    if (m >= route.nnz) {
         return;
+    }
+    var n = m;
+    if (INDIRECT) {
+        n = rb_orig[m];
     }
     // The bag of n: the last b with offsets[b] <= n (an empty bag shares its offset with the
     // next). Invariant: offsets[lo] <= n < offsets[hi].
@@ -72,14 +91,14 @@ fn route_bags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             hi = mid;
         }
     }
-    rb_dest[n] = rb_bag_dest[lo];
+    rb_dest[m] = rb_bag_dest[lo];
     var s = 1.0;
     if (route.pool == 1u) {
         s = 1.0 / f32(rb_offsets[lo + 1u] - rb_offsets[lo]);
     } else if (route.pool == 2u) {
         s = rb_weights[n];
     }
-    rb_scale[n] = s;
+    rb_scale[m] = s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,5 +263,180 @@ fn sort_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             let piece = sp_sg_starts[seg] + within / len;
             sp_pieces[(c * SG_PIECES + piece) * len + within % len] = n + 1u;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction of a cache's misses: the lookups whose row is not cached (hit[n] == NONE) become the
+// TT path's batch, in lookup order: their ids, where each came from, the bag offsets and table
+// starts over them, and the TT path's uniforms (route, chunks), which the plan copies into its
+// input regions. Blocks of CBL lookups, one invocation each, as in the sort: no atomics.
+
+const NO_SLOT: u32 = 0xffffffffu;
+
+override CBL: u32 = 64u;       // lookups per block
+override CBLOCKS: u32 = 1u;    // blocks over the plan's lookup capacity
+override TT_CHUNK: u32 = 1u;   // the TT path's lookups per chunk
+override TT_CHUNKS: u32 = 1u;
+override TABLE_STRIDE: u32 = 1u; // u32 words per table descriptor
+
+@group(0) @binding(1) var<storage, read> cc_hit: array<u32>;
+@group(0) @binding(2) var<storage, read_write> cc_blocks: array<u32>; // misses per block, then bases
+
+@compute @workgroup_size(64)
+fn compact_count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let b = linear_id(wid, nwg, lid);
+    if (b >= CBLOCKS) {
+        return;
+    }
+    let lo = min(b * CBL, route.nnz);
+    let hi = min(lo + CBL, route.nnz);
+    var misses = 0u;
+    for (var n = lo; n < hi; n = n + 1u) {
+        if (cc_hit[n] == NO_SLOT) {
+            misses = misses + 1u;
+        }
+    }
+    cc_blocks[b] = misses;
+}
+
+@group(0) @binding(1) var<storage, read_write> cs_blocks: array<u32>;
+@group(0) @binding(2) var<storage, read_write> cs_total: array<u32>; // [misses]
+
+var<workgroup> cs_part: array<u32, 64>;
+
+// One workgroup: the blocks' exclusive prefix sums (each thread a contiguous range).
+@compute @workgroup_size(64)
+fn compact_scan(@builtin(local_invocation_index) lid: u32) {
+    // Blocks past the batch's lookups hold no misses.
+    let used = min((route.nnz + CBL - 1u) / CBL, CBLOCKS);
+    let per = (used + WG - 1u) / WG;
+    let b0 = min(lid * per, used);
+    let b1 = min(b0 + per, used);
+    var mine = 0u;
+    for (var b = b0; b < b1; b = b + 1u) {
+        mine = mine + cs_blocks[b];
+    }
+    cs_part[lid] = mine;
+    workgroupBarrier();
+    var at = 0u;
+    for (var i = 0u; i < lid; i = i + 1u) {
+        at = at + cs_part[i];
+    }
+    for (var b = b0; b < b1; b = b + 1u) {
+        let x = cs_blocks[b];
+        cs_blocks[b] = at;
+        at = at + x;
+    }
+    if (lid == WG - 1u) {
+        cs_total[0] = at;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cp_hit: array<u32>;
+@group(0) @binding(2) var<storage, read> cp_blocks: array<u32>;   // block bases
+@group(0) @binding(3) var<storage, read> cp_ids: array<u32>;
+@group(0) @binding(4) var<storage, read_write> cp_tt_ids: array<u32>;
+@group(0) @binding(5) var<storage, read_write> cp_orig: array<u32>;
+@group(0) @binding(6) var<storage, read_write> cp_rank: array<u32>; // misses before each lookup
+
+@compute @workgroup_size(64)
+fn compact_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let b = linear_id(wid, nwg, lid);
+    if (b >= CBLOCKS) {
+        return;
+    }
+    let lo = min(b * CBL, route.nnz);
+    let hi = min(lo + CBL, route.nnz);
+    var m = cp_blocks[b];
+    for (var n = lo; n < hi; n = n + 1u) {
+        cp_rank[n] = m;
+        if (cp_hit[n] == NO_SLOT) {
+            cp_tt_ids[m] = cp_ids[n];
+            cp_orig[m] = n;
+            m = m + 1u;
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cf_total: array<u32>;
+@group(0) @binding(2) var<storage, read> cf_rank: array<u32>;
+@group(0) @binding(3) var<storage, read> cf_offsets: array<u32>;  // the batch's bag offsets
+@group(0) @binding(4) var<storage, read> cf_tables: array<u32>;   // the batch's table descriptors
+@group(0) @binding(5) var<storage, read_write> cf_tt_offsets: array<u32>;
+@group(0) @binding(6) var<storage, read_write> cf_tt_tables: array<u32>;
+@group(0) @binding(7) var<storage, read_write> cf_params: array<u32>; // Route, then a Chunk per chunk
+
+// misses before position x of the batch (x = nnz included).
+fn misses_before(x: u32) -> u32 {
+    if (x >= route.nnz) {
+        return cf_total[0];
+    }
+    return cf_rank[x];
+}
+
+// The TT path's offsets (one invocation per offset), table starts (per table) and uniforms.
+@compute @workgroup_size(64)
+fn compact_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let misses = cf_total[0];
+    if (i <= route.num_bags) {
+        cf_tt_offsets[i] = misses_before(cf_offsets[i]);
+    }
+    if (i < route.tables) {
+        let at = i * TABLE_STRIDE;
+        cf_tt_tables[at] = misses_before(cf_tables[at]);
+        for (var w = 1u; w < TABLE_STRIDE; w = w + 1u) {
+            cf_tt_tables[at + w] = cf_tables[at + w];
+        }
+    }
+    if (i == 0u) {
+        // Route (8 words), then Chunk (8 words) per chunk: the shapes of shaders/prelude.wgsl.
+        cf_params[0] = misses;
+        cf_params[1] = route.num_bags;
+        cf_params[2] = route.tables;
+        cf_params[3] = route.cap;
+        cf_params[4] = route.pool;
+        for (var c = 0u; c < TT_CHUNKS; c = c + 1u) {
+            let start = min(c * TT_CHUNK, misses);
+            let o = 8u * (c + 1u);
+            cf_params[o] = start;
+            cf_params[o + 1u] = min(start + TT_CHUNK, misses) - start;
+            cf_params[o + 2u] = route.cap;
+            cf_params[o + 3u] = route.num_bags;
+            cf_params[o + 4u] = c;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// members_batch: a cache refresh's members as a batch of one-lookup bags (bag i = member i, so
+// row i of the output is slot i's row): the TT path's uniforms from the member count.
+
+@group(0) @binding(1) var<storage, read> mb_selection: array<u32>; // [members, ...]
+@group(0) @binding(2) var<storage, read_write> mb_params: array<u32>;
+
+@compute @workgroup_size(64)
+fn members_batch(@builtin(local_invocation_index) lid: u32) {
+    if (lid != 0u) {
+        return;
+    }
+    let m = min(mb_selection[0], route.cap);
+    mb_params[0] = m;
+    mb_params[1] = m;
+    mb_params[2] = route.tables;
+    mb_params[3] = route.cap;
+    mb_params[4] = 0u;
+    for (var c = 0u; c < TT_CHUNKS; c = c + 1u) {
+        let start = min(c * TT_CHUNK, m);
+        let o = 8u * (c + 1u);
+        mb_params[o] = start;
+        mb_params[o + 1u] = min(start + TT_CHUNK, m) - start;
+        mb_params[o + 2u] = route.cap;
+        mb_params[o + 3u] = m;
+        mb_params[o + 4u] = c;
     }
 }

@@ -145,6 +145,7 @@ fn check(case: &Case) {
         &mut gb,
         "digits".into(),
         d,
+        false,
         ext(&route_buf),
         ext(&ids_buf),
         ext(&desc_buf),
@@ -161,6 +162,7 @@ fn check(case: &Case) {
         ext(&weights_buf),
         ext(&dest),
         ext(&scale),
+        None,
         cap,
     )
     .unwrap();

@@ -30,12 +30,15 @@ pub fn table_desc_words(cores: usize) -> usize {
 }
 
 /// Adds the row digits of up to `max_lookups` lookups: `digits[k * cap + n]` from the ids (u32:
-/// a TT table has at most 2^32 rows) and the group's table descriptor.
+/// a TT table has at most 2^32 rows) and the group's table descriptor. With `keyed` the ids are
+/// a group's keys and each table's descriptor starts with its first key instead of its first
+/// lookup (a cache's members).
 #[allow(clippy::too_many_arguments)]
 pub fn record_route_digits(
     g: &mut GraphBuilder,
     label: String,
     cores: usize,
+    keyed: bool,
     route: Buf,
     ids: Buf,
     tables: Buf,
@@ -46,13 +49,15 @@ pub fn record_route_digits(
         g,
         label,
         Kernel::RouteDigits,
-        &[("D", cores as f64)],
+        &[("D", cores as f64), ("KEYED", keyed as u8 as f64)],
         vec![route, ids, tables, digits],
         max_lookups as u64,
     )
 }
 
-/// Adds each lookup's destination (its bag's row) and pooling scale.
+/// Adds each lookup's destination (its bag's row) and pooling scale. With `orig` the lookups are
+/// a compacted subset of the batch: lookup n is the batch's lookup `orig[n]`, whose bag the
+/// batch's `offsets` give.
 #[allow(clippy::too_many_arguments)]
 pub fn record_route_bags(
     g: &mut GraphBuilder,
@@ -63,14 +68,17 @@ pub fn record_route_bags(
     weights: Buf,
     dest: Buf,
     scale: Buf,
+    orig: Option<Buf>,
     max_lookups: usize,
 ) -> Result<()> {
+    let indirect = orig.is_some();
+    let orig = orig.unwrap_or_else(|| Buf::from(g.gpu().placeholder()));
     launch(
         g,
         label,
         Kernel::RouteBags,
-        &[],
-        vec![route, offsets, bag_dest, weights, dest, scale],
+        &[("INDIRECT", indirect as u8 as f64)],
+        vec![route, offsets, bag_dest, weights, dest, scale, orig],
         max_lookups as u64,
     )
 }
@@ -239,5 +247,158 @@ pub fn record_sort(
             b.sg_pieces.clone().unwrap_or(rw),
         ],
         blocks,
+    )
+}
+
+/// u32 words of the TT path's uniforms written by [`record_compact`] and
+/// [`record_members_batch`]: a `Route`, then a `Chunk` per chunk (8 words each).
+pub fn tt_params_words(chunks: usize) -> usize {
+    8 * (chunks + 1)
+}
+
+/// How a batch's cache misses are compacted (fixed per plan).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactLayout {
+    /// Lookups per block, and blocks over the plan's capacity.
+    pub block: usize,
+    pub blocks: usize,
+    /// The TT path's chunking.
+    pub chunk: usize,
+    pub chunks: usize,
+    /// u32 words per table descriptor.
+    pub table_words: usize,
+}
+
+impl CompactLayout {
+    /// Blocks of about the square root of the capacity (at least 64 lookups), at most 4,096
+    /// blocks so that the one-workgroup scan stays short.
+    pub fn new(nnz_cap: usize, chunk: usize, chunks: usize, table_words: usize) -> Self {
+        let block = ((nnz_cap as f64).sqrt().ceil() as usize)
+            .next_power_of_two()
+            .max(64)
+            .max(nnz_cap.div_ceil(4096));
+        CompactLayout {
+            block,
+            blocks: nnz_cap.div_ceil(block),
+            chunk,
+            chunks,
+            table_words,
+        }
+    }
+
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("CBL", self.block as f64),
+            ("CBLOCKS", self.blocks as f64),
+            ("TT_CHUNK", self.chunk as f64),
+            ("TT_CHUNKS", self.chunks as f64),
+            ("TABLE_STRIDE", self.table_words as f64),
+        ]
+    }
+}
+
+/// The buffers of a compaction: the batch's (inputs), scratch, and the TT path's (outputs).
+#[derive(Clone, Debug)]
+pub struct CompactBuffers {
+    /// Per lookup of the batch: its cache slot or NONE (a miss).
+    pub hit: Buf,
+    pub ids: Buf,
+    pub offsets: Buf,
+    pub tables: Buf,
+    /// Scratch: per block misses then bases ([`CompactLayout::blocks`] words), the total (1
+    /// word), and per lookup the misses before it (capacity words).
+    pub blocks: Buf,
+    pub total: Buf,
+    pub rank: Buf,
+    /// Out: the misses' ids and positions in the batch (capacity words each), the offsets and
+    /// table descriptors over them, and the TT path's uniforms ([`tt_params_words`]).
+    pub tt_ids: Buf,
+    pub orig: Buf,
+    pub tt_offsets: Buf,
+    pub tt_tables: Buf,
+    pub params: Buf,
+}
+
+/// Adds the compaction of a batch's cache misses into the TT path's batch: count, scan, place,
+/// finish (offsets, table starts, uniforms). `max_offsets`: the batch's offset capacity.
+pub fn record_compact(
+    g: &mut GraphBuilder,
+    label: &str,
+    layout: &CompactLayout,
+    route: Buf,
+    b: &CompactBuffers,
+    max_offsets: usize,
+    max_tables: usize,
+) -> Result<()> {
+    let c = layout.constants();
+    launch(
+        g,
+        format!("{label} count"),
+        Kernel::CompactCount,
+        &c,
+        vec![route.clone(), b.hit.clone(), b.blocks.clone()],
+        layout.blocks as u64,
+    )?;
+    launch_grid(
+        g,
+        format!("{label} scan"),
+        Kernel::CompactScan,
+        &c,
+        vec![route.clone(), b.blocks.clone(), b.total.clone()],
+        [1, 1, 1],
+    )?;
+    launch(
+        g,
+        format!("{label} place"),
+        Kernel::CompactPlace,
+        &c,
+        vec![
+            route.clone(),
+            b.hit.clone(),
+            b.blocks.clone(),
+            b.ids.clone(),
+            b.tt_ids.clone(),
+            b.orig.clone(),
+            b.rank.clone(),
+        ],
+        layout.blocks as u64,
+    )?;
+    launch(
+        g,
+        format!("{label} finish"),
+        Kernel::CompactFinish,
+        &c,
+        vec![
+            route,
+            b.total.clone(),
+            b.rank.clone(),
+            b.offsets.clone(),
+            b.tables.clone(),
+            b.tt_offsets.clone(),
+            b.tt_tables.clone(),
+            b.params.clone(),
+        ],
+        max_offsets.max(max_tables) as u64,
+    )
+}
+
+/// Adds the TT path's uniforms for a cache refresh's members (bag i = member i; `route` holds
+/// the tables and the capacity C), from the member count at word 0 of `selection`.
+pub fn record_members_batch(
+    g: &mut GraphBuilder,
+    label: &str,
+    chunk: usize,
+    chunks: usize,
+    route: Buf,
+    selection: Buf,
+    params: Buf,
+) -> Result<()> {
+    launch_grid(
+        g,
+        label,
+        Kernel::MembersBatch,
+        &[("TT_CHUNK", chunk as f64), ("TT_CHUNKS", chunks as f64)],
+        vec![route, selection, params],
+        [1, 1, 1],
     )
 }

@@ -9,9 +9,13 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, PlanInput};
+use crate::kernels::cache::{
+    record_cache_pool, record_cache_probe, record_cache_update, TABLE_WORDS,
+};
 use crate::kernels::route::{
-    record_route_bags, record_route_digits, record_sort, table_desc_words, RouteParams,
-    SortBuffers, SortLayout,
+    record_compact, record_members_batch, record_route_bags, record_route_digits, record_sort,
+    table_desc_words, tt_params_words, CompactBuffers, CompactLayout, RouteParams, SortBuffers,
+    SortLayout,
 };
 use crate::kernels::tt::{
     core_grad_is_vec4, record_chain, record_chain_sg, record_core_grad, record_pool,
@@ -20,6 +24,40 @@ use crate::kernels::tt::{
 };
 use crate::tt::batch::{Bags, Ids, Placement};
 use crate::tt::{Pooling, TtParams};
+
+/// Where a plan's lookups come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupSource {
+    /// The host's batch, every lookup through the cores.
+    Host,
+    /// The host's batch through the table's LFU cache: cached rows are pooled (and trained) from
+    /// the cache, the misses are compacted on the GPU into the cores' path. With `count` the
+    /// probe counts every lookup (training steps).
+    Cached { count: bool },
+    /// A cache refresh's members, bag i = member i (rows computed into the cache).
+    Members,
+}
+
+impl LookupSource {
+    /// The source of a plan over `params`'s table: through its cache where it has one.
+    pub fn for_table(params: &TtParams, training: bool) -> Self {
+        if params.cache().is_some() {
+            LookupSource::Cached { count: training }
+        } else {
+            LookupSource::Host
+        }
+    }
+}
+
+/// A plan's cache routing: each lookup's slot and the compaction of the misses.
+#[derive(Debug, Clone)]
+struct CacheRouting {
+    count: bool,
+    /// Per table `[first lookup, first key]` (input).
+    tables: Buf,
+    layout: CompactLayout,
+    bufs: CompactBuffers,
+}
 
 /// The lookups of one table in one plan: capacities, chunking, the per-batch input regions and
 /// the routing's GPU buffers.
@@ -32,9 +70,20 @@ pub struct TtLookups {
     /// Lookups per chunk (scratch is sized for one chunk).
     pub chunk: usize,
     tag: String,
-    // Inputs, written by `fill`.
+    source: LookupSource,
+    // Inputs, written by `fill` (the chunks and `tt_route` by the GPU with a cache).
     chunk_params: Vec<Buf>,
     route: Buf,
+    /// The cores' path: its route uniform, ids, bag offsets and table descriptors (the batch's
+    /// own without a cache; the compacted misses with one; the members for a refresh).
+    tt_route: Buf,
+    tt_ids: Buf,
+    tt_offsets: Buf,
+    tt_desc: Buf,
+    /// The TT path's uniforms as the GPU writes them (a cache or a refresh), copied into
+    /// `tt_route` and the chunk regions.
+    tt_params: Option<Buf>,
+    cache: Option<CacheRouting>,
     /// Each id as u32 (a TT table has at most 2^32 rows).
     ids: Buf,
     /// Per table: first lookup, then rows and first group row of each core.
@@ -160,13 +209,33 @@ fn piece_layout(params: &TtParams, k: usize, chunk: usize) -> Option<PieceLayout
 
 impl TtLookups {
     /// Declares the inputs of up to `nnz_cap` lookups in up to `bag_cap` bags of `params`'s
-    /// table in `g`, and the routing's buffers; `tag` prefixes the node labels.
+    /// table in `g` for a training step (through the table's cache, counting, where it has
+    /// one), and the routing's buffers; `tag` prefixes the node labels.
     pub fn declare(
         g: &mut GraphBuilder,
         params: &TtParams,
         nnz_cap: usize,
         bag_cap: usize,
         tag: &str,
+    ) -> Self {
+        let source = LookupSource::for_table(params, true);
+        Self::declare_with(g, params, nnz_cap, bag_cap, tag, source)
+    }
+
+    /// The lookups of a cache refresh: the cache's members as one-lookup bags.
+    pub fn declare_members(g: &mut GraphBuilder, params: &TtParams, tag: &str) -> Self {
+        let rows = params.cache().map_or(1, |c| c.config.rows);
+        Self::declare_with(g, params, rows, rows, tag, LookupSource::Members)
+    }
+
+    /// [`Self::declare`] with the source given.
+    pub fn declare_with(
+        g: &mut GraphBuilder,
+        params: &TtParams,
+        nnz_cap: usize,
+        bag_cap: usize,
+        tag: &str,
+        source: LookupSource,
     ) -> Self {
         let s = params.shape();
         let d = s.d();
@@ -230,11 +299,104 @@ impl TtLookups {
             }));
             sorts.push((layout, bufs));
         }
+        let route = g.input(
+            &format!("{tag} route"),
+            std::mem::size_of::<RouteParams>() as u64,
+        );
+        let ids = g.input(&format!("{tag} ids"), words(nnz_cap));
+        let offsets = g.input(&format!("{tag} offsets"), words(bag_cap + 1));
+        let table_desc = g.input(
+            &format!("{tag} tables"),
+            words(params.tables().len() * table_desc_words(d)),
+        );
+        let gpu_route = |g: &mut GraphBuilder| {
+            (
+                g.input(
+                    &format!("{tag} cores' route"),
+                    std::mem::size_of::<RouteParams>() as u64,
+                ),
+                g.transient(
+                    &format!("{tag} cores' uniforms"),
+                    words(tt_params_words(chunks)),
+                ),
+            )
+        };
+        let (tt_route, tt_ids, tt_offsets, tt_desc, tt_params, cache) = match source {
+            LookupSource::Host => (
+                route.clone(),
+                ids.clone(),
+                offsets.clone(),
+                table_desc.clone(),
+                None,
+                None,
+            ),
+            LookupSource::Cached { count } => {
+                let (tt_route, params_buf) = gpu_route(g);
+                let layout = CompactLayout::new(nnz_cap, chunk, chunks, table_desc_words(d));
+                let bufs = CompactBuffers {
+                    hit: g.transient(&format!("{tag} cache slots"), words(nnz_cap)),
+                    ids: ids.clone(),
+                    offsets: offsets.clone(),
+                    tables: table_desc.clone(),
+                    blocks: g.transient(&format!("{tag} compact blocks"), words(layout.blocks)),
+                    total: g.transient(&format!("{tag} compact total"), 16),
+                    rank: g.transient(&format!("{tag} compact rank"), words(nnz_cap)),
+                    tt_ids: g.transient(&format!("{tag} misses"), words(nnz_cap)),
+                    orig: g.transient(&format!("{tag} misses' positions"), words(nnz_cap)),
+                    tt_offsets: g.transient(&format!("{tag} misses' offsets"), words(bag_cap + 1)),
+                    tt_tables: g.transient(
+                        &format!("{tag} misses' tables"),
+                        words(params.tables().len() * table_desc_words(d)),
+                    ),
+                    params: params_buf.clone(),
+                };
+                let cache = CacheRouting {
+                    count,
+                    tables: g.input(
+                        &format!("{tag} cache tables"),
+                        words(params.tables().len() * TABLE_WORDS),
+                    ),
+                    layout,
+                    bufs: bufs.clone(),
+                };
+                (
+                    tt_route,
+                    bufs.tt_ids,
+                    bufs.tt_offsets,
+                    bufs.tt_tables,
+                    Some(params_buf),
+                    Some(cache),
+                )
+            }
+            LookupSource::Members => {
+                let (tt_route, params_buf) = gpu_route(g);
+                let members = params
+                    .cache()
+                    .map(|c| Buf::from(&c.members))
+                    .unwrap_or_else(|| ids.clone());
+                (
+                    tt_route,
+                    members,
+                    offsets.clone(),
+                    table_desc.clone(),
+                    Some(params_buf),
+                    None,
+                )
+            }
+        };
         TtLookups {
             nnz_cap,
             bag_cap,
             chunk,
             tag: tag.to_string(),
+            source,
+            route,
+            tt_route,
+            tt_ids,
+            tt_offsets,
+            tt_desc,
+            tt_params,
+            cache,
             chunk_params: (0..chunks)
                 .map(|c| {
                     g.input(
@@ -243,16 +405,9 @@ impl TtLookups {
                     )
                 })
                 .collect(),
-            route: g.input(
-                &format!("{tag} route"),
-                std::mem::size_of::<RouteParams>() as u64,
-            ),
-            ids: g.input(&format!("{tag} ids"), words(nnz_cap)),
-            table_desc: g.input(
-                &format!("{tag} tables"),
-                words(params.tables().len() * table_desc_words(d)),
-            ),
-            offsets: g.input(&format!("{tag} offsets"), words(bag_cap + 1)),
+            ids,
+            table_desc,
+            offsets,
             bag_dest: g.input(&format!("{tag} bag destinations"), words(bag_cap)),
             weights: g.input(&format!("{tag} weights"), words(nnz_cap)),
             digits: g.transient(&format!("{tag} digits"), words(d * nnz_cap)),
@@ -319,7 +474,25 @@ impl TtLookups {
             _pad: [0; 3],
         };
         input.write(&self.route, &[route])?;
-        for (ci, region) in self.chunk_params.iter().enumerate() {
+        if let Some(routing) = &self.cache {
+            let cache = params.cache().ok_or_else(|| {
+                Error::input(None, "a cached plan over a TT table without a cache")
+            })?;
+            let words = input.region_mut::<u32>(&routing.tables)?;
+            let mut n0 = 0usize;
+            for (t, b) in bags.iter().enumerate() {
+                words[t * TABLE_WORDS] = n0 as u32;
+                words[t * TABLE_WORDS + 1] = cache.key_offsets[t];
+                n0 += b.nnz();
+            }
+        }
+        // The cores' path's chunks: from the host, or from the GPU after the cache's compaction.
+        let host_chunks = if self.tt_params.is_some() {
+            &[][..]
+        } else {
+            &self.chunk_params[..]
+        };
+        for (ci, region) in host_chunks.iter().enumerate() {
             let start = (ci * self.chunk).min(nnz);
             let end = ((ci + 1) * self.chunk).min(nnz);
             let p = ChunkParams {
@@ -390,29 +563,195 @@ impl TtLookups {
         Ok(())
     }
 
-    /// Adds the routing: every lookup's digits and bag, then the sorts of the cores in `cores`.
+    /// Writes a cache refresh's static input (route: the tables and capacity; bag i = member i
+    /// with its row at i D; tables by their first key).
+    pub fn fill_members(&self, input: &mut PlanInput, params: &TtParams) -> Result<()> {
+        let cache = params
+            .cache()
+            .ok_or_else(|| Error::input(None, "this TT table has no cache"))?;
+        let (tables, d, dim) = (params.tables(), params.shape().d(), params.shape().dim());
+        let c = self.nnz_cap;
+        let route = RouteParams {
+            nnz: 0,
+            num_bags: c as u32,
+            tables: tables.len() as u32,
+            cap: c as u32,
+            pool: 0,
+            _pad: [0; 3],
+        };
+        input.write(&self.route, &[route])?;
+        let offsets = input.region_mut::<u32>(&self.offsets)?;
+        offsets
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = i.min(c) as u32);
+        let bag_dest = input.region_mut::<u32>(&self.bag_dest)?;
+        bag_dest
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = (i * dim) as u32);
+        let desc = input.region_mut::<u32>(&self.table_desc)?;
+        for (t, table) in tables.iter().enumerate() {
+            let at = t * table_desc_words(d);
+            desc[at] = cache.key_offsets[t];
+            for k in 0..d {
+                desc[at + 1 + k] = table.shape.p[k] as u32;
+                desc[at + 1 + d + k] = table.bases[k] as u32;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the copies of the GPU-written uniforms of the cores' path into its input regions.
+    fn record_tt_params_copies(&self, g: &mut GraphBuilder) {
+        let Some(src) = &self.tt_params else {
+            return;
+        };
+        let bytes = std::mem::size_of::<RouteParams>() as u64;
+        g.copy(
+            format!("{} cores' route", self.tag),
+            src.clone(),
+            0,
+            self.tt_route.clone(),
+            0,
+            bytes,
+        );
+        for (c, region) in self.chunk_params.iter().enumerate() {
+            g.copy(
+                format!("{} chunk {c} uniform", self.tag),
+                src.clone(),
+                bytes * (c as u64 + 1),
+                region.clone(),
+                0,
+                std::mem::size_of::<ChunkParams>() as u64,
+            );
+        }
+    }
+
+    /// Adds the routing: with a cache, the probe and the compaction of the misses (or a
+    /// refresh's member batch) first; then every lookup of the cores' path gets its digits and
+    /// its bag's destination and scale.
     fn record_route(&self, g: &mut GraphBuilder, params: &TtParams) -> Result<()> {
         let tag = &self.tag;
+        let mut orig = None;
+        match (&self.source, &self.cache, params.cache()) {
+            (LookupSource::Cached { .. }, Some(routing), Some(cache)) => {
+                record_cache_probe(
+                    g,
+                    &format!("{tag} cache probe"),
+                    self.route.clone(),
+                    self.ids.clone(),
+                    routing.tables.clone(),
+                    &cache.hash,
+                    routing.bufs.hit.clone(),
+                    Buf::from(&cache.stats),
+                    routing.count,
+                    self.nnz_cap,
+                )?;
+                record_compact(
+                    g,
+                    &format!("{tag} compact misses"),
+                    &routing.layout,
+                    self.route.clone(),
+                    &routing.bufs,
+                    self.bag_cap + 1,
+                    params.tables().len(),
+                )?;
+                orig = Some(routing.bufs.orig.clone());
+            }
+            (LookupSource::Members, _, Some(cache)) => {
+                record_members_batch(
+                    g,
+                    &format!("{tag} members"),
+                    self.chunk,
+                    self.chunks(),
+                    self.route.clone(),
+                    Buf::from(&cache.selection),
+                    self.tt_params.clone().expect("uniforms"),
+                )?;
+            }
+            (LookupSource::Host, _, _) => {}
+            _ => {
+                return Err(Error::input(
+                    None,
+                    format!("{tag}: a cached plan over a TT table without a cache"),
+                ))
+            }
+        }
+        self.record_tt_params_copies(g);
         record_route_digits(
             g,
             format!("{tag} route digits"),
             params.shape().d(),
-            self.route.clone(),
-            self.ids.clone(),
-            self.table_desc.clone(),
+            self.source == LookupSource::Members,
+            self.tt_route.clone(),
+            self.tt_ids.clone(),
+            self.tt_desc.clone(),
             self.digits.clone(),
             self.nnz_cap,
         )?;
         record_route_bags(
             g,
             format!("{tag} route bags"),
-            self.route.clone(),
+            self.tt_route.clone(),
             self.offsets.clone(),
             self.bag_dest.clone(),
             self.weights.clone(),
             self.dest.clone(),
             self.scale.clone(),
+            orig,
             self.nnz_cap,
+        )
+    }
+
+    /// Adds the cached rows' part of the pooled output (after the cores' part is written).
+    fn record_cache_pool(&self, g: &mut GraphBuilder, params: &TtParams, out: &Buf) -> Result<()> {
+        let (Some(routing), Some(cache)) = (&self.cache, params.cache()) else {
+            return Ok(());
+        };
+        record_cache_pool(
+            g,
+            &format!("{} cache pool", self.tag),
+            self.route.clone(),
+            self.offsets.clone(),
+            self.bag_dest.clone(),
+            self.weights.clone(),
+            routing.bufs.hit.clone(),
+            Buf::from(&cache.values),
+            out.clone(),
+            params.shape().dim(),
+            self.bag_cap,
+        )
+    }
+
+    /// Adds the training of the cached rows from the output gradient.
+    fn record_cache_update(
+        &self,
+        g: &mut GraphBuilder,
+        params: &TtParams,
+        dout: &Buf,
+    ) -> Result<()> {
+        let (Some(routing), Some(cache), Some(kind)) =
+            (&self.cache, params.cache(), params.update_kind())
+        else {
+            return Ok(());
+        };
+        record_cache_update(
+            g,
+            &format!("{} cache update", self.tag),
+            self.route.clone(),
+            self.offsets.clone(),
+            self.bag_dest.clone(),
+            self.weights.clone(),
+            routing.bufs.hit.clone(),
+            dout.clone(),
+            Buf::from(&cache.values),
+            Buf::from(&cache.state),
+            Buf::from(params.opt_buffer(0)),
+            kind,
+            params.shape().dim(),
+            self.nnz_cap,
+            cache.config.rows,
         )
     }
 
@@ -423,7 +762,7 @@ impl TtLookups {
             g,
             &format!("{} sort {k}", self.tag),
             layout,
-            self.route.clone(),
+            self.tt_route.clone(),
             self.digits.clone(),
             bufs,
         )
@@ -538,7 +877,7 @@ impl TtLookups {
             format!("{} c{ci} pool", self.tag),
             params.shape().dim(),
             self.chunk_params[ci].clone(),
-            self.offsets.clone(),
+            self.tt_offsets.clone(),
             self.scale.clone(),
             row.clone(),
             out.clone(),
@@ -567,6 +906,7 @@ impl TtLookups {
         for ci in 0..self.chunks() {
             self.record_chunk_forward(g, params, ci, &prefix, &row, out)?;
         }
+        self.record_cache_pool(g, params, out)?;
         Ok(TtSaved { prefix, sorted })
     }
 
@@ -612,6 +952,9 @@ impl TtLookups {
             }
             self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout, fused)?;
         }
+        if update {
+            self.record_cache_update(g, params, dout)?;
+        }
         if update && !fused {
             params.record_update(g, &self.tag)?;
         }
@@ -642,6 +985,10 @@ impl TtLookups {
         for ci in 0..self.chunks() {
             self.record_chunk_forward(g, params, ci, &prefix, &row, out)?;
             self.record_chunk_backward(g, params, ci, &prefix, &scratch, dout, fused)?;
+        }
+        self.record_cache_pool(g, params, out)?;
+        if update {
+            self.record_cache_update(g, params, dout)?;
         }
         if update && !fused {
             params.record_update(g, &self.tag)?;

@@ -55,6 +55,7 @@ impl Optimizer {
 /// for the crate's tests only, hidden from the docs. [`Bags`] and [`Ids`] are re-exported.
 #[doc(hidden)]
 pub mod batch;
+pub mod cache;
 pub mod checkpoint;
 /// **Unstable internals**: recording a table's lookups into a step graph; public for the crate's
 /// tests and models only, hidden from the docs, may change in any release.

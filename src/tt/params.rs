@@ -11,6 +11,7 @@ use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::{record_update, UpdateKind};
 use crate::kernels::tt::TtKernels;
 use crate::tt::batch::GroupTable;
+use crate::tt::cache::TtCache;
 use crate::tt::table::TtOptions;
 use crate::tt::{init_cores, Optimizer, TtShape};
 
@@ -32,6 +33,8 @@ pub struct TtParams {
     /// Adagrad accumulators (a 16-byte placeholder per core otherwise).
     state: Vec<wgpu::Buffer>,
     opt_params: Vec<wgpu::Buffer>,
+    /// The LFU row cache, where `options.cache` asks for one.
+    cache: Option<TtCache>,
 }
 
 impl std::fmt::Debug for TtParams {
@@ -193,6 +196,15 @@ impl TtParams {
         let opt_params = (0..d)
             .map(|k| gpu.uniform(&format!("tt opt {k}"), 16))
             .collect();
+        let cache =
+            match options.cache {
+                None => None,
+                Some(_) if options.optimizer == Optimizer::None => return Err(Error::input(
+                    None,
+                    "a TT cache trains its rows directly: it needs the SGD or Adagrad optimizer",
+                )),
+                Some(config) => Some(TtCache::new(gpu, config, &tables, shape.dim(), adagrad)?),
+            };
         let t = TtParams {
             gpu: gpu.clone(),
             shape,
@@ -206,6 +218,7 @@ impl TtParams {
             grads,
             state,
             opt_params,
+            cache,
         };
         t.write_opt_params();
         Ok(t)
@@ -331,6 +344,13 @@ impl TtParams {
     pub fn options(&self) -> &TtOptions {
         &self.options
     }
+    pub(crate) fn cache_state(&self) -> Option<&TtCache> {
+        self.cache.as_ref()
+    }
+    pub(crate) fn cache_state_mut(&mut self) -> Option<&mut TtCache> {
+        self.cache.as_mut()
+    }
+
     /// The kernel variants this table's steps are recorded with.
     pub fn kernels(&self) -> &TtKernels {
         &self.kernels

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
 use crate::tt::batch::{Bags, Placement};
+use crate::tt::lookups::LookupSource;
 use crate::tt::{Optimizer, Pooling, TtInit, TtKernels, TtLookups, TtParams, TtShape};
 
 /// Default bound on scratch memory per call: lookups are processed in chunks so that no call needs
@@ -42,6 +43,9 @@ pub struct TtOptions {
     /// The kernel variants (None: chosen for the adapter when the table is created, see
     /// [`TtKernels::for_adapter`]). Every choice gives bitwise the same results.
     pub kernels: Option<TtKernels>,
+    /// An LFU row cache of the most looked-up rows (None: no cache); see [`crate::cache`].
+    /// Needs SGD or Adagrad: cached rows train directly.
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 impl Default for TtOptions {
@@ -54,6 +58,7 @@ impl Default for TtOptions {
             scratch_bytes: DEFAULT_SCRATCH_BYTES,
             max_chunk_lookups: None,
             kernels: None,
+            cache: None,
         }
     }
 }
@@ -163,7 +168,10 @@ fn record_table(
     tag: &str,
 ) -> Result<TableIo> {
     let dim = params.shape().dim();
-    let lookups = TtLookups::declare(g, params, nnz_cap, bag_cap, tag);
+    // Training steps (with a backward) count the lookups in the table's cache; a forward alone
+    // (inference) does not.
+    let source = LookupSource::for_table(params, mode.backward());
+    let lookups = TtLookups::declare_with(g, params, nnz_cap, bag_cap, tag, source);
     let out = params
         .gpu()
         .storage(&format!("{tag} out"), (bag_cap * dim) as u64 * 4);
@@ -362,6 +370,10 @@ impl TtEmbeddingBag {
 
     fn call(&mut self, bags: &Bags, dout: Option<&[f32]>, mode: Mode) -> Result<Option<Vec<f32>>> {
         let key = self.submit(bags, dout, mode)?;
+        if mode.backward() {
+            // A training step: the cache refreshes when due (its own submit, after this one).
+            self.params.cache_step()?;
+        }
         if mode.forward_out() {
             let out = self.gpu().read_f32(
                 &self.plans[&key].ios[0].out,
@@ -502,7 +514,9 @@ impl TtEmbeddingBag {
         let bags = Bags::new(&idx, &off);
         bags.validate(self.shape(), Pooling::Sum)?;
         let mut g = GraphBuilder::new(self.gpu());
-        let lookups = TtLookups::declare(&mut g, &self.params, n, n, "tt full");
+        // The rows the table serves (cached ones from its cache), without counting.
+        let source = LookupSource::for_table(&self.params, false);
+        let lookups = TtLookups::declare_with(&mut g, &self.params, n, n, "tt full", source);
         let out = self.gpu().storage("tt full weight", total as u64 * 4);
         lookups.record_forward(&mut g, &self.params, &Buf::from(&out))?;
         let plan = g.build()?;
@@ -670,6 +684,11 @@ impl TtTableBatch {
             cp.ios[t].fill(&mut cp.input, &table.params, &bags[t], douts.map(|d| d[t]))?;
         }
         cp.plan.run_with(&cp.input)?;
+        if mode.backward() {
+            for table in self.tables.iter_mut() {
+                table.params.cache_step()?;
+            }
+        }
         if !mode.forward_out() {
             self.gpu.wait()?;
             return Ok(None);
