@@ -2,6 +2,7 @@
 //! reference's benchmark (FBTT-Embedding) and of the TT-Rec paper's Kaggle tables; the DLRM
 //! training step ([`dlrm`]).
 
+pub mod cache;
 pub mod dlrm;
 
 use std::time::Instant;
@@ -86,6 +87,8 @@ pub struct BenchEnv {
     /// Subgroup size the subgroup kernels use; None when they are off on this adapter.
     pub subgroup_size: Option<u32>,
     pub timestamps: bool,
+    /// The TT kernel variants chosen for the adapter ([`crate::tt::TtKernels::describe`]).
+    pub tt_kernels: String,
 }
 
 impl BenchEnv {
@@ -101,6 +104,7 @@ impl BenchEnv {
             driver_info: info.driver_info.clone(),
             subgroup_size: gpu.subgroup_size(),
             timestamps: gpu.has_timestamps(),
+            tt_kernels: crate::tt::TtKernels::for_adapter(gpu).describe(),
         }
     }
 
@@ -115,6 +119,7 @@ impl BenchEnv {
             "driver_info": self.driver_info,
             "subgroup_size": self.subgroup_size,
             "timestamps": self.timestamps,
+            "tt_kernels": self.tt_kernels,
         });
         if let serde_json::Value::Object(m) = fields {
             obj.extend(m);

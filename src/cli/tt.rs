@@ -2,7 +2,7 @@
 //!
 //! With `--json` every line on stdout is one JSON object whose `"type"` says what it is:
 //! `info`; `parity_case`, `parity_summary`; `bench_tt`, `bench_tt_kernel`; `bench_dlrm`,
-//! `bench_dlrm_node`, `bench_dlrm_part`. Progress goes to stderr.
+//! `bench_dlrm_node`, `bench_dlrm_part`; `bench_cache`. Progress goes to stderr.
 
 use std::path::PathBuf;
 
@@ -157,6 +157,124 @@ pub enum BenchCommand {
     Tt(BenchTtArgs),
     /// DLRM training step (dlrm's Kaggle configuration): samples/s, FLOPs per sample.
     Dlrm(BenchDlrmArgs),
+    /// The LFU row cache on the kaggle-r32 table with Zipf-skewed lookups: hit rate and
+    /// training step time per lookup by cache size.
+    Cache(BenchCacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCacheArgs {
+    /// Zipf exponents of the lookups (above 1), comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.05, 1.2], value_parser = positive_f64)]
+    pub zipf: Vec<f64>,
+    /// Cache sizes as fractions of the table's rows (0: no cache), comma-separated or repeated.
+    #[arg(long = "cache-fraction", value_delimiter = ',', default_values_t = [0.0, 0.001, 0.01], value_parser = non_negative_f64)]
+    pub fractions: Vec<f64>,
+    /// Bags per step.
+    #[arg(long, default_value_t = 2048, value_parser = positive_usize)]
+    pub bags: usize,
+    /// Lookups per bag.
+    #[arg(long, default_value_t = 1, value_parser = positive_usize)]
+    pub bag_len: usize,
+    /// Training steps before the timed ones (the cache counts them, then refreshes once).
+    #[arg(long, default_value_t = 32, value_parser = positive_usize)]
+    pub warmup: usize,
+    /// Print one JSON object per case ("type": "bench_cache").
+    #[arg(long)]
+    pub json: bool,
+    /// Timed steps at least.
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
+    pub iters: usize,
+    /// Seconds each case lasts at least.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
+    pub seconds: f64,
+    /// Also print per-kernel GPU times of one step (needs timestamp queries).
+    #[arg(long)]
+    pub profile: bool,
+}
+
+fn bench_cache(a: BenchCacheArgs) -> anyhow::Result<()> {
+    use ttrec::bench::cache::run_cache;
+    if let Some(z) = a.zipf.iter().find(|&&z| z <= 1.0) {
+        bail!("--zipf {z}: the exponent must be above 1");
+    }
+    if let Some(f) = a.fractions.iter().find(|&&f| f > 1.0) {
+        bail!("--cache-fraction {f}: a fraction of the rows is at most 1");
+    }
+    let gpu = Gpu::new()?;
+    if !a.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "table: kaggle-r32 (10,131,227 rows, ranks 32), {} bags x {}",
+            a.bags, a.bag_len
+        );
+        println!(
+            "{:>5} {:>8} {:>9} {:>9} {:>12} {:>9} {:>15}",
+            "zipf", "cache %", "rows", "hit rate", "step us/lkp", "speed-up", "p10-p90 ms"
+        );
+    }
+    let mut progress =
+        Progress::steps("bench cache", a.zipf.len() as u64, Unit::Items("exponents"));
+    for (k, &zipf) in a.zipf.iter().enumerate() {
+        progress.set(k as u64);
+        let results = run_cache(
+            &gpu,
+            zipf,
+            &a.fractions,
+            a.bags,
+            a.bag_len,
+            a.warmup,
+            a.iters,
+            a.seconds,
+            a.profile,
+            &mut |what| progress.set_message(format!("zipf {zipf}: {what}")),
+        )
+        .with_context(|| format!("zipf {zipf}"))?;
+        let base = results
+            .iter()
+            .find(|r| r.cache_fraction == 0.0)
+            .map(|r| r.us_per_lookup());
+        for r in &results {
+            let line = if a.json {
+                let mut v = r.json();
+                if let (Some(b), Some(obj)) = (base, v.as_object_mut()) {
+                    obj.insert("speedup".into(), json!(b / r.us_per_lookup()));
+                }
+                v.to_string()
+            } else {
+                format!(
+                    "{:>5} {:>8} {:>9} {:>9.3} {:>12.3} {:>9} {:>15}",
+                    zipf,
+                    format!("{}", r.cache_fraction * 100.0),
+                    r.cache_rows,
+                    r.hit_rate,
+                    r.us_per_lookup(),
+                    base.map_or("-".to_string(), |b| format!(
+                        "{:.2}x",
+                        b / r.us_per_lookup()
+                    )),
+                    format!("{:.2}-{:.2}", r.step.p10 / 1e3, r.step.p90 / 1e3)
+                )
+            };
+            progress.suspend(|| {
+                println!("{line}");
+                for (label, ns) in &r.profile {
+                    if a.json {
+                        println!(
+                            "{}",
+                            json!({"type": "bench_cache_kernel", "zipf": zipf, "cache_fraction": r.cache_fraction, "node": label, "us": ns / 1e3})
+                        );
+                    } else {
+                        println!("    {:<40} {:>10.1} us", label, ns / 1e3);
+                    }
+                }
+            });
+        }
+    }
+    let cases = a.zipf.len();
+    progress.set(cases as u64);
+    progress.finish();
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -440,6 +558,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Dlrm(a) => bench_dlrm(a),
         BenchCommand::Tt(a) => bench_tt(a),
+        BenchCommand::Cache(a) => bench_cache(a),
     }
 }
 
@@ -490,6 +609,10 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
         l.max_compute_workgroups_per_dimension
     );
     println!("timestamps: {}", gpu.has_timestamps());
+    println!(
+        "tt kernels: {}",
+        ttrec::tt::TtKernels::for_adapter(&gpu).describe()
+    );
     match gpu.subgroup_size() {
         Some(n) => println!("subgroups: {n} lanes (subgroup kernels on)"),
         None => println!(

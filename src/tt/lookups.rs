@@ -186,22 +186,31 @@ fn core_grad_shape(params: &TtParams, k: usize) -> CoreGradShape {
 
 /// Whether core k's backward reads a transposed copy for chunks of `chunk` lookups: the copy
 /// costs a pass over the whole core per backward, so only when there are at least as many
-/// lookups as rows.
-fn use_transposed(params: &TtParams, k: usize, chunk: usize) -> bool {
-    params.core_t_buffer(k).is_some() && chunk >= params.shape().p[k]
+/// lookups as rows, and not through a cache (which serves most lookups of a skewed batch, so
+/// the cores' path sees far fewer than the plan's capacity: measured 1.2x slower with the copy
+/// at Zipf 1.2 with a 1% cache on lavapipe).
+fn use_transposed(params: &TtParams, k: usize, chunk: usize, source: LookupSource) -> bool {
+    params.core_t_buffer(k).is_some()
+        && chunk >= params.shape().p[k]
+        && !matches!(source, LookupSource::Cached { .. })
 }
 
 /// The pieces of core k for the subgroup chain, where the adapter has fixed-size subgroups, one
 /// of core k's products fits the kernel, and a digit has on average at least two lookups (with
 /// fewer, most pieces would be padding).
-fn piece_layout(params: &TtParams, k: usize, chunk: usize) -> Option<PieceLayout> {
+fn piece_layout(
+    params: &TtParams,
+    k: usize,
+    chunk: usize,
+    source: LookupSource,
+) -> Option<PieceLayout> {
     if k == 0 || !params.kernels().subgroups || chunk < 2 * params.shape().p[k] {
         return None;
     }
     let lanes = params.gpu().subgroup_size()? as usize;
     let s = params.shape();
     let layout = PieceLayout::new(lanes, s.q_prefix(k), s.p[k], chunk)?;
-    let transposed = use_transposed(params, k, chunk);
+    let transposed = use_transposed(params, k, chunk, source);
     (layout.fits(&forward_product(params, k))
         || layout.fits(&backward_product(params, k, transposed)))
     .then_some(layout)
@@ -243,8 +252,9 @@ impl TtLookups {
         let chunk = chunk_lookups(params, nnz_cap);
         let chunks = nnz_cap.div_ceil(chunk);
         let words = |n: usize| n as u64 * 4;
-        let pieces: Vec<Option<PieceLayout>> =
-            (0..d).map(|k| piece_layout(params, k, chunk)).collect();
+        let pieces: Vec<Option<PieceLayout>> = (0..d)
+            .map(|k| piece_layout(params, k, chunk, source))
+            .collect();
         let strategy = params.kernels().core_grad;
         let mut sorts = Vec::with_capacity(d);
         let mut grad_pieces = Vec::with_capacity(d);
@@ -417,7 +427,9 @@ impl TtLookups {
             sorts,
             grad_pieces,
             pieces,
-            transposed: (0..d).map(|k| use_transposed(params, k, chunk)).collect(),
+            transposed: (0..d)
+                .map(|k| use_transposed(params, k, chunk, source))
+                .collect(),
         }
     }
 
