@@ -235,6 +235,34 @@ fn a_diverging_loss_stops_the_run_naming_the_step() {
     assert!(!Path::new(&ck).exists() || ttrec::train::checkpoint::load(Path::new(&ck)).is_ok());
 }
 
+/// With --cache-rows the TT tables train through their LFU caches: the progress lines and the
+/// summary report the hit rate and the refreshes (42 steps: warm-up 10, then every 10).
+#[test]
+fn a_run_with_a_cache_reports_its_hit_rate() {
+    let dir = temp_dir("train-cache");
+    let summary = p(&dir, "summary.json");
+    let r = train(&small(&[
+        "--cache-rows",
+        "0.05",
+        "--cache-warmup",
+        "10",
+        "--cache-refresh",
+        "10",
+        "--summary-json",
+        &summary,
+    ]));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("cache hit rate"), "{}", r.stdout);
+    let s = json(&summary);
+    let hit = s["cache_hit_rate"].as_f64().expect("cache_hit_rate");
+    assert!(hit > 0.05 && hit < 1.0, "hit rate {hit}");
+    assert_eq!(s["cache"]["refreshes"].as_u64(), Some(4), "{s}");
+    assert_eq!(s["cache"]["dropped"].as_u64(), Some(0), "{s}");
+    assert!(s["cache"]["members"].as_u64().unwrap() > 0);
+    let auc = s["auc"].as_f64().unwrap();
+    assert!((0.5..1.0).contains(&auc), "auc {auc}");
+}
+
 #[test]
 fn bad_options_are_errors_before_any_work() {
     for (args, want) in [
@@ -252,6 +280,12 @@ fn bad_options_are_errors_before_any_work() {
         (vec!["--data", "/nonexistent/train.txt"], "no such file"),
         (vec!["--learning-rate", "nan"], "--learning-rate"),
         (vec!["--tt-init", "gaussian"], "--tt-init"),
+        (vec!["--cache-rows", "-1"], "--cache-rows"),
+        (
+            vec!["--cache-rows", "0.01", "--embedding", "dense"],
+            "--cache-rows needs",
+        ),
+        (vec!["--cache-refresh", "0"], "--cache-refresh"),
         (
             vec!["--load-model", "/nonexistent.safetensors"],
             "--load-model",

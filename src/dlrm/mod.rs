@@ -14,4 +14,4 @@ pub mod model;
 pub mod twin;
 
 pub use config::{DlrmConfig, TableConfig, TableKind};
-pub use model::{Dlrm, DlrmBatch, DlrmOptions, StepStats, Trace};
+pub use model::{Dlrm, DlrmBatch, DlrmOptions, StepStats, Trace, TtCacheOptions};

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::cache::{CacheConfig, CacheStats};
 use crate::data::Batch;
 use crate::dlrm::config::{DlrmConfig, TableKind};
 use crate::error::{Error, Result};
@@ -29,6 +30,7 @@ use crate::nn::{
     ParamArena,
 };
 use crate::tt::batch::Placement;
+use crate::tt::lookups::LookupSource;
 use crate::tt::{
     init_cores, Bags, Optimizer, Pooling, TtKernels, TtLookups, TtOptions, TtParams, TtSaved,
     TtShape,
@@ -66,6 +68,45 @@ pub struct DlrmOptions {
     pub stats_ring: usize,
     /// Cap on a dense-table shard's bytes (default: the adapter's binding limit).
     pub max_shard_bytes: Option<u64>,
+    /// An LFU row cache on every TT group (None: no cache).
+    pub tt_cache: Option<TtCacheOptions>,
+}
+
+/// The LFU row cache of each TT group of a model (see [`crate::cache`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TtCacheOptions {
+    /// Cache rows: below 1, a fraction of the group's rows; from 1 on, rows per TT table.
+    pub rows: f64,
+    /// Training steps before the first refresh.
+    pub warmup_steps: usize,
+    /// Training steps between refreshes.
+    pub refresh_every: usize,
+}
+
+impl TtCacheOptions {
+    /// The cache of a group of tables with `rows` rows in all, `tables` of them.
+    pub fn config(&self, rows: u64, tables: usize) -> Result<CacheConfig> {
+        if !(self.rows.is_finite() && self.rows > 0.0) {
+            return Err(Error::input(
+                None,
+                format!(
+                    "cache rows {}: a fraction in (0, 1) or a count of at least 1",
+                    self.rows
+                ),
+            ));
+        }
+        let want = if self.rows < 1.0 {
+            self.rows * rows as f64
+        } else {
+            self.rows.floor() * tables as f64
+        };
+        let fraction = (want / rows as f64).min(1.0);
+        let mut c = CacheConfig::for_table(rows, fraction)?;
+        c.warmup_steps = self.warmup_steps;
+        c.refresh_every = self.refresh_every;
+        c.validate(rows)?;
+        Ok(c)
+    }
 }
 
 impl Default for DlrmOptions {
@@ -75,6 +116,7 @@ impl Default for DlrmOptions {
             tt_kernels: None,
             stats_ring: 1024,
             max_shard_bytes: None,
+            tt_cache: None,
         }
     }
 }
@@ -269,12 +311,23 @@ impl Dlrm {
         }
         let mut tt = Vec::with_capacity(groups.len());
         for (_, _, members) in groups {
+            let cache = match &options.tt_cache {
+                Some(c) => {
+                    let rows: u64 = members.iter().map(|(_, s)| s.num_embeddings).sum();
+                    Some(
+                        c.config(rows, members.len())
+                            .map_err(|e| e.with_table(members[0].0))?,
+                    )
+                }
+                None => None,
+            };
             let opts = TtOptions {
                 pooling: Pooling::Sum,
                 optimizer: sgd,
                 init: config.tt_init,
                 seed: config.seed,
                 kernels: options.tt_kernels,
+                cache,
                 ..TtOptions::default()
             };
             // Each table drawn as if alone, from its own seed.
@@ -445,7 +498,9 @@ impl Dlrm {
             .enumerate()
             .map(|(i, grp)| {
                 let n = batch * grp.tables.len();
-                TtLookups::declare(g, &grp.params, n, n, &format!("tt group {i}"))
+                // Training plans count the lookups in the groups' caches; evaluation does not.
+                let source = LookupSource::for_table(&grp.params, train);
+                TtLookups::declare_with(g, &grp.params, n, n, &format!("tt group {i}"), source)
             })
             .collect();
         Ok(BatchInputs {
@@ -860,7 +915,33 @@ impl Dlrm {
         run?;
         self.unread.push_back((self.steps, b));
         self.steps += 1;
+        // Each TT group's cache refreshes when due (its own submit, after the step's).
+        for grp in self.tt.iter_mut() {
+            grp.params.cache_step()?;
+        }
         Ok(())
+    }
+
+    /// The TT groups' caches together: lookups, hits and drops summed since the start, members
+    /// and occupied entries as of their last refreshes, and the refreshes so far (None without
+    /// a cache). Reads the GPU (one wait).
+    pub fn cache_stats(&mut self) -> Result<Option<(CacheStats, u64)>> {
+        let mut total: Option<(CacheStats, u64)> = None;
+        for grp in self.tt.iter_mut() {
+            if grp.params.cache().is_none() {
+                continue;
+            }
+            let s = grp.params.cache_stats()?;
+            let refreshes = grp.params.cache().map_or(0, |c| c.refreshes());
+            let t = total.get_or_insert((CacheStats::default(), 0));
+            t.0.lookups += s.lookups;
+            t.0.hits += s.hits;
+            t.0.dropped += s.dropped;
+            t.0.members += s.members;
+            t.0.occupied += s.occupied;
+            t.1 = t.1.max(refreshes);
+        }
+        Ok(total)
     }
 
     /// A training step like [`Dlrm::train_step`], run with a GPU timestamp around every node:

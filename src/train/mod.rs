@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
-use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableKind};
+use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableKind, TtCacheOptions};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::metrics::{evaluate, Evaluation};
@@ -178,7 +178,15 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     }
     // Model.
     let config = model_config(args, &data.table_sizes())?;
-    let mut model = Dlrm::new(gpu, config.clone(), DlrmOptions::default())?;
+    let options = DlrmOptions {
+        tt_cache: args.cache_rows.map(|rows| TtCacheOptions {
+            rows,
+            warmup_steps: args.cache_warmup,
+            refresh_every: args.cache_refresh,
+        }),
+        ..DlrmOptions::default()
+    };
+    let mut model = Dlrm::new(gpu, config.clone(), options)?;
     let mut pos = Position {
         epoch: 0,
         batch: 0,
@@ -380,8 +388,12 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
                     let rate = interval_samples as f64 / interval_start.elapsed().as_secs_f64();
                     let mean = loss / n as f64;
                     let acc = correct as f64 / n as f64;
+                    let cache = model.cache_stats()?.map(|(s, _)| s.hit_rate());
+                    let cache_msg = cache.map_or(String::new(), |h| {
+                        format!(", cache hit rate {:.1} %", 100.0 * h)
+                    });
                     let msg = format!(
-                        "Finished training it {}/{} of epoch {}, {:.0} samples/s, loss {:.6}, accuracy {:.3} %",
+                        "Finished training it {}/{} of epoch {}, {:.0} samples/s, loss {:.6}, accuracy {:.3} %{cache_msg}",
                         pos.batch,
                         batches,
                         pos.epoch + 1,
@@ -390,7 +402,9 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
                         100.0 * acc
                     );
                     match &out.bar {
-                        Some(b) => b.set_message(format!("{rate:.0} samples/s, loss {mean:.5}")),
+                        Some(b) => {
+                            b.set_message(format!("{rate:.0} samples/s, loss {mean:.5}{cache_msg}"))
+                        }
                         None => out.line(&msg),
                     }
                     record(
@@ -498,6 +512,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
         malformed,
         data: data.describe(),
         config: config.to_json(),
+        cache: model.cache_stats()?,
     };
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {

@@ -93,6 +93,16 @@ pub struct TrainArgs {
     /// approx-normal.
     #[arg(long, value_name = "NAME")]
     pub tt_init: Option<String>,
+    /// An LFU row cache on the TT tables: rows as a fraction of each TT group's rows (below 1,
+    /// e.g. 0.01) or a count per TT table (from 1 on). Off by default.
+    #[arg(long, value_name = "ROWS", allow_negative_numbers = true)]
+    pub cache_rows: Option<f64>,
+    /// Training steps before the cache's first refresh.
+    #[arg(long, value_name = "STEPS", default_value_t = 100)]
+    pub cache_warmup: usize,
+    /// Training steps between the cache's refreshes.
+    #[arg(long, value_name = "STEPS", default_value_t = 1000)]
+    pub cache_refresh: usize,
     /// Write checkpoints here (at each evaluation, at the end, on Ctrl-C).
     #[arg(long, value_name = "PATH")]
     pub save_model: Option<PathBuf>,
@@ -236,6 +246,21 @@ impl TrainArgs {
             return Err(bad(
                 "--tt-tables must be at least 1 (use --embedding dense for none)",
             ));
+        }
+        if let Some(r) = self.cache_rows {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(bad(format!(
+                    "--cache-rows must be a fraction in (0, 1) or a row count of at least 1, got {r}"
+                )));
+            }
+            if self.embedding == EmbeddingKind::Dense {
+                return Err(bad(
+                    "--cache-rows needs --embedding tt (it caches TT tables' rows)",
+                ));
+            }
+        }
+        if self.cache_refresh == 0 {
+            return Err(bad("--cache-refresh must be at least 1"));
         }
         let tt_rank = self.tt_rank.unwrap_or(32);
         if tt_rank == 0 {

@@ -104,6 +104,8 @@ pub struct TrainSummary {
     pub malformed: Vec<(&'static str, u64)>,
     pub data: String,
     pub config: serde_json::Value,
+    /// The TT groups' LFU caches (statistics, refreshes), when on.
+    pub cache: Option<(crate::cache::CacheStats, u64)>,
 }
 
 /// "12.3 MB" for a byte count.
@@ -167,6 +169,16 @@ impl TrainSummary {
             "data": self.data,
             "config": self.config,
             "ttrec_version": env!("CARGO_PKG_VERSION"),
+            "cache_hit_rate": self.cache.map(|(c, _)| c.hit_rate()),
+            "cache": self.cache.map(|(c, refreshes)| serde_json::json!({
+                "lookups": c.lookups,
+                "hits": c.hits,
+                "hit_rate": c.hit_rate(),
+                "dropped": c.dropped,
+                "members": c.members,
+                "occupied": c.occupied,
+                "refreshes": refreshes,
+            })),
         })
     }
 
@@ -191,6 +203,16 @@ impl TrainSummary {
             self.eval_samples_per_s(),
             self.adapter
         );
+        if let Some((c, refreshes)) = &self.cache {
+            s += &format!(
+                "cache: hit rate {:.1} % of {} lookups, {} rows cached, {} keys counted, {} counts dropped, {refreshes} refreshes\n",
+                100.0 * c.hit_rate(),
+                c.lookups,
+                c.members,
+                c.occupied,
+                c.dropped
+            );
+        }
         s += &format!(
             "model: TT cores {} params ({}) in {} tables, dense tables {} params ({}), MLPs {} params ({})\n",
             self.tt_params,
