@@ -1,5 +1,5 @@
 //! TT-EmbeddingBag accuracy against the reference CUDA op: for every CUDA golden
-//! (../shared/fixtures/cuda: the reference op's outputs on an H100 for the inputs of a float64
+//! (tests/fixtures/cuda: the reference op's outputs on an H100 for the inputs of a float64
 //! fixture), our worst error against the float64 values must be at most 1.5x the CUDA op's own
 //! worst error on the same tensor, plus a floor near f32 rounding.
 
@@ -9,19 +9,20 @@ use std::path::{Path, PathBuf};
 
 use ttrec::parity::{run_fixture, Fixture};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-/// Each CUDA golden and the float64 fixture with the same inputs (../shared/fixtures/cuda/README.md).
+/// Each CUDA golden and the float64 fixture with the same inputs (tests/fixtures/cuda/README.md).
 fn pairs() -> Vec<(PathBuf, PathBuf)> {
-    let cuda = Path::new(SHARED).join("cuda");
+    let root = Path::new(FIXTURES);
+    let cuda = root.join("cuda");
     let mut out = Vec::new();
-    for f in ttrec::parity::fixtures_in(&cuda).expect("../shared/fixtures/cuda") {
+    for f in ttrec::parity::fixtures_in(&cuda).expect("tests/fixtures/cuda") {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         let stem = name.trim_start_matches("cuda_");
         let twin = match stem {
-            "shared_d4_sum.safetensors" => Path::new(SHARED).join("parity/d4_sum.safetensors"),
-            s if cuda.join("float64").join(s).exists() => cuda.join("float64").join(s),
-            s => Path::new(SHARED).join("parity").join(s),
+            "shared_d4_sum.safetensors" => root.join("shared/d4_sum.safetensors"),
+            s if root.join("parity").join(s).exists() => root.join("parity").join(s),
+            s => root.join("shared").join(s),
         };
         assert!(
             twin.exists(),

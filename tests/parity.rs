@@ -1,5 +1,5 @@
 //! The CUDA-parity suite: every committed fixture (tests/fixtures/parity, made by
-//! tools/parity/gen_fixtures.py) and every shared one (../shared/fixtures/parity, made by an
+//! tools/parity/gen_fixtures.py) and every shared one (tests/fixtures/shared, made by an
 //! independent implementation) must pass on this adapter.
 
 mod common;
@@ -59,7 +59,7 @@ fn shared_fixtures_pass() {
     run_dir(
         &PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/parity"
+            "/tests/fixtures/shared"
         )),
         false,
     );
@@ -71,7 +71,7 @@ fn cuda_goldens_pass() {
     let n = run_dir(
         &PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/cuda"
+            "/tests/fixtures/cuda"
         )),
         true,
     );

@@ -9,7 +9,7 @@ use ttrec::parity;
 use ttrec::reference::tt as rtt;
 use ttrec::tt::{Optimizer, Pooling, TtShape};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/parity");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/shared");
 
 /// Checks `got` against `want` with ttrec's tolerance rule at 1e-5 max|want| + 1e-6 (the f64
 /// twin against fixtures stored in f32); returns the worst error relative to the tolerance.
