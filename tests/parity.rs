@@ -69,10 +69,7 @@ fn shared_fixtures_pass() {
 fn cuda_goldens_pass() {
     // The reference CUDA op's own outputs (an H100), at the same tolerance.
     let n = run_dir(
-        &PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/cuda"
-        )),
+        &PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cuda")),
         true,
     );
     assert!(n >= 15, "only {n} CUDA goldens");
