@@ -63,8 +63,6 @@
 /// **Unstable internals**: the benchmarks behind `ttrec bench` and `cargo bench`.
 #[doc(hidden)]
 pub mod bench;
-/// The LFU row cache of TT tables: its configuration, statistics and CPU twin (the GPU kernels'
-/// launchers are in `kernels::cache`).
 pub mod cache;
 pub mod data;
 pub mod dlrm;

@@ -3,7 +3,8 @@
 //! timestamps. It knows no model.
 
 mod pool;
-/// **Unstable internals**: the embedded WGSL sources; public for the crate's tests only.
+// Unstable internals (the embedded WGSL sources and kernel names): public for the crate's tests
+// only.
 #[doc(hidden)]
 pub mod shaders;
 

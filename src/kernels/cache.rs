@@ -272,7 +272,7 @@ pub fn update_scratch_words(max_lookups: usize, capacity_c: usize) -> [usize; 4]
 }
 
 /// Adds the training of the cached rows from the output gradient `dout` (laid out as the pooled
-/// output: bag b's row at `bag_dest[b]`): each occurrence n of a cached row (hit[n] != NONE), in
+/// output: bag b's row at `bag_dest[b]`): each occurrence n of a cached row (`hit[n] != NONE`), in
 /// lookup order, with g = scale_n dout[bag_dest[bag(n)] + c]: SGD `values -= lr g`; row-wise
 /// Adagrad `state[slot] += mean over c of g^2; values -= lr g / (sqrt(state[slot]) + eps)`.
 /// `opt`: the uniform `OptParams` (lr, eps; len unused). `state`: C f32 for Adagrad, any
