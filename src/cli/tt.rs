@@ -304,7 +304,7 @@ pub struct BenchDlrmArgs {
     /// Also print GPU times of one step's kernels, summed by model part (needs timestamps).
     #[arg(long)]
     pub profile: bool,
-    /// Matrix-product variant: registers (CPU adapters' default) or tiled (GPUs' default).
+    /// Matrix-product variant: registers (the default on every adapter) or tiled.
     #[arg(long, value_parser = ["registers", "tiled"])]
     pub gemm: Option<String>,
 }

@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 #[doc(hidden)]
 pub use pool::BufferPool;
 
-/// Whether the adapter computes on a CPU (lavapipe, llvmpipe, WARP) or on a GPU: kernels pick
-/// their variant by this, since the two want opposite trade-offs (registers vs shared memory).
+/// Whether the adapter computes on a CPU (lavapipe, llvmpipe, WARP) or on a GPU: the TT core
+/// gradients pick their strategy by this ([`crate::tt::TtKernels::for_adapter`]: one strong
+/// invocation per row on CPUs, many pieces on GPUs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdapterClass {
     Cpu,
