@@ -440,3 +440,117 @@ fn members_batch(@builtin(local_invocation_index) lid: u32) {
         mb_params[o + 4u] = c;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// sort_fused: the sort of core CORE_K in one dispatch, for CPU adapters (where every dispatch
+// costs tens of microseconds whatever its size): one workgroup per chunk, its 64 invocations
+// each own a block of CHUNK / 64 lookups and go through the same four steps as the kernels
+// above (count, scan, segments, place) with barriers between them. Same results, bitwise.
+// Scratch: per block its digit counts, then per block its offsets within each digit's run
+// (a region of their own: lavapipe's compiler was seen to reuse an invocation's own earlier
+// count instead of the offset another invocation wrote over it), then the run lengths.
+
+@group(0) @binding(1) var<storage, read> sf_digits: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sf_scratch: array<u32>;  // counts, offsets, totals
+@group(0) @binding(3) var<storage, read_write> sf_segments: array<u32>; // [CHUNKS, PK + 1]
+@group(0) @binding(4) var<storage, read_write> sf_grad_pieces: array<u32>;
+@group(0) @binding(5) var<storage, read_write> sf_sg_starts: array<u32>;
+@group(0) @binding(6) var<storage, read_write> sf_sorted: array<u32>;
+@group(0) @binding(7) var<storage, read_write> sf_pieces: array<u32>;
+
+var<workgroup> sf_part: array<vec3<u32>, 64>;
+
+@compute @workgroup_size(64)
+fn sort_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let c = wid.y * nwg.x + wid.x;
+    if (c >= CHUNKS) {
+        return;
+    }
+    let offsets = CHUNKS * WG * PK; // where the offsets region starts
+    let totals = 2u * offsets;      // and the run lengths
+    let section = CORE_K * route.cap;
+    let bl = (CHUNK + WG - 1u) / WG;
+    let end = min((c + 1u) * CHUNK, route.nnz);
+    let lo = min(c * CHUNK + lid * bl, end);
+    let hi = min(lo + bl, end);
+    let row = (c * WG + lid) * PK;
+    // Zero this block's counts and its share of the chunk's subgroup pieces; count.
+    for (var r = 0u; r < PK; r = r + 1u) {
+        sf_scratch[row + r] = 0u;
+    }
+    if (SG_LEN != 0u) {
+        let slots = SG_PIECES * max(SG_LEN, 1u);
+        let share = (slots + WG - 1u) / WG;
+        let s0 = min(lid * share, slots);
+        let s1 = min(s0 + share, slots);
+        for (var s = s0; s < s1; s = s + 1u) {
+            sf_pieces[c * slots + s] = 0u;
+        }
+    }
+    for (var n = lo; n < hi; n = n + 1u) {
+        let at = row + sf_digits[section + n];
+        sf_scratch[at] = sf_scratch[at] + 1u;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    // Each digit's run: the blocks' offsets within it, and its length.
+    let per = (PK + WG - 1u) / WG;
+    let r0 = min(lid * per, PK);
+    let r1 = min(r0 + per, PK);
+    var mine = vec3<u32>(0u);
+    for (var r = r0; r < r1; r = r + 1u) {
+        var run = 0u;
+        for (var b = 0u; b < WG; b = b + 1u) {
+            let at = (c * WG + b) * PK + r;
+            sf_scratch[offsets + at] = run;
+            run = run + sf_scratch[at];
+        }
+        sf_scratch[totals + c * PK + r] = run;
+        mine = mine + run_sizes(run);
+    }
+    sf_part[lid] = mine;
+    storageBarrier();
+    workgroupBarrier();
+    // The segment and piece tables (as sort_segments).
+    var at = vec3<u32>(min(c * CHUNK, route.nnz), 0u, 0u);
+    for (var i = 0u; i < lid; i = i + 1u) {
+        at = at + sf_part[i];
+    }
+    let base = c * (PK + 1u);
+    for (var r = r0; r < r1; r = r + 1u) {
+        sf_segments[base + r] = at.x;
+        if (GRAD_LEN != 0u) {
+            sf_grad_pieces[base + r] = at.y;
+        }
+        if (SG_LEN != 0u) {
+            sf_sg_starts[base + r] = at.z;
+        }
+        at = at + run_sizes(sf_scratch[totals + c * PK + r]);
+    }
+    if (lid == WG - 1u) {
+        sf_segments[base + PK] = at.x;
+        if (GRAD_LEN != 0u) {
+            sf_grad_pieces[base + PK] = at.y;
+        }
+        if (SG_LEN != 0u) {
+            sf_sg_starts[base + PK] = at.z;
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    // Place each lookup (as sort_place).
+    for (var n = lo; n < hi; n = n + 1u) {
+        let digit = sf_digits[section + n];
+        let k = offsets + row + digit;
+        let within = sf_scratch[k];
+        sf_scratch[k] = within + 1u;
+        let seg = base + digit;
+        sf_sorted[section + sf_segments[seg] + within] = n;
+        if (SG_LEN != 0u) {
+            let len = max(SG_LEN, 1u);
+            let piece = sf_sg_starts[seg] + within / len;
+            sf_pieces[(c * SG_PIECES + piece) * len + within % len] = n + 1u;
+        }
+    }
+}

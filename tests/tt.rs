@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use ttrec::reference::tt as reference;
 use ttrec::tt::{
-    Bags, CoreGradStrategy, Mode, Optimizer, Pooling, TtEmbeddingBag, TtInit, TtKernels, TtOptions,
-    TtShape,
+    Bags, CoreGradStrategy, Mode, Optimizer, Pooling, SortStrategy, TtEmbeddingBag, TtInit,
+    TtKernels, TtOptions, TtShape,
 };
 
 struct Case {
@@ -119,6 +119,12 @@ fn kernel_variants_subgroup_portable_rows_pieces_equal_bitwise() {
     let dout = values(&mut r, 150 * shape.dim());
     let bags_ = Bags::new(&idx, &off);
     let run = |subgroups: bool, core_grad: CoreGradStrategy, chunk: usize| {
+        // The sort strategy goes with the core-gradient one (CPU and GPU defaults), so both
+        // sorts are compared too.
+        let sort = match core_grad {
+            CoreGradStrategy::Rows => SortStrategy::Workgroup,
+            CoreGradStrategy::Pieces => SortStrategy::Blocks,
+        };
         let options = TtOptions {
             optimizer: Optimizer::Adagrad {
                 lr: 0.05,
@@ -128,6 +134,7 @@ fn kernel_variants_subgroup_portable_rows_pieces_equal_bitwise() {
             kernels: Some(TtKernels {
                 subgroups,
                 core_grad,
+                sort,
                 ..TtKernels::for_adapter(&g)
             }),
             ..TtOptions::default()

@@ -10,7 +10,7 @@ use rand::Rng;
 use ttrec::graph::{Buf, GraphBuilder};
 use ttrec::kernels::route::{
     record_route_bags, record_route_digits, record_sort, table_desc_words, RouteParams,
-    SortBuffers, SortLayout,
+    SortBuffers, SortLayout, SortStrategy, FUSED_SORT_MAX_ROWS,
 };
 use ttrec::kernels::tt::{GradPieces, CORE_GRAD_BLOCK};
 use ttrec::tt::batch::{cut_pieces, prepare_group, Bags, GroupTable, Placement};
@@ -58,6 +58,12 @@ fn random_bags(seed: u64, shape: &TtShape, bags_n: usize, hot: i64) -> (Vec<i64>
 }
 
 fn check(case: &Case) {
+    for strategy in [SortStrategy::Blocks, SortStrategy::Workgroup] {
+        check_with(case, strategy);
+    }
+}
+
+fn check_with(case: &Case, strategy: SortStrategy) {
     let g = gpu();
     let d = case.rows.len();
     let nnz: usize = case.ids.iter().map(|v| v.len()).sum();
@@ -172,7 +178,18 @@ fn check(case: &Case) {
         let sg = case
             .sg_len
             .map(|len| (len, case.chunk.div_ceil(len) + case.rows[k].min(case.chunk)));
-        let layout = SortLayout::new(case.rows[k], k, case.chunk, chunks, CORE_GRAD_BLOCK, sg);
+        let layout = SortLayout::new(
+            case.rows[k],
+            k,
+            case.chunk,
+            chunks,
+            CORE_GRAD_BLOCK,
+            sg,
+            strategy,
+        );
+        // The one-dispatch sort runs for cores of up to FUSED_SORT_MAX_ROWS rows.
+        let fused = strategy == SortStrategy::Workgroup && case.rows[k] <= FUSED_SORT_MAX_ROWS;
+        assert_eq!(layout.strategy == SortStrategy::Workgroup, fused);
         let bufs = SortBuffers {
             counts: ext(&g.storage("counts", u32s(layout.count_words()))),
             totals: ext(&g.storage("totals", u32s(layout.total_words()))),
@@ -227,10 +244,10 @@ fn check(case: &Case) {
         assert_eq!(
             &got_sorted[k * cap..k * cap + nnz],
             &want.sorted[k * cap..k * cap + nnz],
-            "sorted lookups of core {k}"
+            "sorted lookups of core {k} ({strategy:?})"
         );
         let seg = read(&bufs.segments, layout.table_words());
-        assert_eq!(seg, want.segments[k], "segments of core {k}");
+        assert_eq!(seg, want.segments[k], "segments of core {k} ({strategy:?})");
         // Piece tables: each run's first piece, runs cut into pieces of a fixed length.
         let starts = |len: usize| -> Vec<u32> {
             let p = layout.rows;
@@ -247,7 +264,11 @@ fn check(case: &Case) {
             out
         };
         let grad = read(bufs.grad_pieces.as_ref().unwrap(), layout.table_words());
-        assert_eq!(grad, starts(CORE_GRAD_BLOCK), "gradient pieces of core {k}");
+        assert_eq!(
+            grad,
+            starts(CORE_GRAD_BLOCK),
+            "gradient pieces of core {k} ({strategy:?})"
+        );
         let most = *grad.iter().max().unwrap() as usize;
         assert!(
             most <= GradPieces::slots(case.chunk, layout.rows),
@@ -255,10 +276,14 @@ fn check(case: &Case) {
         );
         if let Some((len, per)) = layout.sg {
             let sg = read(bufs.sg_starts.as_ref().unwrap(), layout.table_words());
-            assert_eq!(sg, starts(len), "subgroup piece starts of core {k}");
+            assert_eq!(
+                sg,
+                starts(len),
+                "subgroup piece starts of core {k} ({strategy:?})"
+            );
             let pieces = read(bufs.sg_pieces.as_ref().unwrap(), chunks * per * len);
             let twin = cut_pieces(&want, k, layout.rows, cap, case.chunk, len, per);
-            assert_eq!(pieces, twin, "subgroup pieces of core {k}");
+            assert_eq!(pieces, twin, "subgroup pieces of core {k} ({strategy:?})");
         }
     }
 }
@@ -322,7 +347,7 @@ fn route_and_sort_a_group_with_weights() {
 /// with more rows than a u16 holds.
 #[test]
 fn route_digits_of_ids_up_to_2_pow_32() {
-    for p in [[65536usize, 256, 256], [3, 70001, 5]] {
+    for p in [[65536usize, 256, 256], [3, 70001, 5], [4096, 4096, 256]] {
         let n: u64 = p.iter().map(|&x| x as u64).product();
         let shape = TtShape::new(n, &p, &[2, 2, 2], &[2, 2]).unwrap();
         let (tables, rows) = group(std::slice::from_ref(&shape));

@@ -118,6 +118,7 @@ kernels! {
     SortScan => TtRoute::"sort_scan",
     SortSegments => TtRoute::"sort_segments",
     SortPlace => TtRoute::"sort_place",
+    SortFused => TtRoute::"sort_fused",
     CompactCount => TtRoute::"compact_count",
     CompactScan => TtRoute::"compact_scan",
     CompactPlace => TtRoute::"compact_place",

@@ -83,6 +83,23 @@ pub fn record_route_bags(
     )
 }
 
+/// How a core's lookups are sorted: the same stable counting sort either way, bitwise the same
+/// results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SortStrategy {
+    /// Four dispatches (count, scan, segments, place) over blocks of about sqrt(chunk) lookups,
+    /// plus two clears: parallel enough for GPUs.
+    Blocks,
+    /// One dispatch: a workgroup per chunk whose 64 invocations do the four steps with barriers
+    /// between them: for CPU adapters, where each dispatch costs tens of microseconds.
+    Workgroup,
+}
+
+/// The most rows of a core the one-dispatch sort takes: its workgroup zeroes and scans 64 x rows
+/// counts per chunk, one invocation looping over rows of them, which stops paying for large
+/// cores (and on lavapipe it was seen to lose writes from 32,768 rows on; 16,384 passed).
+pub const FUSED_SORT_MAX_ROWS: usize = 4096;
+
 /// How the sort of one core is laid out in a plan (fixed per plan: the chunking and the piece
 /// lengths are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +117,7 @@ pub struct SortLayout {
     pub grad_len: usize,
     /// Subgroup pieces: lookups per piece and piece slots per chunk.
     pub sg: Option<(usize, usize)>,
+    pub strategy: SortStrategy,
 }
 
 impl SortLayout {
@@ -107,6 +125,8 @@ impl SortLayout {
     /// 1024 lookups), which balances the serial loops: a block's lookups in `sort_count` and
     /// `sort_place`, a chunk's blocks in `sort_scan`. The block counts take chunks x blocks x
     /// rows words.
+    /// With [`SortStrategy::Workgroup`] a chunk is 64 blocks, one per invocation of its
+    /// workgroup; cores of more than [`FUSED_SORT_MAX_ROWS`] rows take the blocks instead.
     pub fn new(
         rows: usize,
         core: usize,
@@ -114,25 +134,43 @@ impl SortLayout {
         chunks: usize,
         grad_len: usize,
         sg: Option<(usize, usize)>,
+        strategy: SortStrategy,
     ) -> Self {
-        let block = ((chunk as f64).sqrt().ceil() as usize)
-            .next_power_of_two()
-            .clamp(16, 1024);
+        let strategy = if rows > FUSED_SORT_MAX_ROWS {
+            SortStrategy::Blocks
+        } else {
+            strategy
+        };
+        let block = match strategy {
+            SortStrategy::Blocks => ((chunk as f64).sqrt().ceil() as usize)
+                .next_power_of_two()
+                .clamp(16, 1024),
+            SortStrategy::Workgroup => chunk.div_ceil(WORKGROUP as usize).max(1),
+        };
         SortLayout {
             rows,
             core,
             chunk,
             chunks,
             block,
-            blocks_per_chunk: chunk.div_ceil(block),
+            blocks_per_chunk: match strategy {
+                SortStrategy::Blocks => chunk.div_ceil(block),
+                SortStrategy::Workgroup => WORKGROUP as usize,
+            },
             grad_len,
             sg,
+            strategy,
         }
     }
 
-    /// Words of the per-block digit counts.
+    /// Words of the per-block digit counts (with [`SortStrategy::Workgroup`] also the offsets
+    /// and the run lengths: the fused kernel's whole scratch).
     pub fn count_words(&self) -> usize {
-        self.chunks * self.blocks_per_chunk * self.rows
+        let counts = self.chunks * self.blocks_per_chunk * self.rows;
+        match self.strategy {
+            SortStrategy::Blocks => counts,
+            SortStrategy::Workgroup => 2 * counts + self.total_words(),
+        }
     }
     /// Words of a per-chunk table over the digits (totals).
     pub fn total_words(&self) -> usize {
@@ -191,6 +229,31 @@ pub fn record_sort(
     let c = layout.constants();
     let ro = Buf::from(g.gpu().placeholder());
     let rw = Buf::from(g.gpu().placeholder_rw());
+    // One workgroup per chunk.
+    let per_chunk = grid(
+        layout.chunks as u64 * WORKGROUP as u64,
+        WORKGROUP,
+        g.gpu().limits().max_compute_workgroups_per_dimension,
+    );
+    if layout.strategy == SortStrategy::Workgroup {
+        return launch_grid(
+            g,
+            format!("{label} (fused)"),
+            Kernel::SortFused,
+            &c,
+            vec![
+                route,
+                digits,
+                b.counts.clone(),
+                b.segments.clone(),
+                b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
+                b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
+                b.sorted.clone(),
+                b.sg_pieces.clone().unwrap_or(rw),
+            ],
+            per_chunk,
+        );
+    }
     let blocks = (layout.chunks * layout.blocks_per_chunk) as u64;
     g.clear(format!("{label} zero counts"), b.counts.clone());
     if let Some(p) = &b.sg_pieces {
@@ -212,12 +275,6 @@ pub fn record_sort(
         vec![route.clone(), b.counts.clone(), b.totals.clone()],
         (layout.chunks * layout.rows) as u64,
     )?;
-    // One workgroup per chunk.
-    let per_chunk = grid(
-        layout.chunks as u64 * WORKGROUP as u64,
-        WORKGROUP,
-        g.gpu().limits().max_compute_workgroups_per_dimension,
-    );
     launch_grid(
         g,
         format!("{label} segments"),

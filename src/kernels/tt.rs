@@ -6,6 +6,7 @@ use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, AdapterClass, Gpu};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
+use crate::kernels::route::SortStrategy;
 use crate::kernels::{launch, launch_grid};
 
 /// How the core gradients are reduced. Both sum each row's lookups in blocks of
@@ -33,6 +34,8 @@ pub struct TtKernels {
     /// Use the subgroup chain where the adapter has fixed-size subgroups and a product fits.
     pub subgroups: bool,
     pub core_grad: CoreGradStrategy,
+    /// How each core's lookups are sorted by digit.
+    pub sort: SortStrategy,
     /// Most vec4 columns per invocation in the chain and core-gradient kernels (4, 2 or 1).
     pub col_quads: usize,
     /// Most row quads per core-gradient invocation (2 or 1; 4 stops lavapipe's unrolling).
@@ -52,6 +55,10 @@ impl TtKernels {
                 AdapterClass::Cpu => CoreGradStrategy::Rows,
                 AdapterClass::Gpu => CoreGradStrategy::Pieces,
             },
+            sort: match gpu.class() {
+                AdapterClass::Cpu => SortStrategy::Workgroup,
+                AdapterClass::Gpu => SortStrategy::Blocks,
+            },
             col_quads: 4,
             row_quads: 2,
             t_col_groups: 2,
@@ -66,14 +73,18 @@ impl TtKernels {
         }
     }
 
-    /// One line for reports: "subgroups on, core grad pieces, tiles 4/2/2".
+    /// One line for reports: "subgroups on, core grad pieces, sort blocks, tiles 4/2/2".
     pub fn describe(&self) -> String {
         format!(
-            "subgroups {}, core grad {}, tiles {}/{}/{}",
+            "subgroups {}, core grad {}, sort {}, tiles {}/{}/{}",
             if self.subgroups { "on" } else { "off" },
             match self.core_grad {
                 CoreGradStrategy::Rows => "rows",
                 CoreGradStrategy::Pieces => "pieces",
+            },
+            match self.sort {
+                SortStrategy::Blocks => "blocks",
+                SortStrategy::Workgroup => "workgroup",
             },
             self.col_quads,
             self.row_quads,

@@ -270,6 +270,7 @@ impl TtLookups {
                 chunks,
                 if by_pieces { CORE_GRAD_BLOCK } else { 0 },
                 sg.map(|l| (l.len, l.per_chunk)),
+                params.kernels().sort,
             );
             let table_bytes = words(layout.table_words());
             let grad_starts =

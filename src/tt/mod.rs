@@ -66,6 +66,7 @@ pub mod params;
 #[doc(hidden)]
 pub mod table;
 
+pub use crate::kernels::route::SortStrategy;
 pub use crate::kernels::tt::{CoreGradStrategy, TtKernels};
 pub use batch::{Bags, Ids};
 pub use init::init_cores;
