@@ -3,6 +3,8 @@
 //! timed replays after warm-up, the same code as the CLI.
 
 fn main() -> anyhow::Result<()> {
+    ttrec::gpu::ensure_runtime_dir();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let gpu = ttrec::gpu::Gpu::new()?;
     println!("adapter: {}", gpu.adapter_name());
     let filter: Vec<String> = std::env::args()
