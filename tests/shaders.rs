@@ -8,6 +8,10 @@ use std::mem::{offset_of, size_of};
 use ttrec::gpu::shaders::{Kernel, Shader, PRELUDE};
 
 fn module(shader: Shader) -> naga::Module {
+    module_and_info(shader).0
+}
+
+fn module_and_info(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
     let source = shader.source();
     let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
         panic!(
@@ -20,14 +24,14 @@ fn module(shader: Shader) -> naga::Module {
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::all(),
     );
-    validator.validate(&module).unwrap_or_else(|e| {
+    let info = validator.validate(&module).unwrap_or_else(|e| {
         panic!(
             "shaders/{}.wgsl does not validate:\n{}",
             shader.name(),
             e.emit_to_string(&source)
         )
     });
-    module
+    (module, info)
 }
 
 #[test]
@@ -91,6 +95,46 @@ fn kernels_and_entry_points_match_one_to_one() {
                 shader.name()
             );
         }
+    }
+}
+
+/// Every kernel's named bindings (what its launcher must pass, `Kernel::bindings`) are as many as
+/// the bindings its entry point uses, numbered 0..n in group 0: the graph binds buffer i at
+/// binding i.
+#[test]
+fn kernels_name_every_binding_their_entry_point_uses() {
+    for &k in Kernel::ALL {
+        let (m, info) = module_and_info(k.shader());
+        let (index, _) = m
+            .entry_points
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.name == k.entry())
+            .expect("entry point");
+        let fi = info.get_entry_point(index);
+        let mut used: Vec<(u32, String)> = m
+            .global_variables
+            .iter()
+            .filter(|(h, _)| !fi[*h].is_empty())
+            .filter_map(|(_, v)| {
+                v.binding.as_ref().map(|b| {
+                    (
+                        b.group * 100 + b.binding,
+                        v.name.clone().unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        used.sort();
+        let slots: Vec<u32> = used.iter().map(|(b, _)| *b).collect();
+        let want: Vec<u32> = (0..k.bindings().len() as u32).collect();
+        assert_eq!(
+            slots,
+            want,
+            "{k:?}: the shader's {} uses bindings {used:?}; the kernel names {:?}",
+            k.entry(),
+            k.bindings()
+        );
     }
 }
 

@@ -74,8 +74,10 @@ impl Shader {
 }
 
 macro_rules! kernels {
-    ($($variant:ident => $shader:ident :: $entry:literal,)*) => {
-        /// Every compute entry point ttrec launches, with its shader.
+    ($($variant:ident => $shader:ident :: $entry:literal [$($binding:ident),*],)*) => {
+        /// Every compute entry point ttrec launches, with its shader and its bindings' names in
+        /// `@binding` order (launchers pass buffers by these names; `kernels::launch` checks them,
+        /// and a test checks their count against the shader).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Kernel {
             $($variant,)*
@@ -96,57 +98,64 @@ macro_rules! kernels {
                     $(Kernel::$variant => $entry,)*
                 }
             }
+
+            /// The names of the entry point's bindings, binding 0 first.
+            pub fn bindings(self) -> &'static [&'static str] {
+                match self {
+                    $(Kernel::$variant => &[$(stringify!($binding)),*],)*
+                }
+            }
         }
     };
 }
 
 kernels! {
-    TtChain => Tt::"chain",
-    TtChainV4 => Tt::"chain_v4",
-    TtChainTV4 => Tt::"chain_t_v4",
-    TtPool => Tt::"pool",
-    TtRowGrad => Tt::"row_grad",
-    TtCoreGrad => Tt::"core_grad",
-    TtCoreGradV4 => Tt::"core_grad_v4",
-    TtCoreGradPiecesV4 => Tt::"core_grad_pieces_v4",
-    TtCoreGradCombine => Tt::"core_grad_combine",
-    TtTransposeSlices => Tt::"transpose_slices",
-    TtChainSg => TtSubgroup::"chain_sg",
-    RouteDigits => TtRoute::"route_digits",
-    RouteBags => TtRoute::"route_bags",
-    SortCount => TtRoute::"sort_count",
-    SortScan => TtRoute::"sort_scan",
-    SortSegments => TtRoute::"sort_segments",
-    SortPlace => TtRoute::"sort_place",
-    SortFused => TtRoute::"sort_fused",
-    CompactCount => TtRoute::"compact_count",
-    CompactScan => TtRoute::"compact_scan",
-    CompactPlace => TtRoute::"compact_place",
-    CompactFinish => TtRoute::"compact_finish",
-    MembersBatch => TtRoute::"members_batch",
-    CacheReset => TtCache::"cache_reset",
-    CacheProbe => TtCache::"cache_probe",
-    SelectInit => TtCache::"select_init",
-    SelectHist => TtCache::"select_hist",
-    SelectChoose => TtCache::"select_choose",
-    SelectCount => TtCache::"select_count",
-    SelectScan => TtCache::"select_scan",
-    SelectPlace => TtCache::"select_place",
-    CachePool => TtCache::"cache_pool",
-    SlotSortCount => TtCache::"slot_sort_count",
-    SlotSortScan => TtCache::"slot_sort_scan",
-    SlotSortPlace => TtCache::"slot_sort_place",
-    CacheUpdate => TtCache::"cache_update",
-    Optim => Optim::"optim",
-    GemmTn => Matmul::"gemm_tn",
-    GemmTnWgrad => Matmul::"gemm_tn_wgrad",
-    GemmTiled => Matmul::"gemm_tiled",
-    GemmTiledWgrad => Matmul::"gemm_tiled_wgrad",
-    Transpose => Matmul::"transpose",
-    InteractFwd => Interaction::"interact_fwd",
-    InteractBwd => Interaction::"interact_bwd",
-    Bce => Loss::"bce",
-    Probabilities => Loss::"probabilities",
-    BagFwd => Embedding::"bag_fwd",
-    BagBwd => Embedding::"bag_bwd",
+    TtChain => Tt::"chain" [chunk, digits, a, b, out],
+    TtChainV4 => Tt::"chain_v4" [chunk, digits, a, b, out],
+    TtChainTV4 => Tt::"chain_t_v4" [chunk, digits, a, b, out],
+    TtPool => Tt::"pool" [chunk, offsets, scale, rows, out, dest],
+    TtRowGrad => Tt::"row_grad" [chunk, dest, scale, dout, drow],
+    TtCoreGrad => Tt::"core_grad" [chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state],
+    TtCoreGradV4 => Tt::"core_grad_v4" [chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state],
+    TtCoreGradPiecesV4 => Tt::"core_grad_pieces_v4" [chunk, digits, sorted, segments, prefix, dp, partial, starts],
+    TtCoreGradCombine => Tt::"core_grad_combine" [chunk, starts, partial, grad, opt, weight, state],
+    TtTransposeSlices => Tt::"transpose_slices" [core, out],
+    TtChainSg => TtSubgroup::"chain_sg" [chunk, digits, pieces, a, b, out],
+    RouteDigits => TtRoute::"route_digits" [route, ids, tables, digits],
+    RouteBags => TtRoute::"route_bags" [route, offsets, bag_dest, weights, dest, scale, orig],
+    SortCount => TtRoute::"sort_count" [route, digits, counts],
+    SortScan => TtRoute::"sort_scan" [route, counts, totals],
+    SortSegments => TtRoute::"sort_segments" [route, totals, segments, grad_pieces, sg_starts],
+    SortPlace => TtRoute::"sort_place" [route, digits, counts, segments, sorted, sg_starts, sg_pieces],
+    SortFused => TtRoute::"sort_fused" [route, digits, scratch, segments, grad_pieces, sg_starts, sorted, sg_pieces],
+    CompactCount => TtRoute::"compact_count" [route, hit, blocks],
+    CompactScan => TtRoute::"compact_scan" [route, blocks, total],
+    CompactPlace => TtRoute::"compact_place" [route, hit, blocks, ids, tt_ids, orig, rank],
+    CompactFinish => TtRoute::"compact_finish" [route, total, rank, offsets, tables, tt_offsets, tt_tables, params],
+    MembersBatch => TtRoute::"members_batch" [route, selection, params],
+    CacheReset => TtCache::"cache_reset" [keys, counts, slots],
+    CacheProbe => TtCache::"cache_probe" [route, ids, tables, keys, counts, slots, hit, stats],
+    SelectInit => TtCache::"select_init" [selection, hist, members],
+    SelectHist => TtCache::"select_hist" [selection, keys, counts, hist],
+    SelectChoose => TtCache::"select_choose" [selection, hist, stats],
+    SelectCount => TtCache::"select_count" [selection, keys, counts, tiles],
+    SelectScan => TtCache::"select_scan" [tiles],
+    SelectPlace => TtCache::"select_place" [selection, keys, counts, tiles, slots, members],
+    CachePool => TtCache::"cache_pool" [route, offsets, bag_dest, weights, hit, values, out],
+    SlotSortCount => TtCache::"slot_sort_count" [route, hit, src, counts],
+    SlotSortScan => TtCache::"slot_sort_scan" [counts, bases],
+    SlotSortPlace => TtCache::"slot_sort_place" [route, hit, src, counts, bases, dst],
+    CacheUpdate => TtCache::"cache_update" [route, offsets, bag_dest, weights, hit, sorted, dout, values, state, opt],
+    Optim => Optim::"optim" [params, grad, weight, state],
+    GemmTn => Matmul::"gemm_tn" [a, b, c, bias, mask, ct],
+    GemmTnWgrad => Matmul::"gemm_tn_wgrad" [a, b, c, bias_grad],
+    GemmTiled => Matmul::"gemm_tiled" [a, b, c, bias, mask, ct],
+    GemmTiledWgrad => Matmul::"gemm_tiled_wgrad" [a, b, c, bias_grad],
+    Transpose => Matmul::"transpose" [input, output],
+    InteractFwd => Interaction::"interact_fwd" [t, r, r_t],
+    InteractBwd => Interaction::"interact_bwd" [dr, t, dt, dt0_t],
+    Bce => Loss::"bce" [step, logits, labels, dlogits, stats, dlogits_t],
+    Probabilities => Loss::"probabilities" [logits, prob],
+    BagFwd => Embedding::"bag_fwd" [offsets, rows, col_off, weight, out],
+    BagBwd => Embedding::"bag_bwd" [opt, segs, dest, dout, weight, state, seg_grad],
 }

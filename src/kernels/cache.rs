@@ -14,7 +14,7 @@ use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, Gpu};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
-use crate::kernels::{groups, WORKGROUP};
+use crate::kernels::{groups, launch_grid, named, WORKGROUP};
 
 pub use crate::cache::{EMPTY, NONE};
 
@@ -64,14 +64,19 @@ impl CacheHash {
 /// Adds the reset of the hash table: every entry empty (keys [`EMPTY`], counts 0, slots
 /// [`NONE`]).
 pub fn record_cache_reset(g: &mut GraphBuilder, label: &str, hash: &CacheHash) -> Result<()> {
-    let pipeline = g.gpu().pipeline(Kernel::CacheReset, &[hash.h()])?;
     let gr = groups(g, hash.entries as u64);
-    g.dispatch(
+    launch_grid(
+        g,
         label,
-        pipeline,
-        vec![hash.keys.clone(), hash.counts.clone(), hash.slots.clone()],
+        Kernel::CacheReset,
+        &[hash.h()],
+        named![
+            keys = hash.keys.clone(),
+            counts = hash.counts.clone(),
+            slots = hash.slots.clone()
+        ],
         gr,
-    );
+    )?;
     Ok(())
 }
 
@@ -94,30 +99,28 @@ pub fn record_cache_probe(
     count: bool,
     max_lookups: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(
+    let gr = groups(g, max_lookups as u64);
+    launch_grid(
+        g,
+        label,
         Kernel::CacheProbe,
         &[
             hash.h(),
             ("MAX_PROBE", hash.max_probe as f64),
             ("COUNT", if count { 1.0 } else { 0.0 }),
         ],
-    )?;
-    let gr = groups(g, max_lookups as u64);
-    g.dispatch(
-        label,
-        pipeline,
-        vec![
+        named![
             route,
             ids,
             tables,
-            hash.keys.clone(),
-            hash.counts.clone(),
-            hash.slots.clone(),
+            keys = hash.keys.clone(),
+            counts = hash.counts.clone(),
+            slots = hash.slots.clone(),
             hit,
-            stats,
+            stats
         ],
         gr,
-    );
+    )?;
     Ok(())
 }
 
@@ -147,7 +150,6 @@ pub fn record_cache_select(
 ) -> Result<()> {
     let gpu = g.gpu().clone();
     let constants = [hash.h(), ("CAP_C", capacity_c as f64)];
-    let pipe = |entry| gpu.pipeline(entry, &constants);
     let (hist_words, tile_words) = select_scratch_words(hash.entries);
     let hist = g.transient(&format!("{label} histogram"), hist_words as u64 * 4);
     let tiles = g.transient(&format!("{label} tiles"), tile_words as u64 * 4);
@@ -155,55 +157,82 @@ pub fn record_cache_select(
     let tile_groups = grid(tile_words as u64 * WORKGROUP as u64, WORKGROUP, max_dim);
 
     let gr = groups(g, capacity_c.max(256) as u64);
-    g.dispatch(
+    launch_grid(
+        g,
         format!("{label} init"),
-        pipe(Kernel::SelectInit)?,
-        vec![selection.clone(), hist.clone(), members.clone()],
+        Kernel::SelectInit,
+        &constants,
+        named![
+            selection = selection.clone(),
+            hist = hist.clone(),
+            members = members.clone()
+        ],
         gr,
-    );
+    )?;
     let (keys, counts) = (hash.keys.clone(), hash.counts.clone());
     for pass in 0..8 {
-        g.dispatch(
+        launch_grid(
+            g,
             format!("{label} histogram {pass}"),
-            pipe(Kernel::SelectHist)?,
-            vec![
-                selection.clone(),
-                keys.clone(),
-                counts.clone(),
-                hist.clone(),
+            Kernel::SelectHist,
+            &constants,
+            named![
+                selection = selection.clone(),
+                keys = keys.clone(),
+                counts = counts.clone(),
+                hist = hist.clone()
             ],
             tile_groups,
-        );
-        g.dispatch(
+        )?;
+        launch_grid(
+            g,
             format!("{label} choose {pass}"),
-            pipe(Kernel::SelectChoose)?,
-            vec![selection.clone(), hist.clone(), stats.clone()],
+            Kernel::SelectChoose,
+            &constants,
+            named![
+                selection = selection.clone(),
+                hist = hist.clone(),
+                stats = stats.clone()
+            ],
             [1, 1, 1],
-        );
+        )?;
     }
-    g.dispatch(
+    launch_grid(
+        g,
         format!("{label} count"),
-        pipe(Kernel::SelectCount)?,
-        vec![
-            selection.clone(),
-            keys.clone(),
-            counts.clone(),
-            tiles.clone(),
+        Kernel::SelectCount,
+        &constants,
+        named![
+            selection = selection.clone(),
+            keys = keys.clone(),
+            counts = counts.clone(),
+            tiles = tiles.clone()
         ],
         tile_groups,
-    );
-    g.dispatch(
+    )?;
+    launch_grid(
+        g,
         format!("{label} scan"),
-        pipe(Kernel::SelectScan)?,
-        vec![tiles.clone()],
+        Kernel::SelectScan,
+        &constants,
+        named![tiles = tiles.clone()],
         [1, 1, 1],
-    );
-    g.dispatch(
+    )?;
+    launch_grid(
+        g,
         format!("{label} place"),
-        pipe(Kernel::SelectPlace)?,
-        vec![selection, keys, counts, tiles, hash.slots.clone(), members],
+        Kernel::SelectPlace,
+        &constants,
+        named![
+            selection,
+            keys,
+            counts,
+            tiles,
+            slots = hash.slots.clone(),
+            members
+        ],
         tile_groups,
-    );
+    )?;
     Ok(())
 }
 
@@ -225,14 +254,23 @@ pub fn record_cache_pool(
     dim: usize,
     max_bags: usize,
 ) -> Result<()> {
-    let pipeline = g.gpu().pipeline(Kernel::CachePool, &[("D", dim as f64)])?;
     let gr = groups(g, (max_bags * dim) as u64);
-    g.dispatch(
+    launch_grid(
+        g,
         label,
-        pipeline,
-        vec![route, offsets, bag_dest, weights, hit, cache_values, out],
+        Kernel::CachePool,
+        &[("D", dim as f64)],
+        named![
+            route,
+            offsets,
+            bag_dest,
+            weights,
+            hit,
+            values = cache_values,
+            out
+        ],
         gr,
-    );
+    )?;
     Ok(())
 }
 
@@ -318,7 +356,6 @@ pub fn record_cache_update(
             ("BL", layout.block as f64),
             ("BLOCKS", layout.blocks as f64),
         ];
-        let pipe = |entry| gpu.pipeline(entry, &constants);
         let src = if pass == 0 {
             ro.clone()
         } else {
@@ -326,62 +363,71 @@ pub fn record_cache_update(
         };
         let dst = sorted[pass % 2].clone();
         let gr = groups(g, layout.blocks as u64);
-        g.dispatch(
+        launch_grid(
+            g,
             format!("{label} sort count {pass}"),
-            pipe(Kernel::SlotSortCount)?,
-            vec![route.clone(), hit.clone(), src.clone(), counts.clone()],
-            gr,
-        );
-        g.dispatch(
-            format!("{label} sort scan {pass}"),
-            pipe(Kernel::SlotSortScan)?,
-            vec![counts.clone(), bases.clone()],
-            [1, 1, 1],
-        );
-        g.dispatch(
-            format!("{label} sort place {pass}"),
-            pipe(Kernel::SlotSortPlace)?,
-            vec![
-                route.clone(),
-                hit.clone(),
-                src,
-                counts.clone(),
-                bases.clone(),
-                dst,
+            Kernel::SlotSortCount,
+            &constants,
+            named![
+                route = route.clone(),
+                hit = hit.clone(),
+                src = src.clone(),
+                counts = counts.clone()
             ],
             gr,
-        );
+        )?;
+        launch_grid(
+            g,
+            format!("{label} sort scan {pass}"),
+            Kernel::SlotSortScan,
+            &constants,
+            named![counts = counts.clone(), bases = bases.clone()],
+            [1, 1, 1],
+        )?;
+        launch_grid(
+            g,
+            format!("{label} sort place {pass}"),
+            Kernel::SlotSortPlace,
+            &constants,
+            named![
+                route = route.clone(),
+                hit = hit.clone(),
+                src,
+                counts = counts.clone(),
+                bases = bases.clone(),
+                dst
+            ],
+            gr,
+        )?;
     }
     let code = match kind {
         UpdateKind::Sgd => 0.0,
         UpdateKind::Adagrad => 1.0,
     };
-    let pipeline = gpu.pipeline(
-        Kernel::CacheUpdate,
-        &[("D", dim as f64), ("OPTIMIZER", code)],
-    )?;
     let threads = match kind {
         UpdateKind::Sgd => max_lookups * dim,
         UpdateKind::Adagrad => max_lookups,
     };
     let gr = groups(g, threads as u64);
-    g.dispatch(
+    launch_grid(
+        g,
         format!("{label} update"),
-        pipeline,
-        vec![
+        Kernel::CacheUpdate,
+        &[("D", dim as f64), ("OPTIMIZER", code)],
+        named![
             route,
             offsets,
             bag_dest,
             weights,
             hit,
-            sorted[(layout.passes - 1) % 2].clone(),
+            sorted = sorted[(layout.passes - 1) % 2].clone(),
             dout,
             values,
             state,
-            opt,
+            opt
         ],
         gr,
-    );
+    )?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::named;
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::{launch, MatrixAt};
 
@@ -52,12 +53,12 @@ pub fn record_bag_fwd(
             ("SHARD_ROWS", shard.rows as f64),
             ("ACCUMULATE", accumulate as u8 as f64),
         ],
-        vec![
+        named![
             offsets,
             rows,
             col_off,
-            shard.weight.clone(),
-            out.buf.clone(),
+            weight = shard.weight.clone(),
+            out = out.buf.clone()
         ],
         (s.tables * s.bags * s.dim / 4) as u64,
     )
@@ -94,14 +95,14 @@ pub fn record_bag_bwd(
             ("SHARD_ROWS", shard.rows as f64),
             ("OPTIMIZER", code),
         ],
-        vec![
+        named![
             opt,
             segs,
             dest,
             dout,
-            shard.weight.clone(),
-            shard.state.clone(),
-            seg_grad,
+            weight = shard.weight.clone(),
+            state = shard.state.clone(),
+            seg_grad
         ],
         (segments * dim / 4) as u64,
     )

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::launch;
+use crate::kernels::named;
 
 /// Shapes of an interaction: `batch` samples of `vectors` (F) vectors of `dim` (D) values;
 /// the output rows hold D + F(F-1)/2 values padded to `out_stride`.
@@ -64,7 +65,7 @@ pub fn record_interaction_fwd(
         label,
         Kernel::InteractFwd,
         &s.constants(),
-        vec![t, r, r_t],
+        named![t, r, r_t],
         (s.batch * s.vectors) as u64,
     )
 }
@@ -91,7 +92,7 @@ pub fn record_interaction_bwd(
         label,
         Kernel::InteractBwd,
         &constants,
-        vec![dr, t, dt, dt0_t],
+        named![dr, t, dt, dt0_t],
         (s.batch * s.vectors * s.dim / 4) as u64,
     )
 }

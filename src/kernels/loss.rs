@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::named;
 use crate::kernels::{launch, launch_grid};
 
 /// The per-step uniform of the loss (the WGSL `StepParams`): which slot of the statistics ring
@@ -42,7 +43,7 @@ pub fn record_bce(
             ("LDZ", ldz as f64),
             ("LDB", batch.div_ceil(4) as f64 * 4.0),
         ],
-        vec![step, logits, labels, dlogits, stats, dlogits_t],
+        named![step, logits, labels, dlogits, stats, dlogits_t],
         [1, 1, 1],
     )
 }
@@ -61,7 +62,7 @@ pub fn record_probabilities(
         label,
         Kernel::Probabilities,
         &[("BATCH", batch as f64), ("LDZ", ldz as f64)],
-        vec![logits, prob],
+        named![logits, prob],
         batch as u64,
     )
 }

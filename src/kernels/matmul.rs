@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::named;
 use crate::kernels::{groups, launch, launch_grid, MatrixAt};
 
 /// How a product runs; chosen once per adapter ([`GemmVariant::for_gpu`]).
@@ -211,13 +212,13 @@ pub fn record_gemm(
         format!("{} ({})", label.into(), l.kernel.entry()),
         l.kernel,
         &constants,
-        vec![
-            p.a.buf.clone(),
-            p.b.buf.clone(),
-            c.buf,
+        named![
+            a = p.a.buf.clone(),
+            b = p.b.buf.clone(),
+            c = c.buf,
             bias,
-            mask.buf,
-            ct.buf,
+            mask = mask.buf,
+            ct = ct.buf,
         ],
         l.groups,
     )
@@ -264,7 +265,12 @@ pub fn record_weight_grad(
         format!("{} ({})", label.into(), l.kernel.entry()),
         l.kernel,
         &constants,
-        vec![p.a.buf.clone(), p.b.buf.clone(), p.c.buf.clone(), bias],
+        named![
+            a = p.a.buf.clone(),
+            b = p.b.buf.clone(),
+            c = p.c.buf.clone(),
+            bias_grad = bias,
+        ],
         l.groups,
     )
 }
@@ -297,7 +303,7 @@ pub fn record_transpose(
             ("IN_OFF", input.offset as f64),
             ("OUT_OFF", output.offset as f64),
         ],
-        vec![input.buf.clone(), output.buf.clone()],
+        named![input = input.buf.clone(), output = output.buf.clone()],
         (rows * cols / 16) as u64,
     )
 }

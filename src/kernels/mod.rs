@@ -10,7 +10,7 @@ pub mod optim;
 pub mod route;
 pub mod tt;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::grid;
 use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
@@ -28,14 +28,29 @@ pub(crate) fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
     )
 }
 
+/// A kernel's buffers by name, in `@binding` order (see [`named`]).
+pub(crate) type Named = Vec<(&'static str, Buf)>;
+
+/// Buffers named after the variables (or `name = expr`) that hold them, for [`launch`]:
+/// `named![chunk, digits, a, b = core, out]`.
+macro_rules! named {
+    ($($name:ident $(= $e:expr)?),* $(,)?) => {
+        vec![$((stringify!($name), named!(@value $name $(= $e)?))),*]
+    };
+    (@value $name:ident = $e:expr) => { $e };
+    (@value $name:ident) => { $name };
+}
+pub(crate) use named;
+
 /// The one way kernels are launched: `kernel` specialised by `constants` (pipeline cached), with
-/// `bindings[i]` at `@binding(i)`, over `invocations` threads in workgroups of [`WORKGROUP`].
+/// its bindings by name (they must be [`Kernel::bindings`], in that order), over `invocations`
+/// threads in workgroups of [`WORKGROUP`].
 pub(crate) fn launch(
     g: &mut GraphBuilder,
     label: impl Into<String>,
     kernel: Kernel,
     constants: &[(&str, f64)],
-    bindings: Vec<Buf>,
+    bindings: Named,
     invocations: u64,
 ) -> Result<()> {
     let grid = groups(g, invocations);
@@ -48,11 +63,25 @@ pub(crate) fn launch_grid(
     label: impl Into<String>,
     kernel: Kernel,
     constants: &[(&str, f64)],
-    bindings: Vec<Buf>,
+    bindings: Named,
     grid: [u32; 3],
 ) -> Result<()> {
+    let want = kernel.bindings();
+    let got: Vec<&str> = bindings.iter().map(|(n, _)| *n).collect();
+    if got != want {
+        return Err(Error::Gpu(format!(
+            "{kernel:?} ({}::{}) binds {want:?}; the launcher passed {got:?}",
+            kernel.shader().name(),
+            kernel.entry()
+        )));
+    }
     let pipeline = g.gpu().pipeline(kernel, constants)?;
-    g.dispatch(label, pipeline, bindings, grid);
+    g.dispatch(
+        label,
+        pipeline,
+        bindings.into_iter().map(|(_, b)| b).collect(),
+        grid,
+    );
     Ok(())
 }
 
@@ -74,5 +103,47 @@ impl MatrixAt {
             stride: cols,
             offset: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A launcher that passes its buffers under other names, or in another order, than the
+    /// kernel's bindings is an error naming both lists, before any pipeline is built.
+    #[test]
+    fn launch_checks_binding_names() {
+        let gpu = crate::gpu::Gpu::new().expect("an adapter (lavapipe works)");
+        let mut g = GraphBuilder::new(&gpu);
+        let (core, out) = (
+            Buf::from(gpu.placeholder()),
+            Buf::from(gpu.placeholder_rw()),
+        );
+        let e = launch(
+            &mut g,
+            "swapped",
+            Kernel::TtTransposeSlices,
+            &[],
+            named![out = out.clone(), core = core.clone()],
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[\"core\", \"out\"]") && e.contains("[\"out\", \"core\"]"),
+            "{e}"
+        );
+        assert!(g.is_empty());
+        launch(
+            &mut g,
+            "right",
+            Kernel::TtTransposeSlices,
+            &[("RK", 1.0), ("NK", 1.0), ("PK", 1.0)],
+            named![core, out],
+            1,
+        )
+        .unwrap();
+        assert_eq!(g.len(), 1);
     }
 }

@@ -4,6 +4,7 @@ use crate::error::Result;
 use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::launch;
+use crate::kernels::named;
 
 /// Uniform parameters of an update (the WGSL `OptParams`).
 #[repr(C)]
@@ -44,7 +45,7 @@ pub fn record_update(
         label,
         Kernel::Optim,
         &[("OPTIMIZER", code)],
-        vec![params, grad, weight, state],
+        named![params, grad, weight, state],
         len as u64,
     )
 }

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::gpu::grid;
 use crate::gpu::shaders::Kernel;
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::named;
 use crate::kernels::{launch, launch_grid, WORKGROUP};
 
 /// The per-batch uniform of the routing kernels (the WGSL `Route`).
@@ -50,7 +51,7 @@ pub fn record_route_digits(
         label,
         Kernel::RouteDigits,
         &[("D", cores as f64), ("KEYED", keyed as u8 as f64)],
-        vec![route, ids, tables, digits],
+        named![route, ids, tables, digits],
         max_lookups as u64,
     )
 }
@@ -78,7 +79,7 @@ pub fn record_route_bags(
         label,
         Kernel::RouteBags,
         &[("INDIRECT", indirect as u8 as f64)],
-        vec![route, offsets, bag_dest, weights, dest, scale, orig],
+        named![route, offsets, bag_dest, weights, dest, scale, orig],
         max_lookups as u64,
     )
 }
@@ -241,15 +242,15 @@ pub fn record_sort(
             format!("{label} (fused)"),
             Kernel::SortFused,
             &c,
-            vec![
+            named![
                 route,
                 digits,
-                b.counts.clone(),
-                b.segments.clone(),
-                b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
-                b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
-                b.sorted.clone(),
-                b.sg_pieces.clone().unwrap_or(rw),
+                scratch = b.counts.clone(),
+                segments = b.segments.clone(),
+                grad_pieces = b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
+                sg_starts = b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
+                sorted = b.sorted.clone(),
+                sg_pieces = b.sg_pieces.clone().unwrap_or(rw)
             ],
             per_chunk,
         );
@@ -264,7 +265,11 @@ pub fn record_sort(
         format!("{label} count"),
         Kernel::SortCount,
         &c,
-        vec![route.clone(), digits.clone(), b.counts.clone()],
+        named![
+            route = route.clone(),
+            digits = digits.clone(),
+            counts = b.counts.clone()
+        ],
         blocks,
     )?;
     launch(
@@ -272,7 +277,11 @@ pub fn record_sort(
         format!("{label} scan"),
         Kernel::SortScan,
         &c,
-        vec![route.clone(), b.counts.clone(), b.totals.clone()],
+        named![
+            route = route.clone(),
+            counts = b.counts.clone(),
+            totals = b.totals.clone()
+        ],
         (layout.chunks * layout.rows) as u64,
     )?;
     launch_grid(
@@ -280,12 +289,12 @@ pub fn record_sort(
         format!("{label} segments"),
         Kernel::SortSegments,
         &c,
-        vec![
-            route.clone(),
-            b.totals.clone(),
-            b.segments.clone(),
-            b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
-            b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
+        named![
+            route = route.clone(),
+            totals = b.totals.clone(),
+            segments = b.segments.clone(),
+            grad_pieces = b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
+            sg_starts = b.sg_starts.clone().unwrap_or_else(|| rw.clone())
         ],
         per_chunk,
     )?;
@@ -294,14 +303,14 @@ pub fn record_sort(
         format!("{label} place"),
         Kernel::SortPlace,
         &c,
-        vec![
+        named![
             route,
             digits,
-            b.counts.clone(),
-            b.segments.clone(),
-            b.sorted.clone(),
-            b.sg_starts.clone().unwrap_or(ro),
-            b.sg_pieces.clone().unwrap_or(rw),
+            counts = b.counts.clone(),
+            segments = b.segments.clone(),
+            sorted = b.sorted.clone(),
+            sg_starts = b.sg_starts.clone().unwrap_or(ro),
+            sg_pieces = b.sg_pieces.clone().unwrap_or(rw)
         ],
         blocks,
     )
@@ -393,7 +402,11 @@ pub fn record_compact(
         format!("{label} count"),
         Kernel::CompactCount,
         &c,
-        vec![route.clone(), b.hit.clone(), b.blocks.clone()],
+        named![
+            route = route.clone(),
+            hit = b.hit.clone(),
+            blocks = b.blocks.clone()
+        ],
         layout.blocks as u64,
     )?;
     launch_grid(
@@ -401,7 +414,11 @@ pub fn record_compact(
         format!("{label} scan"),
         Kernel::CompactScan,
         &c,
-        vec![route.clone(), b.blocks.clone(), b.total.clone()],
+        named![
+            route = route.clone(),
+            blocks = b.blocks.clone(),
+            total = b.total.clone()
+        ],
         [1, 1, 1],
     )?;
     launch(
@@ -409,14 +426,14 @@ pub fn record_compact(
         format!("{label} place"),
         Kernel::CompactPlace,
         &c,
-        vec![
-            route.clone(),
-            b.hit.clone(),
-            b.blocks.clone(),
-            b.ids.clone(),
-            b.tt_ids.clone(),
-            b.orig.clone(),
-            b.rank.clone(),
+        named![
+            route = route.clone(),
+            hit = b.hit.clone(),
+            blocks = b.blocks.clone(),
+            ids = b.ids.clone(),
+            tt_ids = b.tt_ids.clone(),
+            orig = b.orig.clone(),
+            rank = b.rank.clone()
         ],
         layout.blocks as u64,
     )?;
@@ -425,15 +442,15 @@ pub fn record_compact(
         format!("{label} finish"),
         Kernel::CompactFinish,
         &c,
-        vec![
+        named![
             route,
-            b.total.clone(),
-            b.rank.clone(),
-            b.offsets.clone(),
-            b.tables.clone(),
-            b.tt_offsets.clone(),
-            b.tt_tables.clone(),
-            b.params.clone(),
+            total = b.total.clone(),
+            rank = b.rank.clone(),
+            offsets = b.offsets.clone(),
+            tables = b.tables.clone(),
+            tt_offsets = b.tt_offsets.clone(),
+            tt_tables = b.tt_tables.clone(),
+            params = b.params.clone()
         ],
         max_offsets.max(max_tables) as u64,
     )
@@ -455,7 +472,7 @@ pub fn record_members_batch(
         label,
         Kernel::MembersBatch,
         &[("TT_CHUNK", chunk as f64), ("TT_CHUNKS", chunks as f64)],
-        vec![route, selection, params],
+        named![route, selection, params],
         [1, 1, 1],
     )
 }

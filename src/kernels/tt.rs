@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, AdapterClass, Gpu};
 use crate::graph::{Buf, GraphBuilder};
+use crate::kernels::named;
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::route::SortStrategy;
 use crate::kernels::{launch, launch_grid};
@@ -163,7 +164,7 @@ pub fn record_chain(
             ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
             ("TNQ", tnq as f64),
         ],
-        vec![chunk, digits, a, core, out],
+        named![chunk, digits, a, b = core, out],
         max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64,
     )
 }
@@ -192,7 +193,7 @@ pub fn record_pool(
             ("D", dim as f64),
             ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
         ],
-        vec![chunk, offsets, scale, rows, out, dest],
+        named![chunk, offsets, scale, rows, out, dest],
         max_bags as u64 * dim as u64,
     )
 }
@@ -216,7 +217,7 @@ pub fn record_row_grad(
         label,
         Kernel::TtRowGrad,
         &[("D", dim as f64)],
-        vec![chunk, dest, scale, dout, drow],
+        named![chunk, dest, scale, dout, drow],
         max_lookups as u64 * dim as u64,
     )
 }
@@ -349,15 +350,15 @@ pub fn record_core_grad(
             format!("{label} pieces"),
             Kernel::TtCoreGradPiecesV4,
             &constants,
-            vec![
-                chunk.clone(),
+            named![
+                chunk = chunk.clone(),
                 digits,
                 sorted,
                 segments,
                 prefix,
                 dp,
-                pieces.partial.clone(),
-                pieces.starts.clone(),
+                partial = pieces.partial.clone(),
+                starts = pieces.starts.clone()
             ],
             pieces.per_chunk as u64 * tiles,
         )?;
@@ -368,14 +369,14 @@ pub fn record_core_grad(
             format!("{label} combine"),
             Kernel::TtCoreGradCombine,
             &constants,
-            vec![
+            named![
                 chunk,
-                pieces.starts.clone(),
-                pieces.partial.clone(),
+                starts = pieces.starts.clone(),
+                partial = pieces.partial.clone(),
                 grad,
                 opt,
                 weight,
-                state,
+                state
             ],
             (s.rows * s.rk * s.nk / 4) as u64,
         );
@@ -390,9 +391,7 @@ pub fn record_core_grad(
             Kernel::TtCoreGrad
         },
         &constants,
-        vec![
-            chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state,
-        ],
+        named![chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state],
         s.rows as u64 * tiles,
     )
 }
@@ -421,7 +420,7 @@ pub fn record_transpose(
         label,
         Kernel::TtTransposeSlices,
         &[("RK", rk as f64), ("NK", nk as f64), ("PK", rows as f64)],
-        vec![core, out],
+        named![core, out],
         (rows * rk * nk) as u64,
     )
 }
@@ -508,7 +507,7 @@ pub fn record_chain_sg(
             ("CORE_K", s.core as f64),
             ("A_FROM_CORE", if s.a_from_core { 1.0 } else { 0.0 }),
         ],
-        vec![chunk, digits, pieces, a, core, out],
+        named![chunk, digits, pieces, a, b = core, out],
         gr,
     )
 }
