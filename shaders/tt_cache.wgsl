@@ -587,44 +587,16 @@ fn slot_sort_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 override OPTIMIZER: u32 = 0u;
 
-@group(0) @binding(1) var<storage, read> cu_offsets: array<u32>;
-@group(0) @binding(2) var<storage, read> cu_bag_dest: array<u32>;
-@group(0) @binding(3) var<storage, read> cu_weights: array<f32>;
-@group(0) @binding(4) var<storage, read> cu_hit: array<u32>;
-@group(0) @binding(5) var<storage, read> cu_sorted: array<u32>;
-@group(0) @binding(6) var<storage, read> cu_dout: array<f32>;
-@group(0) @binding(7) var<storage, read_write> cu_values: array<f32>; // [C, D]
-@group(0) @binding(8) var<storage, read_write> cu_state: array<f32>;  // [C] (Adagrad)
-@group(0) @binding(9) var<uniform> opt: OptParams;
-
-// The bag of lookup n: the last b with offsets[b] <= n (an empty bag shares its offset with
-// the next). Invariant: offsets[lo] <= n < offsets[hi].
-fn bag_of(n: u32, num_bags: u32) -> u32 {
-    var lo = 0u;
-    var hi = num_bags;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (cu_offsets[mid] <= n) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
-
-
-// (where the lookup's bag's row starts, its scale).
-fn lookup_dest(n: u32) -> vec2<u32> {
-    let b = bag_of(n, route.num_bags);
-    var s = 1.0;
-    if (route.pool == 1u) {
-        s = 1.0 / f32(cu_offsets[b + 1u] - cu_offsets[b]);
-    } else if (route.pool == 2u) {
-        s = cu_weights[n];
-    }
-    return vec2<u32>(cu_bag_dest[b], bitcast<u32>(s));
-}
+// Each lookup's bag destination and pooling scale, computed once per lookup by tt_route.wgsl's
+// route_bags (a binary search per occurrence and column here cost lavapipe about 1 ms a step).
+@group(0) @binding(1) var<storage, read> cu_dest: array<u32>;
+@group(0) @binding(2) var<storage, read> cu_scale: array<f32>;
+@group(0) @binding(3) var<storage, read> cu_hit: array<u32>;
+@group(0) @binding(4) var<storage, read> cu_sorted: array<u32>;
+@group(0) @binding(5) var<storage, read> cu_dout: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cu_values: array<f32>; // [C, D]
+@group(0) @binding(7) var<storage, read_write> cu_state: array<f32>;  // [C] (Adagrad)
+@group(0) @binding(8) var<uniform> opt: OptParams;
 
 @compute @workgroup_size(64)
 fn cache_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -650,8 +622,8 @@ fn cache_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (cu_hit[n] != slot) {
             break;
         }
-        let ds = lookup_dest(n);
-        let s = bitcast<f32>(ds.y);
+        let ds = vec2<u32>(cu_dest[n], 0u);
+        let s = cu_scale[n];
         if (OPTIMIZER == 0u) {
             let g = s * cu_dout[ds.x + c];
             cu_values[row + c] = cu_values[row + c] - opt.lr * g;

@@ -145,7 +145,7 @@ kernels! {
     SlotSortCount => TtCache::"slot_sort_count" [route, hit, src, counts],
     SlotSortScan => TtCache::"slot_sort_scan" [counts, bases],
     SlotSortPlace => TtCache::"slot_sort_place" [route, hit, src, counts, bases, dst],
-    CacheUpdate => TtCache::"cache_update" [route, offsets, bag_dest, weights, hit, sorted, dout, values, state, opt],
+    CacheUpdate => TtCache::"cache_update" [route, dest, scale, hit, sorted, dout, values, state, opt],
     Optim => Optim::"optim" [params, grad, weight, state],
     GemmTn => Matmul::"gemm_tn" [a, b, c, bias, mask, ct],
     GemmTnWgrad => Matmul::"gemm_tn_wgrad" [a, b, c, bias_grad],

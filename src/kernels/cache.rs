@@ -14,6 +14,7 @@ use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, Gpu};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
+use crate::kernels::route::record_route_bags;
 use crate::kernels::{groups, launch_grid, named, WORKGROUP};
 
 pub use crate::cache::{EMPTY, NONE};
@@ -408,6 +409,21 @@ pub fn record_cache_update(
         UpdateKind::Sgd => max_lookups * dim,
         UpdateKind::Adagrad => max_lookups,
     };
+    // Each lookup's destination and scale once (route_bags), not per occurrence and column.
+    let dest = g.transient(&format!("{label} destinations"), max_lookups as u64 * 4);
+    let scale = g.transient(&format!("{label} scales"), max_lookups as u64 * 4);
+    record_route_bags(
+        g,
+        format!("{label} bags"),
+        route.clone(),
+        offsets,
+        bag_dest,
+        weights,
+        dest.clone(),
+        scale.clone(),
+        None,
+        max_lookups,
+    )?;
     let gr = groups(g, threads as u64);
     launch_grid(
         g,
@@ -416,9 +432,8 @@ pub fn record_cache_update(
         &[("D", dim as f64), ("OPTIMIZER", code)],
         named![
             route,
-            offsets,
-            bag_dest,
-            weights,
+            dest,
+            scale,
             hit,
             sorted = sorted[(layout.passes - 1) % 2].clone(),
             dout,
