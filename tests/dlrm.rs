@@ -11,6 +11,7 @@ use common::*;
 use ttrec::dlrm::fixture::DlrmFixture;
 use ttrec::dlrm::{twin, Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
 use ttrec::kernels::matmul::GemmVariant;
+use ttrec::tt::{CoreGradStrategy, SortStrategy, TtKernels};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dlrm");
 
@@ -312,9 +313,13 @@ fn gpu_steps_match_twin_on_a_small_model() {
 #[test]
 fn training_is_bitwise_deterministic_and_replays_build_nothing() {
     let config = small_config(5);
-    let run = || {
+    let run = |kernels: Option<fn(&ttrec::gpu::Gpu) -> TtKernels>| {
         let gpu = gpu();
-        let mut m = Dlrm::new(&gpu, config.clone(), DlrmOptions::default()).unwrap();
+        let options = DlrmOptions {
+            tt_kernels: kernels.map(|k| k(&gpu)),
+            ..DlrmOptions::default()
+        };
+        let mut m = Dlrm::new(&gpu, config.clone(), options).unwrap();
         let mut built = None;
         for i in 0..4 {
             let (dense, sparse, labels) = random_batch(&config, 16, 70 + i);
@@ -342,9 +347,20 @@ fn training_is_bitwise_deterministic_and_replays_build_nothing() {
         p.sort();
         (losses, p)
     };
-    let (a, b) = (run(), run());
+    let (a, b) = (run(None), run(None));
     assert_eq!(a.0, b.0, "losses");
     assert!(a.1 == b.1, "parameters differ between two identical runs");
+    // The TT kernels a GPU gets (core gradients as pieces, the blocks sort, here without
+    // subgroups) give the whole model's step bitwise what the adapter's defaults give.
+    let gpu_like = |g: &ttrec::gpu::Gpu| TtKernels {
+        subgroups: false,
+        core_grad: CoreGradStrategy::Pieces,
+        sort: SortStrategy::Blocks,
+        ..TtKernels::for_adapter(g)
+    };
+    let c = run(Some(gpu_like));
+    assert_eq!(a.0, c.0, "losses with the GPU's TT kernels");
+    assert!(a.1 == c.1, "parameters differ with the GPU's TT kernels");
 }
 
 #[test]
