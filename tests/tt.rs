@@ -72,18 +72,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn random_cores(shape: &TtShape, seed: u64) -> Vec<Vec<f32>> {
-    let mut r = rng(seed);
-    (0..shape.d())
-        .map(|k| {
-            values(&mut r, shape.core_len(k))
-                .iter()
-                .map(|v| v * 0.6)
-                .collect()
-        })
-        .collect()
-}
-
 fn table(
     shape: &TtShape,
     cores: &[Vec<f32>],

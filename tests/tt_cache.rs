@@ -16,19 +16,6 @@ use ttrec::cache::{CacheConfig, NONE};
 use ttrec::reference::tt as rtt;
 use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
 
-/// Random non-zero cores of about unit scale.
-fn random_cores(shape: &TtShape, seed: u64) -> Vec<Vec<f32>> {
-    let mut r = rng(seed);
-    (0..shape.d())
-        .map(|k| {
-            values(&mut r, shape.core_len(k))
-                .iter()
-                .map(|v| v * 0.6)
-                .collect()
-        })
-        .collect()
-}
-
 /// Zipf-like ids (a few rows take most lookups), with duplicates and empty bags.
 fn skewed_bags(r: &mut ChaCha8Rng, bags: usize, n: u64) -> (Vec<i64>, Vec<i64>) {
     let mut idx = Vec::new();

@@ -15,18 +15,6 @@ use ttrec::reference::tt as reference;
 use ttrec::tt::checkpoint::{self, TtCheckpoint};
 use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
 
-fn random_cores(shape: &TtShape, seed: u64) -> Vec<Vec<f32>> {
-    let mut r = rng(seed);
-    (0..shape.d())
-        .map(|k| {
-            values(&mut r, shape.core_len(k))
-                .iter()
-                .map(|v| v * 0.6)
-                .collect()
-        })
-        .collect()
-}
-
 fn adagrad() -> TtOptions {
     TtOptions {
         optimizer: Optimizer::Adagrad {

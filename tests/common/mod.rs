@@ -29,6 +29,19 @@ pub fn values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Random non-zero TT cores of about unit scale (each value in about [-0.6, 0.6]).
+pub fn random_cores(shape: &ttrec::tt::TtShape, seed: u64) -> Vec<Vec<f32>> {
+    let mut r = rng(seed);
+    (0..shape.d())
+        .map(|k| {
+            values(&mut r, shape.core_len(k))
+                .iter()
+                .map(|v| v * 0.6)
+                .collect()
+        })
+        .collect()
+}
+
 /// Random bags: `b` bags with lengths in [0, max_len], indices < n.
 pub fn bags(rng: &mut ChaCha8Rng, b: usize, max_len: usize, n: u64) -> (Vec<i64>, Vec<i64>) {
     let mut offsets = vec![0i64];
