@@ -367,7 +367,25 @@ fn compact_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 @group(0) @binding(4) var<storage, read> cf_tables: array<u32>;   // the batch's table descriptors
 @group(0) @binding(5) var<storage, read_write> cf_tt_offsets: array<u32>;
 @group(0) @binding(6) var<storage, read_write> cf_tt_tables: array<u32>;
-@group(0) @binding(7) var<storage, read_write> cf_params: array<u32>; // Route, then a Chunk per chunk
+@group(0) @binding(7) var<storage, read_write> cf_params: TtUniforms;
+
+// The uniforms of the cores' path as the GPU writes them (the plan copies them into its input
+// regions): its batch, then one Chunk per chunk (kernels::route::tt_params_words).
+struct TtUniforms {
+    route: Route,
+    chunks: array<Chunk>,
+}
+
+// The cores' path's batch of `nnz` lookups in `num_bags` bags.
+fn tt_route(nnz: u32, num_bags: u32, pool: u32) -> Route {
+    return Route(nnz, num_bags, route.tables, route.cap, pool, 0u, 0u, 0u);
+}
+
+// Chunk c of a batch of `nnz` lookups in `num_bags` bags, TT_CHUNK lookups a chunk.
+fn tt_chunk(c: u32, nnz: u32, num_bags: u32) -> Chunk {
+    let start = min(c * TT_CHUNK, nnz);
+    return Chunk(start, min(start + TT_CHUNK, nnz) - start, route.cap, num_bags, c, 0u, 0u, 0u);
+}
 
 // misses before position x of the batch (x = nnz included).
 fn misses_before(x: u32) -> u32 {
@@ -394,20 +412,9 @@ fn compact_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         }
     }
     if (i == 0u) {
-        // Route (8 words), then Chunk (8 words) per chunk: the shapes of shaders/prelude.wgsl.
-        cf_params[0] = misses;
-        cf_params[1] = route.num_bags;
-        cf_params[2] = route.tables;
-        cf_params[3] = route.cap;
-        cf_params[4] = route.pool;
+        cf_params.route = tt_route(misses, route.num_bags, route.pool);
         for (var c = 0u; c < TT_CHUNKS; c = c + 1u) {
-            let start = min(c * TT_CHUNK, misses);
-            let o = 8u * (c + 1u);
-            cf_params[o] = start;
-            cf_params[o + 1u] = min(start + TT_CHUNK, misses) - start;
-            cf_params[o + 2u] = route.cap;
-            cf_params[o + 3u] = route.num_bags;
-            cf_params[o + 4u] = c;
+            cf_params.chunks[c] = tt_chunk(c, misses, route.num_bags);
         }
     }
 }
@@ -417,7 +424,7 @@ fn compact_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // row i of the output is slot i's row): the TT path's uniforms from the member count.
 
 @group(0) @binding(1) var<storage, read> mb_selection: array<u32>; // [members, ...]
-@group(0) @binding(2) var<storage, read_write> mb_params: array<u32>;
+@group(0) @binding(2) var<storage, read_write> mb_params: TtUniforms;
 
 @compute @workgroup_size(64)
 fn members_batch(@builtin(local_invocation_index) lid: u32) {
@@ -425,19 +432,9 @@ fn members_batch(@builtin(local_invocation_index) lid: u32) {
         return;
     }
     let m = min(mb_selection[0], route.cap);
-    mb_params[0] = m;
-    mb_params[1] = m;
-    mb_params[2] = route.tables;
-    mb_params[3] = route.cap;
-    mb_params[4] = 0u;
+    mb_params.route = tt_route(m, m, 0u);
     for (var c = 0u; c < TT_CHUNKS; c = c + 1u) {
-        let start = min(c * TT_CHUNK, m);
-        let o = 8u * (c + 1u);
-        mb_params[o] = start;
-        mb_params[o + 1u] = min(start + TT_CHUNK, m) - start;
-        mb_params[o + 2u] = route.cap;
-        mb_params[o + 3u] = m;
-        mb_params[o + 4u] = c;
+        mb_params.chunks[c] = tt_chunk(c, m, m);
     }
 }
 
