@@ -386,3 +386,47 @@ fn bad_cache_options_are_named_errors() {
     );
     assert!(e.contains("refresh_every"), "{e}");
 }
+
+/// GPU-resident training (forward_into / backward_from into the app's encoder) counts and
+/// refreshes the cache as the host calls do: the same members, rows and cores after the
+/// warm-up's refresh and two cached steps.
+#[test]
+fn gpu_resident_steps_refresh_the_cache_like_host_calls() {
+    let g = gpu();
+    let shape = TtShape::new(5000, &[13, 11, 35], &[4, 4, 4], &[8, 8]).unwrap();
+    let cores = random_cores(&shape, 31);
+    let options = TtOptions {
+        optimizer: Optimizer::Sgd { lr: 0.05 },
+        cache: Some(config(30)),
+        ..TtOptions::default()
+    };
+    let mut host = TtEmbeddingBag::from_cores(&g, shape.clone(), &cores, options.clone()).unwrap();
+    let mut dev = TtEmbeddingBag::from_cores(&g, shape.clone(), &cores, options).unwrap();
+    let mut r = rng(32);
+    let dim = shape.dim();
+    for step in 0..4 {
+        let (idx, off) = skewed_bags(&mut r, 40, shape.num_embeddings);
+        let b = Bags::new(&idx, &off);
+        let dout = values(&mut r, (off.len() - 1) * dim);
+        let want = host.forward(&b).unwrap();
+        host.backward(&b, &dout).unwrap();
+        let out = g.storage("app rows", (want.len() * 4) as u64);
+        let grad = g.storage_from("app grad", &dout);
+        let mut enc = g.device().create_command_encoder(&Default::default());
+        dev.forward_into(&b, &out, &mut enc).unwrap();
+        dev.backward_from(&b, &grad, &mut enc).unwrap();
+        g.queue().submit([enc.finish()]);
+        let got = g.read_f32(&out, 0, want.len()).unwrap();
+        assert_eq!(got, want, "rows at step {step}");
+    }
+    assert_eq!(host.params().cache().unwrap().refreshes(), 1);
+    assert_eq!(dev.params().cache().unwrap().refreshes(), 1);
+    let rows = |t: &TtEmbeddingBag| {
+        let mut v = t.params().cache_rows().unwrap();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    };
+    assert!(!rows(&host).is_empty());
+    assert_eq!(rows(&dev), rows(&host), "cached rows");
+    assert_eq!(dev.cores().unwrap(), host.cores().unwrap(), "cores");
+}

@@ -96,21 +96,38 @@ impl TtParams {
     /// Counts one training step and refreshes the cache when it is due: after
     /// `warmup_steps` steps, then every `refresh_every` steps. Returns whether it refreshed.
     pub fn cache_step(&mut self) -> Result<bool> {
-        let Some(c) = self.cache_state_mut() else {
-            return Ok(false);
-        };
-        c.steps += 1;
-        let (w, every) = (c.config.warmup_steps as u64, c.config.refresh_every as u64);
-        let due = c.steps == w || (c.steps > w && (c.steps - w).is_multiple_of(every));
+        let due = self.count_cache_step();
         if due {
             self.refresh_cache()?;
         }
         Ok(due)
     }
 
-    /// Refreshes the cache now: the top-C rows by count become the members and their rows are
-    /// computed from the current cores (one submit, no host round-trip).
-    pub fn refresh_cache(&mut self) -> Result<()> {
+    /// [`Self::cache_step`] for a step the caller encoded into `encoder` (the GPU-resident
+    /// calls): a due refresh is encoded after it, into the same encoder.
+    pub fn cache_step_into(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<bool> {
+        let due = self.count_cache_step();
+        if due {
+            let c = self.refresh_plan()?;
+            let (plan, input) = c.refresh.as_ref().expect("refresh plan");
+            plan.encode_with(encoder, input)?;
+            c.refreshes += 1;
+        }
+        Ok(due)
+    }
+
+    /// Counts a training step; whether a refresh is due after it.
+    fn count_cache_step(&mut self) -> bool {
+        let Some(c) = self.cache_state_mut() else {
+            return false;
+        };
+        c.steps += 1;
+        let (w, every) = (c.config.warmup_steps as u64, c.config.refresh_every as u64);
+        c.steps == w || (c.steps > w && (c.steps - w).is_multiple_of(every))
+    }
+
+    /// The cache with its refresh plan built (once).
+    fn refresh_plan(&mut self) -> Result<&mut TtCache> {
         if self.cache_state().is_none() {
             return Err(Error::input(None, "this TT table has no cache"));
         }
@@ -118,7 +135,13 @@ impl TtParams {
             let built = self.build_refresh()?;
             self.cache_state_mut().expect("cache").refresh = Some(built);
         }
-        let c = self.cache_state_mut().expect("cache");
+        Ok(self.cache_state_mut().expect("cache"))
+    }
+
+    /// Refreshes the cache now: the top-C rows by count become the members and their rows are
+    /// computed from the current cores (one submit, no host round-trip).
+    pub fn refresh_cache(&mut self) -> Result<()> {
+        let c = self.refresh_plan()?;
         let (plan, input) = c.refresh.as_ref().expect("refresh plan");
         plan.run_with(input)?;
         c.refreshes += 1;

@@ -454,6 +454,8 @@ impl TtEmbeddingBag {
         let dout = cp.ios[0].dout.as_ref().expect("backward plan has dout");
         cp.plan
             .encode_with_copies(encoder, &cp.input, &[(grad_output, dout, bytes)])?;
+        // A training step: a due cache refresh goes into the same encoder, after it.
+        self.params.cache_step_into(encoder)?;
         Ok(())
     }
 
