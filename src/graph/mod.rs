@@ -15,6 +15,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+pub mod plan_cache;
+pub use plan_cache::PlanCache;
+
 /// A buffer a node binds: one the caller owns, a range of one, a transient the plan allocates,
 /// or a region of the plan's per-replay input.
 #[derive(Clone, Debug)]
