@@ -149,6 +149,31 @@ fn flag(b: bool) -> f64 {
     b as u8 as f64
 }
 
+/// The override constants every product kernel (forward and weight gradient, both variants)
+/// takes: the sizes `[M, N, K]`, the strides and element offsets of `[A, B, C]`, the bias
+/// offset and the register tile of `launch`. Each launcher appends its own epilogue flags.
+fn product_constants(
+    [m, n, k]: [usize; 3],
+    [a, b, c]: [&MatrixAt; 3],
+    bias_off: usize,
+    launch: &Launch,
+) -> Vec<(&'static str, f64)> {
+    vec![
+        ("M", m as f64),
+        ("N", n as f64),
+        ("K", k as f64),
+        ("LDA", a.stride as f64),
+        ("LDB", b.stride as f64),
+        ("LDC", c.stride as f64),
+        ("A_OFF", a.offset as f64),
+        ("B_OFF", b.offset as f64),
+        ("C_OFF", c.offset as f64),
+        ("BIAS_OFF", bias_off as f64),
+        ("TM", launch.tm as f64),
+        ("TN", launch.tn as f64),
+    ]
+}
+
 /// Adds product `p` with `variant` (the tiled kernel where the register kernels' alignment does
 /// not hold).
 pub fn record_gemm(
@@ -182,29 +207,18 @@ pub fn record_gemm(
     let ct = p.ct.clone().unwrap_or_else(|| none(&rw));
     let mask = p.mask.clone().unwrap_or_else(|| none(&ro));
     let (bias, bias_off) = p.bias.clone().unwrap_or((ro, 0));
-    let constants = [
-        ("M", p.m as f64),
-        ("N", p.n as f64),
-        ("K", p.k as f64),
-        ("LDA", p.a.stride as f64),
-        ("LDB", p.b.stride as f64),
-        ("LDC", c.stride as f64),
+    let mut constants = product_constants([p.m, p.n, p.k], [&p.a, &p.b, &c], bias_off, &l);
+    constants.extend([
         ("LDCT", ct.stride as f64),
         ("LDM", mask.stride as f64),
-        ("A_OFF", p.a.offset as f64),
-        ("B_OFF", p.b.offset as f64),
-        ("C_OFF", c.offset as f64),
         ("CT_OFF", ct.offset as f64),
         ("M_OFF", mask.offset as f64),
-        ("BIAS_OFF", bias_off as f64),
         ("BIAS", flag(p.bias.is_some())),
         ("RELU", flag(p.relu)),
         ("MASK", flag(p.mask.is_some())),
         ("STORE_C", flag(p.c.is_some())),
         ("STORE_CT", flag(p.ct.is_some())),
-        ("TM", l.tm as f64),
-        ("TN", l.tn as f64),
-    ];
+    ]);
     // With C absent the read-write placeholder would be bound twice (C and C^T): the same
     // buffer twice as read-write is allowed.
     launch_grid(
@@ -245,21 +259,8 @@ pub fn record_weight_grad(
         .bias_grad
         .clone()
         .unwrap_or_else(|| (Buf::from(g.gpu().placeholder_rw()), 0));
-    let constants = [
-        ("M", p.m as f64),
-        ("N", p.n as f64),
-        ("K", p.k as f64),
-        ("LDA", p.a.stride as f64),
-        ("LDB", p.b.stride as f64),
-        ("LDC", p.c.stride as f64),
-        ("A_OFF", p.a.offset as f64),
-        ("B_OFF", p.b.offset as f64),
-        ("C_OFF", p.c.offset as f64),
-        ("BIAS_OFF", bias_off as f64),
-        ("BIAS_GRAD", flag(p.bias_grad.is_some())),
-        ("TM", l.tm as f64),
-        ("TN", l.tn as f64),
-    ];
+    let mut constants = product_constants([p.m, p.n, p.k], [&p.a, &p.b, &p.c], bias_off, &l);
+    constants.push(("BIAS_GRAD", flag(p.bias_grad.is_some())));
     launch_grid(
         g,
         format!("{} ({})", label.into(), l.kernel.entry()),
