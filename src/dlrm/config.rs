@@ -1,10 +1,14 @@
 //! The shape of a DLRM: dense features, embedding dimension, MLP widths, and per table its size
 //! and whether it is stored dense or as a TT. dlrm's Kaggle and Terabyte configurations are the
-//! presets.
+//! presets. Beside it, [`DlrmOptions`]: the choices that do not change the model's math (kernel
+//! variants, the statistics ring, shard sizes, the TT groups' row cache).
 
+use crate::cache::CacheConfig;
 use crate::data::{KAGGLE_TABLE_SIZES, NUM_DENSE, TERABYTE_TABLE_SIZES};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::GemmVariant;
 use crate::tt::shapes::suggested_dim_shape;
+use crate::tt::TtKernels;
 use crate::tt::{suggested_tt_shapes, TtInit, TtShape};
 
 /// How one embedding table is stored.
@@ -43,6 +47,72 @@ pub struct DlrmConfig {
     pub tt_init: TtInit,
     /// Seed of every initialisation.
     pub seed: u64,
+}
+
+/// Choices that do not change the model's math.
+#[derive(Clone, Debug)]
+pub struct DlrmOptions {
+    /// The matrix-product variant (default: chosen from the adapter class).
+    pub gemm: Option<GemmVariant>,
+    /// The TT tables' kernel variants (None: chosen for the adapter; results are bitwise the
+    /// same whatever the choice).
+    pub tt_kernels: Option<TtKernels>,
+    /// Steps whose statistics the GPU keeps before the host must read them (it reads them
+    /// itself, with one wait, when the ring is full).
+    pub stats_ring: usize,
+    /// Cap on a dense-table shard's bytes (default: the adapter's binding limit).
+    pub max_shard_bytes: Option<u64>,
+    /// An LFU row cache on every TT group (None: no cache).
+    pub tt_cache: Option<TtCacheOptions>,
+}
+
+impl Default for DlrmOptions {
+    fn default() -> Self {
+        DlrmOptions {
+            gemm: None,
+            tt_kernels: None,
+            stats_ring: 1024,
+            max_shard_bytes: None,
+            tt_cache: None,
+        }
+    }
+}
+
+/// The LFU row cache of each TT group of a model (see [`crate::cache`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TtCacheOptions {
+    /// Cache rows: below 1, a fraction of the group's rows; from 1 on, rows per TT table.
+    pub rows: f64,
+    /// Training steps before the first refresh.
+    pub warmup_steps: usize,
+    /// Training steps between refreshes.
+    pub refresh_every: usize,
+}
+
+impl TtCacheOptions {
+    /// The cache of a group of tables with `rows` rows in all, `tables` of them.
+    pub fn config(&self, rows: u64, tables: usize) -> Result<CacheConfig> {
+        if !(self.rows.is_finite() && self.rows > 0.0) {
+            return Err(Error::input(
+                None,
+                format!(
+                    "cache rows {}: a fraction in (0, 1) or a count of at least 1",
+                    self.rows
+                ),
+            ));
+        }
+        let want = if self.rows < 1.0 {
+            self.rows * rows as f64
+        } else {
+            self.rows.floor() * tables as f64
+        };
+        let fraction = (want / rows as f64).min(1.0);
+        let mut c = CacheConfig::for_table(rows, fraction)?;
+        c.warmup_steps = self.warmup_steps;
+        c.refresh_every = self.refresh_every;
+        c.validate(rows)?;
+        Ok(c)
+    }
 }
 
 /// Parses a dash-separated width list such as dlrm's "13-512-256-64-16".

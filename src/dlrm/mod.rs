@@ -1,17 +1,31 @@
 //! dlrm's DLRM with TT-compressed tables, trained end to end on the GPU.
-//! - [`config`]: model shapes, dlrm's Kaggle and Terabyte presets, which tables are TT.
-//! - [`model`]: the model on the GPU; a training step is one replayed plan, one submit.
+//! - [`config`]: model shapes, dlrm's Kaggle and Terabyte presets, which tables are TT; the
+//!   options that do not change the math.
+//! - [`model`]: [`Dlrm`], the model on the GPU: building, the public calls, the plan caches and
+//!   the statistics ring; a training step is one replayed plan, one submit.
+//! - `net` (internal): the layers and parameters as one value the rooms below take explicitly.
+//! - `inputs` (internal): [`DlrmBatch`], its checks, its input regions and their filling.
+//! - `step` (internal): recording the training and evaluation plans.
+//! - `state_dict` (internal): parameters by dlrm's state-dict names.
 //! - `twin`: the CPU twin of a whole step (f64), the oracle of the tests (an unstable
 //!   internal, hidden from these docs).
 //! - [`fixture`]: PyTorch parity fixtures (`ttrec-dlrm-v1`).
+//!
+//! Imports run one way: config <- net <- inputs <- step <- model, and net <- state_dict <-
+//! model; nothing below model reaches back into it.
 
 pub mod config;
 pub mod fixture;
+mod inputs;
 pub mod model;
+mod net;
+mod state_dict;
+mod step;
 /// **Unstable internals**: the tests' CPU oracle of a DLRM step; hidden from the docs, may change
 /// in any release.
 #[doc(hidden)]
 pub mod twin;
 
-pub use config::{DlrmConfig, TableConfig, TableKind};
-pub use model::{Dlrm, DlrmBatch, DlrmOptions, StepStats, Trace, TtCacheOptions};
+pub use config::{DlrmConfig, DlrmOptions, TableConfig, TableKind, TtCacheOptions};
+pub use inputs::DlrmBatch;
+pub use model::{Dlrm, StepStats, Trace};
