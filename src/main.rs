@@ -19,12 +19,12 @@ struct Cli {
 enum Command {
     /// Run parity fixtures (TT-EmbeddingBag ttrec-parity-v1, DLRM ttrec-dlrm-v1) on this
     /// adapter; exit 0 only if all pass.
-    Parity(cli::tt::ParityArgs),
+    Parity(cli::parity::ParityArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(cli::tt::BenchCommand),
+    Bench(cli::bench::BenchCommand),
     /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
-    Info(cli::tt::InfoArgs),
+    Info(cli::info::InfoArgs),
     /// Criteo data tools: inspect, preprocess (build the binary cache), synth.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -47,13 +47,11 @@ fn main() -> std::process::ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Parity(a) => cli::tt::parity(a),
-        Command::Bench(c) => cli::tt::bench(c),
-        Command::Info(a) => cli::tt::info(a),
+        Command::Parity(a) => cli::parity::parity(a),
+        Command::Bench(c) => cli::bench::bench(c),
+        Command::Info(a) => cli::info::info(a),
         Command::Data(cmd) => cli::data::run(cmd),
-        Command::Train(args) => ttrec::train::run(&args)
-            .map(|_| ())
-            .map_err(anyhow::Error::from),
+        Command::Train(args) => cli::train::train(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

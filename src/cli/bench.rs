@@ -1,0 +1,445 @@
+//! `ttrec bench tt|dlrm|cache`: runs the benchmarks of [`ttrec::bench`] and prints their
+//! tables (or JSON records), with a progress bar on stderr. The flags every benchmark shares
+//! (how long each measurement runs, per-kernel times, JSON) are one struct, [`RunFlags`].
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use ttrec::bench::cache::run_cache;
+use ttrec::bench::dlrm::{
+    bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig, DlrmBenchResult,
+};
+use ttrec::bench::{run_tt_with, tt_configs};
+use ttrec::gpu::Gpu;
+use ttrec::progress::{Progress, Unit};
+
+use super::args::{non_negative_f64, positive_f64, positive_usize};
+
+/// How long each measurement runs, and what is printed: shared by every `ttrec bench`
+/// subcommand (flattened into each; a subcommand renames or re-describes a flag where its
+/// meaning there is narrower).
+#[derive(Debug, Args)]
+pub struct RunFlags {
+    /// Print one JSON object per result instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Timed iterations at least.
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
+    pub iters: usize,
+    /// Seconds each measurement lasts at least.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
+    pub seconds: f64,
+    /// Also print per-kernel GPU times of one step (needs timestamp queries).
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// `ttrec bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// TT-EmbeddingBag: forward, backward+SGD and the whole step per configuration.
+    Tt(BenchTtArgs),
+    /// DLRM training step (dlrm's Kaggle configuration): samples/s, FLOPs per sample.
+    Dlrm(BenchDlrmArgs),
+    /// The LFU row cache on the kaggle-r32 table with Zipf-skewed lookups: hit rate and
+    /// training step time per lookup by cache size.
+    Cache(BenchCacheArgs),
+}
+
+/// `ttrec bench cache`
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("json", |a| a.help(r#"Print one JSON object per case ("type": "bench_cache")"#)),
+    mut_arg("iters", |a| a.help("Timed steps at least")),
+    mut_arg("seconds", |a| a.help("Seconds each case lasts at least")),
+)]
+pub struct BenchCacheArgs {
+    /// Zipf exponents of the lookups (above 1), comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.05, 1.2], value_parser = positive_f64)]
+    pub zipf: Vec<f64>,
+    /// Cache sizes as fractions of the table's rows (0: no cache), comma-separated or repeated.
+    #[arg(long = "cache-fraction", value_delimiter = ',', default_values_t = [0.0, 0.001, 0.01], value_parser = non_negative_f64)]
+    pub fractions: Vec<f64>,
+    /// Bags per step.
+    #[arg(long, default_value_t = 2048, value_parser = positive_usize)]
+    pub bags: usize,
+    /// Lookups per bag.
+    #[arg(long, default_value_t = 1, value_parser = positive_usize)]
+    pub bag_len: usize,
+    /// Training steps before the timed ones (the cache counts them, then refreshes once).
+    #[arg(long, default_value_t = 32, value_parser = positive_usize)]
+    pub warmup: usize,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+fn bench_cache(a: BenchCacheArgs) -> anyhow::Result<()> {
+    if let Some(z) = a.zipf.iter().find(|&&z| z <= 1.0) {
+        bail!("--zipf {z}: the exponent must be above 1");
+    }
+    if let Some(f) = a.fractions.iter().find(|&&f| f > 1.0) {
+        bail!("--cache-fraction {f}: a fraction of the rows is at most 1");
+    }
+    let gpu = Gpu::new()?;
+    if !a.run.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "table: kaggle-r32 (10,131,227 rows, ranks 32), {} bags x {}",
+            a.bags, a.bag_len
+        );
+        println!(
+            "{:>5} {:>8} {:>9} {:>9} {:>12} {:>9} {:>15}",
+            "zipf", "cache %", "rows", "hit rate", "step us/lkp", "speed-up", "p10-p90 ms"
+        );
+    }
+    let mut progress =
+        Progress::steps("bench cache", a.zipf.len() as u64, Unit::Items("exponents"));
+    for (k, &zipf) in a.zipf.iter().enumerate() {
+        progress.set(k as u64);
+        let results = run_cache(
+            &gpu,
+            zipf,
+            &a.fractions,
+            a.bags,
+            a.bag_len,
+            a.warmup,
+            a.run.iters,
+            a.run.seconds,
+            a.run.profile,
+            &mut |what| progress.set_message(format!("zipf {zipf}: {what}")),
+        )
+        .with_context(|| format!("zipf {zipf}"))?;
+        let base = results
+            .iter()
+            .find(|r| r.cache_fraction == 0.0)
+            .map(|r| r.us_per_lookup());
+        for r in &results {
+            let line = if a.run.json {
+                let mut v = r.json();
+                if let (Some(b), Some(obj)) = (base, v.as_object_mut()) {
+                    obj.insert("speedup".into(), json!(b / r.us_per_lookup()));
+                }
+                v.to_string()
+            } else {
+                format!(
+                    "{:>5} {:>8} {:>9} {:>9.3} {:>12.3} {:>9} {:>15}",
+                    zipf,
+                    format!("{}", r.cache_fraction * 100.0),
+                    r.cache_rows,
+                    r.hit_rate,
+                    r.us_per_lookup(),
+                    base.map_or("-".to_string(), |b| format!(
+                        "{:.2}x",
+                        b / r.us_per_lookup()
+                    )),
+                    format!("{:.2}-{:.2}", r.step.p10 / 1e3, r.step.p90 / 1e3)
+                )
+            };
+            progress.suspend(|| {
+                println!("{line}");
+                for (label, ns) in &r.profile {
+                    if a.run.json {
+                        println!(
+                            "{}",
+                            json!({"type": "bench_cache_kernel", "zipf": zipf, "cache_fraction": r.cache_fraction, "node": label, "us": ns / 1e3})
+                        );
+                    } else {
+                        println!("    {:<40} {:>10.1} us", label, ns / 1e3);
+                    }
+                }
+            });
+        }
+    }
+    let cases = a.zipf.len();
+    progress.set(cases as u64);
+    progress.finish();
+    Ok(())
+}
+
+/// `ttrec bench dlrm`
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("json", |a| a.help(r#"Print one JSON object per measurement ("type": "bench_dlrm"; with --profile also "bench_dlrm_node" and "bench_dlrm_part")"#)),
+    mut_arg("iters", |a| a.long("steps").value_name("STEPS").help("Steps each measurement takes at least")),
+    mut_arg("seconds", |a| a.default_value("3")),
+    mut_arg("profile", |a| a.help("Also print GPU times of one step's kernels, summed by model part (needs timestamps)")),
+)]
+pub struct BenchDlrmArgs {
+    /// Embedding variants, comma-separated or repeated: tt (the 7 largest tables TT) and/or dense.
+    #[arg(long, value_delimiter = ',', value_parser = ["tt", "dense"], default_values_t = ["tt".to_string(), "dense".to_string()])]
+    pub variant: Vec<String>,
+    /// Batch sizes, comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', value_parser = positive_usize, default_values_t = [128usize, 2048])]
+    pub batch: Vec<usize>,
+    /// Kaggle's table sizes times this (default: 1, or 0.05 for dense tables on a CPU adapter).
+    #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
+    pub scale: Option<f64>,
+    /// Rank of the TT tables.
+    #[arg(long, default_value_t = 32, value_parser = positive_usize)]
+    pub rank: usize,
+    // `--iters` is named `--steps` here, and measurements last 3 s by default.
+    #[command(flatten)]
+    pub run: RunFlags,
+    /// Matrix-product variant: registers (the default on every adapter) or tiled.
+    #[arg(long, value_parser = ["registers", "tiled"])]
+    pub gemm: Option<String>,
+}
+
+fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
+    let gpu = Gpu::new()?;
+    if !a.run.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "{:<7} {:>6} {:>7} {:>12} {:>12} {:>14} {:>10} {:>9}",
+            "variant",
+            "batch",
+            "scale",
+            "emb params",
+            "samples/s",
+            "synced ms/step",
+            "MFLOP/smp",
+            "GFLOP/s"
+        );
+    }
+    let total = (a.variant.len() * a.batch.len()) as u64;
+    let mut progress = Progress::steps("bench dlrm", total, Unit::Items("measurements"));
+    let mut done = 0;
+    for variant in &a.variant {
+        let mut model = None;
+        for &batch in &a.batch {
+            let cfg = DlrmBenchConfig {
+                variant: variant.clone(),
+                batch,
+                scale: a.scale.unwrap_or_else(|| default_scale(&gpu, variant)),
+                rank: a.rank,
+            };
+            progress.set_message(format!("{variant} batch {batch}"));
+            progress.set(done);
+            if model.is_none() {
+                let gemm = a.gemm.as_deref().map(|g| match g {
+                    "registers" => ttrec::kernels::matmul::GemmVariant::Registers,
+                    _ => ttrec::kernels::matmul::GemmVariant::Tiled,
+                });
+                model = Some(
+                    bench_model(&gpu, &cfg, gemm)
+                        .with_context(|| format!("dlrm {variant} model"))?,
+                );
+            }
+            let m = model.as_mut().expect("model");
+            let r = run_dlrm(&gpu, m, &cfg, a.run.iters, a.run.seconds, a.run.profile)
+                .with_context(|| format!("dlrm {variant} batch {batch}"))?;
+            done += 1;
+            let mut lines = Vec::new();
+            if a.run.json {
+                lines.push(r.json().to_string());
+            } else {
+                lines.push(format!(
+                    "{:<7} {:>6} {:>7} {:>12} {:>12.0} {:>14.2} {:>10.3} {:>9.2}",
+                    variant,
+                    batch,
+                    cfg.scale,
+                    r.embedding_params,
+                    r.samples_per_s,
+                    r.synced_step_ms,
+                    r.mflop_per_sample(),
+                    r.gflops()
+                ));
+            }
+            if a.run.profile {
+                lines.extend(dlrm_profile_lines(&r, variant, batch, a.run.json));
+            }
+            progress.suspend(|| {
+                for l in &lines {
+                    println!("{l}");
+                }
+            });
+        }
+    }
+    progress.set(done);
+    progress.finish();
+    Ok(())
+}
+
+/// The lines of `--profile` for one DLRM measurement: with `json`, one `bench_dlrm_node` record
+/// per node; then the GPU time summed by model part (`bench_dlrm_part` records or text lines).
+fn dlrm_profile_lines(r: &DlrmBenchResult, variant: &str, batch: usize, json: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    if json {
+        for (label, us) in &r.profile {
+            lines.push(
+                json!({"type": "bench_dlrm_node", "variant": variant, "batch": batch, "node": label, "us": us})
+                    .to_string(),
+            );
+        }
+    }
+    let mut parts: Vec<(&str, f64, usize)> = Vec::new();
+    for (label, us) in &r.profile {
+        let p = node_part(label);
+        match parts.iter_mut().find(|x| x.0 == p) {
+            Some(e) => {
+                e.1 += us;
+                e.2 += 1;
+            }
+            None => parts.push((p, *us, 1)),
+        }
+    }
+    let total: f64 = parts.iter().map(|p| p.1).sum();
+    for (p, us, n) in &parts {
+        let flops = r
+            .flops_per_sample
+            .iter()
+            .find(|(k, _)| k == p)
+            .map(|(_, f)| f * batch as f64);
+        if json {
+            lines.push(
+                json!({"type": "bench_dlrm_part", "variant": variant, "batch": batch, "part": p, "nodes": n, "us": us, "gflops": flops.map(|f| f / (us * 1e3))})
+                    .to_string(),
+            );
+        } else {
+            let gf = flops
+                .map(|f| format!("{:>8.2} GFLOP/s", f / (us * 1e3)))
+                .unwrap_or_default();
+            lines.push(format!(
+                "    {:<14} {:>4} nodes {:>10.1} us {:>5.1}% {gf}",
+                p,
+                n,
+                us,
+                100.0 * us / total
+            ));
+        }
+    }
+    lines
+}
+
+/// `ttrec bench tt`
+#[derive(Debug, Args)]
+#[command(mut_arg("json", |a| a.help(r#"Print one JSON object per configuration ("type": "bench_tt"; with --profile also one "bench_tt_kernel" per kernel)"#)))]
+pub struct BenchTtArgs {
+    /// Configurations to run, comma-separated or repeated (fbtt, kaggle-r8, kaggle-r16,
+    /// kaggle-r32 by default; also fbtt-b8k and kaggle-r32-b64k, real GPU batch sizes).
+    #[arg(long = "config", value_name = "NAME", value_delimiter = ',')]
+    pub configs: Vec<String>,
+    /// Bags per step, instead of each configuration's.
+    #[arg(long, value_parser = positive_usize)]
+    pub bags: Option<usize>,
+    /// Lookups per bag, instead of each configuration's.
+    #[arg(long, value_parser = positive_usize)]
+    pub bag_len: Option<usize>,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
+    let mut all = tt_configs();
+    for c in &mut all {
+        c.bags = a.bags.unwrap_or(c.bags);
+        c.bag_len = a.bag_len.unwrap_or(c.bag_len);
+    }
+    let chosen: Vec<String> = if a.configs.is_empty() {
+        ttrec::bench::default_tt_configs()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        a.configs.clone()
+    };
+    for c in &chosen {
+        if !all.iter().any(|x| x.name == c) {
+            bail!(
+                "unknown --config {c:?}; known: {}",
+                all.iter().map(|x| x.name).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let gpu = Gpu::new()?;
+    if !a.run.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "{:<11} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10} {:>17}",
+            "config",
+            "lookups",
+            "fwd us/lkp",
+            "fwd GF/s",
+            "bwd us/lkp",
+            "bwd GF/s",
+            "step us/lkp",
+            "step GF/s",
+            "step ms",
+            "p10-p90 ms"
+        );
+    }
+    let runs: Vec<_> = all
+        .iter()
+        .filter(|c| chosen.iter().any(|n| n == c.name))
+        .collect();
+    let mut progress = Progress::steps(
+        "bench tt",
+        3 * runs.len() as u64,
+        Unit::Items("measurements"),
+    );
+    for (i, cfg) in runs.iter().enumerate() {
+        let mut k = 3 * i as u64;
+        let r = run_tt_with(
+            &gpu,
+            cfg,
+            a.run.iters,
+            a.run.seconds,
+            a.run.profile,
+            &mut |what| {
+                progress.set_message(format!("{} {what}", cfg.name));
+                progress.set(k);
+                k += 1;
+            },
+        )
+        .with_context(|| format!("config {}", cfg.name))?;
+        let mut lines = Vec::new();
+        if a.run.json {
+            lines.push(r.json().to_string());
+        } else {
+            lines.push(format!(
+                "{:<11} {:>8} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>10.2} {:>17}",
+                r.config,
+                r.lookups,
+                r.forward_us / r.lookups as f64,
+                r.forward_gflops(),
+                r.backward_us / r.lookups as f64,
+                r.backward_gflops(),
+                r.us_per_lookup(),
+                r.gflops(),
+                r.step_us / 1e3,
+                format!(
+                    "{:.2}-{:.2}",
+                    r.step_spread.p10 / 1e3,
+                    r.step_spread.p90 / 1e3
+                )
+            ));
+        }
+        for (label, ns) in &r.profile {
+            if a.run.json {
+                lines.push(
+                    json!({"type": "bench_tt_kernel", "config": r.config, "node": label, "us": ns / 1e3})
+                        .to_string(),
+                );
+            } else {
+                lines.push(format!("    {:<32} {:>10.1} us", label, ns / 1e3));
+            }
+        }
+        progress.suspend(|| {
+            for l in &lines {
+                println!("{l}");
+            }
+        });
+    }
+    progress.set(3 * runs.len() as u64);
+    progress.finish();
+    Ok(())
+}
+
+pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Dlrm(a) => bench_dlrm(a),
+        BenchCommand::Tt(a) => bench_tt(a),
+        BenchCommand::Cache(a) => bench_cache(a),
+    }
+}
