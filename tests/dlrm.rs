@@ -541,3 +541,60 @@ fn terabyte_configuration_trains_at_small_scale() {
         assert_close(n, &m.parameter(n).unwrap(), &want.updated[n], RTOL, ATOL);
     }
 }
+
+#[test]
+fn profiled_steps_train_and_tick_the_row_cache_like_plain_steps() {
+    // profile_step is train_step with timestamps: the same plan, statistics and cache ticks, so
+    // a run of profiled steps ends bitwise where a run of plain steps does (the row cache
+    // refreshing on the same steps).
+    let config = small_config(9);
+    let run = |profiled: bool| {
+        let gpu = gpu();
+        assert!(
+            gpu.has_timestamps(),
+            "{} has no timestamp queries",
+            gpu.adapter_name()
+        );
+        let options = DlrmOptions {
+            tt_cache: Some(ttrec::dlrm::TtCacheOptions {
+                rows: 0.25,
+                warmup_steps: 1,
+                refresh_every: 2,
+            }),
+            ..DlrmOptions::default()
+        };
+        let mut m = Dlrm::new(&gpu, config.clone(), options).unwrap();
+        for i in 0..5 {
+            let (dense, sparse, labels) = random_batch(&config, 12, 90 + i);
+            let batch = DlrmBatch {
+                dense: &dense,
+                sparse: &sparse,
+                labels: &labels,
+            };
+            if profiled {
+                assert!(!m.profile_step(&batch).unwrap().is_empty());
+            } else {
+                m.train_step(&batch).unwrap();
+            }
+        }
+        let losses: Vec<u64> = m
+            .take_stats()
+            .unwrap()
+            .iter()
+            .map(|s| s.loss.to_bits())
+            .collect();
+        let (cache, refreshes) = m.cache_stats().unwrap().expect("a row cache");
+        let mut p: Vec<(String, Vec<u32>)> = params_of(&m)
+            .into_iter()
+            .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+            .collect();
+        p.sort();
+        (losses, (cache.lookups, cache.hits, refreshes), p)
+    };
+    let (plain, profiled) = (run(false), run(true));
+    assert_eq!(plain.0.len(), 5, "one statistic per step");
+    assert_eq!(plain.0, profiled.0, "losses");
+    assert!(plain.1 .2 >= 2, "the cache refreshed: {:?}", plain.1);
+    assert_eq!(plain.1, profiled.1, "cache lookups, hits and refreshes");
+    assert!(plain.2 == profiled.2, "parameters differ");
+}
