@@ -11,8 +11,9 @@
 //!   internal, hidden from these docs).
 //! - [`fixture`]: PyTorch parity fixtures (`ttrec-dlrm-v1`).
 //!
-//! Imports run one way: config <- net <- inputs <- step <- model, and net <- state_dict <-
-//! model; nothing below model reaches back into it.
+//! Imports run one way, each file using only those before it: config, net, inputs, step,
+//! state_dict, model. The rooms after net take it (or the config) as an explicit argument;
+//! none reaches back into model.rs.
 
 pub mod config;
 pub mod fixture;

@@ -2,7 +2,7 @@
 //! tables (one sharded group) and the TT tables (grouped by core shape), with where each model
 //! table lives. Built here from a config; read by the step recording (`step`), the batch inputs
 //! (`inputs`) and the state dict (`state_dict`), which take it as an explicit part, so that none
-//! of them reaches back into [`super::model::Dlrm`] (no import cycle).
+//! of them reaches back into `Dlrm` (no import cycle).
 
 use crate::dlrm::config::{DlrmConfig, DlrmOptions};
 use crate::error::Result;
@@ -19,7 +19,7 @@ pub(super) struct TtGroup {
 }
 
 /// A DLRM's layers and parameters on the GPU (no run state: plans and statistics live in
-/// [`super::model::Dlrm`]).
+/// `Dlrm`).
 pub(super) struct Net {
     pub(super) gpu: Gpu,
     pub(super) config: DlrmConfig,

@@ -1,7 +1,7 @@
 //! Recording a DLRM's plans: the forward every plan shares, the training step (loss into the
 //! statistics ring, backward, every update) and evaluation (probabilities, optionally copies of
 //! the intermediate T and R for tracing). Each plan is built from a [`Net`] and kept by
-//! [`super::model::Dlrm`] in a [`crate::graph::PlanCache`] per batch size.
+//! `Dlrm` in a [`crate::graph::PlanCache`] per batch size.
 
 use crate::dlrm::inputs::{declare, BatchInputs};
 use crate::dlrm::net::Net;
@@ -41,7 +41,7 @@ pub(super) struct EvalPlan {
     pub(super) inputs: BatchInputs,
     /// `[B]` click probabilities.
     pub(super) prob: wgpu::Buffer,
-    /// (T, R) copies for [`super::model::Dlrm::trace`].
+    /// (T, R) copies for `Dlrm::trace`.
     pub(super) trace: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 

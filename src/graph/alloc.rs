@@ -133,7 +133,7 @@ pub(super) fn assign_transients(
 }
 
 /// The host side of a plan's inputs: a byte image of the packed input buffer. Fill the regions
-/// with [`PlanInput::write`], then [`super::Plan::run_with`] uploads it in one write.
+/// with [`PlanInput::write`], then `Plan::run_with` uploads it in one write.
 #[derive(Debug, Clone)]
 pub struct PlanInput {
     pub(super) layout: Arc<InputLayout>,
