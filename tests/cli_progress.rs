@@ -137,7 +137,7 @@ fn preprocess_builds_the_cache_training_reuses() {
     let r = ttrec_env(&["data", "preprocess", a_s, b_s], &[("RUST_LOG", "info")]);
     assert!(r.ok, "{}", r.stderr);
     assert_no_terminal_drawing(&r.stderr);
-    let building = lines_with(&r.stderr, "building the data cache: ");
+    let building = lines_with(&r.stderr, "building the data store: ");
     assert!(building.len() >= 2, "{}", r.stderr);
     assert!(building.last().unwrap().contains("done, "), "{}", r.stderr);
     // The library's log line, through the CLI's subscriber.
