@@ -1,7 +1,7 @@
 //! `ttrec data synth` and `ttrec data inspect --json`, through the real binary.
 
 mod common;
-use common::SAMPLE;
+use common::sample_path;
 
 use std::process::Command;
 
@@ -24,18 +24,19 @@ fn inspect_json(path: &str) -> serde_json::Value {
 }
 
 #[test]
-fn inspect_json_on_the_real_sample() {
+fn inspect_json_on_the_sample() {
     assert!(
-        std::path::Path::new(SAMPLE).exists(),
-        "the real Criteo sample {SAMPLE} is needed by this test"
+        std::path::Path::new(sample_path()).exists(),
+        "the sample {} was not written",
+        sample_path()
     );
-    let v = inspect_json(SAMPLE);
+    let v = inspect_json(sample_path());
     assert_eq!(v["valid_lines"], 200);
     assert_eq!(v["malformed_lines"], 0);
     assert_eq!(v["positive_rate"], 0.22);
     let sizes = v["table_sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 26);
-    assert_eq!(sizes[8], 2, "C9 takes two values in the first 200 lines");
+    assert_eq!(sizes[8], 2, "C9 takes two values in the sample");
     assert_eq!(v["cache"]["valid"], false);
 }
 

@@ -12,9 +12,9 @@ use ttrec::data::{
     PreprocessedDataset, Split, SplitMode, StoreState,
 };
 
-/// A private copy of the real sample (the store goes next to it).
+/// A private copy of the sample (the store goes next to it).
 fn copy_sample(dir: &Path) -> PathBuf {
-    let text = common::real_text();
+    let text = common::sample_text();
     let path = dir.join("train.txt");
     std::fs::write(&path, text).unwrap();
     path

@@ -14,7 +14,7 @@ use ttrec::data::{
 fn an_old_format_version_is_stale_rebuilt_and_refused_by_open() {
     let dir = temp_dir("store-version");
     let source = dir.join("train.txt");
-    std::fs::write(&source, common::real_text()).unwrap();
+    std::fs::write(&source, common::sample_text()).unwrap();
     let store = default_store_path(&source);
     let config = PreprocessConfig::default();
     let (data, state) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
