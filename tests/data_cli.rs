@@ -113,3 +113,32 @@ fn synth_writes_gzip_that_inspect_reads_and_reports_a_cache() {
     assert!(!ok && stderr.contains("/nonexistent/x.txt"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Issue 16 item 9: after a same-size edit with the mtime put back, `data inspect` says the store
+/// is stale because the source's contents changed, not "valid".
+#[test]
+fn inspect_reports_a_store_stale_after_a_same_size_edit() {
+    let dir = common::temp_dir("cli-same-size");
+    let source = dir.join("train.txt");
+    std::fs::write(&source, common::sample_text()).unwrap();
+    let source_s = source.to_str().unwrap();
+    let (ok, _, stderr) = ttrec(&["data", "preprocess", source_s]);
+    assert!(ok, "{stderr}");
+    assert_eq!(inspect_json(source_s)["store"]["valid"], true);
+    common::criteo::flip_first_label_keeping_size_and_mtime(&source);
+    let v = inspect_json(source_s);
+    assert_eq!(v["store"]["valid"], false);
+    assert_eq!(v["cache"]["valid"], false);
+    let state = v["store"]["state"].as_str().unwrap();
+    assert!(
+        state.starts_with("stale") && state.contains("content"),
+        "{state}"
+    );
+    let (ok, stdout, stderr) = ttrec(&["data", "inspect", source_s]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(": stale: source content changed"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -127,6 +127,39 @@ fn stale_stores_are_detected_and_rebuilt() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Issue 16 item 9: an edit that keeps the size and the mtime is caught by the source's content
+/// hash: the store is stale, `open` refuses it, `open_or_build` rebuilds it with the new contents.
+#[test]
+fn a_same_size_edit_with_the_mtime_restored_is_stale() {
+    let dir = temp_dir("store-same-size");
+    let source = copy_sample(&dir);
+    let store = default_store_path(&source);
+    let config = PreprocessConfig::default();
+    let (data, _) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
+    let old_label = data.row(0).unwrap().label;
+    drop(data);
+    let new_label = common::criteo::flip_first_label_keeping_size_and_mtime(&source);
+    assert_ne!(new_label, old_label);
+    let state = check_store(&source, &store, &config).unwrap();
+    assert!(
+        matches!(&state, StoreState::Stale(w) if w.contains("content")),
+        "{state}"
+    );
+    let err = PreprocessedDataset::open(&source, &store, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stale") && err.contains("content"), "{err}");
+    let (data, state) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
+    assert!(matches!(state, StoreState::Stale(_)), "{state}");
+    assert_eq!(data.row(0).unwrap().label, new_label);
+    drop(data);
+    assert_eq!(
+        check_store(&source, &store, &config).unwrap(),
+        StoreState::Valid
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn corrupt_stores_are_detected_never_used_and_rebuilt() {
     let dir = temp_dir("store-corrupt");

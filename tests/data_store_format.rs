@@ -1,6 +1,6 @@
 //! The data store's format version: a store of an older version (version 1 had a hand-written
-//! checksum, version 2 has XXH3-64) is reported stale, rebuilt by `open_or_build`, and refused
-//! with a clear error by `open`.
+//! checksum, version 2 has XXH3-64, version 3 adds the source's content hash) is reported stale,
+//! rebuilt by `open_or_build`, and refused with a clear error by `open`.
 
 mod common;
 use common::temp_dir;
@@ -28,6 +28,14 @@ fn an_old_format_version_is_stale_rebuilt_and_refused_by_open() {
     assert_eq!(
         u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
         FORMAT_VERSION
+    );
+    // A version-2 store (the layout before the content hash) is stale, naming both versions.
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&store, &bytes).unwrap();
+    let state = check_store(&source, &store, &config).unwrap();
+    assert_eq!(
+        state,
+        StoreState::Stale(format!("format version 2, expected {FORMAT_VERSION}"))
     );
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     std::fs::write(&store, &bytes).unwrap();

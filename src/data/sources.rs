@@ -2,16 +2,22 @@
 //!
 //! - [`expand_sources`] turns `--data` arguments into files (directories of day files expanded
 //!   in natural order, so `day_2` comes before `day_10`).
-//! - [`SourceStamp`] is what a [store](super::store) remembers of its sources to judge staleness:
-//!   the size and modification time, which are cheap to read.
+//! - [`SourceStamp`] and [`content_hash`] are what a [store](super::store) remembers of its
+//!   sources to judge staleness: the size and modification time, cheap to read, and a hash of the
+//!   contents, which catches an edit that keeps both (files up to [`WHOLE_HASH_LIMIT`] are hashed
+//!   whole; larger ones by [`SAMPLED_BLOCKS`] sampled blocks, so an edit between the blocks of a
+//!   huge file can go unnoticed if it also keeps the size and the mtime).
 //! - [`SourceChain`] reads several files one after the other as one stream of samples, counting
 //!   the bytes read for progress; the store is built from it.
 
 use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
+
+use xxhash_rust::xxh3::Xxh3;
 
 use super::hash::mix64;
 use super::reader::{Counting, CriteoReader, ReadStats};
@@ -127,6 +133,57 @@ fn file_stamp(source: &Path) -> Result<(u64, i64)> {
     Ok((meta.len(), ns))
 }
 
+/// Sources up to this size (each) are hashed whole.
+pub const WHOLE_HASH_LIMIT: u64 = 64 << 20;
+/// Blocks hashed of a larger source: the first, the last, and the others evenly spaced between.
+pub const SAMPLED_BLOCKS: u64 = 64;
+/// Bytes of one sampled block.
+pub const SAMPLED_BLOCK_LEN: u64 = 1 << 20;
+
+/// XXH3-64 of the contents of `sources` in order: each file whole up to [`WHOLE_HASH_LIMIT`],
+/// by [`SAMPLED_BLOCKS`] blocks of [`SAMPLED_BLOCK_LEN`] above (at most 64 MiB read per file).
+pub fn content_hash(sources: &[PathBuf]) -> Result<u64> {
+    let mut all = Xxh3::new();
+    for s in sources {
+        let hash = file_content_hash(s, WHOLE_HASH_LIMIT, SAMPLED_BLOCKS, SAMPLED_BLOCK_LEN)
+            .map_err(|e| Error::file(s, format!("cannot read to hash it: {e}")))?;
+        all.update(&hash.to_le_bytes());
+    }
+    Ok(all.digest())
+}
+
+/// The hash of one file (its length, then its bytes or its sampled blocks).
+fn file_content_hash(
+    path: &Path,
+    whole_limit: u64,
+    blocks: u64,
+    block_len: u64,
+) -> std::io::Result<u64> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut hash = Xxh3::new();
+    hash.update(&len.to_le_bytes());
+    let mut buf = vec![0u8; block_len.min(len).max(1) as usize];
+    if len <= whole_limit {
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
+        return Ok(hash.digest());
+    }
+    let span = len - block_len;
+    for i in 0..blocks {
+        let offset = (span as u128 * i as u128 / (blocks - 1).max(1) as u128) as u64;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut buf)?;
+        hash.update(&buf);
+    }
+    Ok(hash.digest())
+}
+
 /// Called while a store is built with (bytes of the source files read, their total size).
 pub type BuildProgress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -219,5 +276,50 @@ impl<'a> SourceChain<'a> {
     /// What the files read to their end saw, summed.
     pub fn stats(&self) -> ReadStats {
         self.done_stats.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file larger than the whole-hash limit is hashed by blocks at its start, its end and
+    /// evenly between: an edit inside a block changes the hash, one between blocks does not.
+    #[test]
+    fn sampled_hash_sees_its_blocks_and_only_those() {
+        let dir = std::env::temp_dir().join(format!("ttrec-hash-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.txt");
+        // 1,000 bytes: blocks of 10 at 0, 330, 660 and 990 (4 blocks over a span of 990).
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let hash_of = |b: &[u8]| {
+            fs::write(&path, b).unwrap();
+            file_content_hash(&path, 100, 4, 10).unwrap()
+        };
+        let base = hash_of(&bytes);
+        assert_eq!(hash_of(&bytes), base, "deterministic");
+        for at in [0, 9, 330, 339, 665, 990, 999] {
+            let mut edited = bytes.clone();
+            edited[at] ^= 1;
+            assert_ne!(hash_of(&edited), base, "an edit at {at} is inside a block");
+        }
+        for at in [10, 329, 340, 659, 989] {
+            let mut edited = bytes.clone();
+            edited[at] ^= 1;
+            assert_eq!(hash_of(&edited), base, "an edit at {at} is between blocks");
+        }
+        // Below the limit every byte counts; the length always does.
+        let small = &bytes[..100];
+        let small_hash = file_content_hash_of(&path, small);
+        let mut edited = small.to_vec();
+        edited[50] ^= 1;
+        assert_ne!(file_content_hash_of(&path, &edited), small_hash);
+        assert_ne!(hash_of(&bytes[..999]), base);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn file_content_hash_of(path: &Path, bytes: &[u8]) -> u64 {
+        fs::write(path, bytes).unwrap();
+        file_content_hash(path, 100, 4, 10).unwrap()
     }
 }

@@ -370,3 +370,26 @@ pub fn odd_lines() -> Vec<OddLine> {
         line("no final newline", base[26].join("\t"), "", Valid),
     ]
 }
+
+/// Flips the first line's label of the Criteo file at `path` in place and puts its modification
+/// time back: the same size and mtime, other contents. Returns the new label.
+pub fn flip_first_label_keeping_size_and_mtime(path: &Path) -> f32 {
+    let meta = std::fs::metadata(path).unwrap();
+    let mtime = meta.modified().unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[0] = if bytes[0] == b'0' { b'1' } else { b'0' };
+    std::fs::write(path, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap()),
+        (meta.len(), mtime)
+    );
+    if bytes[0] == b'1' {
+        1.0
+    } else {
+        0.0
+    }
+}

@@ -9,7 +9,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::format::{Header, StoredRow, FORMAT_VERSION, HEADER_LEN, ROW_BYTES};
 use crate::data::preprocess::{Dictionary, PreprocessConfig};
 use crate::data::reader::ReadStats;
-use crate::data::sources::{BuildProgress, SourceChain, SourceStamp};
+use crate::data::sources::{content_hash, BuildProgress, SourceChain, SourceStamp};
 use crate::data::NUM_SPARSE;
 use crate::io::AtomicWriter;
 use crate::{Error, Result};
@@ -21,16 +21,20 @@ pub(crate) fn build(
     config: &PreprocessConfig,
     progress: Option<BuildProgress>,
 ) -> Result<ReadStats> {
+    // Stamped before the read: a source that changes while it is read makes the store stale.
     let stamp = SourceStamp::of(sources)?;
+    let hash = content_hash(sources)?;
     let mut reader = SourceChain::new(sources, progress);
-    crate::io::write_atomic_with(store, |out| write_store(&mut reader, out, &stamp, config))
+    crate::io::write_atomic_with(store, |out| {
+        write_store(&mut reader, out, (&stamp, hash), config)
+    })
 }
 
 /// Writes a zero header, the rows as they are read, the dictionaries, then the real header.
 fn write_store(
     reader: &mut SourceChain,
     out: &mut AtomicWriter,
-    stamp: &SourceStamp,
+    (stamp, source_hash): (&SourceStamp, u64),
     config: &PreprocessConfig,
 ) -> Result<ReadStats> {
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -73,6 +77,7 @@ fn write_store(
         version: FORMAT_VERSION,
         source_size: stamp.size,
         source_mtime_ns: stamp.mtime,
+        source_hash,
         max_ind_range: config.max_ind_range.unwrap_or(0),
         rows,
         payload_len: rows * ROW_BYTES + dict_len * 4,

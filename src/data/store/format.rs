@@ -1,9 +1,9 @@
 //! The store's bytes: the header and the row layout, and nothing that touches a file.
 //!
 //! Layout (little-endian hosts; numbers in the header are little-endian):
-//! - header, [`HEADER_LEN`] bytes: magic, format version, header length, the source's size and
-//!   mtime, `max_ind_range`, row count, payload length and checksum, the source's line and
-//!   malformed counts, the 26 table sizes, and a checksum of the header itself;
+//! - header, [`HEADER_LEN`] bytes: magic, format version, header length, the source's size,
+//!   mtime and content hash, `max_ind_range`, row count, payload length and checksum, the source's
+//!   line and malformed counts, the 26 table sizes, and a checksum of the header itself;
 //! - rows: `rows` x [`StoredRow`] (160 bytes: label, 13 dense f32, 26 ids u32), so a batch gathers
 //!   each sample from one place;
 //! - dictionaries: for each column, its categorical values in id order (u32).
@@ -18,10 +18,11 @@ use crate::data::{NUM_DENSE, NUM_SPARSE};
 
 const MAGIC: [u8; 8] = *b"TTRECCRT";
 /// Format version; bump on any layout change so old stores are rebuilt. Version 2: the header
-/// and payload checksums are XXH3-64 (version 1 had a hand-written checksum).
-pub const FORMAT_VERSION: u32 = 2;
+/// and payload checksums are XXH3-64 (version 1 had a hand-written checksum). Version 3: the
+/// header holds a hash of the source's contents (see [`crate::data::sources::content_hash`]).
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of the header before the rows.
-pub const HEADER_LEN: usize = 320;
+pub const HEADER_LEN: usize = 328;
 /// Bytes of one [`StoredRow`].
 pub(crate) const ROW_BYTES: u64 = std::mem::size_of::<StoredRow>() as u64;
 
@@ -40,6 +41,7 @@ pub(crate) struct Header {
     pub version: u32,
     pub source_size: u64,
     pub source_mtime_ns: i64,
+    pub source_hash: u64,
     pub max_ind_range: u64,
     pub rows: u64,
     pub payload_len: u64,
@@ -50,8 +52,8 @@ pub(crate) struct Header {
 }
 
 /// Bytes of the header's fields, before its checksum.
-const FIELDS_END: usize = 16 + 7 * 8 + (4 + NUM_SPARSE) * 8;
-const _: () = assert!(FIELDS_END + 8 <= HEADER_LEN);
+const FIELDS_END: usize = 16 + 8 * 8 + (4 + NUM_SPARSE) * 8;
+const _: () = assert!(FIELDS_END + 8 == HEADER_LEN);
 
 impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -67,6 +69,7 @@ impl Header {
         for v in [
             self.source_size,
             self.source_mtime_ns as u64,
+            self.source_hash,
             self.max_ind_range,
             self.rows,
             self.payload_len,
@@ -112,13 +115,14 @@ impl Header {
             version,
             source_size: u64_at(16),
             source_mtime_ns: u64_at(24) as i64,
-            max_ind_range: u64_at(32),
-            rows: u64_at(40),
-            payload_len: u64_at(48),
-            payload_checksum: u64_at(56),
-            source_lines: u64_at(64),
-            malformed: std::array::from_fn(|i| u64_at(72 + 8 * i)),
-            table_sizes: std::array::from_fn(|i| u64_at(104 + 8 * i)),
+            source_hash: u64_at(32),
+            max_ind_range: u64_at(40),
+            rows: u64_at(48),
+            payload_len: u64_at(56),
+            payload_checksum: u64_at(64),
+            source_lines: u64_at(72),
+            malformed: std::array::from_fn(|i| u64_at(80 + 8 * i)),
+            table_sizes: std::array::from_fn(|i| u64_at(112 + 8 * i)),
         })
     }
 
@@ -141,6 +145,7 @@ mod tests {
             version: FORMAT_VERSION,
             source_size: 123_456,
             source_mtime_ns: -5,
+            source_hash: 0x0123_4567_89ab_cdef,
             max_ind_range: 10_000_000,
             rows: 77,
             payload_len: 77 * ROW_BYTES + 4 * 26,

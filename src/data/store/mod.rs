@@ -6,7 +6,7 @@
 //! - [`dataset`]: [`PreprocessedDataset`], the mapped store, its splits and batches.
 //!
 //! This module judges whether a store may be used ([`StoreState`]). A store whose sources changed
-//! (size or mtime), whose options differ, whose format version is another, or whose bytes do not
+//! (size, mtime or contents, see [`content_hash`]), whose options differ, whose format version is another, or whose bytes do not
 //! match their checksum is rebuilt, never used. The file is written with
 //! [`crate::io::write_atomic_with`] (temporary file in the same directory, fsync, rename), so a
 //! crash leaves either the old store or the new one.
@@ -26,7 +26,7 @@ pub use dataset::{BatchOptions, PreprocessedDataset};
 pub use format::{StoredRow, FORMAT_VERSION, HEADER_LEN};
 
 use super::preprocess::PreprocessConfig;
-use super::sources::{SourceStamp, STORE_EXTENSION};
+use super::sources::{content_hash, SourceStamp, STORE_EXTENSION};
 use crate::{Error, Result};
 use format::Header;
 
@@ -134,6 +134,14 @@ pub(crate) fn map_if_valid(
     };
     if let Some(stale) = staleness(&header, &stamp, config) {
         return Ok(Err(StoreState::Stale(stale)));
+    }
+    // Last, as it reads the sources (up to 64 MiB each).
+    let hash = content_hash(sources)?;
+    if header.source_hash != hash {
+        return Ok(Err(StoreState::Stale(format!(
+            "source content changed (same size and mtime): stored hash {:016x}, now {hash:016x}",
+            header.source_hash
+        ))));
     }
     let file_len = file
         .metadata()
