@@ -1,4 +1,4 @@
-//! Criteo data: streaming reader, dlrm preprocessing, binary store, batches, synthetic source.
+//! Criteo data: streaming reader, dlrm preprocessing, binary data store, batches, synthetic source.
 //!
 //! The pieces a DLRM training loop needs, none of them touching the GPU:
 //! - [`CriteoReader`] streams the raw Kaggle/Terabyte layout (plain or gzip) in bounded memory and
