@@ -2,12 +2,12 @@
 //!
 //! - [`expand_sources`] turns `--data` arguments into files (directories of day files expanded
 //!   in natural order, so `day_2` comes before `day_10`).
-//! - [`SourceStamp`] and [`content_hash`] are what a [store](super::store) remembers of its
+//! - `SourceStamp` and [`content_hash`] are what a [store](super::store) remembers of its
 //!   sources to judge staleness: the size and modification time, cheap to read, and a hash of the
 //!   contents, which catches an edit that keeps both (files up to [`WHOLE_HASH_LIMIT`] are hashed
 //!   whole; larger ones by [`SAMPLED_BLOCKS`] sampled blocks, so an edit between the blocks of a
 //!   huge file can go unnoticed if it also keeps the size and the mtime).
-//! - [`SourceChain`] reads several files one after the other as one stream of samples, counting
+//! - `SourceChain` reads several files one after the other as one stream of samples, counting
 //!   the bytes read for progress; the store is built from it.
 
 use std::fs::{self, File};

@@ -202,7 +202,7 @@ impl PreprocessedDataset {
         self.inner.header.source_lines
     }
 
-    /// Malformed source lines per kind, indexed like [`super::MalformedKind::ALL`].
+    /// Malformed source lines per kind, indexed like [`crate::data::MalformedKind::ALL`].
     pub fn malformed_counts(&self) -> [u64; 4] {
         self.inner.header.malformed
     }

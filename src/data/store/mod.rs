@@ -1,7 +1,7 @@
 //! The data store: Criteo files parsed and preprocessed once into one binary file (`.ttcache`),
 //! then memory-mapped by every later run.
 //!
-//! - [`format`]: the header and row layout.
+//! - [`format`](mod@format): the header and row layout.
 //! - [`build`](mod@build): parsing the sources and writing the store atomically.
 //! - [`dataset`]: [`PreprocessedDataset`], the mapped store, its splits and batches.
 //!
