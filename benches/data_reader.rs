@@ -1,14 +1,15 @@
 //! Reader throughput on a generated Criteo-layout file: `cargo bench --bench data_reader`.
 //!
 //! Writes `TTREC_BENCH_LINES` (default 1,000,000) synthetic lines to a temp dir, then times the
-//! uncached paths (parse only; parse + dlrm preprocessing + writing the binary cache; gzip parse)
-//! and the cached ones (open with checksum check; shuffled batches through the BatchLoader), and
+//! paths from text (parse only; parse + dlrm preprocessing + writing the data store; gzip parse)
+//! and the ones from the store (open with checksum check; shuffled batches through the
+//! BatchLoader), and
 //! the synthetic generator alone. MB/s is always of the raw text, so the rows compare directly.
 
 use std::time::Instant;
 
 use ttrec::data::{
-    default_cache_path, BatchOptions, CriteoReader, PreprocessConfig, PreprocessedDataset, Split,
+    default_store_path, BatchOptions, CriteoReader, PreprocessConfig, PreprocessedDataset, Split,
     SyntheticCriteo,
 };
 
@@ -88,21 +89,26 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
     };
     let (secs, valid) = parse(&plain)?;
     assert_eq!(valid, lines);
-    row("uncached: parse only", secs, lines, Some(bytes));
+    row("from text: parse only", secs, lines, Some(bytes));
     let (secs, _) = parse(&gz)?;
-    row("uncached: parse only, gzip input", secs, lines, Some(bytes));
+    row(
+        "from text: parse only, gzip input",
+        secs,
+        lines,
+        Some(bytes),
+    );
 
     let config = PreprocessConfig::default();
-    let cache = default_cache_path(&plain);
+    let store = default_store_path(&plain);
     let t = Instant::now();
     let (data, state) = PreprocessedDataset::open_or_build(&plain, &config)?;
     let build_secs = t.elapsed().as_secs_f64();
     assert!(
         !state.is_valid(),
-        "cache should have been built, found {state}"
+        "the store should have been built, found {state}"
     );
     row(
-        "uncached: parse + preprocess + write cache",
+        "from text: parse + preprocess + write store",
         build_secs,
         lines,
         Some(bytes),
@@ -114,7 +120,7 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
     let open_secs = t.elapsed().as_secs_f64();
     assert!(
         state.is_valid(),
-        "cache should have been reused, found {state}"
+        "the store should have been reused, found {state}"
     );
     let mut sum = 0f64;
     for r in data.rows() {
@@ -122,13 +128,13 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
     }
     std::hint::black_box(sum);
     row(
-        "cached: open (verify checksum) + scan rows",
+        "from store: open (verify checksum) + scan rows",
         t.elapsed().as_secs_f64(),
         lines,
         Some(bytes),
     );
     row(
-        "cached: open (verify checksum) only",
+        "from store: open (verify checksum) only",
         open_secs,
         lines,
         Some(bytes),
@@ -149,16 +155,16 @@ fn run(dir: &std::path::Path, lines: u64) -> ttrec::Result<()> {
     }
     assert_eq!(served, lines);
     row(
-        "cached: shuffled batches of 2048 (BatchLoader)",
+        "from store: shuffled batches of 2048 (BatchLoader)",
         t.elapsed().as_secs_f64(),
         lines,
         Some(bytes),
     );
 
-    let cache_bytes = std::fs::metadata(&cache)?.len();
+    let store_bytes = std::fs::metadata(&store)?.len();
     println!(
-        "cache {:.1} MB; synthetic positive rate {:.3}; table sizes seen {:?}",
-        cache_bytes as f64 / 1e6,
+        "data store {:.1} MB; synthetic positive rate {:.3}; table sizes seen {:?}",
+        store_bytes as f64 / 1e6,
         positives / generated as f64,
         data.table_sizes()
     );

@@ -25,7 +25,7 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
     Info(cli::info::InfoArgs),
-    /// Criteo data tools: inspect, preprocess (build the binary cache), synth.
+    /// Criteo data tools: inspect, preprocess (build the binary data store), synth.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
     /// Train a DLRM with TT-compressed tables (dlrm's options; default: synthetic Criteo-shaped

@@ -1,6 +1,6 @@
 //! Progress of long `ttrec data` commands when stderr is not a terminal (here: a pipe): plain
-//! lines, no bar drawing; `TTREC_PROGRESS=off` silences them; `data preprocess` builds the cache
-//! `ttrec train` then reuses; the log subscriber shows library log lines with `RUST_LOG`.
+//! lines, no bar drawing; `TTREC_PROGRESS=off` silences them; `data preprocess` builds the data
+//! store `ttrec train` then reuses; the log subscriber shows library log lines with `RUST_LOG`.
 
 mod common;
 
@@ -127,7 +127,7 @@ fn synth_and_inspect_print_plain_progress_lines_off_a_terminal() {
 }
 
 #[test]
-fn preprocess_builds_the_cache_training_reuses() {
+fn preprocess_builds_the_store_training_reuses() {
     let dir = common::temp_dir("cli-progress-preprocess");
     let (a, b) = (dir.join("day_0.txt"), dir.join("day_1.txt.gz"));
     assert!(synth(&a, "30000").ok);
@@ -137,7 +137,7 @@ fn preprocess_builds_the_cache_training_reuses() {
     let r = ttrec_env(&["data", "preprocess", a_s, b_s], &[("RUST_LOG", "info")]);
     assert!(r.ok, "{}", r.stderr);
     assert_no_terminal_drawing(&r.stderr);
-    let building = lines_with(&r.stderr, "building the data cache: ");
+    let building = lines_with(&r.stderr, "building the data store: ");
     assert!(building.len() >= 2, "{}", r.stderr);
     assert!(building.last().unwrap().contains("done, "), "{}", r.stderr);
     // The library's log line, through the CLI's subscriber.
@@ -146,11 +146,11 @@ fn preprocess_builds_the_cache_training_reuses() {
         "{}",
         r.stderr
     );
-    let cache = dir.join("day_0.txt.2-files.ttcache");
+    let store = dir.join("day_0.txt.2-files.ttcache");
     assert!(r.stdout.contains("built "), "{}", r.stdout);
     assert!(r.stdout.contains("(it was missing)"), "{}", r.stdout);
     assert!(r.stdout.contains("50000 samples"), "{}", r.stdout);
-    assert!(cache.exists(), "{} missing", cache.display());
+    assert!(store.exists(), "{} missing", store.display());
 
     // Again: nothing to do, no progress, no log lines at the default level.
     let r = ttrec(&["data", "preprocess", a_s, b_s]);
@@ -166,7 +166,7 @@ fn preprocess_builds_the_cache_training_reuses() {
     assert!(describe.contains("50000 samples"), "{describe}");
     drop(data);
 
-    // --force rebuilds; --cache puts it elsewhere.
+    // --force rebuilds; --cache (the old name of --store) still puts it elsewhere.
     let other = dir.join("other.ttcache");
     let r = ttrec(&[
         "data",
@@ -180,7 +180,7 @@ fn preprocess_builds_the_cache_training_reuses() {
     assert!(r.stdout.contains("(it was missing)"), "{}", r.stdout);
     assert!(other.exists());
 
-    // A file that is not Criteo: an error naming it, no cache left behind.
+    // A file that is not Criteo: an error naming it, no store left behind.
     let bad = dir.join("bad.txt");
     std::fs::write(&bad, "hello\nworld\n").unwrap();
     let r = ttrec(&["data", "preprocess", bad.to_str().unwrap()]);

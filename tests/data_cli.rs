@@ -1,7 +1,7 @@
 //! `ttrec data synth` and `ttrec data inspect --json`, through the real binary.
 
 mod common;
-use common::SAMPLE;
+use common::sample_path;
 
 use std::process::Command;
 
@@ -24,18 +24,19 @@ fn inspect_json(path: &str) -> serde_json::Value {
 }
 
 #[test]
-fn inspect_json_on_the_real_sample() {
+fn inspect_json_on_the_sample() {
     assert!(
-        std::path::Path::new(SAMPLE).exists(),
-        "the real Criteo sample {SAMPLE} is needed by this test"
+        std::path::Path::new(sample_path()).exists(),
+        "the sample {} was not written",
+        sample_path()
     );
-    let v = inspect_json(SAMPLE);
+    let v = inspect_json(sample_path());
     assert_eq!(v["valid_lines"], 200);
     assert_eq!(v["malformed_lines"], 0);
     assert_eq!(v["positive_rate"], 0.22);
     let sizes = v["table_sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 26);
-    assert_eq!(sizes[8], 2, "C9 takes two values in the first 200 lines");
+    assert_eq!(sizes[8], 2, "C9 takes two values in the sample");
     assert_eq!(v["cache"]["valid"], false);
 }
 
@@ -110,5 +111,34 @@ fn synth_writes_gzip_that_inspect_reads_and_reports_a_cache() {
     assert!(!ok && stderr.contains("scale"), "{stderr}");
     let (ok, _, stderr) = ttrec(&["data", "inspect", "/nonexistent/x.txt"]);
     assert!(!ok && stderr.contains("/nonexistent/x.txt"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Issue 16 item 9: after a same-size edit with the mtime put back, `data inspect` says the store
+/// is stale because the source's contents changed, not "valid".
+#[test]
+fn inspect_reports_a_store_stale_after_a_same_size_edit() {
+    let dir = common::temp_dir("cli-same-size");
+    let source = dir.join("train.txt");
+    std::fs::write(&source, common::sample_text()).unwrap();
+    let source_s = source.to_str().unwrap();
+    let (ok, _, stderr) = ttrec(&["data", "preprocess", source_s]);
+    assert!(ok, "{stderr}");
+    assert_eq!(inspect_json(source_s)["store"]["valid"], true);
+    common::criteo::flip_first_label_keeping_size_and_mtime(&source);
+    let v = inspect_json(source_s);
+    assert_eq!(v["store"]["valid"], false);
+    assert_eq!(v["cache"]["valid"], false);
+    let state = v["store"]["state"].as_str().unwrap();
+    assert!(
+        state.starts_with("stale") && state.contains("content"),
+        "{state}"
+    );
+    let (ok, stdout, stderr) = ttrec(&["data", "inspect", source_s]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(": stale: source content changed"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,7 +1,7 @@
-//! dlrm preprocessing: hand-computed rows of the real sample, dictionaries, split sizes, shuffle.
+//! dlrm preprocessing: hand-computed rows of the sample, dictionaries, split sizes, shuffle.
 
 mod common;
-use common::{real_text, SAMPLE};
+use common::{sample_path, sample_text};
 
 use std::collections::HashSet;
 
@@ -15,9 +15,8 @@ use ttrec::data::{
 // The expected values are written out by hand on purpose (not ln(2) from std).
 #[allow(clippy::approx_constant, clippy::excessive_precision)]
 #[test]
-fn first_real_line_by_hand() {
-    real_text();
-    let mut reader = CriteoReader::open(SAMPLE).unwrap();
+fn first_sample_line_by_hand() {
+    let mut reader = CriteoReader::open(sample_path()).unwrap();
     let s = reader.next_sample().unwrap().unwrap();
     let mut dict = Dictionary::new();
     let (label, dense, ids) = dict.preprocess(&s, None);
@@ -48,8 +47,8 @@ fn dense_transform_clips_negatives_and_maps_missing_to_zero() {
 }
 
 #[test]
-fn dictionary_ids_and_table_sizes_match_a_naive_count_on_the_real_sample() {
-    let text = real_text();
+fn dictionary_ids_and_table_sizes_match_a_naive_count_on_the_sample() {
+    let text = sample_text();
     for range in [None, Some(7u64), Some(1000)] {
         let mut sets: Vec<HashSet<u64>> = vec![HashSet::new(); 26];
         for line in text.lines() {
@@ -64,7 +63,7 @@ fn dictionary_ids_and_table_sizes_match_a_naive_count_on_the_real_sample() {
             }
         }
         let naive: Vec<u64> = sets.iter().map(|s| s.len() as u64).collect();
-        let report = inspect_file(SAMPLE, range).unwrap();
+        let report = inspect_file(sample_path(), range).unwrap();
         assert_eq!(
             report.table_sizes.to_vec(),
             naive,
@@ -72,7 +71,7 @@ fn dictionary_ids_and_table_sizes_match_a_naive_count_on_the_real_sample() {
         );
 
         let mut dict = Dictionary::new();
-        for s in CriteoReader::open(SAMPLE).unwrap() {
+        for s in CriteoReader::open(sample_path()).unwrap() {
             let s = s.unwrap();
             let (_, _, ids) = dict.preprocess(&s, range);
             for c in 0..26 {
@@ -89,8 +88,9 @@ fn dictionary_ids_and_table_sizes_match_a_naive_count_on_the_real_sample() {
             Dictionary::from_values((0..26).map(|c| dict.values(c).to_vec()).collect()).unwrap();
         assert_eq!(rebuilt.id(4, dict.values(4)[3]), Some(3));
     }
-    // Known facts of the real sample: C9 has 2 of its 3 Kaggle values here, C22 is mostly empty.
-    let report = inspect_file(SAMPLE, None).unwrap();
+    // Facts the sample is built with (tests/common/criteo.rs): C9 takes 2 values, C22 is mostly
+    // empty, 44 of 200 labels are positive.
+    let report = inspect_file(sample_path(), None).unwrap();
     assert_eq!(report.table_sizes[8], 2);
     assert!((report.sparse_missing_rate[21] - 0.84).abs() < 1e-12);
     assert!((report.positive_rate - 0.22).abs() < 1e-12);

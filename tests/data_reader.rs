@@ -1,7 +1,7 @@
-//! The raw Criteo reader: the real sample, every malformed kind, gzip, CRLF, no final newline.
+//! The raw Criteo reader: the sample, every malformed kind, gzip, CRLF, no final newline.
 
 mod common;
-use common::{real_text, temp_dir, SAMPLE};
+use common::{sample_path, sample_text, temp_dir};
 
 use std::io::Write;
 
@@ -33,9 +33,9 @@ fn naive(line: &str, line_no: u64) -> RawSample {
 }
 
 #[test]
-fn real_sample_parses_like_a_naive_reader() {
-    let text = real_text();
-    let samples: Vec<RawSample> = CriteoReader::open(SAMPLE)
+fn the_sample_parses_like_a_naive_reader() {
+    let text = sample_text();
+    let samples: Vec<RawSample> = CriteoReader::open(sample_path())
         .unwrap()
         .map(|s| s.unwrap())
         .collect();
@@ -53,7 +53,7 @@ fn real_sample_parses_like_a_naive_reader() {
 
 #[test]
 fn every_malformed_kind_is_skipped_counted_and_located() {
-    let text = real_text();
+    let text = sample_text();
     let mut lines: Vec<String> = text.lines().take(20).map(str::to_string).collect();
     let set_field = |line: &str, i: usize, v: &str| {
         let mut f: Vec<&str> = line.split('\t').collect();
@@ -104,7 +104,7 @@ fn every_malformed_kind_is_skipped_counted_and_located() {
 
 #[test]
 fn mostly_malformed_input_is_an_error_naming_the_counts() {
-    let text = real_text();
+    let text = sample_text();
     let good: Vec<&str> = text.lines().take(3).collect();
     let mut body = good.join("\n");
     body.push_str("\nnot\ta\tcriteo\tline\n1,2,3\nhello\n2\n9\n");
@@ -129,7 +129,7 @@ fn mostly_malformed_input_is_an_error_naming_the_counts() {
 
 #[test]
 fn crlf_missing_final_newline_and_gzip_read_the_same() {
-    let text = real_text();
+    let text = sample_text();
     let (plain, _) = read_bytes(text.clone().into_bytes());
     let crlf = text.replace('\n', "\r\n");
     let (from_crlf, _) = read_bytes(crlf.trim_end().as_bytes().to_vec());
@@ -207,7 +207,7 @@ fn random_corruptions_are_counted_exactly() {
 
 #[test]
 fn an_overlong_line_is_skipped_without_being_kept() {
-    let text = real_text();
+    let text = sample_text();
     let good: Vec<&str> = text.lines().take(3).collect();
     let huge = "7\t".repeat(200_000); // 400 KB, no newline until the end
     let body = format!("{}\n{huge}\n{}\n{}", good[0], good[1], good[2]);

@@ -2,7 +2,7 @@
 //! short run's summary JSON, metrics file and plot; resume from a checkpoint gives bitwise the
 //! same parameters and metrics as an uninterrupted run; broken, corrupted and mismatched
 //! checkpoints are named errors; a diverging loss stops the run naming the step; malformed lines
-//! of a real Criteo file are skipped and counted.
+//! of a Criteo file are skipped and counted.
 
 mod common;
 
@@ -306,9 +306,9 @@ fn bad_options_are_errors_before_any_work() {
 }
 
 #[test]
-fn malformed_lines_of_a_real_criteo_file_are_skipped_and_counted() {
+fn malformed_lines_of_a_criteo_file_are_skipped_and_counted() {
     let dir = temp_dir("train-real");
-    let mut text = real_text();
+    let mut text = sample_text();
     text.push_str("1\t2\t3\n"); // too few fields
     text.push_str(&"x\t".repeat(39));
     text.push_str("x\n"); // a bad label
@@ -350,7 +350,7 @@ fn a_directory_of_day_files_plain_and_gzip_is_one_data_set() {
     let dir = temp_dir("train-days");
     let days = dir.join("days");
     std::fs::create_dir_all(&days).unwrap();
-    let text = real_text();
+    let text = sample_text();
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(days.join("day_1"), lines[..100].join("\n") + "\n").unwrap();
     let gz = std::fs::File::create(days.join("day_2.gz")).unwrap();

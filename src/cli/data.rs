@@ -1,4 +1,4 @@
-//! `ttrec data ...`: inspect Criteo files, build their binary cache, write synthetic ones.
+//! `ttrec data ...`: inspect Criteo files, build their binary data store, write synthetic ones.
 //! Long passes show a progress bar on stderr (plain lines when stderr is not a terminal).
 
 use std::path::PathBuf;
@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 use ttrec::data::{
-    check_cache, check_cache_sources, column_name, default_cache_path, default_cache_path_for,
-    expand_sources, inspect_file_with_progress, CacheState, MalformedKind, PreprocessConfig,
-    PreprocessedDataset, SyntheticCriteo, NUM_DENSE, NUM_SPARSE,
+    check_store, check_store_sources, column_name, default_store_path, default_store_path_for,
+    expand_sources, inspect_file_with_progress, MalformedKind, PreprocessConfig,
+    PreprocessedDataset, StoreState, SyntheticCriteo, NUM_DENSE, NUM_SPARSE,
 };
 use ttrec::progress::{Progress, Unit};
 
@@ -20,7 +20,7 @@ use super::args::{positive_f64, positive_u64};
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Report valid and malformed lines, positive rate, per-column missing rate and distinct
-    /// counts, and whether a valid binary cache exists.
+    /// counts, and whether a valid data store exists.
     Inspect {
         /// A Criteo file in the raw layout, plain or gzip.
         file: PathBuf,
@@ -30,26 +30,27 @@ pub enum DataCommand {
         /// Take categorical values modulo this before counting distinct values (dlrm's option).
         #[arg(long, value_parser = positive_u64)]
         max_ind_range: Option<u64>,
-        /// Cache to check (default: FILE.ttcache).
-        #[arg(long)]
-        cache: Option<PathBuf>,
+        /// Data store to check (default: FILE.ttcache). `--cache` is its old name.
+        #[arg(long, alias = "cache", value_name = "PATH")]
+        store: Option<PathBuf>,
     },
-    /// Build the binary cache `ttrec train --data FILE...` uses (parse and preprocess once;
-    /// training then memory-maps it). Does nothing when a valid cache is there.
+    /// Build the binary data store `ttrec train --data FILE...` uses (parse and preprocess once;
+    /// training then memory-maps it). Does nothing when a valid store is there.
     Preprocess {
         /// Criteo files in the raw layout (plain or gzip), or directories of day files, read
         /// in order as one data set, as `ttrec train --data` takes them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Where the cache goes (default: the first file's name + .ttcache, as `ttrec train`
-        /// looks for it; pass the same path as train's --processed-data-file).
-        #[arg(long, value_name = "PATH")]
-        cache: Option<PathBuf>,
+        /// Where the data store goes (default: the first file's name + .ttcache, as `ttrec
+        /// train` looks for it; pass the same path as train's --processed-data-file). `--cache`
+        /// is its old name.
+        #[arg(long, alias = "cache", value_name = "PATH")]
+        store: Option<PathBuf>,
         /// Take categorical values modulo this (dlrm's option; Terabyte uses 10000000). Train
         /// with the same value.
         #[arg(long, value_parser = positive_u64)]
         max_ind_range: Option<u64>,
-        /// Rebuild even when a valid cache is there.
+        /// Rebuild even when a valid store is there.
         #[arg(long)]
         force: bool,
         /// Print one JSON object ("type": "data_preprocess") instead of text.
@@ -80,15 +81,15 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             file,
             json,
             max_ind_range,
-            cache,
-        } => inspect(file, json, max_ind_range, cache),
+            store,
+        } => inspect(file, json, max_ind_range, store),
         DataCommand::Preprocess {
             files,
-            cache,
+            store,
             max_ind_range,
             force,
             json,
-        } => preprocess(files, cache, max_ind_range, force, json),
+        } => preprocess(files, store, max_ind_range, force, json),
         DataCommand::Synth {
             samples,
             out,
@@ -118,7 +119,7 @@ fn inspect(
     file: PathBuf,
     json: bool,
     max_ind_range: Option<u64>,
-    cache: Option<PathBuf>,
+    store: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mut progress = Progress::new(format!("reading {}", file.display()), 0, Unit::Bytes);
     let report = inspect_file_with_progress(&file, max_ind_range, &mut |done, total| {
@@ -126,12 +127,12 @@ fn inspect(
         progress.set(done);
     })?;
     progress.finish();
-    let cache = cache.unwrap_or_else(|| default_cache_path(&file));
+    let store = store.unwrap_or_else(|| default_store_path(&file));
     let config = PreprocessConfig {
         max_ind_range,
         ..PreprocessConfig::default()
     };
-    let cache_state = check_cache(&file, &cache, &config)?;
+    let store_state = check_store(&file, &store, &config)?;
     if json {
         let mut obj = serde_json::Map::new();
         obj.insert("type".into(), "data_inspect".into());
@@ -139,14 +140,14 @@ fn inspect(
         if let serde_json::Value::Object(m) = report.to_json() {
             obj.extend(m);
         }
-        obj.insert(
-            "cache".into(),
-            json!({
-                "path": cache.display().to_string(),
-                "valid": cache_state.is_valid(),
-                "state": cache_state.to_string(),
-            }),
-        );
+        let store_json = json!({
+            "path": store.display().to_string(),
+            "valid": store_state.is_valid(),
+            "state": store_state.to_string(),
+        });
+        // "cache" is the key's old name, kept so existing readers of this output still work.
+        obj.insert("cache".into(), store_json.clone());
+        obj.insert("store".into(), store_json);
         println!("{}", serde_json::Value::Object(obj));
         return Ok(());
     }
@@ -186,12 +187,12 @@ fn inspect(
             report.table_sizes[c]
         );
     }
-    let hint = match cache_state {
-        CacheState::Valid => String::new(),
+    let hint = match store_state {
+        StoreState::Valid => String::new(),
         _ => {
             let mut cmd = format!("ttrec data preprocess {}", file.display());
-            if cache != default_cache_path(&file) {
-                cmd.push_str(&format!(" --cache {}", cache.display()));
+            if store != default_store_path(&file) {
+                cmd.push_str(&format!(" --store {}", store.display()));
             }
             if let Some(r) = max_ind_range {
                 cmd.push_str(&format!(" --max-ind-range {r}"));
@@ -199,47 +200,47 @@ fn inspect(
             format!(" (build it: {cmd})")
         }
     };
-    println!("cache {}: {cache_state}{hint}", cache.display());
+    println!("data store {}: {store_state}{hint}", store.display());
     Ok(())
 }
 
 fn preprocess(
     paths: Vec<PathBuf>,
-    cache: Option<PathBuf>,
+    store: Option<PathBuf>,
     max_ind_range: Option<u64>,
     force: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let files = expand_sources(&paths)?;
-    let cache = match cache {
-        Some(c) => c,
-        None => default_cache_path_for(&files)?,
+    let store = match store {
+        Some(s) => s,
+        None => default_store_path_for(&files)?,
     };
     let config = PreprocessConfig {
         max_ind_range,
         ..PreprocessConfig::default()
     };
     let start = Instant::now();
-    let mut progress = Progress::new("building the data cache", 0, Unit::Bytes);
+    let mut progress = Progress::new("building the data store", 0, Unit::Bytes);
     let mut report = |done: u64, total: u64| {
         progress.set_total(total);
         progress.set(done);
     };
     let (data, found, built) = if force {
-        let found = check_cache_sources(&files, &cache, &config)?;
+        let found = check_store_sources(&files, &store, &config)?;
         let (data, _) =
-            PreprocessedDataset::build_sources(&files, &cache, &config, Some(&mut report))?;
+            PreprocessedDataset::build_sources(&files, &store, &config, Some(&mut report))?;
         (data, found, true)
     } else {
         let (data, found) =
-            PreprocessedDataset::open_or_build_sources(&files, &cache, &config, Some(&mut report))?;
+            PreprocessedDataset::open_or_build_sources(&files, &store, &config, Some(&mut report))?;
         let built = !found.is_valid();
         (data, found, built)
     };
     progress.finish();
     let seconds = start.elapsed().as_secs_f64();
-    let bytes = std::fs::metadata(&cache)
-        .with_context(|| format!("{}: cannot stat the cache", cache.display()))?
+    let bytes = std::fs::metadata(&store)
+        .with_context(|| format!("{}: cannot stat the data store", store.display()))?
         .len();
     let malformed = data.malformed_counts();
     if json {
@@ -251,7 +252,9 @@ fn preprocess(
             "{}",
             json!({
                 "type": "data_preprocess",
-                "cache": cache.display().to_string(),
+                // "cache" is the key's old name, kept for existing readers of this output.
+                "cache": store.display().to_string(),
+                "store": store.display().to_string(),
                 "sources": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
                 "max_ind_range": max_ind_range,
                 "found": found.to_string(),
@@ -270,13 +273,13 @@ fn preprocess(
     if built {
         println!(
             "built {} from {} file(s) in {seconds:.1} s (it was {found})",
-            cache.display(),
+            store.display(),
             files.len()
         );
     } else {
         println!(
             "{} is valid: nothing to do (--force rebuilds it)",
-            cache.display()
+            store.display()
         );
     }
     let bad: u64 = malformed.iter().sum();

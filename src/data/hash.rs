@@ -6,7 +6,7 @@
 //!   order and the published results; the test below pins it to the reference SplitMix64.
 //! - The dictionaries' maps use foldhash (the hasher hashbrown itself defaults to), seeded per
 //!   process. Ids are given in order of first appearance, so the hasher never shows in the output.
-//! - The cache checksum is XXH3-64 from `xxhash-rust` (see `cache.rs`).
+//! - The data store's checksums are XXH3-64 from `xxhash-rust` (see `store/format.rs`).
 
 /// SplitMix64's finaliser: a bijective 64-bit mixer with good avalanche.
 #[inline(always)]

@@ -1,34 +1,38 @@
-//! Criteo data: streaming reader, dlrm preprocessing, binary cache, batches, synthetic source.
+//! Criteo data: streaming reader, dlrm preprocessing, binary data store, batches, synthetic source.
 //!
 //! The pieces a DLRM training loop needs, none of them touching the GPU:
 //! - [`CriteoReader`] streams the raw Kaggle/Terabyte layout (plain or gzip) in bounded memory and
 //!   skips malformed lines, counting them per [`MalformedKind`].
 //! - [`Dictionary`] and the functions of [`preprocess`] do dlrm's preprocessing (missing -> 0,
 //!   `log(max(x, 0) + 1)`, `% max_ind_range`, per-column dense ids, the 7-day split).
-//! - [`PreprocessedDataset`] is the memory-mapped binary cache written on the first pass over a
-//!   file; later runs skip parsing. Stale or corrupt caches are rebuilt, never used.
+//! - [`sources`] finds the files of a data set (directories of day files) and reads them as one.
+//! - [`store`] holds the data store: the binary file written on the first pass over the sources
+//!   and memory-mapped as a [`PreprocessedDataset`]; later runs skip parsing. Stale or corrupt
+//!   stores are rebuilt, never used.
 //! - [`BatchLoader`] produces [`Batch`]es on a background thread so reading overlaps training.
 //! - [`SyntheticCriteo`] generates Criteo-shaped batches on the fly when there is no data set.
 
 pub mod batches;
-pub mod cache;
 mod hash;
 pub mod inspect;
 pub mod preprocess;
 pub mod reader;
+pub mod sources;
+pub mod store;
 pub mod synth;
 
 pub use batches::{Batch, BatchLoader};
-pub use cache::{
-    check_cache, check_cache_sources, default_cache_path, default_cache_path_for, expand_sources,
-    BatchOptions, BuildProgress, CacheState, CachedRow, PreprocessedDataset,
-};
 pub use inspect::{inspect_file, inspect_file_with_progress, FileReport};
 pub use preprocess::{
     categorical_value, dense_transform, row_order, split_ranges, Dictionary, PreprocessConfig,
     Split, SplitMode, SplitRanges,
 };
 pub use reader::{parse_line, CriteoReader, Malformed, MalformedKind, RawSample, ReadStats};
+pub use sources::{expand_sources, BuildProgress};
+pub use store::{
+    check_store, check_store_sources, default_store_path, default_store_path_for, BatchOptions,
+    PreprocessedDataset, StoreState, StoredRow,
+};
 pub use synth::{SyntheticCriteo, SyntheticSample};
 
 /// Dense (integer) features per sample: I1..I13.

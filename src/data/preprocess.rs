@@ -89,8 +89,8 @@ pub fn split_ranges(rows: u64, mode: SplitMode) -> Result<SplitRanges> {
     })
 }
 
-/// Options of the preprocessing; `max_ind_range` changes the cache's contents, the others only how
-/// the cached rows are served.
+/// Options of the preprocessing; `max_ind_range` changes the store's contents, the others only how
+/// the stored rows are served.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessConfig {
     /// Categorical values are taken `% max_ind_range` before the dictionary (Terabyte: 10M or 40M).
@@ -149,7 +149,7 @@ impl Dictionary {
         }
     }
 
-    /// Rebuilds a dictionary from its per-column values in id order (as stored in the cache).
+    /// Rebuilds a dictionary from its per-column values in id order (as kept in the data store).
     pub fn from_values(values: Vec<Vec<u32>>) -> Result<Self> {
         if values.len() != NUM_SPARSE {
             return Err(Error::input(

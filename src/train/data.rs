@@ -1,13 +1,13 @@
 //! Where a training run's samples come from: the synthetic Criteo-shaped source, or Criteo files
-//! through the preprocessed cache. Both serve training batches from any (epoch, batch) position,
+//! through the preprocessed data store. Both serve training batches from any (epoch, batch) position,
 //! so a resumed run sees exactly the batches an uninterrupted one would.
 
 use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::data::{
-    default_cache_path_for, expand_sources, Batch, BatchLoader, BuildProgress, CacheState,
-    MalformedKind, PreprocessConfig, PreprocessedDataset, Split, SplitMode, SyntheticCriteo,
+    default_store_path_for, expand_sources, Batch, BatchLoader, BuildProgress, MalformedKind,
+    PreprocessConfig, PreprocessedDataset, Split, SplitMode, StoreState, SyntheticCriteo,
     NUM_SPARSE,
 };
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ pub enum TrainData {
     Criteo {
         dataset: PreprocessedDataset,
         files: Vec<PathBuf>,
-        cache_state: CacheState,
+        store_state: StoreState,
         /// Evaluation rows (dlrm's test half of the last day, or the whole last fraction).
         test: Range<u64>,
     },
@@ -46,20 +46,20 @@ impl TrainData {
         })
     }
 
-    /// Criteo files (directories expanded) through the cache at `cache` (default: next to the
+    /// Criteo files (directories expanded) through the data store at `store` (default: next to the
     /// first file), built with `progress` when missing or stale.
     pub fn criteo(
         paths: &[PathBuf],
-        cache: Option<PathBuf>,
+        store: Option<PathBuf>,
         max_ind_range: Option<u64>,
         test_fraction: Option<f64>,
         seed: u64,
         progress: Option<BuildProgress>,
     ) -> Result<Self> {
         let files = expand_sources(paths)?;
-        let cache = match cache {
-            Some(c) => c,
-            None => default_cache_path_for(&files)?,
+        let store = match store {
+            Some(s) => s,
+            None => default_store_path_for(&files)?,
         };
         let config = PreprocessConfig {
             max_ind_range,
@@ -69,10 +69,10 @@ impl TrainData {
             },
             shuffle_seed: Some(seed),
         };
-        let (dataset, cache_state) =
-            PreprocessedDataset::open_or_build_sources(&files, &cache, &config, progress)?;
+        let (dataset, store_state) =
+            PreprocessedDataset::open_or_build_sources(&files, &store, &config, progress)?;
         let test = match test_fraction {
-            // The whole last fraction (the cache's split halves it into test and validation).
+            // The whole last fraction (the store's split halves it into test and validation).
             Some(_) => dataset.test().start..dataset.val().end,
             None => dataset.test(),
         };
@@ -88,7 +88,7 @@ impl TrainData {
         Ok(TrainData::Criteo {
             dataset,
             files,
-            cache_state,
+            store_state,
             test,
         })
     }
@@ -194,13 +194,13 @@ impl TrainData {
                 train.end - train.start,
                 test.end - test.start
             ),
-            TrainData::Criteo { dataset, files, cache_state, test } => format!(
-                "{} file(s) ({}{}), cache {} ({}): {} samples, {} for training, {} for evaluation",
+            TrainData::Criteo { dataset, files, store_state, test } => format!(
+                "{} file(s) ({}{}), store {} ({}): {} samples, {} for training, {} for evaluation",
                 files.len(),
                 files[0].display(),
                 if files.len() > 1 { ", ..." } else { "" },
-                dataset.cache_path().display(),
-                if cache_state.is_valid() { "reused".to_string() } else { format!("built: was {cache_state}") },
+                dataset.store_path().display(),
+                if store_state.is_valid() { "reused".to_string() } else { format!("built: was {store_state}") },
                 dataset.len(),
                 dataset.train().end - dataset.train().start,
                 test.end - test.start

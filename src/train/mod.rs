@@ -1,5 +1,5 @@
 //! A DLRM training run as a dlrm user expects it (`ttrec train`, `examples/train_kaggle.rs`):
-//! data (synthetic or Criteo files through the cache), the model (TT or dense tables), the
+//! data (synthetic or Criteo files through the data store), the model (TT or dense tables), the
 //! training loop with progress, periodic evaluation, checkpoints and resume, and the summary.
 //! - [`options`]: the options (dlrm's names) and their checks.
 //! - [`data`]: where samples come from, served from any (epoch, batch) position.
@@ -142,7 +142,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
             args.test_fraction.unwrap_or(0.1),
         )?
     } else {
-        let mut bar = Progress::new("building the data cache", 0, Unit::Bytes);
+        let mut bar = Progress::new("building the data store", 0, Unit::Bytes);
         let mut progress = |done: u64, total: u64| {
             bar.set_total(total);
             bar.set(done);

@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// data set. Default: the built-in synthetic Criteo-shaped source.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub data: Vec<PathBuf>,
-    /// The preprocessed binary cache of --data (built when missing or stale, then reused).
+    /// The preprocessed data store of --data (built when missing or stale, then reused).
     /// Default: `<first file>.ttcache`.
     #[arg(long, value_name = "PATH")]
     pub processed_data_file: Option<PathBuf>,
@@ -208,7 +208,7 @@ impl TrainArgs {
         if self.data.is_empty() {
             if self.processed_data_file.is_some() {
                 return Err(bad(
-                    "--processed-data-file needs --data (the synthetic source has no cache)",
+                    "--processed-data-file needs --data (the synthetic source has no data store)",
                 ));
             }
             if self.max_ind_range.is_some() {

@@ -1,4 +1,4 @@
-//! Shared helpers of the GPU tests.
+//! Shared helpers of the tests: the GPU, random values, temp dirs, the Criteo sample.
 #![allow(dead_code)]
 
 use rand::{Rng, SeedableRng};
@@ -85,17 +85,10 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The 200 real lines of Criteo's Kaggle file in ../shared (present in CI too).
-pub const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/criteo/train-head200.txt"
-);
-
-/// The real sample as text; a missing sample fails the test with its path.
-pub fn real_text() -> String {
-    std::fs::read_to_string(SAMPLE)
-        .unwrap_or_else(|e| panic!("the real Criteo sample {SAMPLE} is needed by this test: {e}"))
-}
+pub mod criteo;
+/// The 200-line Criteo-format sample the tests write themselves (see `criteo.rs`).
+#[allow(unused_imports)] // not every test file uses both
+pub use criteo::{sample_path, sample_text};
 
 /// Records nodes with `record` into a fresh graph, runs it once and waits.
 pub fn run_graph(

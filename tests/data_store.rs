@@ -1,4 +1,4 @@
-//! The binary cache: contents, reuse, staleness and corruption detection; batches from it.
+//! The data store: contents, reuse, staleness and corruption detection; batches from it.
 
 mod common;
 use common::temp_dir;
@@ -8,26 +8,26 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ttrec::data::{
-    check_cache, default_cache_path, BatchOptions, CacheState, CriteoReader, Dictionary,
-    PreprocessConfig, PreprocessedDataset, Split, SplitMode,
+    check_store, default_store_path, BatchOptions, CriteoReader, Dictionary, PreprocessConfig,
+    PreprocessedDataset, Split, SplitMode, StoreState,
 };
 
-/// A private copy of the real sample (the cache goes next to it).
+/// A private copy of the sample (the store goes next to it).
 fn copy_sample(dir: &Path) -> PathBuf {
-    let text = common::real_text();
+    let text = common::sample_text();
     let path = dir.join("train.txt");
     std::fs::write(&path, text).unwrap();
     path
 }
 
 #[test]
-fn cache_holds_the_preprocessed_rows_and_is_reused() {
-    let dir = temp_dir("cache-contents");
+fn store_holds_the_preprocessed_rows_and_is_reused() {
+    let dir = temp_dir("store-contents");
     let source = copy_sample(&dir);
     let config = PreprocessConfig::default();
     let (data, state) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
-    assert_eq!(state, CacheState::Missing);
-    assert_eq!(data.cache_path(), default_cache_path(&source));
+    assert_eq!(state, StoreState::Missing);
+    assert_eq!(data.store_path(), default_store_path(&source));
     assert_eq!(data.len(), 200);
     assert_eq!(data.source_lines(), 200);
     assert_eq!(data.malformed_counts(), [0; 4]);
@@ -55,21 +55,21 @@ fn cache_holds_the_preprocessed_rows_and_is_reused() {
     );
     drop(data);
     let (again, state) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
-    assert_eq!(state, CacheState::Valid);
+    assert_eq!(state, StoreState::Valid);
     assert_eq!(again.len(), 200);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
-fn stale_caches_are_detected_and_rebuilt() {
-    let dir = temp_dir("cache-stale");
+fn stale_stores_are_detected_and_rebuilt() {
+    let dir = temp_dir("store-stale");
     let source = copy_sample(&dir);
-    let cache = dir.join("elsewhere.bin");
+    let store = dir.join("elsewhere.bin");
     let config = PreprocessConfig::default();
-    PreprocessedDataset::open_or_build_at(&source, &cache, &config).unwrap();
+    PreprocessedDataset::open_or_build_at(&source, &store, &config).unwrap();
     assert_eq!(
-        check_cache(&source, &cache, &config).unwrap(),
-        CacheState::Valid
+        check_store(&source, &store, &config).unwrap(),
+        StoreState::Valid
     );
 
     // Another max_ind_range gives other ids: stale.
@@ -78,7 +78,7 @@ fn stale_caches_are_detected_and_rebuilt() {
         ..config.clone()
     };
     assert!(
-        matches!(check_cache(&source, &cache, &capped).unwrap(), CacheState::Stale(w) if w.contains("max_ind_range"))
+        matches!(check_store(&source, &store, &capped).unwrap(), StoreState::Stale(w) if w.contains("max_ind_range"))
     );
 
     // Appending a line changes the size.
@@ -95,10 +95,10 @@ fn stale_caches_are_detected_and_rebuilt() {
     writeln!(f, "{first_line}").unwrap();
     drop(f);
     assert!(
-        matches!(check_cache(&source, &cache, &config).unwrap(), CacheState::Stale(w) if w.contains("size"))
+        matches!(check_store(&source, &store, &config).unwrap(), StoreState::Stale(w) if w.contains("size"))
     );
-    let (data, state) = PreprocessedDataset::open_or_build_at(&source, &cache, &config).unwrap();
-    assert!(matches!(state, CacheState::Stale(_)));
+    let (data, state) = PreprocessedDataset::open_or_build_at(&source, &store, &config).unwrap();
+    assert!(matches!(state, StoreState::Stale(_)));
     assert_eq!(data.len(), 201);
     drop(data);
 
@@ -117,9 +117,9 @@ fn stale_caches_are_detected_and_rebuilt() {
         .unwrap();
     drop(f);
     assert!(
-        matches!(check_cache(&source, &cache, &config).unwrap(), CacheState::Stale(w) if w.contains("modified"))
+        matches!(check_store(&source, &store, &config).unwrap(), StoreState::Stale(w) if w.contains("modified"))
     );
-    let (data, _) = PreprocessedDataset::open_or_build_at(&source, &cache, &config).unwrap();
+    let (data, _) = PreprocessedDataset::open_or_build_at(&source, &store, &config).unwrap();
     assert_eq!(
         data.row(0).unwrap().label,
         if text.starts_with('0') { 1.0 } else { 0.0 }
@@ -127,16 +127,49 @@ fn stale_caches_are_detected_and_rebuilt() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Issue 16 item 9: an edit that keeps the size and the mtime is caught by the source's content
+/// hash: the store is stale, `open` refuses it, `open_or_build` rebuilds it with the new contents.
 #[test]
-fn corrupt_caches_are_detected_never_used_and_rebuilt() {
-    let dir = temp_dir("cache-corrupt");
+fn a_same_size_edit_with_the_mtime_restored_is_stale() {
+    let dir = temp_dir("store-same-size");
     let source = copy_sample(&dir);
-    let cache = default_cache_path(&source);
+    let store = default_store_path(&source);
+    let config = PreprocessConfig::default();
+    let (data, _) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
+    let old_label = data.row(0).unwrap().label;
+    drop(data);
+    let new_label = common::criteo::flip_first_label_keeping_size_and_mtime(&source);
+    assert_ne!(new_label, old_label);
+    let state = check_store(&source, &store, &config).unwrap();
+    assert!(
+        matches!(&state, StoreState::Stale(w) if w.contains("content")),
+        "{state}"
+    );
+    let err = PreprocessedDataset::open(&source, &store, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stale") && err.contains("content"), "{err}");
+    let (data, state) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
+    assert!(matches!(state, StoreState::Stale(_)), "{state}");
+    assert_eq!(data.row(0).unwrap().label, new_label);
+    drop(data);
+    assert_eq!(
+        check_store(&source, &store, &config).unwrap(),
+        StoreState::Valid
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn corrupt_stores_are_detected_never_used_and_rebuilt() {
+    let dir = temp_dir("store-corrupt");
+    let source = copy_sample(&dir);
+    let store = default_store_path(&source);
     let config = PreprocessConfig::default();
     let (good, _) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
     let good_rows: Vec<_> = good.rows().to_vec();
     drop(good);
-    let pristine = std::fs::read(&cache).unwrap();
+    let pristine = std::fs::read(&store).unwrap();
 
     type Corruption = Box<dyn Fn(&mut Vec<u8>)>;
     // (what, how, a word the reason must contain)
@@ -176,18 +209,18 @@ fn corrupt_caches_are_detected_never_used_and_rebuilt() {
     for (what, corrupt, reason) in corruptions {
         let mut bytes = pristine.clone();
         corrupt(&mut bytes);
-        std::fs::write(&cache, &bytes).unwrap();
-        let state = check_cache(&source, &cache, &config).unwrap();
+        std::fs::write(&store, &bytes).unwrap();
+        let state = check_store(&source, &store, &config).unwrap();
         assert!(
-            matches!(&state, CacheState::Corrupt(w) if w.contains(reason)),
+            matches!(&state, StoreState::Corrupt(w) if w.contains(reason)),
             "{what}: {state}"
         );
-        let err = PreprocessedDataset::open(&source, &cache, &config)
+        let err = PreprocessedDataset::open(&source, &store, &config)
             .unwrap_err()
             .to_string();
         assert!(err.contains("corrupt"), "{what}: {err}");
         let (data, state) = PreprocessedDataset::open_or_build(&source, &config).unwrap();
-        assert!(matches!(state, CacheState::Corrupt(_)), "{what}");
+        assert!(matches!(state, StoreState::Corrupt(_)), "{what}");
         assert_eq!(data.rows(), &good_rows[..], "{what}: rebuilt rows differ");
     }
     // No temporary files are left behind by the rebuilds.
@@ -200,8 +233,8 @@ fn corrupt_caches_are_detected_never_used_and_rebuilt() {
 }
 
 #[test]
-fn a_mostly_malformed_source_builds_no_cache() {
-    let dir = temp_dir("cache-junk");
+fn a_mostly_malformed_source_builds_no_store() {
+    let dir = temp_dir("store-junk");
     let source = dir.join("junk.txt");
     std::fs::write(&source, "a\nb\nc\n").unwrap();
     let err = PreprocessedDataset::open_or_build(&source, &PreprocessConfig::default())
@@ -211,14 +244,14 @@ fn a_mostly_malformed_source_builds_no_cache() {
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         1,
-        "no cache or temp file left"
+        "no store or temp file left"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn batches_cover_each_split_once_in_the_configured_order() {
-    let dir = temp_dir("cache-batches");
+    let dir = temp_dir("store-batches");
     let source = copy_sample(&dir);
     let config = PreprocessConfig {
         split: SplitMode::LastFraction(0.25),
