@@ -1,7 +1,7 @@
 // TT-EmbeddingBag kernels: the per-lookup core chain (forward and its transpose for backward),
 // bag pooling, the per-lookup output gradient, and the core gradients (row by row or as pieces
 // and a combine) with the update fused in where a plan has one chunk (the whole-core optimizers
-// are in optim.wgsl). CPU twin: src/reference/tt.rs. Launchers: src/kernels/tt.rs.
+// are in optim.wgsl). CPU twin: src/twin/tt.rs. Launchers: src/kernels/tt.rs.
 //
 // Every kernel is deterministic: each output element is written by exactly one invocation, which
 // reduces its terms in a fixed order (lookups of a row in the order of the GPU's stable sort,

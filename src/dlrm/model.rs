@@ -29,8 +29,8 @@ use crate::nn::{
     act_transient, Act, ArenaLayout, DenseBagGroup, DenseBagLookups, Mlp, MlpActivations,
     ParamArena,
 };
-use crate::tt::batch::Placement;
 use crate::tt::lookups::LookupSource;
+use crate::tt::Placement;
 use crate::tt::{
     init_cores, Bags, Optimizer, Pooling, TtKernels, TtLookups, TtOptions, TtParams, TtSaved,
     TtShape,
