@@ -113,7 +113,7 @@ fn chunk_lookups(params: &TtParams, nnz_cap: usize) -> usize {
     c.min(nnz_cap).max(1)
 }
 
-/// Forward product k: P_{k+1} = P_k * G_k[i_k] (P_1 is core 0's slice).
+/// Forward product k: `P_{k+1} = P_k * G_k[i_k]` (P_1 is core 0's slice).
 pub fn forward_product(params: &TtParams, k: usize) -> ChainShape {
     let s = params.shape();
     ChainShape {
@@ -126,7 +126,8 @@ pub fn forward_product(params: &TtParams, k: usize) -> ChainShape {
     }
 }
 
-/// Backward product k: dP_k = dP_{k+1} * G_k[i_k]^T, on the transposed copy when `transposed`.
+/// Backward product k: `dP_k = dP_{k+1} * G_k[i_k]^T`, on the transposed copy when
+/// `transposed`.
 pub fn backward_product(params: &TtParams, k: usize, transposed: bool) -> ChainShape {
     let s = params.shape();
     ChainShape {

@@ -8,10 +8,10 @@
 //! every dispatch.
 //!
 //! [`TtLookups`] is declared here (its buffers, in one place) and made of parts, one file each:
-//! - [`layout`]: sizing and kernel choice, one [`layout::LookupLayout`] value;
-//! - [`fill`]: the input regions and the host's packing of a batch into them;
-//! - [`route`]: the routing's buffers and its recording, with the row cache's part of a step;
-//! - [`chain`]: the chain's forward and backward recording, chunk by chunk.
+//! - `layout.rs`: sizing and kernel choice, one `LookupLayout` value;
+//! - `fill.rs`: the input regions and the host's packing of a batch into them;
+//! - `route.rs`: the routing's buffers and its recording, with the row cache's part of a step;
+//! - `chain.rs`: the chain's forward and backward recording, chunk by chunk.
 
 pub mod chain;
 pub mod fill;
