@@ -1,7 +1,7 @@
 // Uncompressed EmbeddingBag (sum pooling) for a group of tables sharing one row space: table t's
 // row i is group row `base_t + i`. The rows live in shards of at most one storage binding each
 // (rows [SHARD_LO, SHARD_LO + SHARD_ROWS)); every kernel runs once per shard, in shard order.
-// CPU twin: src/reference/nn.rs (bag_*). Launcher: src/kernels/embedding.rs.
+// CPU twin: src/twin/nn.rs (bag_*). Launcher: src/kernels/embedding.rs.
 //
 // Pooled rows go to a caller's matrix (bag b of table t at b * OUT_STRIDE + col_off[t]), e.g. a
 // column block of the interaction's input. The backward reduces the lookups of each distinct row

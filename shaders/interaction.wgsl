@@ -1,7 +1,7 @@
 // dlrm's dot interaction. T [B, F, D] holds the bottom MLP's output (vector 0) and the F-1 pooled
 // embeddings; R [B, LDR] = [T[b, 0, :], dots of pairs (i, j), j < i, in the order i = 1..F-1,
 // j = 0..i-1], zero-padded to LDR columns; R^T [LDR, LDB] is written too (the top MLP's products
-// read it), as is the transpose [D, LDB] of vector 0's gradient in the backward. CPU twin: src/reference/nn.rs (interaction_*).
+// read it), as is the transpose [D, LDB] of vector 0's gradient in the backward. CPU twin: src/twin/nn.rs (interaction_*).
 // Launcher: src/kernels/interaction.rs. Deterministic: each output is one invocation's fixed-order
 // sum.
 

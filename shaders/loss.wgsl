@@ -1,5 +1,5 @@
 // Sigmoid + binary cross-entropy, mean over the batch, on the logits in column 0 of Z [B, LDZ].
-// CPU twin: src/reference/nn.rs (bce). Launcher: src/kernels/loss.rs.
+// CPU twin: src/twin/nn.rs (bce). Launcher: src/kernels/loss.rs.
 //
 // Stable in the logit: loss = max(z, 0) - z y + log(1 + exp(-|z|)), dz = (sigmoid(z) - y) / B,
 // written in both layouts ([B, LDZ] and [LDZ, LDB]) for the top MLP's products.

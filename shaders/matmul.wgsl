@@ -4,7 +4,7 @@
 //   forward      Y[b, o]  = sum_i X^T[i, b] W^T[i, o]    A = X^T [in, B],  B = W^T [in, out]
 //   input grad   dX[b, i] = sum_o dY^T[o, b] W[o, i]     A = dY^T [out, B], B = W [out, in]
 //   weight grad  dW[o, i] = sum_b dY[b, o] X[b, i]       A = dY [B, out],  B = X [B, in]
-// CPU twin: src/reference/nn.rs (gemm). Launcher: src/kernels/matmul.rs.
+// CPU twin: src/twin/nn.rs (gemm). Launcher: src/kernels/matmul.rs.
 //
 // gemm_tn / gemm_tiled: epilogue + bias[n] (BIAS), max(0, .) (RELU), * (mask[m, n] > 0) (MASK: the
 // ReLU derivative of the layer below, read off its output), then store C (STORE_C) and/or its

@@ -1,6 +1,6 @@
 // Fused optimizers: the update of every element of a parameter buffer from its accumulated
 // gradient, used by the MLPs' parameter arena and by TT cores whose update is not fused into
-// their gradient kernel. CPU twin: src/reference/tt.rs (sgd_update, adagrad_update).
+// their gradient kernel. CPU twin: src/twin/tt.rs (sgd_update, adagrad_update).
 // Launcher: src/kernels/optim.rs.
 
 

@@ -21,7 +21,7 @@ struct Chunk {
     _pad2: u32,
 }
 
-// A batch of TT lookups as the routing kernels take it. Rust: kernels::route::RouteParams.
+// A batch of TT lookups as the routing kernels take it. Rust: kernels::tt_route::RouteParams.
 struct Route {
     nnz: u32,       // lookups of the batch
     num_bags: u32,  // bags of the batch (all tables)

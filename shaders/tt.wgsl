@@ -1,7 +1,7 @@
 // TT-EmbeddingBag kernels: the per-lookup core chain (forward and its transpose for backward),
 // bag pooling, the per-lookup output gradient, and the core gradients (row by row or as pieces
 // and a combine) with the update fused in where a plan has one chunk (the whole-core optimizers
-// are in optim.wgsl). CPU twin: src/reference/tt.rs. Launchers: src/kernels/tt.rs.
+// are in optim.wgsl). CPU twin: src/twin/tt.rs. Launchers: src/kernels/tt.rs.
 //
 // Every kernel is deterministic: each output element is written by exactly one invocation, which
 // reduces its terms in a fixed order (lookups of a row in the order of the GPU's stable sort,
@@ -425,6 +425,50 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // feeds 4 TNQ (p) or 4 TRQ (dp) multiply-adds; on CPU adapters loads cost far more than FMAs.
 override TRQ: u32 = 1u;
 
+// One block's sum, shared by core_grad_v4 and core_grad_pieces_v4 so that both add the same
+// terms in the same order (bitwise equal results): acc[16 i + j + 4 e] for i < TRQ, j < TNQ,
+// e < 4 is row r0 + 4 i + e, vec4 column cq + j ntiles of the core row's [RK, NK] gradient,
+// summed over the sorted lookups s0 <= s < s1 in order, from zero.
+fn core_grad_block_v4(acc: ptr<function, array<vec4<f32>, 64>>, s0: u32, s1: u32, r0: u32,
+                      cq: u32, ntiles: u32) {
+    let nq = NK / 4u;
+    let rq = RK / 4u;
+    let core_section = CORE_K * chunk.cap;
+    for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
+        (*acc)[t] = vec4<f32>(0.0);
+    }
+    for (var s = s0; s < s1; s = s + 1u) {
+        let g = cg_sorted[core_section + s];
+        let n = g - chunk.start;
+        var p_base = n * QK * rq + r0 / 4u;
+        if (P_MODE == 1u) {
+            p_base = cg_digits[g] * QK * rq + r0 / 4u;
+        }
+        var d = n * QK * nq + cq;
+        for (var a = 0u; a < QK; a = a + 1u) {
+            var pvs: array<vec4<f32>, 4>;
+            for (var i = 0u; i < TRQ; i = i + 1u) {
+                pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+                if (P_MODE != 0u) {
+                    pvs[i] = cg4_p[p_base + a * rq + i];
+                }
+            }
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                let dpv = cg4_dp[d + j * ntiles];
+                for (var i = 0u; i < TRQ; i = i + 1u) {
+                    let pv = pvs[i];
+                    let t = 16u * i + j;
+                    (*acc)[t] = (*acc)[t] + pv.x * dpv;
+                    (*acc)[t + 4u] = (*acc)[t + 4u] + pv.y * dpv;
+                    (*acc)[t + 8u] = (*acc)[t + 8u] + pv.z * dpv;
+                    (*acc)[t + 12u] = (*acc)[t + 12u] + pv.w * dpv;
+                }
+            }
+            d = d + nq;
+        }
+    }
+}
+
 @compute @workgroup_size(64)
 fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -446,46 +490,12 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let rem = id - row * per;
     let r0 = (rem / ntiles) * 4u * TRQ;
     let cq = rem % ntiles; // columns cq + j * ntiles, interleaved as in chain_v4
-    let rq = RK / 4u;
-    let core_section = CORE_K * chunk.cap;
     let o = row * RK * nq + cq;
     // Blocks of BLOCK lookups summed in registers, then added to the gradient in memory (see
     // core_grad).
     for (var b0 = s0; b0 < s1; b0 = b0 + BLOCK) {
         var acc: array<vec4<f32>, 64>;
-        for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
-            acc[t] = vec4<f32>(0.0);
-        }
-        for (var s = b0; s < min(b0 + BLOCK, s1); s = s + 1u) {
-            let g = cg_sorted[core_section + s];
-            let n = g - chunk.start;
-            var p_base = n * QK * rq + r0 / 4u;
-            if (P_MODE == 1u) {
-                p_base = cg_digits[g] * QK * rq + r0 / 4u;
-            }
-            var d = n * QK * nq + cq;
-            for (var a = 0u; a < QK; a = a + 1u) {
-                var pvs: array<vec4<f32>, 4>;
-                for (var i = 0u; i < TRQ; i = i + 1u) {
-                    pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-                    if (P_MODE != 0u) {
-                        pvs[i] = cg4_p[p_base + a * rq + i];
-                    }
-                }
-                for (var j = 0u; j < TNQ; j = j + 1u) {
-                    let dpv = cg4_dp[d + j * ntiles];
-                    for (var i = 0u; i < TRQ; i = i + 1u) {
-                        let pv = pvs[i];
-                        let t = 16u * i + j;
-                        acc[t] = acc[t] + pv.x * dpv;
-                        acc[t + 4u] = acc[t + 4u] + pv.y * dpv;
-                        acc[t + 8u] = acc[t + 8u] + pv.z * dpv;
-                        acc[t + 12u] = acc[t + 12u] + pv.w * dpv;
-                    }
-                }
-                d = d + nq;
-            }
-        }
+        core_grad_block_v4(&acc, b0, min(b0 + BLOCK, s1), r0, cq, ntiles);
         for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
             if (r0 + i < RK) {
                 for (var j = 0u; j < TNQ; j = j + 1u) {
@@ -559,43 +569,9 @@ fn core_grad_pieces_v4(@builtin(workgroup_id) wid: vec3<u32>,
     let rem = id - piece * per;
     let r0 = (rem / ntiles) * 4u * TRQ;
     let cq = rem % ntiles;
-    let rq = RK / 4u;
-    let core_section = CORE_K * chunk.cap;
-    // The block sum of core_grad_v4, expression for expression.
+    // The block sum of core_grad_v4: the same function, so the same additions in the same order.
     var acc: array<vec4<f32>, 64>;
-    for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
-        acc[t] = vec4<f32>(0.0);
-    }
-    for (var s = b0; s < s1; s = s + 1u) {
-        let g = cg_sorted[core_section + s];
-        let n = g - chunk.start;
-        var p_base = n * QK * rq + r0 / 4u;
-        if (P_MODE == 1u) {
-            p_base = cg_digits[g] * QK * rq + r0 / 4u;
-        }
-        var d = n * QK * nq + cq;
-        for (var a = 0u; a < QK; a = a + 1u) {
-            var pvs: array<vec4<f32>, 4>;
-            for (var i = 0u; i < TRQ; i = i + 1u) {
-                pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-                if (P_MODE != 0u) {
-                    pvs[i] = cg4_p[p_base + a * rq + i];
-                }
-            }
-            for (var j = 0u; j < TNQ; j = j + 1u) {
-                let dpv = cg4_dp[d + j * ntiles];
-                for (var i = 0u; i < TRQ; i = i + 1u) {
-                    let pv = pvs[i];
-                    let t = 16u * i + j;
-                    acc[t] = acc[t] + pv.x * dpv;
-                    acc[t + 4u] = acc[t + 4u] + pv.y * dpv;
-                    acc[t + 8u] = acc[t + 8u] + pv.z * dpv;
-                    acc[t + 12u] = acc[t + 12u] + pv.w * dpv;
-                }
-            }
-            d = d + nq;
-        }
-    }
+    core_grad_block_v4(&acc, b0, s1, r0, cq, ntiles);
     let o = piece * RK * nq + cq;
     for (var i = 0u; i < 4u * TRQ; i = i + 1u) {
         if (r0 + i < RK) {

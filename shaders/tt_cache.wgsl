@@ -1,8 +1,8 @@
 // The LFU row cache of TT tables: an open-addressing hash table counts how often each row (key)
 // is looked up; a refresh selects the C most frequent keys as the cache's members and gives each
 // a slot (a row of a dense [C, D] cache); lookups of members are served from the cache (pooled by
-// cache_pool) and their rows train directly (cache_update). CPU twin: src/cache/twin.rs.
-// Launchers: src/kernels/cache.rs.
+// cache_pool) and their rows train directly (cache_update). CPU twin: src/twin/tt_cache.rs.
+// Launchers: src/kernels/tt_cache.rs.
 //
 // Keys are u32 (key = the table's key offset + id), below EMPTY. Entries never lose their key:
 // a key, once inserted, keeps its entry (and its count) for the table's life, so an empty entry

@@ -2,7 +2,7 @@
 // and where each bag's row goes: the row digit of every core, each lookup's bag (where its row
 // goes, its pooling scale) and, per core, every chunk's lookups sorted by digit with the segment
 // and piece tables that the core-gradient and subgroup kernels read. CPU twin:
-// `prepare_group` and `cut_pieces` in src/tt/batch.rs. Launchers: src/kernels/route.rs.
+// `prepare_group` and `cut_pieces` in src/twin/tt_route.rs. Launchers: src/kernels/tt_route.rs.
 //
 // Deterministic by construction: integer results only, each written by one invocation. The sort
 // is a stable counting sort in blocks: one invocation counts (and later places) the lookups of
@@ -370,7 +370,7 @@ fn compact_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 @group(0) @binding(7) var<storage, read_write> cf_params: TtUniforms;
 
 // The uniforms of the cores' path as the GPU writes them (the plan copies them into its input
-// regions): its batch, then one Chunk per chunk (kernels::route::tt_params_words).
+// regions): its batch, then one Chunk per chunk (kernels::tt_route::tt_params_words).
 struct TtUniforms {
     route: Route,
     chunks: array<Chunk>,

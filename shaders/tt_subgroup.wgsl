@@ -1,6 +1,6 @@
 // TT chain products that share operands across a subgroup (needs wgpu::Features::SUBGROUP and an
-// adapter whose subgroups all have SG lanes). CPU twin: src/reference/tt.rs (same products as
-// chain_v4 in tt.wgsl, which the tests compare bitwise). Launcher: src/kernels/tt.rs.
+// adapter whose subgroups all have SG lanes). CPU twin: src/twin/tt.rs (same products as
+// chain_v4 in tt.wgsl, which the tests compare bitwise). Launcher: src/kernels/tt_subgroup.rs.
 //
 // Why: per lookup, C[n] = A[n] (M x K) * B[digit] (K x N) with a small M (the q of the first
 // cores, 2 to 16), so in a per-lookup kernel every loaded value of B feeds only M multiply-adds.

@@ -51,12 +51,14 @@
 //!
 //! Layers, bottom up (each uses only the ones below it): `error`; `io` (the atomic file write
 //! every writer uses), `progress` (bars, or plain lines off a terminal); `data`, `metrics` and
-//! the plain shape types (no GPU); `reference`, CPU twins of every kernel in f64 (the tests' oracle);
-//! `gpu`; `graph`, the executor (a step is a plan of dispatches built once and replayed);
-//! `kernels`, launchers of the WGSL kernels under `shaders/`; `tt`; `nn` (dense tables, MLPs);
-//! `dlrm`; `train`; `parity`, `bench`. The modules `reference`, `graph`, `kernels`, `nn` and
-//! `bench` are unstable internals: public so the crate's tests, benchmarks and binary can reach
-//! them, hidden from these docs, without any stability promise.
+//! the plain types of TT tables (`tt_shape`: shapes and pooling; `tt_bags`: the caller's lookups
+//! and where their rows go; `cache`: the row cache's configuration), no GPU; `twin`, the CPU
+//! twins of every kernel in f64 (the tests' oracle); `gpu`; `graph`, the executor (a step is a
+//! plan of dispatches built once and replayed); `kernels`, launchers of the WGSL kernels under
+//! `shaders/`, one file per shader; `tt`; `nn` (dense tables, MLPs); `dlrm`; `train`; `parity`,
+//! `bench`. The modules `twin`, `graph`, `kernels`, `nn` and `bench` are unstable internals:
+//! public so the crate's tests, benchmarks and binary can reach them, hidden from these docs,
+//! without any stability promise.
 
 #![warn(missing_debug_implementations)]
 
@@ -80,12 +82,13 @@ pub mod metrics;
 pub mod nn;
 pub mod parity;
 pub mod progress;
+pub mod train;
+pub mod tt;
+mod tt_bags;
+mod tt_shape;
 /// **Unstable internals**: the tests' CPU oracle; its functions assume valid input. Public for
 /// the crate's tests only, hidden from the docs, may change in any release.
 #[doc(hidden)]
-pub mod reference;
-mod shape;
-pub mod train;
-pub mod tt;
+pub mod twin;
 
 pub use error::{Error, Result};

@@ -1,4 +1,4 @@
-//! The LFU row cache kernels (shaders/tt_cache.wgsl) against their CPU twin (src/cache/twin.rs):
+//! The LFU row cache kernels (shaders/tt_cache.wgsl) against their CPU twin (src/twin/tt_cache.rs):
 //! probe counts over several batches of several tables (Zipf-skewed ids with duplicates, empty
 //! bags, key offsets), hits and stats, drops reported when the hash table is tiny, the refresh's
 //! members (ties, fewer keys than rows) and slots (no stale slot after a second refresh), the
@@ -11,18 +11,18 @@ use std::collections::HashMap;
 
 use common::*;
 use rand::Rng;
-use ttrec::cache::twin::{
-    count_keys, keys_of, pool_hits, update_rows, HashTwin, Pool, TwinBatch, TwinOpt,
-};
 use ttrec::cache::{CacheStats, EMPTY, NONE, SELECTION_WORDS, STATS_WORDS};
 use ttrec::gpu::Gpu;
 use ttrec::graph::{Buf, GraphBuilder};
-use ttrec::kernels::cache::{
+use ttrec::kernels::optim::{OptParams, UpdateKind};
+use ttrec::kernels::tt_cache::{
     read_cache_stats, record_cache_pool, record_cache_probe, record_cache_reset,
     record_cache_select, record_cache_update, CacheHash,
 };
-use ttrec::kernels::optim::{OptParams, UpdateKind};
-use ttrec::kernels::route::RouteParams;
+use ttrec::kernels::tt_route::RouteParams;
+use ttrec::twin::tt_cache::{
+    count_keys, keys_of, pool_hits, update_rows, HashTwin, Pool, TwinBatch, TwinOpt,
+};
 
 const DIM: usize = 8;
 

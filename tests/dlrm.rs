@@ -1,6 +1,6 @@
 //! The DLRM training step on the GPU (src/dlrm) against PyTorch's float64 fixtures
 //! (tests/fixtures/dlrm, made by tools/dlrm/gen_fixtures.py) and against the model's CPU twin
-//! (src/dlrm/twin.rs): loss, probabilities, intermediate values, every gradient, every updated
+//! (src/twin/dlrm.rs): loss, probabilities, intermediate values, every gradient, every updated
 //! parameter. Also: determinism, one plan per batch size, bad input, learning on synthetic data.
 
 mod common;
@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use common::*;
 use ttrec::dlrm::fixture::DlrmFixture;
-use ttrec::dlrm::{twin, Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::tt::{CoreGradStrategy, SortStrategy, TtKernels};
+use ttrec::twin::dlrm::{self as twin, TwinModel, TwinTable};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dlrm");
 
@@ -37,6 +38,25 @@ fn batch(fx: &DlrmFixture) -> DlrmBatch<'_> {
     }
 }
 
+/// The twin's plain description of `config`'s model (the twin sits below `dlrm`, so it does
+/// not take a `DlrmConfig`).
+fn twin_model(config: &DlrmConfig) -> TwinModel {
+    TwinModel {
+        bottom_mlp: config.bottom_mlp.clone(),
+        top_mlp: config.top_widths(),
+        dim: config.dim(),
+        tables: (0..config.tables.len())
+            .map(|t| match config.tt_shape(t).unwrap() {
+                None => TwinTable::Dense {
+                    rows: config.tables[t].rows,
+                },
+                Some(shape) => TwinTable::Tt(shape),
+            })
+            .collect(),
+        learning_rate: config.learning_rate,
+    }
+}
+
 /// Tolerance of a float32 step against float64 values: relative to the tensor's largest
 /// magnitude, as the parity checker does.
 const RTOL: f64 = 2e-5;
@@ -50,7 +70,14 @@ fn twin_matches_pytorch_fixtures() {
             .iter()
             .map(|(n, _, v)| (n.clone(), v.clone()))
             .collect();
-        let s = twin::step(&fx.config, &params, &fx.dense, &fx.sparse, &fx.labels).unwrap();
+        let s = twin::step(
+            &twin_model(&fx.config),
+            &params,
+            &fx.dense,
+            &fx.sparse,
+            &fx.labels,
+        )
+        .unwrap();
         let name = &fx.name;
         // Both sides are float64 from the same float32 inputs; the fixture stores float32.
         let tol = 1e-6;
@@ -273,7 +300,7 @@ fn gpu_steps_match_twin_on_a_small_model() {
         for (i, b) in [13usize, 8, 13].into_iter().enumerate() {
             let (dense, sparse, labels) = random_batch(&config, b, 40 + i as u64);
             let before = params_of(&m);
-            let want = twin::step(&config, &before, &dense, &sparse, &labels).unwrap();
+            let want = twin::step(&twin_model(&config), &before, &dense, &sparse, &labels).unwrap();
             let batch = DlrmBatch {
                 dense: &dense,
                 sparse: &sparse,
@@ -528,7 +555,14 @@ fn terabyte_configuration_trains_at_small_scale() {
     assert_eq!(config.top_widths()[0], 415);
     let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
     let (dense, sparse, labels) = random_batch(&config, 6, 9);
-    let want = twin::step(&config, &params_of(&m), &dense, &sparse, &labels).unwrap();
+    let want = twin::step(
+        &twin_model(&config),
+        &params_of(&m),
+        &dense,
+        &sparse,
+        &labels,
+    )
+    .unwrap();
     m.train_step(&DlrmBatch {
         dense: &dense,
         sparse: &sparse,

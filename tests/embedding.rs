@@ -8,8 +8,8 @@ use common::*;
 use rand::Rng;
 use ttrec::graph::{Buf, GraphBuilder};
 use ttrec::nn::{DenseBagGroup, DenseBagLookups};
-use ttrec::reference::nn as twin;
 use ttrec::tt::{Bags, Optimizer};
+use ttrec::twin::nn as twin;
 
 const DIM: usize = 8;
 const ROWS: [u64; 3] = [11, 3, 26];

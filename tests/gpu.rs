@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use ttrec::gpu::Gpu;
-use ttrec::reference::tt as reference;
 use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
+use ttrec::twin::tt as reference;
 
 /// An app that owns its device hands it in; ttrec computes on it.
 #[test]

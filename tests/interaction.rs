@@ -8,7 +8,7 @@ use ttrec::graph::Buf;
 use ttrec::kernels::interaction::{
     record_interaction_bwd, record_interaction_fwd, InteractionShape,
 };
-use ttrec::reference::nn as twin;
+use ttrec::twin::nn as twin;
 
 fn shapes() -> Vec<InteractionShape> {
     vec![

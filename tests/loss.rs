@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ttrec::graph::{Buf, GraphBuilder};
 use ttrec::kernels::loss::{record_bce, record_probabilities, StepParams, STATS_PER_STEP};
-use ttrec::reference::nn as twin;
+use ttrec::twin::nn as twin;
 
 #[test]
 fn bce_matches_twin_in_its_ring_slot() {

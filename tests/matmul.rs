@@ -1,5 +1,5 @@
 //! The MLP products (shaders/matmul.wgsl: C = A^T B with its epilogues, the weight gradient with
-//! the bias gradient, the transpose) against their CPU twin (src/reference/nn.rs), in both
+//! the bias gradient, the transpose) against their CPU twin (src/twin/nn.rs), in both
 //! variants (register blocks for CPU adapters, workgroup tiles for GPUs): ragged shapes, operands
 //! at offsets inside wider buffers, every epilogue, both stores.
 
@@ -11,7 +11,7 @@ use ttrec::kernels::matmul::{
     record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
 };
 use ttrec::kernels::MatrixAt;
-use ttrec::reference::nn::{self as twin, At};
+use ttrec::twin::nn::{self as twin, At};
 
 #[derive(Clone, Copy, Debug)]
 struct Case {

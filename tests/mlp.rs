@@ -9,8 +9,8 @@ use ttrec::graph::{Buf, GraphBuilder};
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::kernels::MatrixAt;
 use ttrec::nn::{Act, ArenaLayout, Mlp, ParamArena};
-use ttrec::reference::nn as twin;
 use ttrec::tt::Optimizer;
+use ttrec::twin::nn as twin;
 
 fn check(variant: GemmVariant, relu_last: bool) {
     let gpu = gpu();

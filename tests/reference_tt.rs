@@ -6,8 +6,8 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ttrec::parity;
-use ttrec::reference::tt as rtt;
 use ttrec::tt::{Optimizer, Pooling, TtShape};
+use ttrec::twin::tt as rtt;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/shared");
 

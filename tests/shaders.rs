@@ -187,8 +187,8 @@ fn check(name: &str, rust_size: usize, rust_members: &[(&str, usize)]) {
 fn uniform_structs_match_their_rust_twins() {
     use ttrec::kernels::loss::StepParams;
     use ttrec::kernels::optim::OptParams;
-    use ttrec::kernels::route::RouteParams;
     use ttrec::kernels::tt::ChunkParams;
+    use ttrec::kernels::tt_route::RouteParams;
     check(
         "Chunk",
         size_of::<ChunkParams>(),

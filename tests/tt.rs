@@ -1,14 +1,14 @@
-//! TT-EmbeddingBag on the GPU against its CPU twin (src/reference/tt.rs): forward, backward, fused
+//! TT-EmbeddingBag on the GPU against its CPU twin (src/twin/tt.rs): forward, backward, fused
 //! SGD and Adagrad, chunking, determinism, bad input, checkpoints. Runs on lavapipe in CI.
 
 mod common;
 
 use common::*;
-use ttrec::reference::tt as reference;
 use ttrec::tt::{
     Bags, CoreGradStrategy, Mode, Optimizer, Pooling, SortStrategy, TtEmbeddingBag, TtInit,
     TtKernels, TtOptions, TtShape,
 };
+use ttrec::twin::tt as reference;
 
 struct Case {
     name: &'static str,
@@ -640,7 +640,7 @@ fn table_batch_matches_tables_alone() {
 #[test]
 fn a_group_of_tables_matches_each_table_alone() {
     use ttrec::graph::{Buf, GraphBuilder};
-    use ttrec::tt::batch::Placement;
+    use ttrec::tt::Placement;
     use ttrec::tt::{TtLookups, TtParams};
     // Three tables with the same column factors and ranks but other row factors, stored as one
     // group and run in shared dispatches; their bags pool into one [B, 3 D] matrix.

@@ -11,10 +11,10 @@ mod common;
 use common::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use ttrec::cache::twin::{update_rows, HashTwin, Pool, TwinBatch, TwinOpt};
 use ttrec::cache::{CacheConfig, NONE};
-use ttrec::reference::tt as rtt;
 use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
+use ttrec::twin::tt as rtt;
+use ttrec::twin::tt_cache::{update_rows, HashTwin, Pool, TwinBatch, TwinOpt};
 
 /// Zipf-like ids (a few rows take most lookups), with duplicates and empty bags.
 fn skewed_bags(r: &mut ChaCha8Rng, bags: usize, n: u64) -> (Vec<i64>, Vec<i64>) {
@@ -89,7 +89,7 @@ impl Twin {
             num_bags: off.len() - 1,
         };
         let mut cached = vec![0f32; out.len()];
-        ttrec::cache::twin::pool_hits(&batch, &hit, &self.values, dim, &mut cached);
+        ttrec::twin::tt_cache::pool_hits(&batch, &hit, &self.values, dim, &mut cached);
         for (o, c) in out.iter_mut().zip(&cached) {
             *o += *c as f64;
         }

@@ -11,9 +11,9 @@ use std::path::Path;
 use common::*;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use ttrec::reference::tt as reference;
 use ttrec::tt::checkpoint::{self, TtCheckpoint};
 use ttrec::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
+use ttrec::twin::tt as reference;
 
 fn adagrad() -> TtOptions {
     TtOptions {

@@ -2,9 +2,9 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ttrec::reference::tt::tt_row;
 use ttrec::tt::init::{init_cores, sampled_gaussian_sigma, TtInit};
 use ttrec::tt::TtShape;
+use ttrec::twin::tt::tt_row;
 
 fn shape3() -> TtShape {
     TtShape::new(1_000_000, &[100, 100, 100], &[2, 2, 4], &[16, 16]).unwrap()

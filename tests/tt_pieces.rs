@@ -5,9 +5,10 @@
 mod common;
 
 use common::*;
-use ttrec::kernels::tt::{ChainShape, PieceLayout};
-use ttrec::tt::batch::{cut_pieces, prepare, NO_LOOKUP};
+use ttrec::kernels::tt::ChainShape;
+use ttrec::kernels::tt_subgroup::PieceLayout;
 use ttrec::tt::{Bags, Pooling, TtShape};
+use ttrec::twin::tt_route::{cut_pieces, prepare, NO_LOOKUP};
 
 fn check(shape: &TtShape, idx: &[i64], off: &[i64], chunk: usize, lanes: usize) {
     let bags = Bags::new(idx, off);

@@ -8,13 +8,14 @@ mod common;
 use common::*;
 use rand::Rng;
 use ttrec::graph::{Buf, GraphBuilder};
-use ttrec::kernels::route::{
+use ttrec::kernels::tt::{GradPieces, CORE_GRAD_BLOCK};
+use ttrec::kernels::tt_route::{
     record_route_bags, record_route_digits, record_sort, table_desc_words, RouteParams,
     SortBuffers, SortLayout, SortStrategy, FUSED_SORT_MAX_ROWS,
 };
-use ttrec::kernels::tt::{GradPieces, CORE_GRAD_BLOCK};
-use ttrec::tt::batch::{cut_pieces, prepare_group, Bags, GroupTable, Placement};
+use ttrec::tt::{Bags, GroupTable, Placement};
 use ttrec::tt::{Pooling, TtShape};
+use ttrec::twin::tt_route::{cut_pieces, prepare_group};
 
 struct Case {
     tables: Vec<GroupTable>,

@@ -2,7 +2,7 @@
 //! as a dense `[C, D]` table, served from it and trained directly, while the other rows are
 //! computed from the cores.
 //!
-//! How it works (kernels in `shaders/tt_cache.wgsl`, launchers in `kernels::cache`):
+//! How it works (kernels in `shaders/tt_cache.wgsl`, launchers in `kernels::tt_cache`):
 //! - every training forward counts each lookup's key (`key = key offset of its table + id`) in an
 //!   open-addressing hash table of [`CacheConfig::hash_entries`] entries (linear probing over at
 //!   most [`CacheConfig::max_probe`] entries; a key that finds no entry is reported in
@@ -15,9 +15,8 @@
 //!
 //! Slot numbers may differ between runs (a key's entry depends on the order of concurrent
 //! inserts when keys collide); no output does: a cached row's value depends only on its key.
-//! [`twin`] is the plain-Rust model of all of it that the tests compare the kernels with.
-
-pub mod twin;
+//! `twin::tt_cache` is the plain-Rust model of all of it that the tests compare the kernels
+//! with.
 
 use thiserror::Error as ThisError;
 

@@ -11,7 +11,7 @@ use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::loss::StepParams;
 use crate::nn::mlp::pad4;
 use crate::nn::DenseBagLookups;
-use crate::tt::batch::Placement;
+use crate::tt::Placement;
 use crate::tt::lookups::LookupSource;
 use crate::tt::{Bags, Pooling, TtLookups};
 

@@ -7,9 +7,9 @@
 //! - `inputs` (internal): [`DlrmBatch`], its checks, its input regions and their filling.
 //! - `step` (internal): recording the training and evaluation plans.
 //! - `state_dict` (internal): parameters by dlrm's state-dict names.
-//! - `twin`: the CPU twin of a whole step (f64), the oracle of the tests (an unstable
-//!   internal, hidden from these docs).
 //! - [`fixture`]: PyTorch parity fixtures (`ttrec-dlrm-v1`).
+//!
+//! The CPU twin of a whole step (f64, the tests' oracle) is `twin::dlrm`, with the other twins.
 //!
 //! Imports run one way, each file using only those before it: config, net, inputs, step,
 //! state_dict, model. The rooms after net take it (or the config) as an explicit argument;
@@ -22,10 +22,6 @@ pub mod model;
 mod net;
 mod state_dict;
 mod step;
-/// **Unstable internals**: the tests' CPU oracle of a DLRM step; hidden from the docs, may change
-/// in any release.
-#[doc(hidden)]
-pub mod twin;
 
 pub use config::{DlrmConfig, DlrmOptions, TableConfig, TableKind, TtCacheOptions};
 pub use inputs::DlrmBatch;

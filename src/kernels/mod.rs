@@ -1,14 +1,16 @@
 //! Thin launchers of the WGSL kernel families under `shaders/`: each adds nodes to a
-//! [`crate::graph::GraphBuilder`] with a pipeline specialised for the shapes at hand.
+//! [`crate::graph::GraphBuilder`] with a pipeline specialised for the shapes at hand. One file per
+//! shader, named after its stem: `kernels/tt_route.rs` runs `shaders/tt_route.wgsl`, and so on.
 
-pub mod cache;
 pub mod embedding;
 pub mod interaction;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
-pub mod route;
 pub mod tt;
+pub mod tt_cache;
+pub mod tt_route;
+pub mod tt_subgroup;
 
 use crate::error::{Error, Result};
 use crate::gpu::grid;
@@ -32,13 +34,24 @@ pub(crate) fn groups(g: &GraphBuilder, invocations: u64) -> [u32; 3] {
 pub(crate) type Named = Vec<(&'static str, Buf)>;
 
 /// Buffers named after the variables (or `name = expr`) that hold them, for [`launch`]:
-/// `named![chunk, digits, a, b = core, out]`.
+/// `named![chunk, digits, a, b = core, out]`. `&name` binds a clone of `name` (a buffer the
+/// launcher binds again later): `named![&selection, &hist, members]`.
 macro_rules! named {
-    ($($name:ident $(= $e:expr)?),* $(,)?) => {
-        vec![$((stringify!($name), named!(@value $name $(= $e)?))),*]
+    (@collect [$($out:tt)*]) => {
+        vec![$($out)*]
     };
-    (@value $name:ident = $e:expr) => { $e };
-    (@value $name:ident) => { $name };
+    (@collect [$($out:tt)*] & $name:ident $(, $($rest:tt)*)?) => {
+        named!(@collect [$($out)* (stringify!($name), $name.clone()),] $($($rest)*)?)
+    };
+    (@collect [$($out:tt)*] $name:ident = $e:expr $(, $($rest:tt)*)?) => {
+        named!(@collect [$($out)* (stringify!($name), $e),] $($($rest)*)?)
+    };
+    (@collect [$($out:tt)*] $name:ident $(, $($rest:tt)*)?) => {
+        named!(@collect [$($out)* (stringify!($name), $name),] $($($rest)*)?)
+    };
+    ($($entry:tt)*) => {
+        named!(@collect [] $($entry)*)
+    };
 }
 pub(crate) use named;
 
@@ -125,7 +138,7 @@ mod tests {
             "swapped",
             Kernel::TtTransposeSlices,
             &[],
-            named![out = out.clone(), core = core.clone()],
+            named![&out, &core],
             1,
         )
         .unwrap_err()

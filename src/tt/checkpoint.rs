@@ -34,7 +34,9 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::tt::{Optimizer, TtEmbeddingBag, TtOptions, TtShape};
+use crate::tt::options::{Optimizer, TtOptions};
+use crate::tt::table::TtEmbeddingBag;
+use crate::tt_shape::TtShape;
 
 /// The format name of the TT checkpoints this version writes (cores and optimizer state).
 pub const FORMAT: &str = "ttrec-tt-cores-v2";

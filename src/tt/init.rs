@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Error;
-use crate::tt::TtShape;
+use crate::tt_shape::TtShape;
 
 /// Distribution of the initial cores. N is `num_embeddings`, D the embedding dimension, d the
 /// number of cores, prod(R) the product of the interior ranks R_1..R_{d-1}.

@@ -6,71 +6,48 @@
 //! Core k is stored row-major as `[p_k, R_k q_k R_{k+1}]`, the reference (FBTT-Embedding)
 //! layout, so cores move between ttrec and PyTorch unchanged. Lookups are
 //! [`Bags`]: indices (u32 or i64) and B+1 offsets, optionally per-sample weights.
+//!
+//! Where things live (this file is the public face only: modules and re-exports):
+//! - `options.rs`: [`TtOptions`] and [`Optimizer`];
+//! - `params.rs`: [`TtParams`], the GPU state of a table or of a group of tables stored as one;
+//! - `row_cache.rs`: [`TtCache`], the LFU row cache attached to a table, and `refresh.rs`, its
+//!   refresh as training steps drive it;
+//! - `lookups/`: recording a table's lookups into a step graph (layout, host packing, routing,
+//!   chain);
+//! - `table.rs`: the standalone [`TtEmbeddingBag`] and [`TtTableBatch`], plans of their lookups;
+//! - `init.rs`, `checkpoint.rs`, `shapes.rs` (shapes suggested as the reference does).
+//!
+//! [`TtShape`], [`Pooling`] (`src/tt_shape.rs`) and [`Bags`], [`Ids`] (`src/tt_bags.rs`) are
+//! plain types defined below this module, so that the CPU twins can share them.
 
-pub mod init;
-pub mod shapes;
-
-pub use crate::shape::{Pooling, TtShape};
-pub use init::TtInit;
-pub use shapes::suggested_tt_shapes;
-
-/// The update fused into the backward pass (the reference's `sparse=True`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optimizer {
-    /// No update: backward accumulates dense core gradients.
-    None,
-    /// W <- W - lr * g.
-    Sgd { lr: f32 },
-    /// s <- s + g^2; W <- W - lr * g / (sqrt(s) + eps); s starts at 0.
-    Adagrad { lr: f32, eps: f32 },
-}
-
-impl Optimizer {
-    /// Changes the learning rate; the kind (and eps) stay.
-    pub fn set_learning_rate(&mut self, lr: f32) {
-        match self {
-            Optimizer::Sgd { lr: l } | Optimizer::Adagrad { lr: l, .. } => *l = lr,
-            Optimizer::None => {}
-        }
-    }
-
-    /// The update kernels' uniform for a buffer of `len` elements (internal).
-    #[doc(hidden)]
-    pub fn params(&self, len: usize) -> crate::kernels::optim::OptParams {
-        let (lr, eps) = match *self {
-            Optimizer::None => (0.0, 0.0),
-            Optimizer::Sgd { lr } => (lr, 0.0),
-            Optimizer::Adagrad { lr, eps } => (lr, eps),
-        };
-        crate::kernels::optim::OptParams {
-            lr,
-            eps,
-            len: len as u32,
-            _pad: 0,
-        }
-    }
-}
-
-/// **Unstable internals**: batch preparation (digits, sorting, pieces) for the kernels; public
-/// for the crate's tests only, hidden from the docs. [`Bags`] and [`Ids`] are re-exported.
-#[doc(hidden)]
-pub mod batch;
-pub mod cache;
 pub mod checkpoint;
+pub mod init;
 /// **Unstable internals**: recording a table's lookups into a step graph; public for the crate's
 /// tests and models only, hidden from the docs, may change in any release.
 #[doc(hidden)]
 pub mod lookups;
+pub mod options;
 #[doc(hidden)]
 pub mod params;
+mod refresh;
+pub mod row_cache;
+pub mod shapes;
 #[doc(hidden)]
 pub mod table;
 
-pub use crate::kernels::route::SortStrategy;
 pub use crate::kernels::tt::{CoreGradStrategy, TtKernels};
-pub use batch::{Bags, Ids};
-pub use init::init_cores;
+pub use crate::kernels::tt_route::SortStrategy;
+#[doc(hidden)]
+pub use crate::tt_bags::Placement;
+pub use crate::tt_bags::{Bags, Ids};
+#[doc(hidden)]
+pub use crate::tt_shape::GroupTable;
+pub use crate::tt_shape::{Pooling, TtShape};
+pub use init::{init_cores, TtInit};
 #[doc(hidden)]
 pub use lookups::{TtLookups, TtSaved};
+pub use options::{Optimizer, TtOptions, DEFAULT_SCRATCH_BYTES};
 pub use params::TtParams;
-pub use table::{Mode, TtEmbeddingBag, TtOptions, TtTableBatch, DEFAULT_SCRATCH_BYTES};
+pub use row_cache::TtCache;
+pub use shapes::suggested_tt_shapes;
+pub use table::{Mode, TtEmbeddingBag, TtTableBatch};

@@ -1,19 +1,21 @@
 //! The GPU-resident state of a TT table, or of a group of TT tables with the same column factors
 //! and ranks stored as one (core k of the group holds every table's rows of core k, table after
 //! table, so all the group's lookups run in the same dispatches): cores, their dense gradients,
-//! optimizer state and the optimizer's parameters. Recording lookups against it is
-//! [`crate::tt::TtLookups`]'s job, so tables can take part in any step graph (their own, or a
-//! whole model's).
+//! optimizer state, the optimizer's parameters and the row cache ([`TtCache`]) where the options
+//! ask for one. Recording lookups against it is [`crate::tt::TtLookups`]'s job, so tables can
+//! take part in any step graph (their own, or a whole model's); the cache's refresh, which
+//! records lookups, is `tt::refresh`'s.
 
+use crate::cache::CacheStats;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::{record_update, UpdateKind};
 use crate::kernels::tt::TtKernels;
-use crate::tt::batch::GroupTable;
-use crate::tt::cache::TtCache;
-use crate::tt::table::TtOptions;
-use crate::tt::{init_cores, Optimizer, TtShape};
+use crate::tt::init::init_cores;
+use crate::tt::options::{Optimizer, TtOptions};
+use crate::tt::row_cache::TtCache;
+use crate::tt_shape::{GroupTable, TtShape};
 
 /// Cores, gradients and optimizer state of a TT table or group of tables, in GPU buffers.
 pub struct TtParams {
@@ -344,11 +346,32 @@ impl TtParams {
     pub fn options(&self) -> &TtOptions {
         &self.options
     }
-    pub(crate) fn cache_state(&self) -> Option<&TtCache> {
+    /// The table's LFU cache, where its options ask for one.
+    pub fn cache(&self) -> Option<&TtCache> {
         self.cache.as_ref()
     }
-    pub(crate) fn cache_state_mut(&mut self) -> Option<&mut TtCache> {
+    pub(crate) fn cache_mut(&mut self) -> Option<&mut TtCache> {
         self.cache.as_mut()
+    }
+
+    /// The cache's statistics since the table was made: lookups, hits and dropped counts
+    /// summed over every step (read from the GPU, one wait), members and occupied hash entries
+    /// as of the last refresh.
+    pub fn cache_stats(&mut self) -> Result<CacheStats> {
+        let gpu = self.gpu.clone();
+        self.cache
+            .as_mut()
+            .ok_or_else(|| Error::input(None, "this TT table has no cache"))?
+            .read_stats(&gpu)
+    }
+
+    /// The cached rows by key (read from the GPU): the members of the last refresh and their
+    /// current (trained) values.
+    pub fn cache_rows(&self) -> Result<Vec<(u32, Vec<f32>)>> {
+        self.cache
+            .as_ref()
+            .ok_or_else(|| Error::input(None, "this TT table has no cache"))?
+            .read_rows(&self.gpu, self.shape.dim())
     }
 
     /// The kernel variants this table's steps are recorded with.

@@ -15,7 +15,7 @@
 //! lexicographically smallest sorted tuple.
 
 use crate::error::{Error, Result};
-use crate::tt::TtShape;
+use crate::tt_shape::TtShape;
 
 /// Prime factors of `n` with multiplicity, ascending (empty for n <= 1).
 fn prime_factors(mut n: u64) -> Vec<u64> {

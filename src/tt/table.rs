@@ -3,65 +3,18 @@
 //! replayed with one upload and one submit. Several tables run in one call through
 //! [`TtTableBatch`]; a model records [`TtLookups`] into its own step instead.
 
-use std::collections::HashMap;
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
-use crate::tt::batch::{Bags, Placement};
-use crate::tt::lookups::LookupSource;
-use crate::tt::{Optimizer, Pooling, TtInit, TtKernels, TtLookups, TtParams, TtShape};
+use crate::graph::{Buf, GraphBuilder, Plan, PlanCache, PlanInput};
+use crate::tt::lookups::{LookupSource, TtLookups};
+use crate::tt::options::TtOptions;
+use crate::tt::params::TtParams;
+use crate::tt_bags::{Bags, Placement};
+use crate::tt_shape::{Pooling, TtShape};
 
-/// Default bound on scratch memory per call: lookups are processed in chunks so that no call needs
-/// more, whatever the batch.
-pub const DEFAULT_SCRATCH_BYTES: u64 = 96 << 20;
-
-/// Options of a TT table besides its shape. The default: sum pooling, SGD with learning rate
-/// 0.1, the sampled-Gaussian initialisation from seed 0.
-///
-/// ```
-/// use ttrec::tt::{Optimizer, Pooling, TtInit, TtOptions};
-/// let options = TtOptions {
-///     pooling: Pooling::Mean,
-///     optimizer: Optimizer::Adagrad { lr: 0.1, eps: 1e-10 }, // the reference's defaults
-///     init: TtInit::SampledGaussian,
-///     seed: 7,
-///     ..TtOptions::default()
-/// };
-/// # let _ = options;
-/// ```
-#[derive(Clone, Debug)]
-pub struct TtOptions {
-    pub pooling: Pooling,
-    pub optimizer: Optimizer,
-    pub init: TtInit,
-    pub seed: u64,
-    /// Upper bound on the scratch bytes of one call (chunking keeps below it).
-    pub scratch_bytes: u64,
-    /// Optional hard cap on lookups per chunk (tests use it to force many chunks).
-    pub max_chunk_lookups: Option<usize>,
-    /// The kernel variants (None: chosen for the adapter when the table is created, see
-    /// [`TtKernels::for_adapter`]). Every choice gives bitwise the same results.
-    pub kernels: Option<TtKernels>,
-    /// An LFU row cache of the most looked-up rows (None: no cache); see [`crate::cache`].
-    /// Needs SGD or Adagrad: cached rows train directly.
-    pub cache: Option<crate::cache::CacheConfig>,
-}
-
-impl Default for TtOptions {
-    fn default() -> Self {
-        TtOptions {
-            pooling: Pooling::Sum,
-            optimizer: Optimizer::Sgd { lr: 0.1 },
-            init: TtInit::SampledGaussian,
-            seed: 0,
-            scratch_bytes: DEFAULT_SCRATCH_BYTES,
-            max_chunk_lookups: None,
-            kernels: None,
-            cache: None,
-        }
-    }
-}
+/// Call plans kept per table (or table batch): one per mode and capacities; a shape beyond
+/// these drops them all (see [`PlanCache`]).
+const PLANS_KEPT: usize = 8;
 
 /// What a call computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -127,7 +80,7 @@ impl Mode {
 /// ```
 pub struct TtEmbeddingBag {
     params: TtParams,
-    plans: HashMap<(Mode, usize, usize), CallPlan>,
+    plans: PlanCache<(Mode, usize, usize), CallPlan>,
 }
 
 impl std::fmt::Debug for TtEmbeddingBag {
@@ -147,10 +100,20 @@ struct TableIo {
     dout: Option<Buf>,
 }
 
+/// A built call: its plan, its input image and each table's part.
 struct CallPlan {
     plan: Plan,
     input: PlanInput,
     ios: Vec<TableIo>,
+}
+
+impl CallPlan {
+    /// Builds the plan recorded in `g` for the tables' `ios`.
+    fn build(g: GraphBuilder, ios: Vec<TableIo>) -> Result<Self> {
+        let plan = g.build()?;
+        let input = plan.new_input();
+        Ok(CallPlan { plan, input, ios })
+    }
 }
 
 fn capacity(n: usize) -> usize {
@@ -267,7 +230,7 @@ impl TtEmbeddingBag {
     pub fn from_params(params: TtParams) -> Self {
         TtEmbeddingBag {
             params,
-            plans: HashMap::new(),
+            plans: PlanCache::new(PLANS_KEPT),
         }
     }
 
@@ -332,26 +295,19 @@ impl TtEmbeddingBag {
         mode: Mode,
     ) -> Result<(Mode, usize, usize)> {
         let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
-        if !self.plans.contains_key(&key) {
-            if self.plans.len() >= 8 {
-                self.plans.clear();
-            }
-            let mut g = GraphBuilder::new(self.gpu());
-            let io = record_table(&mut g, &self.params, mode, key.1, key.2, "tt")?;
-            let plan = g.build()?;
-            let input = plan.new_input();
-            self.plans.insert(
-                key,
-                CallPlan {
-                    plan,
-                    input,
-                    ios: vec![io],
-                },
-            );
-        }
-        let cp = self.plans.get_mut(&key).expect("plan");
-        cp.ios[0].fill(&mut cp.input, &self.params, bags, dout)?;
+        let params = &self.params;
+        let cp = self.plans.get_or_build(key, || {
+            let mut g = GraphBuilder::new(params.gpu());
+            let io = record_table(&mut g, params, mode, key.1, key.2, "tt")?;
+            CallPlan::build(g, vec![io])
+        })?;
+        cp.ios[0].fill(&mut cp.input, params, bags, dout)?;
         Ok(key)
+    }
+
+    /// The plan of `key`, built by [`Self::filled_plan`] in this call.
+    fn plan(&self, key: &(Mode, usize, usize)) -> &CallPlan {
+        self.plans.get(key).expect("plan built by filled_plan")
     }
 
     /// Validates the call, fills the plan for its capacities and replays it: one upload, one
@@ -363,7 +319,7 @@ impl TtEmbeddingBag {
         mode: Mode,
     ) -> Result<(Mode, usize, usize)> {
         let key = self.prepared(bags, dout, mode)?;
-        let cp = &self.plans[&key];
+        let cp = self.plan(&key);
         cp.plan.run_with(&cp.input)?;
         Ok(key)
     }
@@ -376,7 +332,7 @@ impl TtEmbeddingBag {
         }
         if mode.forward_out() {
             let out = self.gpu().read_f32(
-                &self.plans[&key].ios[0].out,
+                &self.plan(&key).ios[0].out,
                 0,
                 bags.num_bags() * self.shape().dim(),
             )?;
@@ -422,7 +378,7 @@ impl TtEmbeddingBag {
         let bytes = (bags.num_bags() * self.shape().dim()) as u64 * 4;
         check_target("out", out, bytes, wgpu::BufferUsages::COPY_DST)?;
         let key = self.prepared(bags, None, Mode::Forward)?;
-        let cp = &self.plans[&key];
+        let cp = self.plan(&key);
         cp.plan.encode_with(encoder, &cp.input)?;
         if bytes > 0 {
             encoder.copy_buffer_to_buffer(&cp.ios[0].out, 0, out, 0, bytes);
@@ -450,7 +406,7 @@ impl TtEmbeddingBag {
         bags.validate(self.shape(), self.options().pooling)?;
         // The plan's gradient region is left as it is: the copy below overwrites it.
         let key = self.filled_plan(bags, None, Mode::Backward)?;
-        let cp = &self.plans[&key];
+        let cp = self.plan(&key);
         let dout = cp.ios[0].dout.as_ref().expect("backward plan has dout");
         cp.plan
             .encode_with_copies(encoder, &cp.input, &[(grad_output, dout, bytes)])?;
@@ -483,7 +439,7 @@ impl TtEmbeddingBag {
     ) -> Result<Vec<crate::graph::NodeTime>> {
         let key = self.submit(bags, grad_output, mode)?;
         self.gpu().wait()?;
-        self.plans[&key].plan.run_profiled()
+        self.plan(&key).plan.run_profiled()
     }
 
     /// The cores, read back.
@@ -593,7 +549,7 @@ fn check_target(
 pub struct TtTableBatch {
     gpu: Gpu,
     tables: Vec<TtEmbeddingBag>,
-    plans: HashMap<(Mode, Vec<(usize, usize)>), CallPlan>,
+    plans: PlanCache<(Mode, Vec<(usize, usize)>), CallPlan>,
 }
 
 impl std::fmt::Debug for TtTableBatch {
@@ -623,7 +579,7 @@ impl TtTableBatch {
         Ok(TtTableBatch {
             gpu,
             tables,
-            plans: HashMap::new(),
+            plans: PlanCache::new(PLANS_KEPT),
         })
     }
 
@@ -664,14 +620,11 @@ impl TtTableBatch {
             .iter()
             .map(|b| (capacity(b.nnz()), capacity(b.num_bags())))
             .collect();
-        let key = (mode, caps.clone());
-        if !self.plans.contains_key(&key) {
-            if self.plans.len() >= 8 {
-                self.plans.clear();
-            }
-            let mut g = GraphBuilder::new(&self.gpu);
+        let (gpu, tables) = (&self.gpu, &self.tables);
+        let cp = self.plans.get_or_build((mode, caps.clone()), || {
+            let mut g = GraphBuilder::new(gpu);
             let mut ios = Vec::new();
-            for (t, (table, &(nc, bc))) in self.tables.iter().zip(&caps).enumerate() {
+            for (t, (table, &(nc, bc))) in tables.iter().zip(&caps).enumerate() {
                 ios.push(record_table(
                     &mut g,
                     &table.params,
@@ -681,12 +634,8 @@ impl TtTableBatch {
                     &format!("table {t}"),
                 )?);
             }
-            let plan = g.build()?;
-            let input = plan.new_input();
-            self.plans
-                .insert(key.clone(), CallPlan { plan, input, ios });
-        }
-        let cp = self.plans.get_mut(&key).expect("plan");
+            CallPlan::build(g, ios)
+        })?;
         for (t, table) in self.tables.iter().enumerate() {
             cp.ios[t].fill(&mut cp.input, &table.params, &bags[t], douts.map(|d| d[t]))?;
         }

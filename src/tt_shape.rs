@@ -1,6 +1,8 @@
-//! The plain description of a tensor-train table: its shape (N rows of D columns as d cores) and
-//! how a bag's rows are pooled. No GPU, nothing of [`crate::tt`]: both the GPU tables ([`crate::tt`],
-//! which re-exports these types) and the CPU twin ([`crate::reference`]) build on it.
+//! The plain description of a tensor-train table: its shape (N rows of D columns as d cores),
+//! how a bag's rows are pooled, and where a table's rows sit in a group of tables stored as one.
+//! No GPU, nothing of [`crate::tt`]: both the GPU tables ([`crate::tt`], which re-exports these
+//! types) and the CPU twins ([`crate::twin`]) build on it. (Not to be confused with
+//! `tt::shapes`, which *suggests* shapes the way the reference does.)
 
 use crate::error::{Error, Result};
 
@@ -237,4 +239,12 @@ pub enum Pooling {
     Sum,
     /// Mean of the rows; an empty bag is a zero row; per-sample weights are not allowed.
     Mean,
+}
+
+/// One table of a group of TT tables stored as one: its shape and, per core, the first row of
+/// its slices in the group's core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupTable {
+    pub shape: TtShape,
+    pub bases: Vec<usize>,
 }

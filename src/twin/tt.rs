@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::shape::{Pooling, TtShape};
+use crate::tt_shape::{Pooling, TtShape};
 
 /// Column digits of `j` (q_0's digit most significant).
 fn col_digits(shape: &TtShape, j: usize) -> Vec<usize> {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use super::{EMPTY, NONE};
+use crate::cache::{EMPTY, NONE};
 
 /// The murmur3 finalizer, the hash of the GPU table.
 pub fn mix32(key: u32) -> u32 {

@@ -1,13 +1,37 @@
 //! The CPU twin of a whole DLRM training step, in f64, composed from the kernels' twins
-//! (`reference::nn`, `reference::tt`): the oracle the GPU step is tested against, and itself
-//! tested against PyTorch's fixtures.
+//! ([`super::nn`], [`super::tt`]): the oracle the GPU step is tested against, and itself tested
+//! against PyTorch's fixtures. It takes the model as plain shapes ([`TwinModel`]) rather than
+//! `dlrm::DlrmConfig`, so the twins stay below the model they check.
 
 use std::collections::HashMap;
 
-use crate::dlrm::config::DlrmConfig;
+use super::{nn, tt};
 use crate::error::{Error, Result};
-use crate::reference::{nn, tt};
-use crate::tt::Pooling;
+use crate::tt_shape::{Pooling, TtShape};
+
+/// The model a twin step runs: dlrm's shapes, nothing of the GPU model.
+#[derive(Clone, Debug)]
+pub struct TwinModel {
+    /// Bottom MLP widths, the dense features first (every layer with ReLU).
+    pub bottom_mlp: Vec<usize>,
+    /// Top MLP widths, the interaction's width first (ReLU after every layer but the last).
+    pub top_mlp: Vec<usize>,
+    /// Embedding dimension D.
+    pub dim: usize,
+    /// The embedding tables, in order.
+    pub tables: Vec<TwinTable>,
+    /// The SGD step's learning rate.
+    pub learning_rate: f32,
+}
+
+/// One embedding table of a [`TwinModel`].
+#[derive(Clone, Debug)]
+pub enum TwinTable {
+    /// A dense `[rows, D]` table, parameter `emb_l.{t}.weight`.
+    Dense { rows: u64 },
+    /// A TT table, parameters `emb_l.{t}.tt_cores.{k}`.
+    Tt(TtShape),
+}
 
 /// Everything one step computes.
 #[derive(Clone, Debug)]
@@ -30,10 +54,10 @@ fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-/// One SGD step of the model `config` with parameters `params` (dlrm's names, logical layouts)
-/// on a batch (`dense` `[B, features]`, `sparse` `[B, tables]`, `labels` `[B]`).
+/// One SGD step of `model` with parameters `params` (dlrm's names, logical layouts) on a batch
+/// (`dense` `[B, features]`, `sparse` `[B, tables]`, `labels` `[B]`).
 pub fn step(
-    config: &DlrmConfig,
+    model: &TwinModel,
     params: &HashMap<String, Vec<f32>>,
     dense: &[f32],
     sparse: &[u32],
@@ -45,11 +69,11 @@ pub fn step(
             .ok_or_else(|| Error::input(None, format!("the twin has no parameter {name}")))
     };
     let b = labels.len();
-    let d = config.dim();
-    let tables = config.tables.len();
-    let f = config.vectors();
+    let d = model.dim;
+    let tables = model.tables.len();
+    let f = 1 + tables;
     // Bottom MLP, every layer with ReLU.
-    let bottom = &config.bottom_mlp;
+    let bottom = &model.bottom_mlp;
     let mut bot_acts = vec![f64s(dense)];
     for i in 0..bottom.len() - 1 {
         let w = f64s(get(&format!("bot_l.{}.weight", 2 * i))?);
@@ -64,13 +88,15 @@ pub fn step(
     let mut emb = Vec::with_capacity(tables);
     for t in 0..tables {
         let idx = ids(t);
-        emb.push(match config.tt_shape(t)? {
-            None => nn::bag_forward(&f64s(get(&format!("emb_l.{t}.weight"))?), d, &idx, &offsets),
-            Some(shape) => {
+        emb.push(match &model.tables[t] {
+            TwinTable::Dense { .. } => {
+                nn::bag_forward(&f64s(get(&format!("emb_l.{t}.weight"))?), d, &idx, &offsets)
+            }
+            TwinTable::Tt(shape) => {
                 let cores: Vec<Vec<f32>> = (0..shape.d())
                     .map(|k| get(&format!("emb_l.{t}.tt_cores.{k}")).cloned())
                     .collect::<Result<_>>()?;
-                tt::forward(&shape, &cores, &idx, &offsets, None, Pooling::Sum)
+                tt::forward(shape, &cores, &idx, &offsets, None, Pooling::Sum)
             }
         });
     }
@@ -83,7 +109,7 @@ pub fn step(
     }
     let r = nn::interaction_forward(&tmat, f, d);
     // Top MLP, ReLU after every layer but the last.
-    let top = config.top_widths();
+    let top = &model.top_mlp;
     let nl = top.len() - 1;
     let mut top_acts = vec![r.clone()];
     for i in 0..nl {
@@ -124,26 +150,26 @@ pub fn step(
         let de: Vec<f64> = (0..b)
             .flat_map(|s| dt[(s * f + t + 1) * d..(s * f + t + 2) * d].to_vec())
             .collect();
-        match config.tt_shape(t)? {
-            None => {
-                let rows = config.tables[t].rows as usize;
+        match &model.tables[t] {
+            TwinTable::Dense { rows } => {
+                let rows = *rows as usize;
                 grads.insert(
                     format!("emb_l.{t}.weight"),
                     nn::bag_backward(rows, d, &idx, &offsets, &de),
                 );
             }
-            Some(shape) => {
+            TwinTable::Tt(shape) => {
                 let cores: Vec<Vec<f32>> = (0..shape.d())
                     .map(|k| get(&format!("emb_l.{t}.tt_cores.{k}")).cloned())
                     .collect::<Result<_>>()?;
-                let gk = tt::backward_f64(&shape, &cores, &idx, &offsets, None, Pooling::Sum, &de);
+                let gk = tt::backward_f64(shape, &cores, &idx, &offsets, None, Pooling::Sum, &de);
                 for (k, gk) in gk.into_iter().enumerate() {
                     grads.insert(format!("emb_l.{t}.tt_cores.{k}"), gk);
                 }
             }
         }
     }
-    let lr = config.learning_rate as f64;
+    let lr = model.learning_rate as f64;
     let mut updated = HashMap::new();
     for (name, gr) in &grads {
         updated.insert(name.clone(), nn::sgd(&f64s(get(name)?), gr, lr));

@@ -1,7 +1,7 @@
 //! Launchers of `shaders/tt_route.wgsl`: a batch's lookups routed on the GPU (row digits, bag of
 //! each lookup, and per core the stable sort by digit with its segment and piece tables), so the
 //! host's part of a step is one O(nnz + bags) pass. CPU twin: `prepare_group` and `cut_pieces`
-//! in src/tt/batch.rs.
+//! in src/twin/tt_route.rs.
 
 use crate::error::Result;
 use crate::gpu::grid;

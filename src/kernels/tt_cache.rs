@@ -1,6 +1,6 @@
 //! Launchers of `shaders/tt_cache.wgsl`: the LFU row cache of TT tables (see [`crate::cache`]):
 //! the hash table's reset and probe (counting), the refresh (top-C selection and slots), the
-//! pooling of cached rows and their training. CPU twin: [`crate::cache::twin`].
+//! pooling of cached rows and their training. CPU twin: [`crate::twin::tt_cache`].
 //!
 //! Buffer sizes (u32 or f32 words, every buffer at least 16 bytes): hash table keys, counts and
 //! slots H each; stats [`STATS_WORDS`]; selection [`SELECTION_WORDS`]; members C; cache values
@@ -14,7 +14,7 @@ use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, Gpu};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
-use crate::kernels::route::record_route_bags;
+use crate::kernels::tt_route::record_route_bags;
 use crate::kernels::{groups, launch_grid, named, WORKGROUP};
 
 pub use crate::cache::{EMPTY, NONE};
@@ -66,16 +66,18 @@ impl CacheHash {
 /// [`NONE`]).
 pub fn record_cache_reset(g: &mut GraphBuilder, label: &str, hash: &CacheHash) -> Result<()> {
     let gr = groups(g, hash.entries as u64);
+    let CacheHash {
+        keys,
+        counts,
+        slots,
+        ..
+    } = hash;
     launch_grid(
         g,
         label,
         Kernel::CacheReset,
         &[hash.h()],
-        named![
-            keys = hash.keys.clone(),
-            counts = hash.counts.clone(),
-            slots = hash.slots.clone()
-        ],
+        named![&keys, &counts, &slots],
         gr,
     )?;
     Ok(())
@@ -101,6 +103,12 @@ pub fn record_cache_probe(
     max_lookups: usize,
 ) -> Result<()> {
     let gr = groups(g, max_lookups as u64);
+    let CacheHash {
+        keys,
+        counts,
+        slots,
+        ..
+    } = hash;
     launch_grid(
         g,
         label,
@@ -110,16 +118,7 @@ pub fn record_cache_probe(
             ("MAX_PROBE", hash.max_probe as f64),
             ("COUNT", if count { 1.0 } else { 0.0 }),
         ],
-        named![
-            route,
-            ids,
-            tables,
-            keys = hash.keys.clone(),
-            counts = hash.counts.clone(),
-            slots = hash.slots.clone(),
-            hit,
-            stats
-        ],
+        named![route, ids, tables, &keys, &counts, &slots, hit, stats],
         gr,
     )?;
     Ok(())
@@ -163,11 +162,7 @@ pub fn record_cache_select(
         format!("{label} init"),
         Kernel::SelectInit,
         &constants,
-        named![
-            selection = selection.clone(),
-            hist = hist.clone(),
-            members = members.clone()
-        ],
+        named![&selection, &hist, &members],
         gr,
     )?;
     let (keys, counts) = (hash.keys.clone(), hash.counts.clone());
@@ -177,12 +172,7 @@ pub fn record_cache_select(
             format!("{label} histogram {pass}"),
             Kernel::SelectHist,
             &constants,
-            named![
-                selection = selection.clone(),
-                keys = keys.clone(),
-                counts = counts.clone(),
-                hist = hist.clone()
-            ],
+            named![&selection, &keys, &counts, &hist],
             tile_groups,
         )?;
         launch_grid(
@@ -190,11 +180,7 @@ pub fn record_cache_select(
             format!("{label} choose {pass}"),
             Kernel::SelectChoose,
             &constants,
-            named![
-                selection = selection.clone(),
-                hist = hist.clone(),
-                stats = stats.clone()
-            ],
+            named![&selection, &hist, &stats],
             [1, 1, 1],
         )?;
     }
@@ -203,12 +189,7 @@ pub fn record_cache_select(
         format!("{label} count"),
         Kernel::SelectCount,
         &constants,
-        named![
-            selection = selection.clone(),
-            keys = keys.clone(),
-            counts = counts.clone(),
-            tiles = tiles.clone()
-        ],
+        named![&selection, &keys, &counts, &tiles],
         tile_groups,
     )?;
     launch_grid(
@@ -216,7 +197,7 @@ pub fn record_cache_select(
         format!("{label} scan"),
         Kernel::SelectScan,
         &constants,
-        named![tiles = tiles.clone()],
+        named![&tiles],
         [1, 1, 1],
     )?;
     launch_grid(
@@ -288,7 +269,7 @@ pub struct SlotSortLayout {
 
 impl SlotSortLayout {
     /// Blocks of about the square root of `max_lookups` lookups (16 to 1024), as
-    /// [`crate::kernels::route::SortLayout`].
+    /// [`crate::kernels::tt_route::SortLayout`].
     pub fn new(max_lookups: usize, capacity_c: usize) -> Self {
         let block = ((max_lookups as f64).sqrt().ceil() as usize)
             .next_power_of_two()
@@ -369,12 +350,7 @@ pub fn record_cache_update(
             format!("{label} sort count {pass}"),
             Kernel::SlotSortCount,
             &constants,
-            named![
-                route = route.clone(),
-                hit = hit.clone(),
-                src = src.clone(),
-                counts = counts.clone()
-            ],
+            named![&route, &hit, &src, &counts],
             gr,
         )?;
         launch_grid(
@@ -382,7 +358,7 @@ pub fn record_cache_update(
             format!("{label} sort scan {pass}"),
             Kernel::SlotSortScan,
             &constants,
-            named![counts = counts.clone(), bases = bases.clone()],
+            named![&counts, &bases],
             [1, 1, 1],
         )?;
         launch_grid(
@@ -390,14 +366,7 @@ pub fn record_cache_update(
             format!("{label} sort place {pass}"),
             Kernel::SlotSortPlace,
             &constants,
-            named![
-                route = route.clone(),
-                hit = hit.clone(),
-                src,
-                counts = counts.clone(),
-                bases = bases.clone(),
-                dst
-            ],
+            named![&route, &hit, src, &counts, &bases, dst],
             gr,
         )?;
     }
