@@ -205,31 +205,7 @@ impl TrainArgs {
                 )));
             }
         }
-        if self.data.is_empty() {
-            if self.processed_data_file.is_some() {
-                return Err(bad(
-                    "--processed-data-file needs --data (the synthetic source has no cache)",
-                ));
-            }
-            if self.max_ind_range.is_some() {
-                return Err(bad("--max-ind-range needs --data"));
-            }
-            if self.synthetic_samples < 20 {
-                return Err(bad("--synthetic-samples must be at least 20"));
-            }
-            if !(self.synthetic_scale.is_finite() && self.synthetic_scale > 0.0) {
-                return Err(bad(format!(
-                    "--synthetic-scale must be a positive number, got {}",
-                    self.synthetic_scale
-                )));
-            }
-        } else {
-            for p in &self.data {
-                if !p.exists() {
-                    return Err(Error::file(p, "--data: no such file or directory"));
-                }
-            }
-        }
+        self.check_data_source()?;
         if self.max_ind_range == Some(0) {
             return Err(bad("--max-ind-range must be at least 1"));
         }
@@ -272,6 +248,52 @@ impl TrainArgs {
                 .map_err(|e: Error| bad(format!("--tt-init: {e}")))?,
             None => TtInit::SampledGaussian,
         };
+        self.check_paths()?;
+        Ok(Checked {
+            bottom,
+            top,
+            tt_rank,
+            tt_init,
+            tt_tables: match (self.embedding, self.tt_tables, self.tt_threshold) {
+                (EmbeddingKind::Tt, None, None) => Some(7),
+                (_, t, _) => t,
+            },
+            tt_threshold: self.tt_threshold,
+        })
+    }
+
+    /// The data source's options: the synthetic source's, or files that exist.
+    fn check_data_source(&self) -> Result<()> {
+        if self.data.is_empty() {
+            if self.processed_data_file.is_some() {
+                return Err(bad(
+                    "--processed-data-file needs --data (the synthetic source has no cache)",
+                ));
+            }
+            if self.max_ind_range.is_some() {
+                return Err(bad("--max-ind-range needs --data"));
+            }
+            if self.synthetic_samples < 20 {
+                return Err(bad("--synthetic-samples must be at least 20"));
+            }
+            if !(self.synthetic_scale.is_finite() && self.synthetic_scale > 0.0) {
+                return Err(bad(format!(
+                    "--synthetic-scale must be a positive number, got {}",
+                    self.synthetic_scale
+                )));
+            }
+        } else {
+            for p in &self.data {
+                if !p.exists() {
+                    return Err(Error::file(p, "--data: no such file or directory"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint to load exists; every output's directory exists.
+    fn check_paths(&self) -> Result<()> {
         if let Some(p) = &self.load_model {
             if !p.is_file() {
                 return Err(Error::file(p, "--load-model: no such checkpoint file"));
@@ -294,16 +316,6 @@ impl TrainArgs {
                 }
             }
         }
-        Ok(Checked {
-            bottom,
-            top,
-            tt_rank,
-            tt_init,
-            tt_tables: match (self.embedding, self.tt_tables, self.tt_threshold) {
-                (EmbeddingKind::Tt, None, None) => Some(7),
-                (_, t, _) => t,
-            },
-            tt_threshold: self.tt_threshold,
-        })
+        Ok(())
     }
 }
