@@ -4,8 +4,11 @@
 //! - `twin`: the CPU twin of a whole step (f64), the oracle of the tests (an unstable
 //!   internal, hidden from these docs).
 //! - [`fixture`]: PyTorch parity fixtures (`ttrec-dlrm-v1`).
+//! - `finite`: the per-step finiteness checks of the parameters, recorded into the training
+//!   plan (their flag travels in the step statistics).
 
 pub mod config;
+mod finite;
 pub mod fixture;
 pub mod model;
 /// **Unstable internals**: the tests' CPU oracle of a DLRM step; hidden from the docs, may change

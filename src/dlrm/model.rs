@@ -131,6 +131,11 @@ pub struct StepStats {
     pub loss: f64,
     /// Predictions on the right side of 0.5.
     pub correct: usize,
+    /// A logit of the step was NaN or infinite (the clamped loss would not show it).
+    pub non_finite_logits: bool,
+    /// After the step's update, the code of the first parameter region with a NaN or an
+    /// infinity, 0 if none ([`Dlrm::non_finite_region`] names it).
+    pub non_finite_code: u32,
 }
 
 /// Per-batch inputs of a plan.
@@ -662,6 +667,17 @@ impl Dlrm {
             lk.record_backward(&mut g, &grp.params, &dt, Some(saved), true)?;
         }
         self.arena.record_update(&mut g, "mlp")?;
+        // Every parameter checked finite after the update, into the step's stats slot.
+        let tt: Vec<&TtParams> = self.tt.iter().map(|grp| &grp.params).collect();
+        let dense = self.dense.as_ref().zip(inputs.dense.as_ref());
+        super::finite::record_checks(
+            &mut g,
+            inputs.step.as_ref().expect("train inputs"),
+            &Buf::from(&self.stats),
+            &self.arena,
+            &tt,
+            dense,
+        )?;
         let plan = g.build()?;
         let input = plan.new_input();
         Ok(StepPlan {
@@ -1021,9 +1037,17 @@ impl Dlrm {
                 samples,
                 loss: raw[s] as f64,
                 correct: raw[s + 1] as usize,
+                non_finite_logits: raw[s + 2] != 0.0,
+                non_finite_code: raw[s + 3].to_bits(),
             });
         }
         Ok(())
+    }
+
+    /// The parameter region that a step's [`StepStats::non_finite_code`] names (None for 0).
+    pub fn non_finite_region(&self, code: u32) -> Option<String> {
+        let tt: Vec<&TtParams> = self.tt.iter().map(|grp| &grp.params).collect();
+        super::finite::region_of(code, &super::finite::region_names(&tt, self.dense.as_ref()))
     }
 
     /// The statistics of every step since the last call (reads the GPU once if any are there).

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod embedding;
+pub mod finite;
 pub mod interaction;
 pub mod loss;
 pub mod matmul;
