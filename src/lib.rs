@@ -50,7 +50,7 @@
 //! - [`Error`], [`Result`]: every error names what is wrong (table, position, value).
 //!
 //! Layers, bottom up (each uses only the ones below it): `error`; `io` (the atomic file write
-//! every writer uses), `progress` (bars, or plain lines off a terminal); `data`, `metrics` and
+//! every writer uses, output locks), `signals` (SIGINT and SIGTERM), `progress` (bars, or plain lines off a terminal); `data`, `metrics` and
 //! the plain shape types (no GPU); `reference`, CPU twins of every kernel in f64 (the tests' oracle);
 //! `gpu`; `graph`, the executor (a step is a plan of dispatches built once and replayed);
 //! `kernels`, launchers of the WGSL kernels under `shaders/`; `tt`; `nn` (dense tables, MLPs);
@@ -85,6 +85,7 @@ pub mod progress;
 #[doc(hidden)]
 pub mod reference;
 mod shape;
+pub mod signals;
 pub mod train;
 pub mod tt;
 

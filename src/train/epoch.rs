@@ -1,17 +1,21 @@
 //! The training loop of a run: epochs of steps from the run's position on, the running loss
 //! printed (and logged) every `--print-freq` steps, an evaluation every `--test-freq` steps and
-//! at the end of each epoch, each followed by a checkpoint, and Ctrl-C (or
+//! at the end of each epoch, each followed by a checkpoint, and SIGINT/SIGTERM (or
 //! `--stop-after-steps`) ending the run with a checkpoint. Owns the model and every counter the
 //! summary reports.
+//!
+//! A diverged model never passes for a trained one: the steps' statistics (which flag a
+//! non-finite loss) are read at every print and before every evaluation, and every checkpoint
+//! is checked finite on the host before it is written; either finding stops the run naming the
+//! step, the first non-finite tensor and the last checkpoint that is truly finite.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig};
+use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, StepStats};
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, Evaluation};
+use crate::signals;
 
 use super::checkpoint::{self, CheckpointMeta, Position};
 use super::data::TrainData;
@@ -83,8 +87,11 @@ pub(super) struct Trainer<'a> {
     pub counters: Counters,
     /// The last evaluation and the step it was made at.
     pub last_eval: Option<(Evaluation, u64)>,
+    /// The last checkpoint this run wrote and its step.
+    last_saved: Option<(PathBuf, u64)>,
+    /// Step statistics read (and checked) before an evaluation, for the next printed interval.
+    pending: Vec<StepStats>,
     steps_this_run: u64,
-    interrupted: Arc<AtomicBool>,
 }
 
 impl<'a> Trainer<'a> {
@@ -98,7 +105,6 @@ impl<'a> Trainer<'a> {
         pos: Position,
         schedule: Schedule,
         log: Option<MetricsLog>,
-        interrupted: Arc<AtomicBool>,
     ) -> Self {
         Trainer {
             args,
@@ -112,26 +118,36 @@ impl<'a> Trainer<'a> {
             points: Vec::new(),
             counters: Counters::default(),
             last_eval: None,
+            last_saved: None,
+            pending: Vec::new(),
             steps_this_run: 0,
-            interrupted,
         }
     }
 
     /// Trains every remaining epoch; returns the training seconds (the loop's wall time less
-    /// evaluations and checkpoints).
+    /// evaluations and checkpoints). A signal meanwhile ends the run after its step.
     pub(super) fn run_epochs(&mut self) -> Result<f64> {
+        let _deferred = signals::Deferred::new();
         let loop_start = Instant::now();
-        while self.pos.epoch < self.schedule.epochs {
+        loop {
             if self.pos.batch as usize >= self.schedule.batches {
+                // This epoch is done, as far as --num-batches goes: on to the next, if any.
+                if self.pos.epoch + 1 >= self.schedule.epochs {
+                    break;
+                }
                 self.pos.epoch += 1;
                 self.pos.batch = 0;
                 continue;
             }
+            if self.pos.epoch >= self.schedule.epochs {
+                break;
+            }
             self.train_epoch()?;
-            self.pos.epoch += 1;
-            self.pos.batch = 0;
         }
         self.model.gpu().wait()?;
+        if signals::received().is_some() {
+            return Err(self.stop_interrupted());
+        }
         Ok(loop_start.elapsed().as_secs_f64() - self.counters.not_training)
     }
 
@@ -169,7 +185,7 @@ impl<'a> Trainer<'a> {
                 }
             });
             let at_end = self.pos.batch as usize == batches;
-            let stop = self.interrupted.load(Ordering::SeqCst)
+            let stop = signals::received().is_some()
                 || self
                     .args
                     .stop_after_steps
@@ -186,7 +202,7 @@ impl<'a> Trainer<'a> {
                     .batch
                     .is_multiple_of(self.schedule.test_freq as u64)
             {
-                self.test_and_save(at_end)?;
+                self.test_and_save()?;
                 interval.restart();
             }
         }
@@ -194,24 +210,11 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Reads the steps' statistics (waits for the GPU), stops on a non-finite loss, and prints
+    /// Reads the steps' statistics (waits for the GPU), stops on a non-finite one, and prints
     /// and logs the interval's mean loss, accuracy and speed.
     fn print_interval(&mut self, interval: &mut Interval) -> Result<()> {
-        let stats = self.model.take_stats()?;
-        if let Some(s) = stats.iter().find(|s| !s.loss.is_finite()) {
-            self.out.end_epoch();
-            return Err(Error::Stopped(format!(
-                "training stopped: the loss of step {} (epoch {}) is {}; the last good checkpoint{} is kept",
-                s.step + 1,
-                self.pos.epoch + 1,
-                s.loss,
-                self.args
-                    .save_model
-                    .as_ref()
-                    .map(|p| format!(" ({})", p.display()))
-                    .unwrap_or_default()
-            )));
-        }
+        self.read_stats()?;
+        let stats = std::mem::take(&mut self.pending);
         let n: usize = stats.iter().map(|s| s.samples).sum();
         let loss = stats.iter().map(|s| s.loss * s.samples as f64).sum::<f64>();
         let correct: usize = stats.iter().map(|s| s.correct).sum();
@@ -251,16 +254,93 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Ctrl-C (or `--stop-after-steps`): writes the checkpoint and returns the error that ends
-    /// the run, saying where to resume from.
+    /// Reads the statistics of the steps run since the last read (waits for the GPU) into
+    /// `pending`; a non-finite one stops the run.
+    fn read_stats(&mut self) -> Result<()> {
+        let stats = self.model.take_stats()?;
+        let bad =
+            |s: &&StepStats| !s.loss.is_finite() || s.non_finite_logits || s.non_finite_code != 0;
+        if let Some(s) = stats.iter().find(bad) {
+            let loss = format!("the loss of step {} is {}", s.step + 1, s.loss);
+            let what = if s.non_finite_code != 0 {
+                let region = self.model.non_finite_region(s.non_finite_code);
+                format!(
+                    "{loss}, but its update left a NaN or an infinity in {}",
+                    region.unwrap_or_else(|| "the parameters".into())
+                )
+            } else if s.non_finite_logits {
+                format!("{loss}, but its logits are NaN or infinite")
+            } else {
+                loss
+            };
+            return Err(self.diverged(s.step + 1, &what, None));
+        }
+        self.pending.extend(stats);
+        Ok(())
+    }
+
+    /// The error that stops a run whose model went non-finite at `step` (`what`): it names the
+    /// first non-finite tensor (`bad`, or found now) and the last truly finite checkpoint.
+    fn diverged(&mut self, step: u64, what: &str, bad: Option<String>) -> Error {
+        self.out.end_epoch();
+        let bad = bad.or_else(|| match checkpoint::parameters(&self.model) {
+            Ok(t) => checkpoint::first_non_finite(&t),
+            Err(e) => Some(format!("(the parameters cannot be read: {e})")),
+        });
+        let tensor = match bad {
+            Some(b) => format!("the first non-finite tensor is {b}"),
+            None => "the parameters are still finite".to_string(),
+        };
+        Error::Stopped(format!(
+            "training stopped at step {step} (epoch {}): the model is non-finite: {what}; {tensor}. {}",
+            self.pos.epoch + 1,
+            self.kept_note()
+        ))
+    }
+
+    /// Which checkpoint is the last finite one, for a run that stops on a non-finite model.
+    fn kept_note(&self) -> String {
+        if let Some((path, step)) = &self.last_saved {
+            return format!(
+                "The last finite checkpoint is {} (step {step}); nothing later was saved.",
+                path.display()
+            );
+        }
+        match &self.args.save_model {
+            None => "No finite checkpoint was written (no --save-model).".to_string(),
+            // Loading checks the checksum and that every value is finite.
+            Some(path) => match checkpoint::load(path) {
+                Ok(ck) => format!(
+                    "The last finite checkpoint is {} (step {}), written before this run; nothing was saved over it.",
+                    path.display(),
+                    ck.meta.position.step
+                ),
+                Err(_) if path.exists() => format!(
+                    "No finite checkpoint was written; {} (not a loadable, finite checkpoint) was left as it was.",
+                    path.display()
+                ),
+                Err(_) => format!(
+                    "No finite checkpoint was written ({} does not exist).",
+                    path.display()
+                ),
+            },
+        }
+    }
+
+    /// A signal (or `--stop-after-steps`): writes the checkpoint and returns the error that
+    /// ends the run, saying where to resume from.
     fn stop_interrupted(&mut self) -> Error {
         self.out.end_epoch();
         let path = super::interrupted_path(self.args);
         if let Err(e) = self.save(self.pos, &path) {
             return e;
         }
+        let by = match signals::received() {
+            Some(s) => signals::name(s),
+            None => "--stop-after-steps",
+        };
         Error::Stopped(format!(
-            "training interrupted after step {} (epoch {}, batch {}/{}); checkpoint written to {}; resume with --load-model {}",
+            "training interrupted after step {} (epoch {}, batch {}/{}; {by}); checkpoint written to {}; resume with --load-model {}",
             self.pos.step,
             self.pos.epoch + 1,
             self.pos.batch,
@@ -271,8 +351,10 @@ impl<'a> Trainer<'a> {
     }
 
     /// An evaluation, logged, then the checkpoint (`--save-model`).
-    fn test_and_save(&mut self, at_end: bool) -> Result<()> {
+    fn test_and_save(&mut self) -> Result<()> {
         let paused = Instant::now();
+        // Nothing non-finite is evaluated or saved: the steps since the last print first.
+        self.read_stats()?;
         let ev = self.evaluate()?;
         let p = self.pos;
         self.record(MetricPoint::Test {
@@ -284,13 +366,9 @@ impl<'a> Trainer<'a> {
         })?;
         self.last_eval = Some((ev, p.step));
         if let Some(path) = &self.args.save_model {
-            // Saved where the position is consistent: at the end of an epoch, the next.
-            let mut at = p;
-            if at_end {
-                at.epoch += 1;
-                at.batch = 0;
-            }
-            self.save(at, path)?;
+            // At the end of an epoch, saved as "batch = batches": a run resumed with a larger
+            // --num-batches continues this epoch, one with more --nepochs starts the next.
+            self.save(p, path)?;
         }
         self.counters.not_training += paused.elapsed().as_secs_f64();
         Ok(())
@@ -332,8 +410,17 @@ impl<'a> Trainer<'a> {
         Ok(ev)
     }
 
-    /// Writes the model at position `pos` to `path` (atomically).
-    pub(super) fn save(&self, pos: Position, path: &Path) -> Result<()> {
+    /// Writes the model at position `pos` to `path` (atomically), after checking every value
+    /// finite on the host: a non-finite model stops the run instead.
+    pub(super) fn save(&mut self, pos: Position, path: &Path) -> Result<()> {
+        let tensors = checkpoint::parameters(&self.model)?;
+        if let Some(bad) = checkpoint::first_non_finite(&tensors) {
+            let what = format!(
+                "a parameter is non-finite at the checkpoint of step {}",
+                pos.step
+            );
+            return Err(self.diverged(pos.step, &what, Some(bad)));
+        }
         let meta = CheckpointMeta {
             config: self.config.clone(),
             position: pos,
@@ -341,7 +428,14 @@ impl<'a> Trainer<'a> {
             data: self.data.fingerprint(),
             seed: self.args.seed,
         };
-        checkpoint::save(path, &self.model, &meta)
+        checkpoint::write(path, &tensors, &meta)?;
+        self.last_saved = Some((path.to_path_buf(), pos.step));
+        Ok(())
+    }
+
+    /// Reads and checks the statistics of steps not read yet (before a final evaluation).
+    pub(super) fn check_pending_steps(&mut self) -> Result<()> {
+        self.read_stats()
     }
 
     /// Appends a metric point to the metrics file and to the run's points.

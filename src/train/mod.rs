@@ -5,13 +5,21 @@
 //! - [`data`]: where samples come from, served from any (epoch, batch) position.
 //! - [`checkpoint`]: save and resume.
 //! - [`report`]: metric lines, the summary, the plot.
-//! - `setup` (data and model before the first step), `epoch` (the training loop), `output`
-//!   (bar or plain lines), `interrupt` (Ctrl-C): the run's private parts.
+//! - `setup` (data and model before the first step), `limits` (options against the adapter's
+//!   limits), `epoch` (the training loop), `output` (bar or plain lines): the run's private
+//!   parts.
+//!
+//! What a run guarantees: every option and output path is checked before any work (outputs
+//! are locked against a second run); a non-finite model stops the run with an error naming
+//! the step, the first non-finite tensor and the last finite checkpoint, and is never saved;
+//! SIGINT and SIGTERM during training finish the step, write a checkpoint and exit with 130
+//! and 143 (elsewhere they stop at once, removing temp files); a failed optional plot is
+//! reported and leaves the exit code 0.
 
 pub mod checkpoint;
 pub mod data;
 mod epoch;
-mod interrupt;
+mod limits;
 pub mod options;
 mod output;
 pub mod report;
@@ -43,10 +51,13 @@ fn interrupted_path(args: &TrainArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("train_kaggle.interrupted.safetensors"))
 }
 
-/// Runs training as `args` say; the summary on success. Interruption (Ctrl-C), a non-finite loss
-/// and bad data are errors (the caller exits non-zero).
+/// Runs training as `args` say; the summary on success. A signal (SIGINT, SIGTERM), a
+/// non-finite model and bad data are errors (the caller exits non-zero: with
+/// [`crate::signals::exit_code`] after a signal).
 pub fn run(args: &TrainArgs) -> Result<TrainSummary> {
     let checked = args.check()?;
+    crate::signals::install();
+    let _locks = lock_outputs(args)?;
     let gpu = Gpu::new()?;
     run_checked(&gpu, args, &checked)
 }
@@ -54,34 +65,34 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary> {
 /// [`run`] on a given adapter.
 pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     let checked = args.check()?;
+    crate::signals::install();
+    let _locks = lock_outputs(args)?;
     run_checked(gpu, args, &checked)
+}
+
+/// An advisory lock on every output of the run, or the error naming the run that holds one.
+fn lock_outputs(args: &TrainArgs) -> Result<Vec<crate::io::OutputLock>> {
+    args.outputs()
+        .iter()
+        .map(|(flag, path)| crate::io::OutputLock::acquire(path, flag))
+        .collect()
 }
 
 /// [`run`] with options already checked.
 fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSummary> {
-    let interrupted = interrupt::interrupt_flag();
     let out = Output::new();
     out.line(&format!("adapter: {}", gpu.adapter_name()));
     let data = setup::load_data(args, &out)?;
     let config = setup::config_of(args, checked, &data.table_sizes())?;
+    let schedule = schedule(args, &data)?;
+    limits::check(gpu, args, &config, &schedule)?;
     let (mut model, pos) = setup::build_model(gpu, args, &config, &data, &out)?;
     let log = match &args.metrics_jsonl {
         Some(p) => Some(MetricsLog::open(p)?),
         None => None,
     };
-    let schedule = schedule(args, &data)?;
     prepare_plans(&mut model, &schedule, &out)?;
-    let mut trainer = Trainer::new(
-        args,
-        &data,
-        &config,
-        model,
-        out,
-        pos,
-        schedule,
-        log,
-        interrupted,
-    );
+    let mut trainer = Trainer::new(args, &data, &config, model, out, pos, schedule, log);
     let train_seconds = trainer.run_epochs()?;
     finish(trainer, train_seconds)
 }
@@ -140,6 +151,7 @@ fn prepare_plans(model: &mut Dlrm, s: &Schedule, out: &Output) -> Result<()> {
 /// checkpoint, the summary (stdout, `--summary-json`) and the plot.
 fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
     let args = t.args;
+    t.check_pending_steps()?;
     let eval = match t.last_eval {
         Some((ev, step)) if step == t.pos.step => ev,
         _ => t.evaluate()?,
@@ -153,11 +165,20 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
         let text = serde_json::to_string_pretty(&summary.json()).expect("JSON");
         crate::io::write_atomic(p, text.as_bytes())?;
     }
-    let plot_anchor = args.summary_json.as_ref().or(args.metrics_jsonl.as_ref());
-    if let Some(anchor) = plot_anchor {
-        let path = report::plot_path(anchor);
-        report::plot(&t.points, &path)?;
-        println!("plot of loss and AUC: {}", path.display());
+    // The plot: an error only when asked for with --plot; next to the summary, a failure is
+    // reported and the finished run keeps its success.
+    let anchor = args.summary_json.as_ref().or(args.metrics_jsonl.as_ref());
+    let plot = match (&args.plot, anchor) {
+        (Some(p), _) => Some((p.clone(), true)),
+        (None, Some(a)) => Some((report::plot_path(a), false)),
+        (None, None) => None,
+    };
+    if let Some((path, asked)) = plot {
+        match report::plot(&t.points, &path) {
+            Ok(()) => println!("plot of loss and AUC: {}", path.display()),
+            Err(e) if !asked => eprintln!("warning: the plot was not written: {e}"),
+            Err(e) => return Err(e),
+        }
     }
     if args.data.is_empty() {
         println!(
