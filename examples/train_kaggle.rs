@@ -28,7 +28,8 @@ fn main() -> std::process::ExitCode {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
+            // Stopped by SIGINT or SIGTERM: 130 or 143.
+            ttrec::signals::exit_code().map_or(std::process::ExitCode::FAILURE, Into::into)
         }
     }
 }

@@ -3,9 +3,14 @@
 //
 // Stable in the logit: loss = max(z, 0) - z y + log(1 + exp(-|z|)), dz = (sigmoid(z) - y) / B,
 // written in both layouts ([B, LDZ] and [LDZ, LDB]) for the top MLP's products.
-// The step's mean loss and correct count go to slot `step.slot` of a ring of per-step statistics
-// that stays on the GPU until the host asks. One workgroup reduces in a fixed tree order, so the
-// loss is bitwise deterministic.
+// Each sample's loss is clamped to [-log(1 - EPS), -log(EPS)], as the evaluation's log loss
+// clamps the probability to [EPS, 1 - EPS] (metrics::LOG_LOSS_EPS): the printed training loss
+// and the test loss are the same function of the logits (the gradient is not clamped).
+// The step's slot of a ring of per-step statistics that stays on the GPU until the host asks
+// (4 words, kernels::loss::STATS_PER_STEP): the mean loss, the correct count, 1.0 if a logit is
+// NaN or infinite (else 0.0), and 0 for the parameters' non-finite code that the checks of
+// shaders/finite.wgsl raise after the update. One workgroup reduces in a fixed tree order, so
+// the loss is bitwise deterministic.
 
 override BATCH: u32 = 1u;
 override LDZ: u32 = 4u;
@@ -21,6 +26,11 @@ override LDB: u32 = 4u;
 
 var<workgroup> part_loss: array<f32, 256>;
 var<workgroup> part_correct: array<f32, 256>;
+var<workgroup> part_bad: array<u32, 256>;
+
+// Per-sample loss bounds: -log(1 - 1e-7) and -log(1e-7).
+const LOSS_FLOOR: f32 = 1.0000000494736474e-7;
+const LOSS_CAP: f32 = 16.11809565095832;
 
 fn sigmoid(z: f32) -> f32 {
     if (z >= 0.0) {
@@ -43,10 +53,15 @@ fn softplus_neg_abs(z: f32) -> f32 {
 fn bce(@builtin(local_invocation_index) t: u32) {
     var ls = 0.0;
     var cs = 0.0;
+    var bad = 0u;
     for (var b = t; b < BATCH; b = b + 256u) {
         let z = logits[b * LDZ];
         let y = labels[b];
-        ls = ls + max(z, 0.0) - z * y + softplus_neg_abs(z);
+        // NaN or infinite (exponent bits all ones): a clamp would hide it.
+        if ((bitcast<u32>(z) & 0x7f800000u) == 0x7f800000u) {
+            bad = 1u;
+        }
+        ls = ls + clamp(max(z, 0.0) - z * y + softplus_neg_abs(z), LOSS_FLOOR, LOSS_CAP);
         if ((z > 0.0) == (y > 0.5)) {
             cs = cs + 1.0;
         }
@@ -60,17 +75,21 @@ fn bce(@builtin(local_invocation_index) t: u32) {
     }
     part_loss[t] = ls;
     part_correct[t] = cs;
+    part_bad[t] = bad;
     workgroupBarrier();
     for (var h = 128u; h > 0u; h = h / 2u) {
         if (t < h) {
             part_loss[t] = part_loss[t] + part_loss[t + h];
             part_correct[t] = part_correct[t] + part_correct[t + h];
+            part_bad[t] = max(part_bad[t], part_bad[t + h]);
         }
         workgroupBarrier();
     }
     if (t == 0u) {
-        stats[2u * step.slot] = part_loss[0] / f32(BATCH);
-        stats[2u * step.slot + 1u] = part_correct[0];
+        stats[4u * step.slot] = part_loss[0] / f32(BATCH);
+        stats[4u * step.slot + 1u] = part_correct[0];
+        stats[4u * step.slot + 2u] = f32(part_bad[0]);
+        stats[4u * step.slot + 3u] = 0.0;
     }
 }
 

@@ -50,7 +50,8 @@
 //! - [`Error`], [`Result`]: every error names what is wrong (table, position, value).
 //!
 //! Layers, bottom up (each uses only the ones below it): `error`; `io` (the atomic file write
-//! every writer uses), `progress` (bars, or plain lines off a terminal); `data`, `metrics` and
+//! every writer uses, output locks), `signals` (SIGINT and SIGTERM), `progress` (bars, or plain
+//! lines off a terminal); `data`, `metrics` and
 //! the plain types of TT tables (`tt_shape`: shapes and pooling; `tt_bags`: the caller's lookups
 //! and where their rows go; `cache`: the row cache's configuration), no GPU; `twin`, the CPU
 //! twins of every kernel in f64 (the tests' oracle); `gpu`; `graph`, the executor (a step is a
@@ -82,6 +83,7 @@ pub mod metrics;
 pub mod nn;
 pub mod parity;
 pub mod progress;
+pub mod signals;
 pub mod train;
 pub mod tt;
 mod tt_bags;

@@ -45,6 +45,8 @@ fn main() -> std::process::ExitCode {
     // Before anything else runs (it sets an environment variable): before any GPU is created.
     ttrec::gpu::ensure_runtime_dir();
     init_logging();
+    // SIGINT/SIGTERM: temp files removed, exit 130/143 (a training loop first checkpoints).
+    ttrec::signals::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parity(a) => cli::parity::parity(a),
@@ -57,7 +59,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // Stopped by a signal: the conventional 128 + its number.
+            ttrec::signals::exit_code().map_or(std::process::ExitCode::FAILURE, Into::into)
         }
     }
 }

@@ -8,14 +8,17 @@
 //! - `step` (internal): recording the training and evaluation plans.
 //! - `state_dict` (internal): parameters by dlrm's state-dict names.
 //! - [`fixture`]: PyTorch parity fixtures (`ttrec-dlrm-v1`).
+//! - `finite`: the per-step finiteness checks of the parameters, recorded into the training
+//!   plan (their flag travels in the step statistics).
 //!
 //! The CPU twin of a whole step (f64, the tests' oracle) is `twin::dlrm`, with the other twins.
 //!
-//! Imports run one way, each file using only those before it: config, net, inputs, step,
-//! state_dict, model. The rooms after net take it (or the config) as an explicit argument;
+//! Imports run one way, each file using only those before it: config, net, inputs, finite,
+//! step, state_dict, model. The rooms after net take it (or the config) as an explicit argument;
 //! none reaches back into model.rs.
 
 pub mod config;
+mod finite;
 pub mod fixture;
 mod inputs;
 pub mod model;

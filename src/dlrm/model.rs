@@ -27,6 +27,7 @@ use crate::gpu::Gpu;
 use crate::graph::{NodeTime, Plan, PlanCache, PlanInput};
 use crate::kernels::loss::STATS_PER_STEP;
 use crate::kernels::matmul::GemmVariant;
+use crate::tt::TtParams;
 
 /// Plans kept per kind (training, evaluation): shapes in a run are few (the training batch, the
 /// evaluation batch, a last partial batch), so a new shape past this drops the others.
@@ -42,6 +43,11 @@ pub struct StepStats {
     pub loss: f64,
     /// Predictions on the right side of 0.5.
     pub correct: usize,
+    /// A logit of the step was NaN or infinite (the clamped loss would not show it).
+    pub non_finite_logits: bool,
+    /// After the step's update, the code of the first parameter region with a NaN or an
+    /// infinity, 0 if none ([`Dlrm::non_finite_region`] names it).
+    pub non_finite_code: u32,
 }
 
 /// Intermediate values of one forward, for checks against a reference.
@@ -317,9 +323,18 @@ impl Dlrm {
                 samples,
                 loss: raw[s] as f64,
                 correct: raw[s + 1] as usize,
+                non_finite_logits: raw[s + 2] != 0.0,
+                non_finite_code: raw[s + 3].to_bits(),
             });
         }
         Ok(())
+    }
+
+    /// The parameter region that a step's [`StepStats::non_finite_code`] names (None for 0).
+    pub fn non_finite_region(&self, code: u32) -> Option<String> {
+        let tt: Vec<&TtParams> = self.net.tt.iter().map(|grp| &grp.params).collect();
+        let names = super::finite::region_names(&tt, self.net.dense.as_ref());
+        super::finite::region_of(code, &names)
     }
 
     /// The statistics of every step since the last call (reads the GPU once if any are there).

@@ -3,6 +3,7 @@
 //! the intermediate T and R for tracing). Each plan is built from a [`Net`] and kept by
 //! `Dlrm` in a [`crate::graph::PlanCache`] per batch size.
 
+use crate::dlrm::finite::record_checks;
 use crate::dlrm::inputs::{declare, BatchInputs};
 use crate::dlrm::net::Net;
 use crate::error::Result;
@@ -14,7 +15,7 @@ use crate::kernels::loss::{record_bce, record_probabilities};
 use crate::kernels::MatrixAt;
 use crate::nn::mlp::pad4;
 use crate::nn::{act_transient, Act, MlpActivations};
-use crate::tt::TtSaved;
+use crate::tt::{TtParams, TtSaved};
 
 /// Buffers of one recorded forward.
 struct Forward {
@@ -195,6 +196,17 @@ pub(super) fn build_train_plan(net: &Net, stats: &wgpu::Buffer, batch: usize) ->
         lk.record_backward(&mut g, &grp.params, &dt, Some(saved), true)?;
     }
     net.arena.record_update(&mut g, "mlp")?;
+    // Every parameter checked finite after the update, into the step's stats slot.
+    let tt: Vec<&TtParams> = net.tt.iter().map(|grp| &grp.params).collect();
+    let dense = net.dense.as_ref().zip(inputs.dense.as_ref());
+    record_checks(
+        &mut g,
+        inputs.step.as_ref().expect("train inputs"),
+        &Buf::from(stats),
+        &net.arena,
+        &tt,
+        dense,
+    )?;
     let plan = g.build()?;
     let input = plan.new_input();
     Ok(StepPlan {

@@ -17,10 +17,11 @@ pub enum Shader {
     Interaction,
     Loss,
     Embedding,
+    Finite,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Tt,
         Shader::TtSubgroup,
         Shader::TtRoute,
@@ -30,6 +31,7 @@ impl Shader {
         Shader::Interaction,
         Shader::Loss,
         Shader::Embedding,
+        Shader::Finite,
     ];
 
     /// The file's stem under `shaders/`.
@@ -44,6 +46,7 @@ impl Shader {
             Shader::Interaction => "interaction",
             Shader::Loss => "loss",
             Shader::Embedding => "embedding",
+            Shader::Finite => "finite",
         }
     }
 
@@ -59,6 +62,7 @@ impl Shader {
             Shader::Interaction => include_str!("../../shaders/interaction.wgsl"),
             Shader::Loss => include_str!("../../shaders/loss.wgsl"),
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
+            Shader::Finite => include_str!("../../shaders/finite.wgsl"),
         }
     }
 
@@ -158,4 +162,6 @@ kernels! {
     Probabilities => Loss::"probabilities" [logits, prob],
     BagFwd => Embedding::"bag_fwd" [offsets, rows, col_off, weight, out],
     BagBwd => Embedding::"bag_bwd" [opt, segs, dest, dout, weight, state, seg_grad],
+    FiniteSpan => Finite::"finite_span" [step, region, values, stats],
+    FiniteRows => Finite::"finite_rows" [step, region, segs, weight, stats],
 }

@@ -15,8 +15,10 @@ pub struct StepParams {
     pub _pad: [u32; 3],
 }
 
-/// Values per slot of the statistics ring: mean loss, correct predictions.
-pub const STATS_PER_STEP: usize = 2;
+/// Values per slot of the statistics ring: mean loss (each sample's clamped as the evaluation's
+/// log loss clamps it), correct predictions, 1.0 if a logit was non-finite, and the parameters'
+/// non-finite code (a u32: 0 when finite; see [`super::finite`]).
+pub const STATS_PER_STEP: usize = 4;
 
 /// Adds the loss of `batch` logits (column 0 of rows of `ldz` values in `logits`) against
 /// `labels`: dlogits (same layout, padding zeroed), its transpose `dlogits_t` [ldz, pad4(B)],

@@ -3,6 +3,7 @@
 //! shader, named after its stem: `kernels/tt_route.rs` runs `shaders/tt_route.wgsl`, and so on.
 
 pub mod embedding;
+pub mod finite;
 pub mod interaction;
 pub mod loss;
 pub mod matmul;

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::embedding::{record_bag_bwd, record_bag_fwd, BagGroupShape, ShardAt};
+use crate::kernels::finite::{record_finite_rows, FiniteRegion};
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::MatrixAt;
 use crate::tt::{Bags, Optimizer};
@@ -458,6 +459,47 @@ impl DenseBagLookups {
                 dout.clone(),
                 &Self::shard_at(s),
                 Buf::from(&self.seg_grad),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Adds the per-step finiteness check of the rows the backward updated, shard by shard:
+    /// shard i raises the step's non-finite word of `stats` to `first_code - i` (see
+    /// `shaders/finite.wgsl`); `step` is the plan's step uniform.
+    pub fn record_finite_check(
+        &self,
+        g: &mut GraphBuilder,
+        group: &DenseBagGroup,
+        step: &Buf,
+        stats: &Buf,
+        first_code: u32,
+    ) -> Result<()> {
+        for (i, s) in group.shards.iter().enumerate() {
+            let region = g
+                .gpu()
+                .uniform(&format!("{} shard {i} finite", self.tag), 32);
+            g.gpu().write(
+                &region,
+                &[FiniteRegion {
+                    offset: s.lo as u32,
+                    len: s.rows as u32,
+                    code: first_code - i as u32,
+                    dim: group.dim as u32,
+                    segments: self.nnz_cap as u32,
+                    ..FiniteRegion::default()
+                }],
+            );
+            record_finite_rows(
+                g,
+                format!("{} shard {i} finite", self.tag),
+                self.nnz_cap,
+                group.dim,
+                step.clone(),
+                Buf::from(&region),
+                self.segs.clone(),
+                Buf::from(&s.weight),
+                stats.clone(),
             )?;
         }
         Ok(())

@@ -1,8 +1,11 @@
 //! Training checkpoints: every parameter of the model as safetensors under dlrm's state-dict
 //! names (TT cores as `emb_l.{t}.tt_cores.{k}` in the reference layout `[p_k, R_k q_k R_{k+1}]`,
 //! so a PyTorch user of FBTT-Embedding can load them), the optimizer, the data position, the
-//! seed and the configuration in the metadata, and a checksum over all tensor bytes. Written
-//! atomically; a truncated, corrupted or mismatched file is an error that says what is wrong.
+//! seed and the configuration in the metadata, and a checksum over every byte that resuming
+//! reads: each tensor's name and values and each metadata entry. Written atomically and byte
+//! for byte the same for the same model (metadata sorted, no timestamps); a model with a
+//! non-finite value is never written. A truncated, corrupted, mismatched or non-finite file is
+//! an error that says what is wrong.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,20 +14,41 @@ use crate::dlrm::{Dlrm, DlrmConfig};
 use crate::error::{Error, Result};
 use crate::tt::checkpoint::{read_safetensors, write_safetensors};
 
-/// The format name in a checkpoint's metadata.
-pub const FORMAT: &str = "ttrec-train-checkpoint-v1";
+/// The format name in a checkpoint's metadata (v1's checksum covered the tensors only).
+pub const FORMAT: &str = "ttrec-train-checkpoint-v2";
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Position {
     /// The epoch being trained (0-based).
     pub epoch: u64,
-    /// Batches of that epoch already trained.
+    /// Batches of that epoch already trained (at the end of a run, all it trained: a run
+    /// resumed with a larger `--num-batches` continues the same epoch).
     pub batch: u64,
     /// Training steps since the start of the run (all epochs).
     pub step: u64,
     /// Best evaluation AUC so far (NaN before the first evaluation).
     pub best_auc: f64,
+}
+
+impl Position {
+    /// Checks that batch and step agree: in the first epoch every step is one of its batches;
+    /// later, each earlier epoch took at least one step.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let ok = if self.epoch == 0 {
+            self.step == self.batch
+        } else {
+            self.step >= self.batch + self.epoch
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "position epoch {}, batch {}, step {} is impossible (batch and step disagree)",
+                self.epoch, self.batch, self.step
+            ))
+        }
+    }
 }
 
 /// What a checkpoint holds besides the parameters.
@@ -38,8 +62,13 @@ pub struct CheckpointMeta {
     pub seed: u64,
 }
 
-/// A 64-bit FNV-1a hash of every tensor's name and bytes, in name order.
-fn checksum(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> u64 {
+/// Tensors as a checkpoint holds them: (name, shape, values).
+pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A 64-bit FNV-1a hash of every tensor's name and bytes, in name order, then of every
+/// metadata entry but the checksum itself, in key order (lengths first, so that no two
+/// different files hash the same bytes).
+fn checksum(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: &HashMap<String, String>) -> u64 {
     let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -49,20 +78,68 @@ fn checksum(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> u64 {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
-    for (name, _, data) in sorted {
+    for (name, shape, data) in sorted {
         eat(name.as_bytes());
+        for d in shape {
+            eat(&(*d as u64).to_le_bytes());
+        }
         eat(bytemuck::cast_slice(data));
+    }
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    for k in keys {
+        let v = &meta[k];
+        eat(&(k.len() as u64).to_le_bytes());
+        eat(k.as_bytes());
+        eat(&(v.len() as u64).to_le_bytes());
+        eat(v.as_bytes());
     }
     h
 }
 
-/// Writes `model` and `meta` to `path` atomically.
-pub fn save(path: &Path, model: &Dlrm, meta: &CheckpointMeta) -> Result<()> {
+/// The first tensor with a non-finite value: "NAME (N of M values non-finite, the first NaN
+/// at i)".
+pub fn first_non_finite(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Option<String> {
+    tensors.iter().find_map(|(name, _, v)| {
+        let first = v.iter().position(|x| !x.is_finite())?;
+        let n = v.iter().filter(|x| !x.is_finite()).count();
+        Some(format!(
+            "{name} ({n} of {} values non-finite, the first {} at {first})",
+            v.len(),
+            v[first]
+        ))
+    })
+}
+
+/// Every parameter of `model` read back, in its state-dict order.
+pub fn parameters(model: &Dlrm) -> Result<Tensors> {
     let mut tensors = Vec::new();
     for (name, shape) in model.parameter_names() {
         let data = model.parameter(&name)?;
         tensors.push((name, shape, data));
     }
+    Ok(tensors)
+}
+
+/// Writes `model` and `meta` to `path` atomically; a model with a non-finite value is an
+/// error and nothing is written.
+pub fn save(path: &Path, model: &Dlrm, meta: &CheckpointMeta) -> Result<()> {
+    let tensors = parameters(model)?;
+    if let Some(bad) = first_non_finite(&tensors) {
+        return Err(Error::file(
+            path,
+            format!("not written: the model is non-finite: {bad}"),
+        ));
+    }
+    write(path, &tensors, meta)
+}
+
+/// Writes `tensors` (checked finite by the caller) and `meta` to `path` atomically.
+pub fn write(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: &CheckpointMeta,
+) -> Result<()> {
     let p = &meta.position;
     let mut m = HashMap::new();
     m.insert("format".to_string(), FORMAT.to_string());
@@ -88,11 +165,9 @@ pub fn save(path: &Path, model: &Dlrm, meta: &CheckpointMeta) -> Result<()> {
     m.insert("batch_size".to_string(), meta.batch_size.to_string());
     m.insert("data".to_string(), meta.data.clone());
     m.insert("seed".to_string(), meta.seed.to_string());
-    m.insert(
-        "checksum".to_string(),
-        format!("{:016x}", checksum(&tensors)),
-    );
-    write_safetensors(path, &tensors, m)
+    let sum = checksum(tensors, &m);
+    m.insert("checksum".to_string(), format!("{sum:016x}"));
+    write_safetensors(path, tensors, m)
 }
 
 /// A checkpoint read from disk and verified against its checksum.
@@ -116,9 +191,14 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .ok_or_else(|| Error::file(path, format!("checkpoint metadata {k} is missing")))
     };
     if get("format")? != FORMAT {
+        let older = if get("format")? == "ttrec-train-checkpoint-v1" {
+            " (written by an older ttrec, whose checksum does not cover the metadata)"
+        } else {
+            ""
+        };
         return Err(Error::file(
             path,
-            format!("format {:?}; {FORMAT} expected", get("format")?),
+            format!("format {:?}{older}; {FORMAT} expected", get("format")?),
         ));
     }
     let config_json: serde_json::Value = serde_json::from_str(get("config")?)
@@ -156,12 +236,16 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let want = get("checksum")?;
-    let got = format!("{:016x}", checksum(&tensors));
+    let got = format!("{:016x}", checksum(&tensors, &m));
     if &got != want {
         return Err(Error::file(
             path,
             format!("checksum mismatch (stored {want}, computed {got}): the file is corrupted"),
         ));
+    }
+    position.check().map_err(|e| Error::file(path, e))?;
+    if let Some(bad) = first_non_finite(&tensors) {
+        return Err(Error::file(path, format!("the model is non-finite: {bad}")));
     }
     Ok(Checkpoint {
         meta: CheckpointMeta {
@@ -245,5 +329,69 @@ impl Checkpoint {
         }
         model.set_steps(self.meta.position.step)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(epoch: u64, batch: u64, step: u64) -> Position {
+        Position {
+            epoch,
+            batch,
+            step,
+            best_auc: f64::NAN,
+        }
+    }
+
+    #[test]
+    fn batch_and_step_must_agree() {
+        assert!(at(0, 20, 20).check().is_ok());
+        assert!(at(0, 30, 20).check().unwrap_err().contains("disagree"));
+        assert!(at(0, 20, 30).check().is_err());
+        assert!(at(2, 5, 7).check().is_ok());
+        assert!(at(2, 5, 6).check().is_err());
+    }
+
+    #[test]
+    fn the_checksum_covers_metadata_and_shapes() {
+        let t = vec![("w".to_string(), vec![2, 2], vec![1f32, 2.0, 3.0, 4.0])];
+        let m: HashMap<String, String> = [("position", "{\"batch\":20}"), ("seed", "1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let base = checksum(&t, &m);
+        let mut m2 = m.clone();
+        m2.insert("position".into(), "{\"batch\":30}".into());
+        assert_ne!(checksum(&t, &m2), base);
+        m2 = m.clone();
+        m2.insert("checksum".into(), "anything".into());
+        assert_eq!(
+            checksum(&t, &m2),
+            base,
+            "the checksum entry itself is not covered"
+        );
+        let t2 = vec![("w".to_string(), vec![4, 1], vec![1f32, 2.0, 3.0, 4.0])];
+        assert_ne!(checksum(&t2, &m), base);
+    }
+
+    #[test]
+    fn the_first_non_finite_tensor_is_named() {
+        let t = vec![
+            ("a".to_string(), vec![2], vec![1f32, 2.0]),
+            (
+                "b".to_string(),
+                vec![3],
+                vec![1f32, f32::NAN, f32::INFINITY],
+            ),
+            ("c".to_string(), vec![1], vec![f32::NAN]),
+        ];
+        let s = first_non_finite(&t).unwrap();
+        assert!(
+            s.starts_with("b (2 of 3 values non-finite, the first NaN at 1)"),
+            "{s}"
+        );
+        assert_eq!(first_non_finite(&t[..1]), None);
     }
 }

@@ -115,6 +115,11 @@ pub struct TrainArgs {
     /// Append one JSON line per print and test step.
     #[arg(long, value_name = "PATH")]
     pub metrics_jsonl: Option<PathBuf>,
+    /// Draw training loss and evaluation AUC here (SVG). Default: next to --summary-json (or
+    /// --metrics-jsonl), where a plot that cannot be written is only reported; named here, it
+    /// is an output like the others (checked before any work, its failure an error).
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
     /// Stop after N training steps in this run, as Ctrl-C would (checkpoint, non-zero exit).
     #[arg(long, value_name = "N", hide = true)]
     pub stop_after_steps: Option<u64>,
@@ -205,31 +210,7 @@ impl TrainArgs {
                 )));
             }
         }
-        if self.data.is_empty() {
-            if self.processed_data_file.is_some() {
-                return Err(bad(
-                    "--processed-data-file needs --data (the synthetic source has no data store)",
-                ));
-            }
-            if self.max_ind_range.is_some() {
-                return Err(bad("--max-ind-range needs --data"));
-            }
-            if self.synthetic_samples < 20 {
-                return Err(bad("--synthetic-samples must be at least 20"));
-            }
-            if !(self.synthetic_scale.is_finite() && self.synthetic_scale > 0.0) {
-                return Err(bad(format!(
-                    "--synthetic-scale must be a positive number, got {}",
-                    self.synthetic_scale
-                )));
-            }
-        } else {
-            for p in &self.data {
-                if !p.exists() {
-                    return Err(Error::file(p, "--data: no such file or directory"));
-                }
-            }
-        }
+        self.check_data_source()?;
         if self.max_ind_range == Some(0) {
             return Err(bad("--max-ind-range must be at least 1"));
         }
@@ -272,28 +253,7 @@ impl TrainArgs {
                 .map_err(|e: Error| bad(format!("--tt-init: {e}")))?,
             None => TtInit::SampledGaussian,
         };
-        if let Some(p) = &self.load_model {
-            if !p.is_file() {
-                return Err(Error::file(p, "--load-model: no such checkpoint file"));
-            }
-        }
-        for (flag, p) in [
-            ("--save-model", &self.save_model),
-            ("--summary-json", &self.summary_json),
-            ("--metrics-jsonl", &self.metrics_jsonl),
-        ] {
-            if let Some(p) = p {
-                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-                if let Some(d) = dir {
-                    if !d.is_dir() {
-                        return Err(Error::file(
-                            p,
-                            format!("{flag}: the directory {} does not exist", d.display()),
-                        ));
-                    }
-                }
-            }
-        }
+        self.check_paths()?;
         Ok(Checked {
             bottom,
             top,
@@ -306,4 +266,106 @@ impl TrainArgs {
             tt_threshold: self.tt_threshold,
         })
     }
+
+    /// The data source's options: the synthetic source's, or files that exist.
+    fn check_data_source(&self) -> Result<()> {
+        if self.data.is_empty() {
+            if self.processed_data_file.is_some() {
+                return Err(bad(
+                    "--processed-data-file needs --data (the synthetic source has no data store)",
+                ));
+            }
+            if self.max_ind_range.is_some() {
+                return Err(bad("--max-ind-range needs --data"));
+            }
+            if self.synthetic_samples < 20 {
+                return Err(bad("--synthetic-samples must be at least 20"));
+            }
+            if !(self.synthetic_scale.is_finite() && self.synthetic_scale > 0.0) {
+                return Err(bad(format!(
+                    "--synthetic-scale must be a positive number, got {}",
+                    self.synthetic_scale
+                )));
+            }
+        } else {
+            for p in &self.data {
+                if !p.exists() {
+                    return Err(Error::file(p, "--data: no such file or directory"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint to load exists; every output can be written: not a directory, in a
+    /// directory that exists and takes new files, no two outputs on one path.
+    fn check_paths(&self) -> Result<()> {
+        if let Some(p) = &self.load_model {
+            if !p.is_file() {
+                return Err(Error::file(p, "--load-model: no such checkpoint file"));
+            }
+        }
+        let outputs = self.outputs();
+        for (i, (flag, p)) in outputs.iter().enumerate() {
+            if let Some((other, _)) = outputs[..i].iter().find(|(_, q)| q == p) {
+                return Err(Error::file(
+                    p,
+                    format!("{other} and {flag} name the same file"),
+                ));
+            }
+            check_output(flag, p)?;
+        }
+        Ok(())
+    }
+
+    /// The run's outputs by option: checkpoint, summary, metrics, the plot when named.
+    pub fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            ("--save-model", &self.save_model),
+            ("--summary-json", &self.summary_json),
+            ("--metrics-jsonl", &self.metrics_jsonl),
+            ("--plot", &self.plot),
+        ]
+        .into_iter()
+        .filter_map(|(flag, p)| p.clone().map(|p| (flag, p)))
+        .collect()
+    }
+}
+
+/// Checks that output `p` of option `flag` can be written: not a directory, in a directory
+/// that exists and takes a new file (tried: permission bits do not tell, e.g. for root or on
+/// a read-only mount), and, for a file there already, one that opens for writing.
+fn check_output(flag: &str, p: &std::path::Path) -> Result<()> {
+    if p.is_dir() {
+        return Err(Error::file(p, format!("{flag}: is a directory")));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::file(
+            p,
+            format!("{flag}: the directory {} does not exist", dir.display()),
+        ));
+    }
+    tempfile::Builder::new()
+        .prefix(".ttrec-write-check.")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            Error::file(
+                p,
+                format!(
+                    "{flag}: cannot write in the directory {}: {e}",
+                    dir.display()
+                ),
+            )
+        })?;
+    if p.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .map_err(|e| Error::file(p, format!("{flag}: cannot write: {e}")))?;
+    }
+    Ok(())
 }

@@ -56,30 +56,121 @@ impl MetricPoint {
     }
 }
 
-/// Appends metric lines to a JSONL file.
+/// Appends metric lines to a JSONL file, each record one whole line written with one `write`
+/// (so that two runs appending to one file never interleave inside a line), marked with the
+/// run's id and start time. A write that fails is cut back to the last newline, and so is a
+/// partial last line found on opening (left by an earlier run's failed write).
 #[derive(Debug)]
 pub struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
+    run: String,
+    started: String,
 }
 
 impl MetricsLog {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(|e| Error::file(path, format!("cannot open for appending: {e}")))?;
+        let cut = cut_to_last_newline(&mut file)
+            .map_err(|e| Error::file(path, format!("cannot repair: {e}")))?;
+        if cut > 0 {
+            log::warn!(
+                "{}: removed a partial last line of {cut} bytes (an earlier write failed)",
+                path.display()
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Ok(MetricsLog {
             path: path.to_path_buf(),
             file,
+            run: format!("{}-{:x}", std::process::id(), now.as_micros()),
+            started: utc_timestamp(now.as_secs()),
         })
     }
 
-    pub fn append(&mut self, point: &MetricPoint) -> Result<()> {
-        writeln!(self.file, "{}", point.json())
-            .map_err(|e| Error::file(&self.path, format!("cannot write: {e}")))
+    /// This run's id in the records: `PID-MICROSECONDS` (hex) of its start.
+    pub fn run_id(&self) -> &str {
+        &self.run
     }
+
+    pub fn append(&mut self, point: &MetricPoint) -> Result<()> {
+        let mut record = point.json();
+        record["run"] = serde_json::json!(self.run);
+        record["started"] = serde_json::json!(self.started);
+        let mut line = record.to_string();
+        line.push('\n');
+        match write_line(&mut self.file, line.as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = cut_to_last_newline(&mut self.file);
+                Err(Error::file(&self.path, format!("cannot write: {e}")))
+            }
+        }
+    }
+}
+
+/// Writes `line` with one `write`; a short write is an error (the caller cuts it back).
+fn write_line(w: &mut impl Write, line: &[u8]) -> std::io::Result<()> {
+    let n = w.write(line)?;
+    if n < line.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("{n} of {} bytes written", line.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Truncates `file` after its last newline (to empty when it has none); returns the bytes cut.
+fn cut_to_last_newline(file: &mut std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+    }
+    Ok(len - end)
+}
+
+/// `2026-12-05T06:19:00Z` for seconds since the Unix epoch (UTC).
+pub fn utc_timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The end of a run.
@@ -314,4 +405,88 @@ pub fn plot(points: &[MetricPoint], path: &Path) -> Result<()> {
         area.present().map_err(|e| draw(&e))?;
     }
     crate::io::write_atomic(path, svg.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_798_000_000), "2026-12-23T04:26:40Z");
+    }
+
+    /// A writer that counts its `write` calls and accepts at most `cap` bytes in all.
+    struct Counting {
+        writes: usize,
+        cap: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Counting {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.writes += 1;
+            let n = b.len().min(self.cap - self.got.len());
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_is_one_write_and_a_short_one_is_an_error() {
+        let line = b"{\"kind\":\"train\",\"loss\":0.5}\n";
+        let mut w = Counting {
+            writes: 0,
+            cap: 1000,
+            got: vec![],
+        };
+        write_line(&mut w, line).unwrap();
+        assert_eq!((w.writes, w.got.as_slice()), (1, &line[..]));
+        let mut full = Counting {
+            writes: 0,
+            cap: 10,
+            got: vec![],
+        };
+        assert!(write_line(&mut full, line).is_err());
+        assert_eq!(full.writes, 1);
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_back() {
+        let dir = std::env::temp_dir().join(format!("ttrec-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.jsonl");
+        for (text, want) in [
+            ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("{\"partial", ""),
+            ("", ""),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let cut = cut_to_last_newline(&mut f).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{text:?}");
+            assert_eq!(cut as usize, text.len() - want.len());
+        }
+        // A long last line (over one read block) without a newline.
+        let long = format!("{{\"a\":1}}\n{}", "x".repeat(10_000));
+        std::fs::write(&path, &long).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        cut_to_last_newline(&mut f).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -111,19 +111,8 @@ pub fn write_safetensors(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(name, shape, data)| {
-            let view = safetensors::tensor::TensorView::new(
-                Dtype::F32,
-                shape.clone(),
-                bytemuck::cast_slice(data),
-            )
-            .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
+    // Byte-reproducible: the metadata sorted, not in the map's order.
+    let bytes = crate::io::safetensors_bytes(tensors, &metadata)
         .map_err(|e| Error::file(path, format!("serialising: {e}")))?;
     write_atomic(path, &bytes)
 }

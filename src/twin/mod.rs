@@ -8,6 +8,7 @@
 //! cache's constants in `cache`, `error`), never the GPU code they check. Their functions assume valid input (the GPU path validates).
 
 pub mod dlrm;
+pub mod finite;
 pub mod nn;
 pub mod tt;
 pub mod tt_cache;

@@ -153,7 +153,9 @@ pub fn bce(logits: &[f64], labels: &[f64]) -> (f64, Vec<f64>, usize) {
     let mut correct = 0;
     let mut dz = Vec::with_capacity(logits.len());
     for (&z, &y) in logits.iter().zip(labels) {
-        loss += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
+        // Clamped as the evaluation's log loss clamps the probability (shaders/loss.wgsl).
+        let eps = crate::metrics::LOG_LOSS_EPS;
+        loss += (z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()).clamp(-(-eps).ln_1p(), -eps.ln());
         dz.push((sigmoid(z) - y) / n);
         if (z > 0.0) == (y > 0.5) {
             correct += 1;

@@ -1,0 +1,449 @@
+//! The training loop of a run: epochs of steps from the run's position on, the running loss
+//! printed (and logged) every `--print-freq` steps, an evaluation every `--test-freq` steps and
+//! at the end of each epoch, each followed by a checkpoint, and SIGINT/SIGTERM (or
+//! `--stop-after-steps`) ending the run with a checkpoint. Owns the model and every counter the
+//! summary reports.
+//!
+//! A diverged model never passes for a trained one: the steps' statistics (which flag a
+//! non-finite loss) are read at every print and before every evaluation, and every checkpoint
+//! is checked finite on the host before it is written; either finding stops the run naming the
+//! step, the first non-finite tensor and the last checkpoint that is truly finite.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, StepStats};
+use crate::error::{Error, Result};
+use crate::metrics::{evaluate, Evaluation};
+use crate::signals;
+
+use super::checkpoint::{self, CheckpointMeta, Position};
+use super::data::TrainData;
+use super::options::TrainArgs;
+use super::output::Output;
+use super::report::{MetricPoint, MetricsLog};
+
+/// How a run is cut into steps and evaluations.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Schedule {
+    /// Samples per training step.
+    pub batch_size: usize,
+    /// Training batches per epoch (`--num-batches`, at most a whole epoch).
+    pub batches: usize,
+    pub epochs: u64,
+    /// Evaluate every this many batches (and at the end of each epoch).
+    pub test_freq: usize,
+    /// The evaluation plan's batch (the test set in balanced batches).
+    pub eval_batch: usize,
+}
+
+/// Samples and seconds of a run's training and evaluation.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counters {
+    pub train_samples: u64,
+    pub eval_samples: u64,
+    pub eval_seconds: f64,
+    /// The loop's seconds spent evaluating and writing checkpoints (not training).
+    pub not_training: f64,
+}
+
+/// The print interval in progress: its clock, samples, and the running statistics shown on the
+/// bar (loss sum, correct, samples of the last printed interval).
+struct Interval {
+    start: Instant,
+    samples: u64,
+    running: (f64, usize, usize),
+}
+
+impl Interval {
+    fn new() -> Self {
+        Interval {
+            start: Instant::now(),
+            samples: 0,
+            running: (0.0, 0, 0),
+        }
+    }
+    fn restart(&mut self) {
+        self.start = Instant::now();
+        self.samples = 0;
+    }
+    fn rate(&self) -> f64 {
+        self.samples as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// A run in progress: the model, where it stands, and what it has reported.
+pub(super) struct Trainer<'a> {
+    pub args: &'a TrainArgs,
+    pub data: &'a TrainData,
+    pub config: &'a DlrmConfig,
+    pub model: Dlrm,
+    pub out: Output,
+    pub pos: Position,
+    pub schedule: Schedule,
+    pub log: Option<MetricsLog>,
+    /// Every metric point of the run (for the plot).
+    pub points: Vec<MetricPoint>,
+    pub counters: Counters,
+    /// The last evaluation and the step it was made at.
+    pub last_eval: Option<(Evaluation, u64)>,
+    /// The last checkpoint this run wrote and its step.
+    last_saved: Option<(PathBuf, u64)>,
+    /// Step statistics read (and checked) before an evaluation, for the next printed interval.
+    pending: Vec<StepStats>,
+    steps_this_run: u64,
+}
+
+impl<'a> Trainer<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        args: &'a TrainArgs,
+        data: &'a TrainData,
+        config: &'a DlrmConfig,
+        model: Dlrm,
+        out: Output,
+        pos: Position,
+        schedule: Schedule,
+        log: Option<MetricsLog>,
+    ) -> Self {
+        Trainer {
+            args,
+            data,
+            config,
+            model,
+            out,
+            pos,
+            schedule,
+            log,
+            points: Vec::new(),
+            counters: Counters::default(),
+            last_eval: None,
+            last_saved: None,
+            pending: Vec::new(),
+            steps_this_run: 0,
+        }
+    }
+
+    /// Trains every remaining epoch; returns the training seconds (the loop's wall time less
+    /// evaluations and checkpoints). A signal meanwhile ends the run after its step.
+    pub(super) fn run_epochs(&mut self) -> Result<f64> {
+        let _deferred = signals::Deferred::new();
+        let loop_start = Instant::now();
+        loop {
+            if self.pos.batch as usize >= self.schedule.batches {
+                // This epoch is done, as far as --num-batches goes: on to the next, if any.
+                if self.pos.epoch + 1 >= self.schedule.epochs {
+                    break;
+                }
+                self.pos.epoch += 1;
+                self.pos.batch = 0;
+                continue;
+            }
+            if self.pos.epoch >= self.schedule.epochs {
+                break;
+            }
+            self.train_epoch()?;
+        }
+        self.model.gpu().wait()?;
+        if signals::received().is_some() {
+            return Err(self.stop_interrupted());
+        }
+        Ok(loop_start.elapsed().as_secs_f64() - self.counters.not_training)
+    }
+
+    /// The rest of the current epoch, from `pos.batch` on.
+    fn train_epoch(&mut self) -> Result<()> {
+        let (bs, batches) = (self.schedule.batch_size, self.schedule.batches);
+        self.out.start_epoch(
+            self.pos.epoch,
+            self.schedule.epochs,
+            batches as u64,
+            self.pos.batch,
+        );
+        let loader = self.data.train_batches(
+            self.pos.epoch,
+            bs,
+            self.pos.batch as usize,
+            batches - self.pos.batch as usize,
+        )?;
+        let mut interval = Interval::new();
+        for b in loader {
+            let b = b?;
+            self.model.train_step(&DlrmBatch::from(&b))?;
+            self.counters.train_samples += b.len() as u64;
+            interval.samples += b.len() as u64;
+            self.pos.batch += 1;
+            self.pos.step += 1;
+            self.steps_this_run += 1;
+            let rate = interval.rate();
+            let shown = interval.running;
+            self.out.step(|| {
+                if shown.2 > 0 {
+                    format!("{rate:.0} samples/s, loss {:.5}", shown.0 / shown.2 as f64)
+                } else {
+                    format!("{rate:.0} samples/s")
+                }
+            });
+            let at_end = self.pos.batch as usize == batches;
+            let stop = signals::received().is_some()
+                || self
+                    .args
+                    .stop_after_steps
+                    .is_some_and(|n| self.steps_this_run >= n);
+            if self.pos.batch.is_multiple_of(self.args.print_freq as u64) || at_end || stop {
+                self.print_interval(&mut interval)?;
+            }
+            if stop {
+                return Err(self.stop_interrupted());
+            }
+            if at_end
+                || self
+                    .pos
+                    .batch
+                    .is_multiple_of(self.schedule.test_freq as u64)
+            {
+                self.test_and_save()?;
+                interval.restart();
+            }
+        }
+        self.out.end_epoch();
+        Ok(())
+    }
+
+    /// Reads the steps' statistics (waits for the GPU), stops on a non-finite one, and prints
+    /// and logs the interval's mean loss, accuracy and speed.
+    fn print_interval(&mut self, interval: &mut Interval) -> Result<()> {
+        self.read_stats()?;
+        let stats = std::mem::take(&mut self.pending);
+        let n: usize = stats.iter().map(|s| s.samples).sum();
+        let loss = stats.iter().map(|s| s.loss * s.samples as f64).sum::<f64>();
+        let correct: usize = stats.iter().map(|s| s.correct).sum();
+        interval.running = (loss, correct, n);
+        if n > 0 {
+            let rate = interval.samples as f64 / interval.start.elapsed().as_secs_f64();
+            let mean = loss / n as f64;
+            let acc = correct as f64 / n as f64;
+            let cache = self.model.cache_stats()?.map(|(s, _)| s.hit_rate());
+            let cache_msg = cache.map_or(String::new(), |h| {
+                format!(", cache hit rate {:.1} %", 100.0 * h)
+            });
+            let msg = format!(
+                "Finished training it {}/{} of epoch {}, {:.0} samples/s, loss {:.6}, accuracy {:.3} %{cache_msg}",
+                self.pos.batch,
+                self.schedule.batches,
+                self.pos.epoch + 1,
+                rate,
+                mean,
+                100.0 * acc
+            );
+            match &self.out.bar {
+                Some(b) => b.set_message(format!("{rate:.0} samples/s, loss {mean:.5}{cache_msg}")),
+                None => self.out.line(&msg),
+            }
+            let p = self.pos;
+            self.record(MetricPoint::Train {
+                epoch: p.epoch,
+                batch: p.batch,
+                step: p.step,
+                loss: mean,
+                accuracy: acc,
+                samples_per_s: rate,
+            })?;
+        }
+        interval.restart();
+        Ok(())
+    }
+
+    /// Reads the statistics of the steps run since the last read (waits for the GPU) into
+    /// `pending`; a non-finite one stops the run.
+    fn read_stats(&mut self) -> Result<()> {
+        let stats = self.model.take_stats()?;
+        let bad =
+            |s: &&StepStats| !s.loss.is_finite() || s.non_finite_logits || s.non_finite_code != 0;
+        if let Some(s) = stats.iter().find(bad) {
+            let loss = format!("the loss of step {} is {}", s.step + 1, s.loss);
+            let what = if s.non_finite_code != 0 {
+                let region = self.model.non_finite_region(s.non_finite_code);
+                format!(
+                    "{loss}, but its update left a NaN or an infinity in {}",
+                    region.unwrap_or_else(|| "the parameters".into())
+                )
+            } else if s.non_finite_logits {
+                format!("{loss}, but its logits are NaN or infinite")
+            } else {
+                loss
+            };
+            return Err(self.diverged(s.step + 1, &what, None));
+        }
+        self.pending.extend(stats);
+        Ok(())
+    }
+
+    /// The error that stops a run whose model went non-finite at `step` (`what`): it names the
+    /// first non-finite tensor (`bad`, or found now) and the last truly finite checkpoint.
+    fn diverged(&mut self, step: u64, what: &str, bad: Option<String>) -> Error {
+        self.out.end_epoch();
+        let bad = bad.or_else(|| match checkpoint::parameters(&self.model) {
+            Ok(t) => checkpoint::first_non_finite(&t),
+            Err(e) => Some(format!("(the parameters cannot be read: {e})")),
+        });
+        let tensor = match bad {
+            Some(b) => format!("the first non-finite tensor is {b}"),
+            None => "the parameters are still finite".to_string(),
+        };
+        Error::Stopped(format!(
+            "training stopped at step {step} (epoch {}): the model is non-finite: {what}; {tensor}. {}",
+            self.pos.epoch + 1,
+            self.kept_note()
+        ))
+    }
+
+    /// Which checkpoint is the last finite one, for a run that stops on a non-finite model.
+    fn kept_note(&self) -> String {
+        if let Some((path, step)) = &self.last_saved {
+            return format!(
+                "The last finite checkpoint is {} (step {step}); nothing later was saved.",
+                path.display()
+            );
+        }
+        match &self.args.save_model {
+            None => "No finite checkpoint was written (no --save-model).".to_string(),
+            // Loading checks the checksum and that every value is finite.
+            Some(path) => match checkpoint::load(path) {
+                Ok(ck) => format!(
+                    "The last finite checkpoint is {} (step {}), written before this run; nothing was saved over it.",
+                    path.display(),
+                    ck.meta.position.step
+                ),
+                Err(_) if path.exists() => format!(
+                    "No finite checkpoint was written; {} (not a loadable, finite checkpoint) was left as it was.",
+                    path.display()
+                ),
+                Err(_) => format!(
+                    "No finite checkpoint was written ({} does not exist).",
+                    path.display()
+                ),
+            },
+        }
+    }
+
+    /// A signal (or `--stop-after-steps`): writes the checkpoint and returns the error that
+    /// ends the run, saying where to resume from.
+    fn stop_interrupted(&mut self) -> Error {
+        self.out.end_epoch();
+        let path = super::interrupted_path(self.args);
+        if let Err(e) = self.save(self.pos, &path) {
+            return e;
+        }
+        let by = match signals::received() {
+            Some(s) => signals::name(s),
+            None => "--stop-after-steps",
+        };
+        Error::Stopped(format!(
+            "training interrupted after step {} (epoch {}, batch {}/{}; {by}); checkpoint written to {}; resume with --load-model {}",
+            self.pos.step,
+            self.pos.epoch + 1,
+            self.pos.batch,
+            self.schedule.batches,
+            path.display(),
+            path.display()
+        ))
+    }
+
+    /// An evaluation, logged, then the checkpoint (`--save-model`).
+    fn test_and_save(&mut self) -> Result<()> {
+        let paused = Instant::now();
+        // Nothing non-finite is evaluated or saved: the steps since the last print first.
+        self.read_stats()?;
+        let ev = self.evaluate()?;
+        let p = self.pos;
+        self.record(MetricPoint::Test {
+            epoch: p.epoch,
+            batch: p.batch,
+            step: p.step,
+            eval: ev,
+            best_auc: p.best_auc,
+        })?;
+        self.last_eval = Some((ev, p.step));
+        if let Some(path) = &self.args.save_model {
+            // At the end of an epoch, saved as "batch = batches": a run resumed with a larger
+            // --num-batches continues this epoch, one with more --nepochs starts the next.
+            self.save(p, path)?;
+        }
+        self.counters.not_training += paused.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Evaluates the model on the whole test set; updates the best AUC and prints the line.
+    pub(super) fn evaluate(&mut self) -> Result<Evaluation> {
+        // Steps still queued on the GPU are training time, not evaluation time.
+        self.model.gpu().wait()?;
+        let t = Instant::now();
+        let eval_batch = self.schedule.eval_batch;
+        let mut labels = Vec::with_capacity(self.data.test_samples() as usize);
+        let mut probs = Vec::with_capacity(self.data.test_samples() as usize);
+        for b in self.data.test_batches(eval_batch)? {
+            let b = b?;
+            probs.extend(
+                self.model
+                    .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
+            );
+            labels.extend_from_slice(&b.labels);
+        }
+        let ev = evaluate(&labels, &probs)?;
+        self.counters.eval_seconds += t.elapsed().as_secs_f64();
+        self.counters.eval_samples += labels.len() as u64;
+        let pos = &mut self.pos;
+        if pos.best_auc.is_nan() || ev.roc_auc > pos.best_auc {
+            pos.best_auc = ev.roc_auc;
+        }
+        self.out.line(&format!(
+            "Testing at {}/{} of epoch {}: loss {:.6}, accuracy {:.3} %, auc {:.4}, best auc {:.4}",
+            pos.batch,
+            self.schedule.batches,
+            pos.epoch + 1,
+            ev.log_loss,
+            100.0 * ev.accuracy,
+            ev.roc_auc,
+            pos.best_auc
+        ));
+        Ok(ev)
+    }
+
+    /// Writes the model at position `pos` to `path` (atomically), after checking every value
+    /// finite on the host: a non-finite model stops the run instead.
+    pub(super) fn save(&mut self, pos: Position, path: &Path) -> Result<()> {
+        let tensors = checkpoint::parameters(&self.model)?;
+        if let Some(bad) = checkpoint::first_non_finite(&tensors) {
+            let what = format!(
+                "a parameter is non-finite at the checkpoint of step {}",
+                pos.step
+            );
+            return Err(self.diverged(pos.step, &what, Some(bad)));
+        }
+        let meta = CheckpointMeta {
+            config: self.config.clone(),
+            position: pos,
+            batch_size: self.args.mini_batch_size,
+            data: self.data.fingerprint(),
+            seed: self.args.seed,
+        };
+        checkpoint::write(path, &tensors, &meta)?;
+        self.last_saved = Some((path.to_path_buf(), pos.step));
+        Ok(())
+    }
+
+    /// Reads and checks the statistics of steps not read yet (before a final evaluation).
+    pub(super) fn check_pending_steps(&mut self) -> Result<()> {
+        self.read_stats()
+    }
+
+    /// Appends a metric point to the metrics file and to the run's points.
+    fn record(&mut self, p: MetricPoint) -> Result<()> {
+        if let Some(l) = &mut self.log {
+            l.append(&p)?;
+        }
+        self.points.push(p);
+        Ok(())
+    }
+}
