@@ -6,7 +6,7 @@
 //! dies (kill -9, power loss) leaves it behind, and the next write of the same target removes
 //! every such file whose process is gone (judged from `/proc`; where there is none, only this
 //! process's own). On SIGINT or SIGTERM the program removes the temporary files it is writing
-//! before it exits ([`remove_temp_files`], called by [`crate::signals`]).
+//! before it exits ([`remove_temp_files`], called by the `signals` module).
 //!
 //! Also here: [`OutputLock`], the advisory lock a run takes on each output path so that two
 //! runs never write one file in turns, and [`safetensors_bytes`], the one byte-reproducible
