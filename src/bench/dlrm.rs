@@ -104,11 +104,12 @@ impl DlrmBenchResult {
 }
 
 /// The model of a benchmark configuration (one per variant; batch sizes share it), with the
-/// matrix-product variant `gemm` (None: the adapter's default).
+/// matrix-product variant `gemm` (None: the kernel class's) and kernel class `kernels`.
 pub fn bench_model(
     gpu: &Gpu,
     cfg: &DlrmBenchConfig,
     gemm: Option<crate::kernels::matmul::GemmVariant>,
+    kernels: crate::gpu::KernelClass,
 ) -> Result<Dlrm> {
     let synth = SyntheticCriteo::new(1, cfg.scale)?;
     let base = DlrmConfig::kaggle_dense().with_table_sizes(synth.table_sizes());
@@ -127,6 +128,7 @@ pub fn bench_model(
         config,
         DlrmOptions {
             gemm,
+            kernels,
             ..DlrmOptions::default()
         },
     )

@@ -11,7 +11,8 @@ use ttrec::bench::dlrm::{
     bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig, DlrmBenchResult,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
-use ttrec::gpu::Gpu;
+use ttrec::gpu::{Gpu, KernelClass};
+use ttrec::kernels::matmul::GemmVariant;
 use ttrec::progress::{Progress, Unit};
 
 use super::args::{non_negative_f64, positive_f64, positive_usize};
@@ -181,9 +182,12 @@ pub struct BenchDlrmArgs {
     // `--iters` is named `--steps` here, and measurements last 3 s by default.
     #[command(flatten)]
     pub run: RunFlags,
-    /// Matrix-product variant: registers (the default on every adapter) or tiled.
-    #[arg(long, value_parser = ["registers", "tiled"])]
+    /// Matrix-product variant: registers (the CPU class's), tiled or split (the GPU class's).
+    #[arg(long, value_parser = ["registers", "tiled", "split"])]
     pub gemm: Option<String>,
+    /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
+    #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
+    pub kernels: KernelClass,
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
@@ -218,11 +222,12 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             progress.set(done);
             if model.is_none() {
                 let gemm = a.gemm.as_deref().map(|g| match g {
-                    "registers" => ttrec::kernels::matmul::GemmVariant::Registers,
-                    _ => ttrec::kernels::matmul::GemmVariant::Tiled,
+                    "registers" => GemmVariant::Registers,
+                    "split" => GemmVariant::Split,
+                    _ => GemmVariant::Tiled,
                 });
                 model = Some(
-                    bench_model(&gpu, &cfg, gemm)
+                    bench_model(&gpu, &cfg, gemm, a.kernels)
                         .with_context(|| format!("dlrm {variant} model"))?,
                 );
             }
@@ -326,6 +331,9 @@ pub struct BenchTtArgs {
     /// Lookups per bag, instead of each configuration's.
     #[arg(long, value_parser = positive_usize)]
     pub bag_len: Option<usize>,
+    /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
+    #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
+    pub kernels: KernelClass,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -335,6 +343,7 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
     for c in &mut all {
         c.bags = a.bags.unwrap_or(c.bags);
         c.bag_len = a.bag_len.unwrap_or(c.bag_len);
+        c.kernels = a.kernels;
     }
     let chosen: Vec<String> = if a.configs.is_empty() {
         ttrec::bench::default_tt_configs()

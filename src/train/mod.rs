@@ -179,6 +179,7 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     // Model.
     let config = model_config(args, &data.table_sizes())?;
     let options = DlrmOptions {
+        kernels: args.kernels,
         tt_cache: args.cache_rows.map(|rows| TtCacheOptions {
             rows,
             warmup_steps: args.cache_warmup,
