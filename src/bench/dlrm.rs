@@ -55,6 +55,8 @@ pub struct DlrmBenchResult {
     pub kernels: Option<Vec<String>>,
     /// Per-node GPU times of one step (label, microseconds), when profiled.
     pub profile: Vec<(String, f64)>,
+    /// Per node of the step's plan, its structure (when profiled; the same order as `profile`).
+    pub counts: Vec<crate::graph::NodeCount>,
 }
 
 /// Blocks the back-to-back throughput is measured in (for its spread).
@@ -200,12 +202,12 @@ pub fn run_dlrm(
             s.step, s.loss
         )));
     }
-    if profile && !gpu.has_timestamps() {
-        return Err(Error::Gpu(format!(
-            "{} has no timestamp queries; --profile needs them",
-            gpu.adapter_name()
-        )));
-    }
+    // The structure is known without timestamps; the times need them.
+    let counts = if profile {
+        model.train_counts(cfg.batch)?
+    } else {
+        Vec::new()
+    };
     // One profiled step tells which kernels the plan runs (and, asked for, their times).
     let nodes = if gpu.has_timestamps() {
         Some(model.profile_step(&DlrmBatch::from(&batches[0]))?)
@@ -242,6 +244,7 @@ pub fn run_dlrm(
             .collect(),
         kernels,
         profile: prof,
+        counts,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod dlrm;
+pub mod gemm;
 
 use std::time::Instant;
 
