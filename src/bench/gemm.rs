@@ -113,9 +113,8 @@ pub fn run_gemm(
     let [m, n, k] = shape;
     let lda = m.div_ceil(4) * 4;
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut values = |len: usize| -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(0.5..1.5)).collect()
-    };
+    let mut values =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(0.5..1.5)).collect() };
     let a = gpu.storage_from("bench gemm a", &values(k * lda));
     let b = gpu.storage_from("bench gemm b", &values(k * n));
     let c = gpu.storage("bench gemm c", (4 * m * n) as u64);

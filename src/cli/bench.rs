@@ -513,7 +513,11 @@ fn bench_gemm(a: BenchGemmArgs) -> anyhow::Result<()> {
     };
     let variants = match a.kernels {
         Some(k) => vec![GemmVariant::for_class(k.resolve(&gpu))],
-        None => vec![GemmVariant::Registers, GemmVariant::Tiled, GemmVariant::Split],
+        None => vec![
+            GemmVariant::Registers,
+            GemmVariant::Tiled,
+            GemmVariant::Split,
+        ],
     };
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
