@@ -12,7 +12,7 @@
 // plain C and, with BIAS_GRAD, the bias gradient sum_k A[k, m].
 // Matrices are row-major with leading dimensions LD* and element offsets *_OFF.
 //
-// Two variants, chosen once per adapter class by the launcher:
+// Three variants, chosen once per (kernel class, shape) by the launcher:
 // - gemm_tn*: register blocks, no workgroup memory (CPU adapters such as lavapipe, where barriers
 //   are expensive and registers cheap). Each invocation owns TM rows x TN vec4 columns and reads,
 //   per k, TM/4 vec4s of A and TN vec4s of B; its columns are interleaved with its neighbours' so
@@ -20,7 +20,9 @@
 //   A's rows must hold pad4(M) readable values.
 // - gemm_tiled*: 64 x 64 output tiles staged through workgroup memory in K steps of 16, 4 x 4
 //   per invocation (GPUs). Any shape.
-// Both are deterministic: every output is summed by one invocation in increasing k.
+// - gemm_gpu* (+ gemm_combine*): the GPU class's, below: vec4 tiles in workgroup memory and
+//   split-K with a fixed-order combine.
+// All are deterministic: every output (or part) is summed by one invocation in increasing k.
 
 
 override M: u32 = 1u;

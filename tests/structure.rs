@@ -105,3 +105,101 @@ fn cpu_class_products_report_their_counts() {
     }
     assert!(!counts.iter().any(|c| c.kernel == Some("gemm_gpu")));
 }
+
+fn ttrec_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ttrec"))
+        .args(args)
+        .output()
+        .expect("running ttrec");
+    assert!(
+        out.status.success(),
+        "ttrec {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect()
+}
+
+/// `bench dlrm --profile --json` with `--kernels gpu`: one `bench_dlrm_node` record per node
+/// with the launchers' counts; the products split.
+#[test]
+fn structural_report_prints_the_counts() {
+    let recs = ttrec_json(&[
+        "bench",
+        "dlrm",
+        "--variant",
+        "tt",
+        "--batch",
+        "64",
+        "--scale",
+        "0.001",
+        "--rank",
+        "4",
+        "--kernels",
+        "gpu",
+        "--profile",
+        "--json",
+        "--steps",
+        "1",
+        "--seconds",
+        "0",
+    ]);
+    let nodes: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "bench_dlrm_node")
+        .collect();
+    assert!(nodes.len() > 20, "{} node records", nodes.len());
+    for n in &nodes {
+        for key in [
+            "kernel",
+            "workgroups",
+            "invocations",
+            "serial",
+            "flops",
+            "bytes",
+            "gpu_ms",
+        ] {
+            assert!(n.get(key).is_some(), "{key} missing in {n}");
+        }
+    }
+    let wgrad = nodes
+        .iter()
+        .find(|n| n["kernel"] == "gemm_gpu_wgrad")
+        .expect("a GPU-class weight gradient");
+    assert!(wgrad["flops"].as_f64().unwrap() > 0.0);
+    assert!(wgrad["serial"].as_u64().unwrap() <= MAX_SERIAL);
+    assert!(wgrad["workgroups"].as_u64().unwrap() >= 1);
+}
+
+/// `bench gemm` times every variant on a shape off every tile, the split one with its combine.
+#[test]
+fn bench_gemm_reports_each_variant() {
+    let recs = ttrec_json(&[
+        "bench",
+        "gemm",
+        "--shape",
+        "67x45x1031",
+        "--json",
+        "--iters",
+        "1",
+        "--seconds",
+        "0",
+    ]);
+    let variants: Vec<&str> = recs
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(variants, ["Registers", "Tiled", "Split"]);
+    for r in &recs {
+        assert_eq!(r["type"], "bench_gemm");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(recs[2]["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k == "gemm_combine"));
+}
