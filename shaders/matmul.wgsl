@@ -12,7 +12,7 @@
 // plain C and, with BIAS_GRAD, the bias gradient sum_k A[k, m].
 // Matrices are row-major with leading dimensions LD* and element offsets *_OFF.
 //
-// Two variants, chosen once per adapter class by the launcher:
+// Three variants, chosen once per (kernel class, shape) by the launcher:
 // - gemm_tn*: register blocks, no workgroup memory (CPU adapters such as lavapipe, where barriers
 //   are expensive and registers cheap). Each invocation owns TM rows x TN vec4 columns and reads,
 //   per k, TM/4 vec4s of A and TN vec4s of B; its columns are interleaved with its neighbours' so
@@ -20,7 +20,9 @@
 //   A's rows must hold pad4(M) readable values.
 // - gemm_tiled*: 64 x 64 output tiles staged through workgroup memory in K steps of 16, 4 x 4
 //   per invocation (GPUs). Any shape.
-// Both are deterministic: every output is summed by one invocation in increasing k.
+// - gemm_gpu* (+ gemm_combine*): the GPU class's, below: vec4 tiles in workgroup memory and
+//   split-K with a fixed-order combine.
+// All are deterministic: every output (or part) is summed by one invocation in increasing k.
 
 
 override M: u32 = 1u;
@@ -349,4 +351,211 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     tr_out[dst + OUT_LD / 4u] = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
     tr_out[dst + 2u * (OUT_LD / 4u)] = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
     tr_out[dst + 3u * (OUT_LD / 4u)] = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm_gpu / gemm_gpu_wgrad: the GPU class's products, any shape. A workgroup of 16 x 16
+// invocations owns a 64 x 64 tile of C over the K range [z * KC, min(K, (z + 1) * KC)) of its
+// split z = workgroup_id.z (split-K: a product with few output tiles still fills the GPU, and no
+// invocation's serial chain is longer than KC). A and B are staged through workgroup memory in
+// K steps of 16, as vec4s of 4 consecutive m (A) or n (B); each invocation keeps its 4 x 4 block
+// of C in 4 vec4 registers and reads one vec4 of each tile per k. With SPLIT the raw sums go to
+// the scratch bound as `c`, part z of [PARTS][M][N] (then, for the bias gradient, the parts'
+// row sums of A, [PARTS][M]), and gemm_combine* add the parts in increasing z: deterministic,
+// no atomics. Without SPLIT (one part) the epilogue runs here.
+
+override KC: u32 = 16u;
+override SPLIT: bool = false;
+override PARTS: u32 = 1u;
+
+// [BK][BM / 4]: A(k, m0..m0 + 3) at k * 16 + m0 / 4 (B likewise by n).
+var<workgroup> gtile_a: array<vec4<f32>, 256>;
+var<workgroup> gtile_b: array<vec4<f32>, 256>;
+
+struct GpuBlock {
+    acc: array<vec4<f32>, 4>,
+    asum: vec4<f32>,
+}
+
+// The 4 x 4 block of invocation (l.x, l.y) of the tile at (m_base, n_base) over split z's K
+// range, and the sums over that range of its 4 rows of A (with BIAS_GRAD).
+fn gpu_block(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBlock {
+    var blk: GpuBlock;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        blk.acc[i] = vec4<f32>(0.0);
+    }
+    blk.asum = vec4<f32>(0.0);
+    let kb = z * KC;
+    let ke = min(K, kb + KC);
+    // Each invocation stages one vec4 of each tile: row li / 16, quad li % 16.
+    let lk = li / 16u;
+    let lq = 4u * (li % 16u);
+    for (var k0 = kb; k0 < ke; k0 = k0 + BK) {
+        let k = k0 + lk;
+        var av = vec4<f32>(0.0);
+        var bv = vec4<f32>(0.0);
+        if (k < ke) {
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                if (m_base + lq + i < M) {
+                    av[i] = ta[A_OFF + k * LDA + m_base + lq + i];
+                }
+                if (n_base + lq + i < N) {
+                    bv[i] = tb[B_OFF + k * LDB + n_base + lq + i];
+                }
+            }
+        }
+        gtile_a[li] = av;
+        gtile_b[li] = bv;
+        workgroupBarrier();
+        let steps = min(BK, ke - k0);
+        for (var kk = 0u; kk < steps; kk = kk + 1u) {
+            let a = gtile_a[kk * 16u + l.y];
+            let b = gtile_b[kk * 16u + l.x];
+            blk.acc[0] = blk.acc[0] + a.x * b;
+            blk.acc[1] = blk.acc[1] + a.y * b;
+            blk.acc[2] = blk.acc[2] + a.z * b;
+            blk.acc[3] = blk.acc[3] + a.w * b;
+            if (BIAS_GRAD) {
+                blk.asum = blk.asum + a;
+            }
+        }
+        workgroupBarrier();
+    }
+    return blk;
+}
+
+// The forward epilogue of C[m, n] = v (shared by gemm_gpu without SPLIT).
+fn gpu_store(v0: f32, m: u32, n: u32) {
+    var v = v0;
+    if (BIAS) {
+        v = v + tbias[BIAS_OFF + n];
+    }
+    if (RELU) {
+        v = max(v, 0.0);
+    }
+    if (MASK && !(tmask[M_OFF + m * LDM + n] > 0.0)) {
+        v = 0.0;
+    }
+    if (STORE_C) {
+        tc[C_OFF + m * LDC + n] = v;
+    }
+    if (STORE_CT) {
+        tct[CT_OFF + n * LDCT + m] = v;
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let m_base = wid.y * BM;
+    let n_base = wid.x * BM;
+    let blk = gpu_block(m_base, n_base, wid.z, l, li);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = m_base + 4u * l.y + i;
+        if (m >= M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let n = n_base + 4u * l.x + j;
+            if (n >= N) {
+                break;
+            }
+            if (SPLIT) {
+                tc[wid.z * M * N + m * N + n] = blk.acc[i][j];
+            } else {
+                gpu_store(blk.acc[i][j], m, n);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_gpu_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let m_base = wid.y * BM;
+    let n_base = wid.x * BM;
+    let blk = gpu_block(m_base, n_base, wid.z, l, li);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = m_base + 4u * l.y + i;
+        if (m >= M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let n = n_base + 4u * l.x + j;
+            if (n >= N) {
+                break;
+            }
+            if (SPLIT) {
+                tc[wid.z * M * N + m * N + n] = blk.acc[i][j];
+            } else {
+                tc[C_OFF + m * LDC + n] = blk.acc[i][j];
+            }
+        }
+        if (BIAS_GRAD && wid.x == 0u && l.x == 0u) {
+            if (SPLIT) {
+                tc[PARTS * M * N + wid.z * M + m] = blk.asum[i];
+            } else {
+                tbias_grad[BIAS_OFF + m] = blk.asum[i];
+            }
+        }
+    }
+}
+
+// gemm_combine / gemm_combine_wgrad: C[m, n] = the sum of the PARTS parts of gemm_gpu* in
+// increasing part, one invocation per element (and, for the weight gradient, one per bias
+// gradient row), then the forward epilogue.
+
+@group(0) @binding(1) var<storage, read_write> cc: array<f32>;
+@group(0) @binding(2) var<storage, read> cbias: array<f32>;
+@group(0) @binding(3) var<storage, read> cmask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cct: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cbias_grad: array<f32>;
+
+// The sum of the parts of element `e` of a [PARTS][len] scratch starting at `base`.
+fn parts_sum(base: u32, len: u32, e: u32) -> f32 {
+    var v = ta[base + e];
+    for (var s = 1u; s < PARTS; s = s + 1u) {
+        v = v + ta[base + s * len + e];
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn gemm_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    if (id >= M * N) {
+        return;
+    }
+    let m = id / N;
+    let n = id - m * N;
+    var v = parts_sum(0u, M * N, id);
+    if (BIAS) {
+        v = v + cbias[BIAS_OFF + n];
+    }
+    if (RELU) {
+        v = max(v, 0.0);
+    }
+    if (MASK && !(cmask[M_OFF + m * LDM + n] > 0.0)) {
+        v = 0.0;
+    }
+    if (STORE_C) {
+        cc[C_OFF + m * LDC + n] = v;
+    }
+    if (STORE_CT) {
+        cct[CT_OFF + n * LDCT + m] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn gemm_combine_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    if (id < M * N) {
+        let m = id / N;
+        cc[C_OFF + m * LDC + id - m * N] = parts_sum(0u, M * N, id);
+    } else if (BIAS_GRAD && id < M * N + M) {
+        let m = id - M * N;
+        cbias_grad[BIAS_OFF + m] = parts_sum(PARTS * M * N, M, m);
+    }
 }

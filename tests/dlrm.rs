@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use common::*;
 use ttrec::dlrm::fixture::DlrmFixture;
 use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::gpu::KernelClass;
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::tt::{CoreGradStrategy, SortStrategy, TtKernels};
 use ttrec::twin::dlrm::{self as twin, TwinModel, TwinTable};
@@ -148,8 +149,12 @@ fn check_fixture_on_gpu(fx: &DlrmFixture, variant: GemmVariant) {
         gemm: Some(variant),
         ..Default::default()
     };
+    check_fixture_with(fx, options, &format!("{variant:?}"));
+}
+
+fn check_fixture_with(fx: &DlrmFixture, options: DlrmOptions, how: &str) {
     let mut m = load(fx, options);
-    let what = format!("{} ({variant:?})", fx.name);
+    let what = format!("{} ({how})", fx.name);
     let tr = m.trace(&batch(fx)).unwrap();
     let want = |k: &str| to_f64(fx.expected(k).unwrap());
     assert_close(
@@ -214,6 +219,22 @@ fn gpu_step_matches_pytorch_fixtures_registers() {
 fn gpu_step_matches_pytorch_fixtures_tiled() {
     for fx in fixtures() {
         check_fixture_on_gpu(&fx, GemmVariant::Tiled);
+    }
+}
+
+/// The GPU kernel class (split-K products, the TT tables' GPU variants) forced on this
+/// adapter, as `--kernels gpu` does.
+fn gpu_class() -> DlrmOptions {
+    DlrmOptions {
+        kernels: KernelClass::Gpu,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn gpu_step_matches_pytorch_fixtures_gpu_kernels() {
+    for fx in fixtures() {
+        check_fixture_with(&fx, gpu_class(), "gpu kernels");
     }
 }
 
@@ -285,17 +306,25 @@ fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
 
 #[test]
 fn gpu_steps_match_twin_on_a_small_model() {
-    let config = small_config(3);
     for variant in [GemmVariant::Registers, GemmVariant::Tiled] {
-        let mut m = Dlrm::new(
-            &gpu(),
-            config.clone(),
-            DlrmOptions {
-                gemm: Some(variant),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let options = DlrmOptions {
+            gemm: Some(variant),
+            ..Default::default()
+        };
+        check_steps_against_twin(options, &format!("{variant:?}"));
+    }
+}
+
+#[test]
+fn gpu_kernel_class_steps_match_twin_on_a_small_model() {
+    check_steps_against_twin(gpu_class(), "gpu kernels");
+}
+
+/// Three steps of the small model built with `options` against the twin.
+fn check_steps_against_twin(options: DlrmOptions, variant: &str) {
+    let config = small_config(3);
+    {
+        let mut m = Dlrm::new(&gpu(), config.clone(), options).unwrap();
         // Batch sizes off the kernels' tiles; three steps so updated parameters feed the next.
         for (i, b) in [13usize, 8, 13].into_iter().enumerate() {
             let (dense, sparse, labels) = random_batch(&config, b, 40 + i as u64);
@@ -307,7 +336,7 @@ fn gpu_steps_match_twin_on_a_small_model() {
                 labels: &labels,
             };
             m.train_step(&batch).unwrap();
-            let what = format!("{variant:?} step {i} (B = {b})");
+            let what = format!("{variant} step {i} (B = {b})");
             let stats = m.take_stats().unwrap();
             assert_close(
                 &format!("{what} loss"),
@@ -388,6 +417,55 @@ fn training_is_bitwise_deterministic_and_replays_build_nothing() {
     let c = run(Some(gpu_like));
     assert_eq!(a.0, c.0, "losses with the GPU's TT kernels");
     assert!(a.1 == c.1, "parameters differ with the GPU's TT kernels");
+}
+
+/// The GPU kernel class's step (split-K products with their combines) is bitwise the same
+/// twice, and agrees with the CPU class's within the parity tolerance.
+#[test]
+fn gpu_kernel_class_training_is_bitwise_deterministic() {
+    let config = small_config(5);
+    let run = |options: DlrmOptions| {
+        let mut m = Dlrm::new(&gpu(), config.clone(), options).unwrap();
+        for i in 0..3 {
+            let (dense, sparse, labels) = random_batch(&config, 40, 90 + i);
+            m.train_step(&DlrmBatch {
+                dense: &dense,
+                sparse: &sparse,
+                labels: &labels,
+            })
+            .unwrap();
+        }
+        let losses: Vec<f32> = m
+            .take_stats()
+            .unwrap()
+            .iter()
+            .map(|s| s.loss as f32)
+            .collect();
+        let mut p: Vec<(String, Vec<f32>)> = params_of(&m).into_iter().collect();
+        p.sort_by(|a, b| a.0.cmp(&b.0));
+        (losses, p)
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (a, b) = (run(gpu_class()), run(gpu_class()));
+    assert_eq!(bits(&a.0), bits(&b.0), "losses");
+    for ((n, x), (_, y)) in a.1.iter().zip(&b.1) {
+        assert_eq!(bits(x), bits(y), "parameter {n} differs between two runs");
+    }
+    let cpu = run(DlrmOptions {
+        kernels: KernelClass::Cpu,
+        ..Default::default()
+    });
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_close(
+        "losses, gpu vs cpu kernels",
+        &a.0,
+        &f64s(&cpu.0),
+        RTOL,
+        ATOL,
+    );
+    for ((n, x), (_, y)) in a.1.iter().zip(&cpu.1) {
+        assert_close(&format!("{n}, gpu vs cpu kernels"), x, &f64s(y), RTOL, ATOL);
+    }
 }
 
 #[test]

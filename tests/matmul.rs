@@ -8,7 +8,8 @@ mod common;
 use common::*;
 use ttrec::graph::Buf;
 use ttrec::kernels::matmul::{
-    record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+    k_split, record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+    GPU_MAX_SERIAL,
 };
 use ttrec::kernels::MatrixAt;
 use ttrec::twin::nn::{self as twin, At};
@@ -55,6 +56,36 @@ const CASES: &[Case] = &[
         m: 70,
         n: 136,
         k: 7,
+        bias: false,
+        relu: false,
+        mask: false,
+    },
+];
+
+/// Shapes for the GPU class's split-K products: M, N and K multiples of neither the 64 x 64
+/// tiles, the 16-deep K steps nor 4, so every edge (ragged tiles, a short last part, a short
+/// last K step) is taken; long K (over [`GPU_MAX_SERIAL`]) and few tiles both force parts.
+const SPLIT_CASES: &[Case] = &[
+    Case {
+        m: 67,
+        n: 45,
+        k: 1031,
+        bias: true,
+        relu: true,
+        mask: true,
+    },
+    Case {
+        m: 130,
+        n: 70,
+        k: 77,
+        bias: true,
+        relu: false,
+        mask: false,
+    },
+    Case {
+        m: 5,
+        n: 3,
+        k: 2049,
         bias: false,
         relu: false,
         mask: false,
@@ -237,6 +268,94 @@ fn weight_grad_tiled_matches_twin() {
 }
 
 #[test]
+fn gemm_split_matches_twin() {
+    for (i, &c) in CASES.iter().chain(SPLIT_CASES).enumerate() {
+        check_gemm(GemmVariant::Split, c, 30 + i as u64);
+    }
+}
+#[test]
+fn weight_grad_split_matches_twin() {
+    for (i, &c) in CASES.iter().chain(SPLIT_CASES).enumerate() {
+        check_wgrad(GemmVariant::Split, c, 40 + i as u64);
+    }
+}
+
+/// The split cases do split (else the tests above would not test the combine), every part
+/// is at most [`GPU_MAX_SERIAL`] long, and the parts cover K exactly.
+#[test]
+fn split_cases_take_several_parts() {
+    for c in SPLIT_CASES {
+        let s = k_split(c.m, c.n, c.k);
+        assert!(s.parts > 1, "{c:?}: {s:?}");
+        assert!(s.kc <= GPU_MAX_SERIAL, "{c:?}: {s:?}");
+        assert!(
+            (s.parts - 1) * s.kc < c.k && s.parts * s.kc >= c.k,
+            "{c:?}: {s:?}"
+        );
+    }
+}
+
+#[test]
+fn split_products_are_bitwise_deterministic() {
+    let gpu = gpu();
+    let mut r = rng(6);
+    let (m, n, k) = (37, 29, 1500);
+    let a = gpu.storage_from("a", &values(&mut r, k * m));
+    let b = gpu.storage_from("b", &values(&mut r, k * n));
+    assert!(k_split(m, n, k).parts > 1);
+    let run = |wgrad: bool| {
+        let c = gpu.storage("c", (m * n * 4) as u64);
+        let bias = gpu.storage("bias grad", (m * 4) as u64);
+        let (a, b) = (
+            MatrixAt::dense(Buf::from(&a), m),
+            MatrixAt::dense(Buf::from(&b), n),
+        );
+        let cm = MatrixAt::dense(Buf::from(&c), n);
+        run_graph(&gpu, |g| {
+            if wgrad {
+                let p = WeightGrad {
+                    m,
+                    n,
+                    k,
+                    a,
+                    b,
+                    c: cm,
+                    bias_grad: Some((Buf::from(&bias), 0)),
+                };
+                record_weight_grad(g, "wgrad", &p, GemmVariant::Split)
+            } else {
+                let p = Gemm {
+                    m,
+                    n,
+                    k,
+                    a,
+                    b,
+                    c: Some(cm),
+                    ct: None,
+                    bias: None,
+                    relu: false,
+                    mask: None,
+                };
+                record_gemm(g, "gemm", &p, GemmVariant::Split)
+            }
+        });
+        let mut out = gpu.read_f32(&c, 0, m * n).unwrap();
+        if wgrad {
+            out.extend(gpu.read_f32(&bias, 0, m).unwrap());
+        }
+        out
+    };
+    for wgrad in [false, true] {
+        let (x, y) = (run(wgrad), run(wgrad));
+        assert!(x.iter().any(|&v| v != 0.0));
+        assert!(
+            x.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "split product (weight gradient: {wgrad}) differs between two runs"
+        );
+    }
+}
+
+#[test]
 fn unaligned_operands_fall_back_to_the_tiled_kernel() {
     // N = 13 cannot take vec4 stores: the launcher must still be right.
     let gpu = gpu();
@@ -355,7 +474,11 @@ fn products_are_bitwise_deterministic() {
         run_graph(&gpu, |g| record_gemm(g, "gemm", &p, variant));
         gpu.read_f32(&c, 0, m * n).unwrap()
     };
-    for variant in [GemmVariant::Registers, GemmVariant::Tiled] {
+    for variant in [
+        GemmVariant::Registers,
+        GemmVariant::Tiled,
+        GemmVariant::Split,
+    ] {
         let (x, y) = (run(variant), run(variant));
         assert!(
             x.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),

@@ -55,6 +55,8 @@ pub struct DlrmBenchResult {
     pub kernels: Option<Vec<String>>,
     /// Per-node GPU times of one step (label, microseconds), when profiled.
     pub profile: Vec<(String, f64)>,
+    /// Per node of the step's plan, its structure (when profiled; the same order as `profile`).
+    pub counts: Vec<crate::graph::NodeCount>,
 }
 
 /// Blocks the back-to-back throughput is measured in (for its spread).
@@ -104,11 +106,12 @@ impl DlrmBenchResult {
 }
 
 /// The model of a benchmark configuration (one per variant; batch sizes share it), with the
-/// matrix-product variant `gemm` (None: the adapter's default).
+/// matrix-product variant `gemm` (None: the kernel class's) and kernel class `kernels`.
 pub fn bench_model(
     gpu: &Gpu,
     cfg: &DlrmBenchConfig,
     gemm: Option<crate::kernels::matmul::GemmVariant>,
+    kernels: crate::gpu::KernelClass,
 ) -> Result<Dlrm> {
     let synth = SyntheticCriteo::new(1, cfg.scale)?;
     let base = DlrmConfig::kaggle_dense().with_table_sizes(synth.table_sizes());
@@ -127,6 +130,7 @@ pub fn bench_model(
         config,
         DlrmOptions {
             gemm,
+            kernels,
             ..DlrmOptions::default()
         },
     )
@@ -198,12 +202,12 @@ pub fn run_dlrm(
             s.step, s.loss
         )));
     }
-    if profile && !gpu.has_timestamps() {
-        return Err(Error::Gpu(format!(
-            "{} has no timestamp queries; --profile needs them",
-            gpu.adapter_name()
-        )));
-    }
+    // The structure is known without timestamps; the times need them.
+    let counts = if profile {
+        model.train_counts(cfg.batch)?
+    } else {
+        Vec::new()
+    };
     // One profiled step tells which kernels the plan runs (and, asked for, their times).
     let nodes = if gpu.has_timestamps() {
         Some(model.profile_step(&DlrmBatch::from(&batches[0]))?)
@@ -240,6 +244,7 @@ pub fn run_dlrm(
             .collect(),
         kernels,
         profile: prof,
+        counts,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod dlrm;
+pub mod gemm;
 
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ pub struct TtBenchConfig {
     pub ranks: [usize; 2],
     pub bags: usize,
     pub bag_len: usize,
+    /// The kernel class the table is built with (`--kernels`).
+    pub kernels: crate::gpu::KernelClass,
 }
 
 /// The configurations named in the project's benchmark.
@@ -36,6 +39,7 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
         ranks: [r, r],
         bags: 2048,
         bag_len: 1,
+        kernels: Default::default(),
     };
     vec![
         TtBenchConfig {
@@ -46,6 +50,7 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
             ranks: [32, 32],
             bags: 512,
             bag_len: 20,
+            kernels: Default::default(),
         },
         kaggle("kaggle-r8", 8),
         kaggle("kaggle-r16", 16),
@@ -60,6 +65,7 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
             ranks: [32, 32],
             bags: 8192,
             bag_len: 20,
+            kernels: Default::default(),
         },
         TtBenchConfig {
             bags: 65_536,
@@ -316,6 +322,7 @@ pub fn run_tt_with(
         pooling: Pooling::Sum,
         optimizer: Optimizer::Sgd { lr: 0.1 },
         seed: 1,
+        kernels: Some(crate::tt::TtKernels::for_class(cfg.kernels.resolve(gpu))),
         ..TtOptions::default()
     };
     let mut table = TtEmbeddingBag::new(gpu, shape.clone(), options)?;

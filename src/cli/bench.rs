@@ -11,7 +11,8 @@ use ttrec::bench::dlrm::{
     bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig, DlrmBenchResult,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
-use ttrec::gpu::Gpu;
+use ttrec::gpu::{Gpu, KernelClass};
+use ttrec::kernels::matmul::GemmVariant;
 use ttrec::progress::{Progress, Unit};
 
 use super::args::{non_negative_f64, positive_f64, positive_usize};
@@ -42,6 +43,9 @@ pub enum BenchCommand {
     Tt(BenchTtArgs),
     /// DLRM training step (dlrm's Kaggle configuration): samples/s, FLOPs per sample.
     Dlrm(BenchDlrmArgs),
+    /// Matrix products: GFLOP/s of each product variant per shape (default: the Kaggle DLRM
+    /// step's products at batch 128, 2,048 and 16,384).
+    Gemm(BenchGemmArgs),
     /// The LFU row cache on the kaggle-r32 table with Zipf-skewed lookups: hit rate and
     /// training step time per lookup by cache size.
     Cache(BenchCacheArgs),
@@ -181,9 +185,12 @@ pub struct BenchDlrmArgs {
     // `--iters` is named `--steps` here, and measurements last 3 s by default.
     #[command(flatten)]
     pub run: RunFlags,
-    /// Matrix-product variant: registers (the default on every adapter) or tiled.
-    #[arg(long, value_parser = ["registers", "tiled"])]
+    /// Matrix-product variant: registers (the CPU class's), tiled or split (the GPU class's).
+    #[arg(long, value_parser = ["registers", "tiled", "split"])]
     pub gemm: Option<String>,
+    /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
+    #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
+    pub kernels: KernelClass,
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
@@ -218,11 +225,12 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             progress.set(done);
             if model.is_none() {
                 let gemm = a.gemm.as_deref().map(|g| match g {
-                    "registers" => ttrec::kernels::matmul::GemmVariant::Registers,
-                    _ => ttrec::kernels::matmul::GemmVariant::Tiled,
+                    "registers" => GemmVariant::Registers,
+                    "split" => GemmVariant::Split,
+                    _ => GemmVariant::Tiled,
                 });
                 model = Some(
-                    bench_model(&gpu, &cfg, gemm)
+                    bench_model(&gpu, &cfg, gemm, a.kernels)
                         .with_context(|| format!("dlrm {variant} model"))?,
                 );
             }
@@ -266,12 +274,7 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
 fn dlrm_profile_lines(r: &DlrmBenchResult, variant: &str, batch: usize, json: bool) -> Vec<String> {
     let mut lines = Vec::new();
     if json {
-        for (label, us) in &r.profile {
-            lines.push(
-                json!({"type": "bench_dlrm_node", "variant": variant, "batch": batch, "node": label, "us": us})
-                    .to_string(),
-            );
-        }
+        lines.extend(dlrm_node_records(r, variant, batch));
     }
     let mut parts: Vec<(&str, f64, usize)> = Vec::new();
     for (label, us) in &r.profile {
@@ -312,6 +315,38 @@ fn dlrm_profile_lines(r: &DlrmBenchResult, variant: &str, batch: usize, json: bo
     lines
 }
 
+/// The structural report: one `bench_dlrm_node` record per node of the step's plan with its
+/// kernel, workgroups, invocations, serial chain, FLOPs and bytes (counted by the launchers) and
+/// its GPU time where timestamps exist.
+fn dlrm_node_records(r: &DlrmBenchResult, variant: &str, batch: usize) -> Vec<String> {
+    r.counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let us = r
+                .profile
+                .get(i)
+                .filter(|(label, _)| *label == c.label)
+                .map(|(_, us)| *us);
+            json!({
+                "type": "bench_dlrm_node",
+                "variant": variant,
+                "batch": batch,
+                "node": c.label,
+                "kernel": c.kernel,
+                "workgroups": c.workgroups,
+                "invocations": c.invocations,
+                "serial": c.cost.map(|k| k.serial),
+                "flops": c.cost.map(|k| k.flops),
+                "bytes": c.cost.map(|k| k.bytes),
+                "gpu_ms": us.map(|us| us / 1e3),
+                "us": us,
+            })
+            .to_string()
+        })
+        .collect()
+}
+
 /// `ttrec bench tt`
 #[derive(Debug, Args)]
 #[command(mut_arg("json", |a| a.help(r#"Print one JSON object per configuration ("type": "bench_tt"; with --profile also one "bench_tt_kernel" per kernel)"#)))]
@@ -326,6 +361,9 @@ pub struct BenchTtArgs {
     /// Lookups per bag, instead of each configuration's.
     #[arg(long, value_parser = positive_usize)]
     pub bag_len: Option<usize>,
+    /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
+    #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
+    pub kernels: KernelClass,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -335,6 +373,7 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
     for c in &mut all {
         c.bags = a.bags.unwrap_or(c.bags);
         c.bag_len = a.bag_len.unwrap_or(c.bag_len);
+        c.kernels = a.kernels;
     }
     let chosen: Vec<String> = if a.configs.is_empty() {
         ttrec::bench::default_tt_configs()
@@ -441,5 +480,77 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Dlrm(a) => bench_dlrm(a),
         BenchCommand::Tt(a) => bench_tt(a),
         BenchCommand::Cache(a) => bench_cache(a),
+        BenchCommand::Gemm(a) => bench_gemm(a),
     }
+}
+
+/// `ttrec bench gemm`
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("json", |a| a.help(r#"Print one JSON object per product and variant ("type": "bench_gemm")"#)),
+    mut_arg("iters", |a| a.help("Products timed per case at least")),
+    mut_arg("profile", |a| a.hide(true)),
+)]
+pub struct BenchGemmArgs {
+    /// Product shapes MxNxK (C[M, N] = A^T B, K the reduction), comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', value_parser = ttrec::bench::gemm::parse_shape)]
+    pub shape: Vec<[usize; 3]>,
+    /// Only this class's variant (cpu: registers, gpu: split, auto: the adapter's); default:
+    /// every variant.
+    #[arg(long, value_parser = KernelClass::parse)]
+    pub kernels: Option<KernelClass>,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+fn bench_gemm(a: BenchGemmArgs) -> anyhow::Result<()> {
+    use ttrec::bench::gemm::{kaggle_shapes, run_gemm, DEFAULT_BATCHES};
+    let gpu = Gpu::new()?;
+    let shapes = if a.shape.is_empty() {
+        kaggle_shapes(&DEFAULT_BATCHES)
+    } else {
+        a.shape.clone()
+    };
+    let variants = match a.kernels {
+        Some(k) => vec![GemmVariant::for_class(k.resolve(&gpu))],
+        None => vec![
+            GemmVariant::Registers,
+            GemmVariant::Tiled,
+            GemmVariant::Split,
+        ],
+    };
+    if !a.run.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "{:>20} {:<10} {:>12} {:>10}  kernels",
+            "M x N x K", "variant", "us", "GFLOP/s"
+        );
+    }
+    let total = (shapes.len() * variants.len()) as u64;
+    let mut progress = Progress::steps("bench gemm", total, Unit::Items("cases"));
+    for (i, &shape) in shapes.iter().enumerate() {
+        for (j, &variant) in variants.iter().enumerate() {
+            let [m, n, k] = shape;
+            progress.set((i * variants.len() + j) as u64);
+            progress.set_message(format!("{m}x{n}x{k} {variant:?}"));
+            let r = run_gemm(&gpu, shape, variant, a.run.iters, a.run.seconds)
+                .with_context(|| format!("product {m}x{n}x{k} ({variant:?})"))?;
+            let line = if a.run.json {
+                r.json(&gpu).to_string()
+            } else {
+                format!(
+                    "{:>20} {:<10} {:>12.1} {:>10.2}  {}",
+                    format!("{m} x {n} x {k}"),
+                    format!("{variant:?}"),
+                    r.us,
+                    r.gflops(),
+                    r.kernels.join(" + ")
+                )
+            };
+            progress.suspend(|| println!("{line}"));
+        }
+    }
+    progress.set(total);
+    progress.finish();
+    Ok(())
 }

@@ -6,6 +6,7 @@
 use crate::cache::CacheConfig;
 use crate::data::{KAGGLE_TABLE_SIZES, NUM_DENSE, TERABYTE_TABLE_SIZES};
 use crate::error::{Error, Result};
+use crate::gpu::KernelClass;
 use crate::kernels::matmul::GemmVariant;
 use crate::tt::shapes::suggested_dim_shape;
 use crate::tt::TtKernels;
@@ -52,7 +53,10 @@ pub struct DlrmConfig {
 /// Choices that do not change the model's math.
 #[derive(Clone, Debug)]
 pub struct DlrmOptions {
-    /// The matrix-product variant (default: chosen from the adapter class).
+    /// The kernel class (products and TT tables) where `gemm` and `tt_kernels` do not say:
+    /// [`KernelClass::Auto`] follows the adapter.
+    pub kernels: KernelClass,
+    /// The matrix-product variant (default: chosen from the kernel class).
     pub gemm: Option<GemmVariant>,
     /// The TT tables' kernel variants (None: chosen for the adapter; results are bitwise the
     /// same whatever the choice).
@@ -69,6 +73,7 @@ pub struct DlrmOptions {
 impl Default for DlrmOptions {
     fn default() -> Self {
         DlrmOptions {
+            kernels: KernelClass::Auto,
             gemm: None,
             tt_kernels: None,
             stats_ring: 1024,

@@ -185,6 +185,18 @@ impl Dlrm {
         Ok(())
     }
 
+    /// The structure of the training plan for batches of `batch` samples (built when missing):
+    /// per node its kernel, workgroups, invocations and the launcher's cost (FLOPs, bytes, serial
+    /// chain). What `ttrec bench dlrm --profile --json` reports and the structural test checks.
+    pub fn train_counts(&mut self, batch: usize) -> Result<Vec<crate::graph::NodeCount>> {
+        self.prepare_train(batch)?;
+        let (net, stats) = (&self.net, &self.stats);
+        let sp = self
+            .train_plans
+            .get_or_build(batch, || build_train_plan(net, stats, batch))?;
+        Ok(sp.plan.counts().to_vec())
+    }
+
     /// Builds the evaluation plan for batches of `batch` samples ahead of use.
     pub fn prepare_eval(&mut self, batch: usize) -> Result<()> {
         if batch == 0 {

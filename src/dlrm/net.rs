@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::matmul::GemmVariant;
 use crate::nn::{ArenaLayout, DenseBagGroup, Mlp, ParamArena};
-use crate::tt::{init_cores, Optimizer, Pooling, TtOptions, TtParams, TtShape};
+use crate::tt::{init_cores, Optimizer, Pooling, TtKernels, TtOptions, TtParams, TtShape};
 
 /// TT tables stored as one (see [`TtParams::group_from_cores`]).
 pub(super) struct TtGroup {
@@ -110,7 +110,11 @@ fn build_tt_group(
         optimizer,
         init: config.tt_init,
         seed: config.seed,
-        kernels: options.tt_kernels,
+        kernels: Some(
+            options
+                .tt_kernels
+                .unwrap_or_else(|| TtKernels::for_class(options.kernels.resolve(gpu))),
+        ),
         cache,
         ..TtOptions::default()
     };
@@ -184,7 +188,9 @@ impl Net {
                 options.max_shard_bytes,
             )?)
         };
-        let variant = options.gemm.unwrap_or_else(|| GemmVariant::for_gpu(gpu));
+        let variant = options
+            .gemm
+            .unwrap_or_else(|| GemmVariant::for_class(options.kernels.resolve(gpu)));
         Ok(Net {
             gpu: gpu.clone(),
             config,

@@ -24,6 +24,7 @@ pub mod plan_cache;
 
 pub use alloc::PlanInput;
 pub use plan::{NodeTime, Plan};
+
 pub use plan_cache::PlanCache;
 
 /// A buffer a node binds: one the caller owns, a range of one, a transient the plan allocates,
@@ -81,6 +82,44 @@ impl NodeKind {
 struct Node {
     label: String,
     kind: NodeKind,
+    meta: NodeMeta,
+}
+
+/// What one dispatch computes, counted from its launch parameters by its launcher (a cost
+/// function next to each launcher), so the structure of a step is data of its graph: the
+/// structural report (`ttrec bench dlrm --profile --json`) and the structural test read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    /// Floating-point operations (a multiply-add is 2).
+    pub flops: f64,
+    /// Bytes read and written in global memory, each operand counted once.
+    pub bytes: f64,
+    /// The longest chain of dependent multiply-adds or loop iterations one invocation performs
+    /// for its reduction (1 for elementwise work).
+    pub serial: u64,
+}
+
+/// What the launcher said about a node beyond its dispatch (all optional: clears, copies and
+/// launchers without a cost function leave them empty).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NodeMeta {
+    pub kernel: Option<&'static str>,
+    /// Invocations with work (the grid may hold more).
+    pub invocations: Option<u64>,
+    pub cost: Option<Cost>,
+}
+
+/// One node of a built plan as the structural report shows it.
+#[derive(Clone, Debug)]
+pub struct NodeCount {
+    pub label: String,
+    /// The entry point (None for clears and copies).
+    pub kernel: Option<&'static str>,
+    /// Workgroups launched (0 for clears and copies).
+    pub workgroups: u64,
+    pub invocations: Option<u64>,
+    /// The launcher's count (None where the launcher has no cost function yet).
+    pub cost: Option<Cost>,
 }
 
 /// Collects the nodes of a step; [`GraphBuilder::build`] turns them into a [`Plan`].
@@ -142,6 +181,7 @@ impl GraphBuilder {
     ) {
         self.nodes.push(Node {
             label: label.into(),
+            meta: NodeMeta::default(),
             kind: NodeKind::Dispatch {
                 pipeline,
                 bindings,
@@ -154,6 +194,7 @@ impl GraphBuilder {
     pub fn clear(&mut self, label: impl Into<String>, buffer: Buf) {
         self.nodes.push(Node {
             label: label.into(),
+            meta: NodeMeta::default(),
             kind: NodeKind::Clear { buffer },
         });
     }
@@ -170,6 +211,7 @@ impl GraphBuilder {
     ) {
         self.nodes.push(Node {
             label: label.into(),
+            meta: NodeMeta::default(),
             kind: NodeKind::Copy {
                 src,
                 src_offset,
@@ -178,6 +220,18 @@ impl GraphBuilder {
                 bytes,
             },
         });
+    }
+
+    /// The launcher's notes on the last node recorded (None before the first).
+    pub(crate) fn last_meta(&mut self) -> Option<&mut NodeMeta> {
+        self.nodes.last_mut().map(|n| &mut n.meta)
+    }
+
+    /// Sets the cost of the last node recorded (launchers call it right after recording).
+    pub fn set_cost(&mut self, cost: Cost) {
+        if let Some(m) = self.last_meta() {
+            m.cost = Some(cost);
+        }
     }
 
     /// Number of nodes so far.

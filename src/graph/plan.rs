@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::alloc::{assign_transients, lay_out_inputs, InputLayout, PlanInput};
-use super::{Buf, GraphBuilder, NodeKind};
+use super::{Buf, GraphBuilder, NodeCount, NodeKind};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -94,6 +94,7 @@ impl GraphBuilder {
                 },
             }
         };
+        let counts = nodes.iter().map(node_count).collect();
         let ops = nodes
             .into_iter()
             .map(|node| {
@@ -106,10 +107,26 @@ impl GraphBuilder {
         Ok(Plan {
             gpu,
             ops,
+            counts,
             transient_buffers: memory.buffers,
             inputs: Arc::new(layout),
             arena,
         })
+    }
+}
+
+/// The structural report's view of `node`.
+fn node_count(node: &super::Node) -> NodeCount {
+    let workgroups = match &node.kind {
+        NodeKind::Dispatch { groups, .. } => groups.iter().map(|&g| g as u64).product(),
+        _ => 0,
+    };
+    NodeCount {
+        label: node.label.clone(),
+        kernel: node.meta.kernel,
+        workgroups,
+        invocations: node.meta.invocations,
+        cost: node.meta.cost,
     }
 }
 
@@ -172,6 +189,8 @@ fn bind(gpu: &Gpu, label: &str, kind: NodeKind, resolve: &impl Fn(&Buf) -> Bound
 pub struct Plan {
     gpu: Gpu,
     ops: Vec<(String, Op)>,
+    /// Per node, what the launcher counted (same order as `ops`).
+    counts: Vec<NodeCount>,
     transient_buffers: Vec<wgpu::Buffer>,
     inputs: Arc<InputLayout>,
     arena: Option<wgpu::Buffer>,
@@ -224,6 +243,11 @@ impl Plan {
     /// Bytes of transient memory the plan holds.
     pub fn transient_bytes(&self) -> u64 {
         self.transient_buffers.iter().map(|b| b.size()).sum()
+    }
+    /// Per node, its kernel, workgroups, invocations and the launcher's cost (the structural
+    /// report).
+    pub fn counts(&self) -> &[NodeCount] {
+        &self.counts
     }
     /// Labels of the nodes in order.
     pub fn labels(&self) -> Vec<&str> {

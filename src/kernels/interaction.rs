@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::launch;
 use crate::kernels::named;
 
@@ -67,7 +67,15 @@ pub fn record_interaction_fwd(
         &s.constants(),
         named![t, r, r_t],
         (s.batch * s.vectors) as u64,
-    )
+    )?;
+    // One invocation per (sample, vector i): i dot products of D, a vec4 at a time.
+    let (b, f, d) = (s.batch as f64, s.vectors as f64, s.dim as f64);
+    g.set_cost(Cost {
+        flops: b * f * (f - 1.0) * d,
+        bytes: 4.0 * b * (f * d + 2.0 * s.out_stride as f64),
+        serial: ((s.vectors - 1) * s.dim / 4) as u64,
+    });
+    Ok(())
 }
 
 /// Adds dT from dR (`dr` [B, out_stride]), and vector 0's gradient transposed into `dt0_t`
@@ -94,5 +102,13 @@ pub fn record_interaction_bwd(
         &constants,
         named![dr, t, dt, dt0_t],
         (s.batch * s.vectors * s.dim / 4) as u64,
-    )
+    )?;
+    // One invocation per (sample, vector, vec4 of D): a sum over the F vectors.
+    let (b, f, d) = (s.batch as f64, s.vectors as f64, s.dim as f64);
+    g.set_cost(Cost {
+        flops: 2.0 * b * f * f * d,
+        bytes: 4.0 * b * (s.out_stride as f64 + 3.0 * f * d),
+        serial: s.vectors as u64,
+    });
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::named;
 use crate::kernels::{launch, launch_grid};
 
@@ -47,7 +47,18 @@ pub fn record_bce(
         ],
         named![step, logits, labels, dlogits, stats, dlogits_t],
         [1, 1, 1],
-    )
+    )?;
+    // One workgroup of 256: each invocation walks every 256th sample (zeroing its row's
+    // padding), then a tree of 8 halvings sums the statistics.
+    if let Some(m) = g.last_meta() {
+        m.invocations = Some(256);
+    }
+    g.set_cost(Cost {
+        flops: 10.0 * batch as f64,
+        bytes: 4.0 * (batch * (3 * ldz + 1)) as f64,
+        serial: (batch.div_ceil(256) * ldz + 8) as u64,
+    });
+    Ok(())
 }
 
 /// Adds `prob[b] = sigmoid(logits[b * ldz])`.

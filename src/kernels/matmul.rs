@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
-use crate::gpu::Gpu;
-use crate::graph::{Buf, GraphBuilder};
+use crate::gpu::{AdapterClass, Gpu};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::named;
 use crate::kernels::{groups, launch, launch_grid, MatrixAt};
 
@@ -17,16 +17,29 @@ pub enum GemmVariant {
     /// 64 x 64 tiles through workgroup memory: kept for GPUs where it may win (slower on the H100
     /// so far).
     Tiled,
+    /// The GPU class's products: 64 x 64 tiles through workgroup memory as vec4s, a 4 x 4
+    /// register block per invocation, and split-K where the output tiles are too few to fill a
+    /// GPU or K is long ([`k_split`]): partial sums to scratch, added in a fixed order by a
+    /// combine kernel (bitwise deterministic, no atomics).
+    Split,
 }
 
 impl GemmVariant {
-    /// The variant for `gpu`: the register kernels everywhere for now. Measured on an NVIDIA H100
-    /// (Vulkan) in the DLRM step, they beat the tiled kernels (11,700 vs 8,000 samples/s at batch
-    /// 128, 32,200 vs 21,700 at 2048), though both are far from the GPU's rate: their time
-    /// grows with K whatever M x N, so the long serial k loops (the weight gradient's K is the
-    /// batch) need splitting across invocations before GPUs run them well.
-    pub fn for_gpu(_gpu: &Gpu) -> Self {
-        GemmVariant::Registers
+    /// The variant for `gpu`'s class ([`GemmVariant::for_class`]). Measured on an NVIDIA H100
+    /// (Vulkan) in the DLRM step, the register kernels beat the unsplit tiled kernels (11,700 vs
+    /// 8,000 samples/s at batch 128, 32,200 vs 21,700 at 2048): both walk K in series, and the
+    /// weight gradient's K is the batch, which [`GemmVariant::Split`] splits across workgroups.
+    pub fn for_gpu(gpu: &Gpu) -> Self {
+        Self::for_class(gpu.class())
+    }
+
+    /// The variant of kernel class `class`: the register kernels on CPU adapters, the split-K
+    /// tiles on GPUs.
+    pub fn for_class(class: AdapterClass) -> Self {
+        match class {
+            AdapterClass::Cpu => GemmVariant::Registers,
+            AdapterClass::Gpu => GemmVariant::Split,
+        }
     }
 }
 
@@ -122,7 +135,7 @@ fn choose_launch(
                 tn,
             })
         }
-        GemmVariant::Tiled => {
+        GemmVariant::Tiled | GemmVariant::Split => {
             let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
             let max = g.gpu().limits().max_compute_workgroups_per_dimension;
             if groups[0] > max || groups[1] > max {
@@ -186,6 +199,9 @@ pub fn record_gemm(
     if p.c.is_none() && p.ct.is_none() {
         return Err(Error::shape(None, "a matrix product with no output"));
     }
+    if variant == GemmVariant::Split {
+        return record_gemm_split(g, label.into(), p);
+    }
     let others: Vec<&MatrixAt> = p.c.iter().chain(p.mask.as_ref()).collect();
     let bias_ok = p.bias.as_ref().is_none_or(|(_, o)| quad(*o));
     let variant = if variant == GemmVariant::Registers
@@ -235,7 +251,9 @@ pub fn record_gemm(
             ct = ct.buf,
         ],
         l.groups,
-    )
+    )?;
+    note_product(g, &l, [p.m, p.n, p.k], p.k, forward_out_bytes(p));
+    Ok(())
 }
 
 /// Adds weight gradient `p` (and its bias gradient).
@@ -246,6 +264,9 @@ pub fn record_weight_grad(
     variant: GemmVariant,
 ) -> Result<()> {
     check_dims(p.m, p.n, p.k)?;
+    if variant == GemmVariant::Split {
+        return record_weight_grad_split(g, label.into(), p);
+    }
     let bias_ok = p.bias_grad.as_ref().is_none_or(|(_, o)| quad(*o));
     let variant = if variant == GemmVariant::Registers
         && !(bias_ok && quad(p.m) && fits_registers(p.m, p.n, &p.a, &p.b, &[&p.c]))
@@ -273,7 +294,10 @@ pub fn record_weight_grad(
             bias_grad = bias,
         ],
         l.groups,
-    )
+    )?;
+    let out = 4.0 * (p.m * p.n + p.bias_grad.as_ref().map_or(0, |_| p.m)) as f64;
+    note_product(g, &l, [p.m, p.n, p.k], p.k, out);
+    Ok(())
 }
 
 /// Adds out = input^T for a `rows x cols` matrix (dimensions, strides and offsets multiples
@@ -306,5 +330,273 @@ pub fn record_transpose(
         ],
         named![input = input.buf.clone(), output = output.buf.clone()],
         (rows * cols / 16) as u64,
-    )
+    )?;
+    g.set_cost(Cost {
+        flops: 0.0,
+        bytes: 8.0 * (rows * cols) as f64,
+        serial: 1,
+    });
+    Ok(())
+}
+
+/// Bytes the forward epilogue moves: C and/or C^T written, the mask and the bias read.
+fn forward_out_bytes(p: &Gemm) -> f64 {
+    let mn = (p.m * p.n) as f64;
+    let stores = p.c.is_some() as u8 + p.ct.is_some() as u8 + p.mask.is_some() as u8;
+    4.0 * (mn * stores as f64 + p.bias.as_ref().map_or(0.0, |_| p.n as f64))
+}
+
+/// Records the counts of the product node just launched with `l`: `serial` multiply-adds per
+/// accumulator, 2 M N K flops, A and B read once and `out_bytes` written.
+fn note_product(g: &mut GraphBuilder, l: &Launch, [m, n, k]: [usize; 3], serial: usize, out: f64) {
+    let invocations = match l.kernel {
+        Kernel::GemmTn | Kernel::GemmTnWgrad => (m.div_ceil(l.tm) * (n / (4 * l.tn))) as u64,
+        _ => l.groups.iter().map(|&x| x as u64).product::<u64>() * 256,
+    };
+    if let Some(meta) = g.last_meta() {
+        meta.invocations = Some(invocations);
+    }
+    g.set_cost(Cost {
+        flops: 2.0 * (m * n * k) as f64,
+        bytes: 4.0 * (k * (m + n)) as f64 + out,
+        serial: serial as u64,
+    });
+}
+
+/// Workgroups a GPU-class product launches at least where its FLOPs are worth filling the GPU
+/// (an H100 has 132 SMs; two workgroups each).
+pub const GPU_MIN_WORKGROUPS: usize = 256;
+/// Longest K range one invocation of a GPU-class product walks.
+pub const GPU_MAX_SERIAL: usize = 512;
+/// Products under this many FLOPs are split only to bound the serial chain.
+pub const GPU_FILL_FLOPS: f64 = 1e6;
+/// The GPU kernels' output tile (64 x 64).
+const GPU_TILE: usize = 64;
+
+/// How a GPU-class product splits K: `parts` ranges of `kc` (the last may be shorter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KSplit {
+    pub parts: usize,
+    pub kc: usize,
+}
+
+/// The split of an `m x n x k` product: enough parts that its tiles times parts reach
+/// [`GPU_MIN_WORKGROUPS`] (products over [`GPU_FILL_FLOPS`]) and no part is longer than
+/// [`GPU_MAX_SERIAL`]; one part where neither asks for more. Chosen once, when the plan is built.
+pub fn k_split(m: usize, n: usize, k: usize) -> KSplit {
+    let tiles = m.div_ceil(GPU_TILE) * n.div_ceil(GPU_TILE);
+    let fill = if 2.0 * (m * n * k) as f64 > GPU_FILL_FLOPS {
+        GPU_MIN_WORKGROUPS.div_ceil(tiles)
+    } else {
+        1
+    };
+    let want = fill.max(k.div_ceil(GPU_MAX_SERIAL)).clamp(1, k);
+    let kc = k.div_ceil(want);
+    KSplit {
+        parts: k.div_ceil(kc),
+        kc,
+    }
+}
+
+/// The grid of a GPU-class product: output tiles in x (n) and y (m), parts in z.
+fn split_grid(g: &GraphBuilder, m: usize, n: usize, s: KSplit) -> Result<[u32; 3]> {
+    let grid = [n.div_ceil(GPU_TILE), m.div_ceil(GPU_TILE), s.parts];
+    let max = g.gpu().limits().max_compute_workgroups_per_dimension as usize;
+    if grid.iter().any(|&x| x > max) {
+        return Err(Error::shape(
+            None,
+            format!(
+                "matrix product of {m} x {n} in {} parts is over the adapter's grid",
+                s.parts
+            ),
+        ));
+    }
+    Ok(grid.map(|x| x as u32))
+}
+
+/// Notes the counts of a `gemm_gpu*` node over `grid`.
+fn note_split_product(
+    g: &mut GraphBuilder,
+    grid: [u32; 3],
+    [m, n, k]: [usize; 3],
+    s: KSplit,
+    out: f64,
+) {
+    let launch = Launch {
+        kernel: Kernel::GemmGpu,
+        groups: grid,
+        tm: 4,
+        tn: 1,
+    };
+    note_product(g, &launch, [m, n, k], s.kc, out);
+}
+
+/// Notes the counts of a combine node: `elements` outputs, each the sum of `parts` values.
+fn note_combine(g: &mut GraphBuilder, elements: usize, parts: usize, out: f64) {
+    g.set_cost(Cost {
+        flops: (elements * (parts - 1)) as f64,
+        bytes: 4.0 * (elements * parts) as f64 + out,
+        serial: parts as u64,
+    });
+}
+
+/// The override constants of the GPU-class kernels beyond [`product_constants`].
+fn split_constants(s: KSplit, split: bool) -> [(&'static str, f64); 3] {
+    [
+        ("KC", s.kc as f64),
+        ("SPLIT", flag(split)),
+        ("PARTS", s.parts as f64),
+    ]
+}
+
+/// [`record_gemm`] with [`GemmVariant::Split`]: `gemm_gpu` with the epilogue in one part, or
+/// `gemm_gpu` into scratch and `gemm_combine`.
+fn record_gemm_split(g: &mut GraphBuilder, label: String, p: &Gemm) -> Result<()> {
+    let s = k_split(p.m, p.n, p.k);
+    let grid = split_grid(g, p.m, p.n, s)?;
+    let ro = Buf::from(g.gpu().placeholder());
+    let rw = Buf::from(g.gpu().placeholder_rw());
+    let none = |buf: &Buf| MatrixAt::dense(buf.clone(), 4);
+    let c = p.c.clone().unwrap_or_else(|| none(&rw));
+    let ct = p.ct.clone().unwrap_or_else(|| none(&rw));
+    let mask = p.mask.clone().unwrap_or_else(|| none(&ro));
+    let (bias, bias_off) = p.bias.clone().unwrap_or((ro.clone(), 0));
+    let split = s.parts > 1;
+    let scratch =
+        split.then(|| g.transient(&format!("{label} parts"), (4 * s.parts * p.m * p.n) as u64));
+    let tile_c = scratch
+        .clone()
+        .map_or(c.clone(), |b| MatrixAt::dense(b, p.n));
+    let tiles = Launch {
+        kernel: Kernel::GemmGpu,
+        groups: grid,
+        tm: 4,
+        tn: 1,
+    };
+    // The tiles write C (or the scratch), the combine C: each is told its own place.
+    let constants_for = |c_at: &MatrixAt| {
+        let mut k = product_constants([p.m, p.n, p.k], [&p.a, &p.b, c_at], bias_off, &tiles);
+        k.extend([
+            ("LDCT", ct.stride as f64),
+            ("LDM", mask.stride as f64),
+            ("CT_OFF", ct.offset as f64),
+            ("M_OFF", mask.offset as f64),
+            ("BIAS", flag(p.bias.is_some())),
+            ("RELU", flag(p.relu)),
+            ("MASK", flag(p.mask.is_some())),
+            ("STORE_C", flag(p.c.is_some())),
+            ("STORE_CT", flag(p.ct.is_some())),
+        ]);
+        k.extend(split_constants(s, split));
+        k
+    };
+    let constants = constants_for(&tile_c);
+    let (tile_bias, tile_mask, tile_ct) = if split {
+        (ro.clone(), ro.clone(), rw.clone())
+    } else {
+        (bias.clone(), mask.buf.clone(), ct.buf.clone())
+    };
+    launch_grid(
+        g,
+        format!("{label} (gemm_gpu)"),
+        Kernel::GemmGpu,
+        &constants,
+        named![
+            a = p.a.buf.clone(),
+            b = p.b.buf.clone(),
+            c = tile_c.buf,
+            bias = tile_bias,
+            mask = tile_mask,
+            ct = tile_ct,
+        ],
+        grid,
+    )?;
+    let Some(parts) = scratch else {
+        note_split_product(g, grid, [p.m, p.n, p.k], s, forward_out_bytes(p));
+        return Ok(());
+    };
+    note_split_product(
+        g,
+        grid,
+        [p.m, p.n, p.k],
+        s,
+        4.0 * (s.parts * p.m * p.n) as f64,
+    );
+    launch(
+        g,
+        format!("{label} (gemm_combine)"),
+        Kernel::GemmCombine,
+        &constants_for(&c),
+        named![parts, c = c.buf, bias, mask = mask.buf, ct = ct.buf],
+        (p.m * p.n) as u64,
+    )?;
+    note_combine(g, p.m * p.n, s.parts, forward_out_bytes(p));
+    Ok(())
+}
+
+/// [`record_weight_grad`] with [`GemmVariant::Split`]: `gemm_gpu_wgrad` storing C and the bias
+/// gradient in one part, or into scratch and `gemm_combine_wgrad`.
+fn record_weight_grad_split(g: &mut GraphBuilder, label: String, p: &WeightGrad) -> Result<()> {
+    let s = k_split(p.m, p.n, p.k);
+    let grid = split_grid(g, p.m, p.n, s)?;
+    let rw = Buf::from(g.gpu().placeholder_rw());
+    let (bias_grad, bias_off) = p.bias_grad.clone().unwrap_or((rw.clone(), 0));
+    let split = s.parts > 1;
+    let scratch = split.then(|| {
+        g.transient(
+            &format!("{label} parts"),
+            (4 * s.parts * (p.m * p.n + p.m)) as u64,
+        )
+    });
+    let tile_c = scratch
+        .clone()
+        .map_or(p.c.clone(), |b| MatrixAt::dense(b, p.n));
+    let tiles = Launch {
+        kernel: Kernel::GemmGpuWgrad,
+        groups: grid,
+        tm: 4,
+        tn: 1,
+    };
+    let mut constants = product_constants([p.m, p.n, p.k], [&p.a, &p.b, &tile_c], bias_off, &tiles);
+    constants.push(("BIAS_GRAD", flag(p.bias_grad.is_some())));
+    constants.extend(split_constants(s, split));
+    let out = 4.0 * (p.m * p.n + p.bias_grad.as_ref().map_or(0, |_| p.m)) as f64;
+    launch_grid(
+        g,
+        format!("{label} (gemm_gpu_wgrad)"),
+        Kernel::GemmGpuWgrad,
+        &constants,
+        named![
+            a = p.a.buf.clone(),
+            b = p.b.buf.clone(),
+            c = tile_c.buf,
+            bias_grad = if split { rw.clone() } else { bias_grad.clone() },
+        ],
+        grid,
+    )?;
+    let Some(parts) = scratch else {
+        note_split_product(g, grid, [p.m, p.n, p.k], s, out);
+        return Ok(());
+    };
+    note_split_product(
+        g,
+        grid,
+        [p.m, p.n, p.k],
+        s,
+        4.0 * (s.parts * (p.m * p.n + p.m)) as f64,
+    );
+    let rows = p.bias_grad.as_ref().map_or(0, |_| p.m);
+    let mut constants = product_constants([p.m, p.n, p.k], [&p.a, &p.b, &p.c], bias_off, &tiles);
+    constants.push(("BIAS_GRAD", flag(p.bias_grad.is_some())));
+    constants.extend(split_constants(s, split));
+    launch(
+        g,
+        format!("{label} (gemm_combine_wgrad)"),
+        Kernel::GemmCombineWgrad,
+        &constants,
+        named![parts, c = p.c.buf.clone(), bias_grad],
+        (p.m * p.n + rows) as u64,
+    )?;
+    note_combine(g, p.m * p.n + rows, s.parts, out);
+    Ok(())
 }

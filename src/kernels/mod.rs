@@ -68,7 +68,11 @@ pub(crate) fn launch(
     invocations: u64,
 ) -> Result<()> {
     let grid = groups(g, invocations);
-    launch_grid(g, label, kernel, constants, bindings, grid)
+    launch_grid(g, label, kernel, constants, bindings, grid)?;
+    if let Some(m) = g.last_meta() {
+        m.invocations = Some(invocations);
+    }
+    Ok(())
 }
 
 /// [`launch`] over an explicit workgroup grid (kernels with their own workgroup shape).
@@ -96,6 +100,9 @@ pub(crate) fn launch_grid(
         bindings.into_iter().map(|(_, b)| b).collect(),
         grid,
     );
+    if let Some(m) = g.last_meta() {
+        m.kernel = Some(kernel.entry());
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::launch;
 use crate::kernels::named;
 
@@ -47,5 +47,12 @@ pub fn record_update(
         &[("OPTIMIZER", code)],
         named![params, grad, weight, state],
         len as u64,
-    )
+    )?;
+    // Elementwise: read parameter, gradient and state, write parameter and state.
+    g.set_cost(Cost {
+        flops: 4.0 * len as f64,
+        bytes: 20.0 * len as f64,
+        serial: 1,
+    });
+    Ok(())
 }

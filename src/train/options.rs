@@ -123,6 +123,9 @@ pub struct TrainArgs {
     /// Stop after N training steps in this run, as Ctrl-C would (checkpoint, non-zero exit).
     #[arg(long, value_name = "N", hide = true)]
     pub stop_after_steps: Option<u64>,
+    /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
+    #[arg(long, default_value = "auto", value_parser = crate::gpu::KernelClass::parse)]
+    pub kernels: crate::gpu::KernelClass,
 }
 
 impl Default for TrainArgs {

@@ -96,6 +96,7 @@ pub(super) fn build_model(
     out: &Output,
 ) -> Result<(Dlrm, Position)> {
     let options = DlrmOptions {
+        kernels: args.kernels,
         tt_cache: args.cache_rows.map(|rows| TtCacheOptions {
             rows,
             warmup_steps: args.cache_warmup,

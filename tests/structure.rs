@@ -1,0 +1,205 @@
+//! The GPU shape of the DLRM step, checked without a GPU: the batch-2,048 Kaggle step (7 TT
+//! tables, rank 32; table sizes scaled down for lavapipe's memory, which changes no kernel's
+//! shape but the TT row factors) built with the `gpu` kernel class, read from the plan's
+//! per-node counts (set by each launcher's cost function). Every node above 1 MFLOP must launch
+//! at least 256 workgroups (two per SM of an H100) and no node's serial chain may exceed 512.
+//!
+//! Nodes whose launcher has no cost function yet cannot be checked: they are printed (run with
+//! `--nocapture`) and listed in BENCHMARKS.md, never exempted by name.
+
+mod common;
+
+use common::*;
+use ttrec::bench::dlrm::{bench_model, DlrmBenchConfig};
+use ttrec::gpu::KernelClass;
+use ttrec::graph::NodeCount;
+
+const MIN_WORKGROUPS: u64 = 256;
+const MAX_SERIAL: u64 = 512;
+const BIG_FLOPS: f64 = 1e6;
+
+fn kaggle_step(kernels: KernelClass, batch: usize) -> Vec<NodeCount> {
+    let gpu = gpu();
+    let cfg = DlrmBenchConfig {
+        variant: "tt".into(),
+        batch,
+        scale: 0.05,
+        rank: 32,
+    };
+    let mut model = bench_model(&gpu, &cfg, None, kernels).expect("the Kaggle model");
+    model.train_counts(batch).expect("the step's plan")
+}
+
+/// Why `c` breaks the GPU shape, if it does.
+fn violation(c: &NodeCount) -> Option<String> {
+    let cost = c.cost?;
+    if cost.flops > BIG_FLOPS && c.workgroups < MIN_WORKGROUPS {
+        return Some(format!(
+            "{}: {:.1} MFLOP in {} workgroups",
+            c.label,
+            cost.flops / 1e6,
+            c.workgroups
+        ));
+    }
+    (cost.serial > MAX_SERIAL).then(|| format!("{}: serial {}", c.label, cost.serial))
+}
+
+fn is_product(c: &NodeCount) -> bool {
+    c.kernel
+        .is_some_and(|k| k.starts_with("gemm") || k == "transpose")
+}
+
+#[test]
+fn gpu_class_kaggle_step_is_gpu_shaped() {
+    let counts = kaggle_step(KernelClass::Gpu, 2048);
+    let products: Vec<&NodeCount> = counts.iter().filter(|c| is_product(c)).collect();
+    // The MLPs' 7 layers: forward, input and weight gradients, each at least one node.
+    assert!(products.len() >= 18, "{} product nodes", products.len());
+    for p in &products {
+        assert!(p.cost.is_some(), "{}: a product without its cost", p.label);
+        assert!(p.invocations.is_some(), "{}: no invocation count", p.label);
+    }
+    // The split-K kernels do run: the weight gradients' K is the batch (2,048 > 512).
+    assert!(products
+        .iter()
+        .any(|p| p.kernel == Some("gemm_combine_wgrad")));
+    let violations: Vec<String> = counts.iter().filter_map(violation).collect();
+    assert!(
+        violations.is_empty(),
+        "nodes not GPU-shaped:\n{}",
+        violations.join("\n")
+    );
+    let unchecked: Vec<String> = counts
+        .iter()
+        .filter(|c| c.cost.is_none())
+        .map(|c| {
+            format!(
+                "{} ({}): {} workgroups, {} invocations",
+                c.label,
+                c.kernel.unwrap_or("transfer"),
+                c.workgroups,
+                c.invocations.map_or("?".into(), |i| i.to_string())
+            )
+        })
+        .collect();
+    eprintln!(
+        "{} of {} nodes have no cost function yet (unchecked):\n{}",
+        unchecked.len(),
+        counts.len(),
+        unchecked.join("\n")
+    );
+}
+
+/// The CPU class keeps its register kernels, whose serial chain is the whole K (the report
+/// shows it; nothing to assert beyond the counts being there).
+#[test]
+fn cpu_class_products_report_their_counts() {
+    let counts = kaggle_step(KernelClass::Cpu, 2048);
+    let wgrads: Vec<&NodeCount> = counts
+        .iter()
+        .filter(|c| c.kernel == Some("gemm_tn_wgrad"))
+        .collect();
+    assert!(!wgrads.is_empty());
+    for w in wgrads {
+        assert_eq!(w.cost.expect("cost").serial, 2048, "{}", w.label);
+    }
+    assert!(!counts.iter().any(|c| c.kernel == Some("gemm_gpu")));
+}
+
+fn ttrec_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ttrec"))
+        .args(args)
+        .output()
+        .expect("running ttrec");
+    assert!(
+        out.status.success(),
+        "ttrec {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect()
+}
+
+/// `bench dlrm --profile --json` with `--kernels gpu`: one `bench_dlrm_node` record per node
+/// with the launchers' counts; the products split.
+#[test]
+fn structural_report_prints_the_counts() {
+    let recs = ttrec_json(&[
+        "bench",
+        "dlrm",
+        "--variant",
+        "tt",
+        "--batch",
+        "64",
+        "--scale",
+        "0.001",
+        "--rank",
+        "4",
+        "--kernels",
+        "gpu",
+        "--profile",
+        "--json",
+        "--steps",
+        "1",
+        "--seconds",
+        "0",
+    ]);
+    let nodes: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "bench_dlrm_node")
+        .collect();
+    assert!(nodes.len() > 20, "{} node records", nodes.len());
+    for n in &nodes {
+        for key in [
+            "kernel",
+            "workgroups",
+            "invocations",
+            "serial",
+            "flops",
+            "bytes",
+            "gpu_ms",
+        ] {
+            assert!(n.get(key).is_some(), "{key} missing in {n}");
+        }
+    }
+    let wgrad = nodes
+        .iter()
+        .find(|n| n["kernel"] == "gemm_gpu_wgrad")
+        .expect("a GPU-class weight gradient");
+    assert!(wgrad["flops"].as_f64().unwrap() > 0.0);
+    assert!(wgrad["serial"].as_u64().unwrap() <= MAX_SERIAL);
+    assert!(wgrad["workgroups"].as_u64().unwrap() >= 1);
+}
+
+/// `bench gemm` times every variant on a shape off every tile, the split one with its combine.
+#[test]
+fn bench_gemm_reports_each_variant() {
+    let recs = ttrec_json(&[
+        "bench",
+        "gemm",
+        "--shape",
+        "67x45x1031",
+        "--json",
+        "--iters",
+        "1",
+        "--seconds",
+        "0",
+    ]);
+    let variants: Vec<&str> = recs
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(variants, ["Registers", "Tiled", "Split"]);
+    for r in &recs {
+        assert_eq!(r["type"], "bench_gemm");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(recs[2]["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k == "gemm_combine"));
+}
