@@ -52,13 +52,19 @@ impl TtKernels {
     /// subgroup kernels wherever the adapter has fixed-size subgroups; the tile widths measured
     /// best on lavapipe and the H100 (BENCHMARKS.md).
     pub fn for_adapter(gpu: &Gpu) -> Self {
+        Self::for_class(gpu.class())
+    }
+
+    /// The variants [`Self::for_adapter`] chooses for an adapter of `class` (a GPU's plans can
+    /// be built, tested and exported on a CPU adapter).
+    pub fn for_class(class: AdapterClass) -> Self {
         TtKernels {
             subgroups: true,
-            core_grad: match gpu.class() {
+            core_grad: match class {
                 AdapterClass::Cpu => CoreGradStrategy::Rows,
                 AdapterClass::Gpu => CoreGradStrategy::Pieces,
             },
-            sort: match gpu.class() {
+            sort: match class {
                 AdapterClass::Cpu => SortStrategy::Workgroup,
                 AdapterClass::Gpu => SortStrategy::Blocks,
             },
