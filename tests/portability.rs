@@ -258,3 +258,57 @@ fn dawn_compiles_every_exported_pipeline() {
         assert!(text.contains("no diagnostics"), "{text}");
     }
 }
+
+/// The command itself: `ttrec kernels --export DIR --json` prints one `kernels_export` record
+/// whose count matches the manifest it wrote; bad flags are errors naming the flag.
+#[test]
+fn the_kernels_command_exports_and_checks_its_flags() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernels-export-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ttrec"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("running ttrec")
+    };
+    let d = dir.to_str().unwrap();
+    let out = run(&[
+        "kernels",
+        "--export",
+        d,
+        "--kernels",
+        "gpu",
+        "--batch",
+        "64",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(record["type"], "kernels_export");
+    assert_eq!(record["kernels"], "gpu");
+    assert_eq!(record["batch"], 64);
+    let manifest = read_json(&dir.join("manifest.json"));
+    assert_eq!(manifest["kernels"], "gpu");
+    let n = manifest["pipelines"].as_array().unwrap().len();
+    assert_eq!(record["pipelines"], n);
+    assert_eq!(std::fs::read_dir(dir.join("pipelines")).unwrap().count(), n);
+    for (args, flag) in [
+        (vec!["kernels", "--export", d, "--batch", "0"], "--batch"),
+        (
+            vec!["kernels", "--export", d, "--kernels", "tpu"],
+            "--kernels",
+        ),
+        (vec!["kernels"], "--export"),
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
