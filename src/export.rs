@@ -25,7 +25,7 @@ use wgpu::naga;
 
 use crate::dlrm::{Dlrm, DlrmConfig, DlrmOptions, TtCacheOptions};
 use crate::error::{Error, Result};
-use crate::gpu::shaders::{Kernel, Shader, WEBGPU_SUBGROUPS};
+use crate::gpu::shaders::{Kernel, Shader};
 use crate::gpu::{AdapterClass, Gpu};
 use crate::io::write_atomic;
 use crate::kernels::matmul::GemmVariant;
@@ -175,7 +175,7 @@ pub fn export(gpu: &Gpu, dir: &Path, options: &ExportOptions) -> Result<ExportSu
     for &s in &shaders {
         let wgsl = format!("shaders/{}.wgsl", s.name());
         write_atomic(dir.join(&wgsl), s.source().as_bytes())?;
-        let webgpu = if s.webgpu_source() != s.source() {
+        let webgpu = if s.uses_subgroups() {
             let file = format!("shaders/{}.webgpu.wgsl", s.name());
             write_atomic(dir.join(&file), s.webgpu_source().as_bytes())?;
             file
@@ -318,7 +318,6 @@ fn pipeline_json(
     } else {
         (format!("shaders/{}.wgsl", s.name()), vec![])
     };
-    debug_assert!(!s.uses_subgroups() || s.webgpu_source().starts_with(WEBGPU_SUBGROUPS));
     Ok(json!({
         "file": file,
         "kernel": format!("{kernel:?}"),
