@@ -78,8 +78,8 @@ impl Shader {
     /// The module's source for a WebGPU implementation that compiles WGSL itself (Dawn/Tint in
     /// Chrome, the browser backend of wgpu): [`Self::source`] with `enable subgroups;` first
     /// where the shader uses subgroups. WebGPU requires that directive; naga 30, which compiles
-    /// the WGSL of every native wgpu backend, rejects it, so one file serves both with the line
-    /// added only here.
+    /// the WGSL of every native wgpu backend, rejects it ("not yet supported", gfx-rs/wgpu#5555),
+    /// so one file serves both with the line added only here.
     pub fn webgpu_source(self) -> String {
         if self.uses_subgroups() {
             format!("{WEBGPU_SUBGROUPS}\n{}", self.source())
