@@ -47,7 +47,7 @@ override STORE_CT: bool = false;
 override BIAS_GRAD: bool = false;
 // Rows (4 or 8) and vec4 columns (1 or 2) per invocation of the register kernels.
 override TM: u32 = 8u;
-override TN: u32 = 2u;
+override TN: u32 = 1u; // launchers always set TM, TN; N = 4 holds one TN = 1 tile (validates)
 
 // The invocation's first row and first vec4 column, or false when it has no work.
 struct Tile {

@@ -20,7 +20,7 @@
 
 override M: u32 = 1u;
 override K: u32 = 1u;
-override N: u32 = 1u;
+override N: u32 = 4u; // launchers always set M, K, N; the defaults only have to validate
 override CORE_K: u32 = 1u;
 override TRANS_B: bool = false;
 override A_FROM_CORE: bool = false;
@@ -162,8 +162,8 @@ fn row_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 // row's [RK, NK] gradient.
 
 override QK: u32 = 1u;
-override RK: u32 = 1u;
-override NK: u32 = 1u;
+override RK: u32 = 4u; // RK, NK: launchers always set them; defaults that validate (vec4 tiles)
+override NK: u32 = 4u;
 override PK: u32 = 1u;
 override P_MODE: u32 = 0u;
 // The fused update of the rows this call touches (a plan with one chunk: the row's gradient is

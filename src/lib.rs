@@ -70,6 +70,7 @@ pub mod cache;
 pub mod data;
 pub mod dlrm;
 pub mod error;
+pub mod export;
 pub mod gpu;
 #[doc(hidden)]
 pub mod graph;

@@ -25,6 +25,9 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
     Info(cli::info::InfoArgs),
+    /// Write every compute pipeline ttrec builds (WGSL as compiled, entry points, override
+    /// constants, bindings) for ports and external shader checkers.
+    Kernels(cli::kernels::KernelsArgs),
     /// Criteo data tools: inspect, preprocess (build the binary data store), synth.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Parity(a) => cli::parity::parity(a),
         Command::Bench(c) => cli::bench::bench(c),
         Command::Info(a) => cli::info::info(a),
+        Command::Kernels(a) => cli::kernels::kernels(a),
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Train(args) => cli::train::train(&args),
     };

@@ -226,3 +226,28 @@ fn uniform_structs_match_their_rust_twins() {
         &[("slot", offset_of!(StepParams, slot))],
     );
 }
+
+/// Every entry point validates with its override constants at their *default* values (a
+/// checker or a port that builds a pipeline without ttrec's launchers, or with only some of
+/// the constants, must not divide by zero or index out of bounds in constant evaluation).
+#[test]
+fn every_entry_point_validates_with_default_override_values() {
+    let mut failed = Vec::new();
+    for &k in Kernel::ALL {
+        let (m, info) = module_and_info(k.shader());
+        let none = naga::back::PipelineConstants::default();
+        if let Err(e) = naga::back::pipeline_constants::process_overrides(
+            &m,
+            &info,
+            Some((naga::ShaderStage::Compute, k.entry())),
+            &none,
+        ) {
+            failed.push(format!("{}::{}: {e:?}", k.shader().name(), k.entry()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "entry points that do not validate with default override values:\n{}",
+        failed.join("\n")
+    );
+}

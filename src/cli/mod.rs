@@ -1,13 +1,16 @@
-//! Subcommands of the `ttrec` binary, one file each: `parity`, `bench` (tt, dlrm, gemm, cache), `info`,
-//! `data` (inspect, preprocess, synth) and `train`; `args` holds the value parsers they share.
+//! Subcommands of the `ttrec` binary, one file each: `parity`, `bench` (tt, dlrm, gemm, cache),
+//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth) and `train`; `args`
+//! holds the value parsers they share.
 //!
 //! With `--json` every line on stdout is one JSON object whose `"type"` says what it is:
-//! `info`; `parity_case`, `parity_summary`; `bench_tt`, `bench_tt_kernel`; `bench_dlrm`,
-//! `bench_dlrm_node`, `bench_dlrm_part`; `bench_gemm`; `bench_cache`. Progress goes to stderr.
+//! `info`; `kernels_export`; `parity_case`, `parity_summary`; `bench_tt`, `bench_tt_kernel`;
+//! `bench_dlrm`, `bench_dlrm_node`, `bench_dlrm_part`; `bench_gemm`; `bench_cache`. Progress goes
+//! to stderr.
 
 pub mod args;
 pub mod bench;
 pub mod data;
 pub mod info;
+pub mod kernels;
 pub mod parity;
 pub mod train;

@@ -352,11 +352,18 @@ impl Gpu {
             match modules.get(&shader) {
                 Some(m) => m.clone(),
                 None => {
+                    // The browser compiles the WGSL itself (Tint) and needs the `enable`
+                    // directive of subgroup shaders; naga, on every native backend, rejects it.
+                    let source = if self.info().backend == wgpu::Backend::BrowserWebGpu {
+                        shader.webgpu_source()
+                    } else {
+                        shader.source()
+                    };
                     let m = self
                         .device()
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(shader.name()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
                         });
                     modules.insert(shader, m.clone());
                     m
@@ -385,6 +392,29 @@ impl Gpu {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Every pipeline built so far, as (kernel, override constants in the order the launcher
+    /// gave them), sorted by kernel order then constants: what `ttrec kernels --export` writes.
+    pub fn pipelines(&self) -> Vec<(shaders::Kernel, Vec<(String, f64)>)> {
+        let mut out: Vec<(shaders::Kernel, Vec<(String, f64)>)> = self
+            .inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(k, c)| {
+                let c = c.iter().map(|(n, v)| (n.clone(), f64::from_bits(*v)));
+                (*k, c.collect())
+            })
+            .collect();
+        let order = |k: &shaders::Kernel| shaders::Kernel::ALL.iter().position(|x| x == k);
+        out.sort_by(|a, b| {
+            order(&a.0)
+                .cmp(&order(&b.0))
+                .then_with(|| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        out
     }
 
     /// Number of pipelines built so far (tests check that replays build none).

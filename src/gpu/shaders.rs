@@ -5,6 +5,9 @@
 /// structs that several kernel families share.
 pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
+/// The directive WebGPU (Tint) needs before a module that calls subgroup built-ins.
+pub const WEBGPU_SUBGROUPS: &str = "enable subgroups;";
+
 /// A kernel family: one WGSL file under `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -69,6 +72,24 @@ impl Shader {
     /// The module's source: the prelude, then the file.
     pub fn source(self) -> String {
         format!("{PRELUDE}\n{}", self.file())
+    }
+
+    /// Whether the shader calls subgroup built-ins (needs `wgpu::Features::SUBGROUP`).
+    pub fn uses_subgroups(self) -> bool {
+        self == Shader::TtSubgroup
+    }
+
+    /// The module's source for a WebGPU implementation that compiles WGSL itself (Dawn/Tint in
+    /// Chrome, the browser backend of wgpu): [`Self::source`] with `enable subgroups;` first
+    /// where the shader uses subgroups. WebGPU requires that directive; naga 30, which compiles
+    /// the WGSL of every native wgpu backend, rejects it ("not yet supported", gfx-rs/wgpu#5555),
+    /// so one file serves both with the line added only here.
+    pub fn webgpu_source(self) -> String {
+        if self.uses_subgroups() {
+            format!("{WEBGPU_SUBGROUPS}\n{}", self.source())
+        } else {
+            self.source()
+        }
     }
 
     /// The shader whose file stem is `name`.

@@ -43,6 +43,12 @@ impl TtParams {
         self.cache_mut().expect("cache").run_refresh()
     }
 
+    /// Builds the refresh's plan ahead of the first refresh (its pipelines compiled), without
+    /// running it: `ttrec kernels --export` lists them. An error without a cache.
+    pub fn prepare_cache_refresh(&mut self) -> Result<()> {
+        self.build_refresh_once()
+    }
+
     /// Builds the refresh's plan into the cache, unless it is built.
     fn build_refresh_once(&mut self) -> Result<()> {
         match self.cache() {

@@ -294,15 +294,25 @@ impl TtEmbeddingBag {
         dout: Option<&[f32]>,
         mode: Mode,
     ) -> Result<(Mode, usize, usize)> {
+        self.prepare(mode, bags.nnz(), bags.num_bags())?;
         let key = (mode, capacity(bags.nnz()), capacity(bags.num_bags()));
         let params = &self.params;
-        let cp = self.plans.get_or_build(key, || {
+        let cp = self.plans.get_mut(&key).expect("plan built by prepare");
+        cp.ios[0].fill(&mut cp.input, params, bags, dout)?;
+        Ok(key)
+    }
+
+    /// Builds the plan of `mode` for calls of up to `nnz` lookups in `num_bags` bags ahead of
+    /// use (its pipelines compiled), without running it: `ttrec kernels --export` lists them.
+    pub fn prepare(&mut self, mode: Mode, nnz: usize, num_bags: usize) -> Result<()> {
+        let key = (mode, capacity(nnz), capacity(num_bags));
+        let params = &self.params;
+        self.plans.get_or_build(key, || {
             let mut g = GraphBuilder::new(params.gpu());
             let io = record_table(&mut g, params, mode, key.1, key.2, "tt")?;
             CallPlan::build(g, vec![io])
         })?;
-        cp.ios[0].fill(&mut cp.input, params, bags, dout)?;
-        Ok(key)
+        Ok(())
     }
 
     /// The plan of `key`, built by [`Self::filled_plan`] in this call.
