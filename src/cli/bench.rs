@@ -11,7 +11,7 @@ use ttrec::bench::dlrm::{
     bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig, DlrmBenchResult,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
-use ttrec::gpu::Gpu;
+use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu};
 use ttrec::progress::{Progress, Unit};
 
 use super::args::{non_negative_f64, positive_f64, positive_usize};
@@ -33,6 +33,18 @@ pub struct RunFlags {
     /// Also print per-kernel GPU times of one step (needs timestamp queries).
     #[arg(long)]
     pub profile: bool,
+    /// The device's limits: the adapter's own, or WebGPU's defaults.
+    #[arg(long, value_enum, default_value_t = DeviceLimits::Adapter)]
+    pub limits: DeviceLimits,
+}
+
+impl RunFlags {
+    /// The device these flags ask for.
+    fn gpu(&self) -> anyhow::Result<Gpu> {
+        Ok(Gpu::with_options(&AdapterOptions::with_limits(
+            self.limits,
+        ))?)
+    }
 }
 
 /// `ttrec bench ...`
@@ -81,7 +93,7 @@ fn bench_cache(a: BenchCacheArgs) -> anyhow::Result<()> {
     if let Some(f) = a.fractions.iter().find(|&&f| f > 1.0) {
         bail!("--cache-fraction {f}: a fraction of the rows is at most 1");
     }
-    let gpu = Gpu::new()?;
+    let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(
@@ -187,7 +199,7 @@ pub struct BenchDlrmArgs {
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
-    let gpu = Gpu::new()?;
+    let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(
@@ -352,7 +364,7 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let gpu = Gpu::new()?;
+    let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(

@@ -11,8 +11,8 @@ use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::loss::StepParams;
 use crate::nn::mlp::pad4;
 use crate::nn::DenseBagLookups;
-use crate::tt::Placement;
 use crate::tt::lookups::LookupSource;
+use crate::tt::Placement;
 use crate::tt::{Bags, Pooling, TtLookups};
 
 /// One batch as the model takes it: `dense` `[B, dense features]` (after dlrm's log transform),

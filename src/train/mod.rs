@@ -123,7 +123,7 @@ impl Output {
 /// and bad data are errors (the caller exits non-zero).
 pub fn run(args: &TrainArgs) -> Result<TrainSummary> {
     args.check()?;
-    let gpu = Gpu::new()?;
+    let gpu = Gpu::with_options(&crate::gpu::AdapterOptions::with_limits(args.limits))?;
     run_on(&gpu, args)
 }
 
