@@ -135,6 +135,11 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
         let mut obj = serde_json::Map::new();
         obj.insert("type".into(), "parity_summary".into());
         BenchEnv::of(&gpu).add_to(&mut obj);
+        let limits = match args.limits {
+            DeviceLimits::Adapter => "adapter",
+            DeviceLimits::Webgpu => "webgpu",
+        };
+        obj.insert("limits".into(), limits.into());
         obj.insert("passed".into(), (files.len() - failed).into());
         obj.insert("failed".into(), failed.into());
         obj.insert("total".into(), files.len().into());
