@@ -171,7 +171,7 @@ fn run_everything(gpu: &Gpu, kernels: TtKernels) -> Vec<Vec<u32>> {
     let shape = TtShape::new(700, &[8, 9, 10], &[2, 2, 2], &[8, 8]).unwrap();
     let cores = random_cores(&shape, 5);
     let mut r = rng(9);
-    let (idx, off) = bags(&mut r, 60, 6, 720);
+    let (idx, off) = bags(&mut r, 60, 6, 700);
     let bags_ = Bags::new(&idx, &off);
     let dout = values(&mut r, 60 * shape.dim());
     for (chunk, cache) in [
