@@ -1,7 +1,10 @@
-//! The parity fixtures (tests/fixtures/parity, cuda, dlrm) through the `ttrec parity` binary
-//! where ttrec promises to run beyond its default device: under WebGPU's default limits
-//! (`--limits webgpu`), and on wgpu's GL backend (`WGPU_BACKEND=gl`: Mesa's GL llvmpipe in CI,
-//! which `.ci/run` installs). Without a GL adapter the GL test fails; it does not skip.
+//! Where ttrec promises to run beyond its default device, through the `ttrec` binary: the parity
+//! fixtures (tests/fixtures/parity, cuda, dlrm) under WebGPU's default limits (`--limits webgpu`)
+//! and on wgpu's GL backend (`WGPU_BACKEND=gl`: Mesa's GL llvmpipe in CI, which `.ci/run`
+//! installs; without a GL adapter that test fails, it does not skip), and the default training
+//! configuration at batch 2,048 under WebGPU's limits (tables scaled down for CI time).
+
+mod common;
 
 use std::process::Command;
 
@@ -67,4 +70,44 @@ fn parity_fixtures_pass_on_the_gl_backend() {
     // TTREC_ADAPTER is cleared so that the GL adapter, whatever its name, is the one chosen.
     let s = parity(&[], &[("WGPU_BACKEND", "gl"), ("TTREC_ADAPTER", "")]);
     assert_eq!(s["backend"], "Gl", "not the GL backend: {s}");
+}
+
+/// `train_kaggle`'s default model (MLPs 13-512-256-64-16 and 512-256-1, D 16, the 7 largest
+/// tables TT at rank 32, evaluation batches of 16,384) for 20 steps at batch 2,048 under WebGPU's
+/// limits. The synthetic tables are Kaggle's sizes times 0.01 to keep CI short; the full-size
+/// run is reported in the README.
+#[test]
+fn default_training_at_batch_2048_runs_under_webgpu_limits() {
+    let dir = common::temp_dir("webgpu-train");
+    let summary = dir.join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ttrec"))
+        .args([
+            "train",
+            "--limits",
+            "webgpu",
+            "--mini-batch-size",
+            "2048",
+            "--num-batches",
+            "20",
+            "--synthetic-scale",
+            "0.01",
+            "--synthetic-samples",
+            "60000",
+            "--summary-json",
+        ])
+        .arg(&summary)
+        .output()
+        .expect("runs ttrec");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["steps"], 20, "{s}");
+    assert_eq!(s["tt_tables"], 7, "{s}");
+    assert!(s["eval_samples"].as_u64().unwrap() > 0, "{s}");
+    std::fs::remove_dir_all(&dir).ok();
 }
