@@ -301,8 +301,10 @@ mod tests {
     /// name, as is one with too little workgroup memory for the tiled product.
     #[test]
     fn a_kernel_over_a_limit_is_named() {
-        let mut small = wgpu::Limits::default();
-        small.max_storage_buffers_per_shader_stage = 7;
+        let small = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: 7,
+            ..Default::default()
+        };
         let e = check_limits(Kernel::TtCoreGrad, &small)
             .unwrap_err()
             .to_string();
@@ -313,8 +315,10 @@ mod tests {
                 && e.contains("allows 7"),
             "{e}"
         );
-        let mut small = wgpu::Limits::default();
-        small.max_compute_workgroup_storage_size = 4096;
+        let small = wgpu::Limits {
+            max_compute_workgroup_storage_size: 4096,
+            ..Default::default()
+        };
         let e = check_limits(Kernel::GemmTiled, &small)
             .unwrap_err()
             .to_string();

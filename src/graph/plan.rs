@@ -124,11 +124,11 @@ fn check_binding_size(gpu: &Gpu, node: &str, binding: &Binding, bytes: u64) -> R
     let (limit, max) = match binding.access {
         Access::Uniform => (
             "maxUniformBufferBindingSize",
-            limits.max_uniform_buffer_binding_size as u64,
+            limits.max_uniform_buffer_binding_size,
         ),
         _ => (
             "maxStorageBufferBindingSize",
-            limits.max_storage_buffer_binding_size as u64,
+            limits.max_storage_buffer_binding_size,
         ),
     };
     if bytes > max {
