@@ -203,8 +203,10 @@ pub fn record_gemm(
         offset: 0,
     };
     // Absent C and C^T: distinct read-write placeholders (writable bindings may not alias).
-    let c = (p.c.clone()).unwrap_or_else(|| none(Buf::from(g.gpu().placeholder_rw_n(0))));
-    let ct = (p.ct.clone()).unwrap_or_else(|| none(Buf::from(g.gpu().placeholder_rw_n(1))));
+    let rw = |i| Buf::from(g.gpu().placeholder_rw_n(i));
+    let (rw0, rw1) = (rw(0), rw(1));
+    let c = p.c.clone().unwrap_or_else(|| none(rw0));
+    let ct = p.ct.clone().unwrap_or_else(|| none(rw1));
     let mask = p.mask.clone().unwrap_or_else(|| none(ro.clone()));
     let (bias, bias_off) = p.bias.clone().unwrap_or((ro, 0));
     let mut constants = product_constants([p.m, p.n, p.k], [&p.a, &p.b, &c], bias_off, &l);
