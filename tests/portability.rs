@@ -268,9 +268,9 @@ fn every_plan_runs_under_webgpu_limits_with_the_same_bits() {
     web.take_error().unwrap();
 }
 
-/// A transient larger than WebGPU's 128 MiB storage binding is ttrec's own error naming the
-/// transient and the limit, raised when the plan is built (before wgpu's validation); one of
-/// 130 MiB fits under the adapter's limits and is bound at its own size.
+/// A transient larger than WebGPU's 128 MiB storage binding, or a caller's buffer bound whole
+/// over it, is ttrec's own error naming the buffer (or node and binding) and the limit, raised
+/// when the plan is built, before wgpu's validation.
 #[test]
 fn an_oversized_transient_names_the_limit() {
     let web = webgpu();
@@ -283,4 +283,17 @@ fn an_oversized_transient_names_the_limit() {
         e.contains("big scratch") && e.contains("maxStorageBufferBindingSize"),
         "{e}"
     );
+    // A caller's buffer over the binding limit, bound whole: named by node and binding.
+    let mut g = GraphBuilder::new(&web);
+    let big = web.storage("big", 129 << 20);
+    let small = g.transient("small", 256);
+    transpose(&mut g, small, Buf::from(&big)).unwrap();
+    let e = g.build().unwrap_err().to_string();
+    assert!(
+        e.contains("transpose under test")
+            && e.contains("to out")
+            && e.contains("maxStorageBufferBindingSize of 134217728"),
+        "{e}"
+    );
+    web.take_error().unwrap();
 }
