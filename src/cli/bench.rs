@@ -11,7 +11,7 @@ use ttrec::bench::dlrm::{
     bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig, DlrmBenchResult,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
-use ttrec::gpu::{Gpu, KernelClass};
+use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu, KernelClass};
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::progress::{Progress, Unit};
 
@@ -34,6 +34,18 @@ pub struct RunFlags {
     /// Also print per-kernel GPU times of one step (needs timestamp queries).
     #[arg(long)]
     pub profile: bool,
+    /// The device's limits: the adapter's own, or WebGPU's defaults.
+    #[arg(long, value_enum, default_value_t = DeviceLimits::Adapter)]
+    pub limits: DeviceLimits,
+}
+
+impl RunFlags {
+    /// The device these flags ask for.
+    fn gpu(&self) -> anyhow::Result<Gpu> {
+        Ok(Gpu::with_options(&AdapterOptions::with_limits(
+            self.limits,
+        ))?)
+    }
 }
 
 /// `ttrec bench ...`
@@ -85,7 +97,7 @@ fn bench_cache(a: BenchCacheArgs) -> anyhow::Result<()> {
     if let Some(f) = a.fractions.iter().find(|&&f| f > 1.0) {
         bail!("--cache-fraction {f}: a fraction of the rows is at most 1");
     }
-    let gpu = Gpu::new()?;
+    let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(
@@ -194,7 +206,7 @@ pub struct BenchDlrmArgs {
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
-    let gpu = Gpu::new()?;
+    let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(
@@ -391,7 +403,7 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let gpu = Gpu::new()?;
+    let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use ttrec::bench::BenchEnv;
-use ttrec::gpu::Gpu;
+use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu};
 use ttrec::parity::{dump, run_fixture, Fixture, ParityReport};
 
 /// `ttrec parity FILE...`
@@ -26,6 +26,9 @@ pub struct ParityArgs {
     /// ("type": "parity_summary") instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The device's limits: the adapter's own, or WebGPU's defaults.
+    #[arg(long, value_enum, default_value_t = DeviceLimits::Adapter)]
+    pub limits: DeviceLimits,
 }
 
 /// One fixture's JSON record.
@@ -74,7 +77,7 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no fixture files found in {:?}", args.files);
     }
-    let gpu = Gpu::new()?;
+    let gpu = Gpu::with_options(&AdapterOptions::with_limits(args.limits))?;
     if !args.json {
         println!("adapter: {}", gpu.adapter_name());
     }
@@ -132,6 +135,11 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
         let mut obj = serde_json::Map::new();
         obj.insert("type".into(), "parity_summary".into());
         BenchEnv::of(&gpu).add_to(&mut obj);
+        let limits = match args.limits {
+            DeviceLimits::Adapter => "adapter",
+            DeviceLimits::Webgpu => "webgpu",
+        };
+        obj.insert("limits".into(), limits.into());
         obj.insert("passed".into(), (files.len() - failed).into());
         obj.insert("failed".into(), failed.into());
         obj.insert("total".into(), files.len().into());

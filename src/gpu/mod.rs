@@ -3,6 +3,7 @@
 //! timestamps. It knows no model.
 
 mod pool;
+pub mod reflect;
 // Unstable internals (the embedded WGSL sources and kernel names): public for the crate's tests
 // only.
 #[doc(hidden)]
@@ -73,6 +74,10 @@ impl KernelClass {
     }
 }
 
+/// Distinct read-write placeholders ([`Gpu::placeholder_rw_n`]): the most absent writable
+/// operands of one dispatch (`sort_fused` without gradient pieces or subgroup pieces has 3).
+pub const RW_PLACEHOLDERS: usize = 4;
+
 /// How long a blocking wait on the GPU may take before it is reported as a hang.
 pub const GPU_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -90,9 +95,10 @@ struct Inner {
     pool: Mutex<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
     /// Small zeroed buffers bound where a kernel's optional operand is absent: one for
-    /// read-only bindings, one for read-write ones (a buffer cannot be both in one dispatch).
+    /// read-only bindings, and [`RW_PLACEHOLDERS`] distinct ones for read-write bindings (a
+    /// writable binding may not alias any other binding of its dispatch).
     placeholder: wgpu::Buffer,
-    placeholder_rw: wgpu::Buffer,
+    placeholders_rw: Vec<wgpu::Buffer>,
 }
 
 /// A wgpu device and queue with ttrec's caches. Cheap to clone (shared).
@@ -111,11 +117,25 @@ pub struct Gpu {
     inner: Arc<Inner>,
 }
 
+/// The limits a device is created with (`--limits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceLimits {
+    /// The adapter's own limits: the most it allows.
+    #[default]
+    Adapter,
+    /// WebGPU's default limits ([`wgpu::Limits::default`]: 128 MiB storage bindings, 256 MiB
+    /// buffers, 8 storage buffers per stage, 16 KiB of workgroup memory, ...), which every
+    /// WebGPU implementation grants without asking: a run that passes under them fits a browser.
+    Webgpu,
+}
+
 /// Options for choosing an adapter.
 #[derive(Clone, Debug, Default)]
 pub struct AdapterOptions {
     /// Case-insensitive substring of the adapter name to use (default: `TTREC_ADAPTER`).
     pub name: Option<String>,
+    /// The limits to create the device with.
+    pub limits: DeviceLimits,
 }
 
 impl AdapterOptions {
@@ -126,6 +146,15 @@ impl AdapterOptions {
             name: std::env::var("TTREC_ADAPTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            limits: DeviceLimits::Adapter,
+        }
+    }
+
+    /// Options from the environment, with the device created under `limits`.
+    pub fn with_limits(limits: DeviceLimits) -> Self {
+        AdapterOptions {
+            limits,
+            ..Self::from_env()
         }
     }
 }
@@ -200,13 +229,21 @@ impl Gpu {
                 .max_by_key(|a| adapter_rank(&a.get_info()))
                 .expect("non-empty"),
         };
-        Self::from_adapter(&chosen)
+        Self::from_adapter_with(&chosen, opts.limits)
     }
 
     /// Creates the device on `adapter`, asking for its full limits and the features that help.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        Self::from_adapter_with(adapter, DeviceLimits::Adapter)
+    }
+
+    /// Creates the device on `adapter` with `limits` (the adapter's, or WebGPU's defaults).
+    pub fn from_adapter_with(adapter: &wgpu::Adapter, limits: DeviceLimits) -> Result<Self> {
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let limits = match limits {
+            DeviceLimits::Adapter => adapter.limits(),
+            DeviceLimits::Webgpu => wgpu::Limits::default(),
+        };
         // Subgroup operations let the lanes of a subgroup share loaded operands (see
         // shaders/tt_subgroup.wgsl); timestamps give per-node times.
         let wanted = wgpu::Features::TIMESTAMP_QUERY
@@ -254,11 +291,13 @@ impl Gpu {
             })
         };
         let placeholder = make_placeholder("ttrec placeholder");
-        let placeholder_rw = make_placeholder("ttrec placeholder (read-write)");
+        let placeholders_rw = (0..RW_PLACEHOLDERS)
+            .map(|_| make_placeholder("ttrec placeholder (read-write)"))
+            .collect();
         Gpu {
             inner: Arc::new(Inner {
                 placeholder,
-                placeholder_rw,
+                placeholders_rw,
                 device,
                 queue,
                 info,
@@ -347,6 +386,8 @@ impl Gpu {
         }
         let shader = kernel.shader();
         let entry = kernel.entry();
+        // ttrec's own error, naming the limit, before wgpu's validation.
+        reflect::check_limits(kernel, self.limits())?;
         let module = {
             let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
             match modules.get(&shader) {
@@ -460,8 +501,13 @@ impl Gpu {
     }
 
     /// Takes a pooled storage buffer of at least `bytes` bytes.
+    /// Sizes are rounded up to a power of two, except where that would pass the device's
+    /// buffer limit (then to 256 bytes).
     pub fn acquire(&self, bytes: u64) -> wgpu::Buffer {
-        let size = pool::size_class(bytes);
+        let mut size = pool::size_class(bytes);
+        if size > self.limits().max_buffer_size {
+            size = bytes.div_ceil(256) * 256;
+        }
         let found = self
             .inner
             .pool
@@ -550,9 +596,16 @@ impl Gpu {
     }
 
     /// The placeholder for a read-write binding (never bound read-only in the same dispatch
-    /// as [`Gpu::placeholder`]).
+    /// as [`Gpu::placeholder`]); the first of [`Gpu::placeholder_rw_n`].
     pub fn placeholder_rw(&self) -> &wgpu::Buffer {
-        &self.inner.placeholder_rw
+        self.placeholder_rw_n(0)
+    }
+
+    /// Read-write placeholder `i` (below [`RW_PLACEHOLDERS`]): a dispatch with several absent
+    /// writable operands binds a distinct one to each, since a writable binding may not alias
+    /// another binding of the dispatch.
+    pub fn placeholder_rw_n(&self, i: usize) -> &wgpu::Buffer {
+        &self.inner.placeholders_rw[i]
     }
 
     /// Largest storage binding in bytes.

@@ -103,10 +103,13 @@ pub(super) fn assign_transients(
     for t in order {
         let (first, last) = life[t].expect("used");
         let need = transients[t].1;
-        if need > gpu.limits().max_buffer_size {
+        // Every transient is bound whole by some node: it must fit one binding.
+        if need > gpu.max_binding() {
             return Err(Error::Gpu(format!(
-                "transient {} needs {need} bytes, over the adapter's buffer limit {}",
+                "transient {} needs {need} bytes, over the device's maxStorageBufferBindingSize \
+                 of {} bytes (and maxBufferSize {})",
                 transients[t].0,
+                gpu.limits().max_storage_buffer_binding_size,
                 gpu.limits().max_buffer_size
             )));
         }

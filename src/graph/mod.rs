@@ -16,6 +16,8 @@
 //! **Unstable internals**: public for the crate's tests and benchmarks only, hidden from the
 //! docs, may change in any release.
 
+use crate::error::{Error, Result};
+use crate::gpu::reflect::Access;
 use crate::gpu::Gpu;
 
 mod alloc;
@@ -44,16 +46,46 @@ pub enum Buf {
     Input(usize),
 }
 
+/// Whether `a` and `b` share bytes. Distinct transients bound by one node never do (both are
+/// live, so they live in distinct buffers); distinct input regions never do.
+fn overlap(a: &Buf, b: &Buf) -> bool {
+    let range = |x: &Buf| match x {
+        Buf::External(buffer) => Some((buffer.clone(), 0, buffer.size())),
+        Buf::Slice {
+            buffer,
+            offset,
+            size,
+        } => Some((buffer.clone(), *offset, offset + size)),
+        _ => None,
+    };
+    match (a, b) {
+        (Buf::Transient(x), Buf::Transient(y)) | (Buf::Input(x), Buf::Input(y)) => x == y,
+        _ => match (range(a), range(b)) {
+            (Some((ba, sa, ea)), Some((bb, sb, eb))) => ba == bb && sa < eb && sb < ea,
+            _ => false,
+        },
+    }
+}
+
 impl From<&wgpu::Buffer> for Buf {
     fn from(b: &wgpu::Buffer) -> Self {
         Buf::External(b.clone())
     }
 }
 
+/// One binding of a dispatch: the shader's name for it (as the launcher passes it), how the
+/// entry point uses it, and the buffer bound.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub name: &'static str,
+    pub access: Access,
+    pub buf: Buf,
+}
+
 enum NodeKind {
     Dispatch {
         pipeline: wgpu::ComputePipeline,
-        bindings: Vec<Buf>,
+        bindings: Vec<Binding>,
         groups: [u32; 3],
     },
     Clear {
@@ -72,7 +104,7 @@ impl NodeKind {
     /// Every buffer the node touches, in binding order (a copy: source, then destination).
     fn buffers(&self) -> Vec<&Buf> {
         match self {
-            NodeKind::Dispatch { bindings, .. } => bindings.iter().collect(),
+            NodeKind::Dispatch { bindings, .. } => bindings.iter().map(|b| &b.buf).collect(),
             NodeKind::Clear { buffer } => vec![buffer],
             NodeKind::Copy { src, dst, .. } => vec![src, dst],
         }
@@ -171,14 +203,20 @@ impl GraphBuilder {
         Buf::Input(self.inputs.len() - 1)
     }
 
-    /// A dispatch of `pipeline` with `bindings[i]` at `@group(0) @binding(i)`.
+    /// A dispatch of `pipeline` (entry point `entry`, for errors) with `bindings[i]` at
+    /// `@group(0) @binding(i)`. Refused when two bindings overlap in one buffer and either is
+    /// writable: WebGPU forbids that aliasing (Dawn rejects it; wgpu does not check), and a
+    /// kernel reading what another binding writes has no defined result.
     pub fn dispatch(
         &mut self,
         label: impl Into<String>,
+        entry: &str,
         pipeline: wgpu::ComputePipeline,
-        bindings: Vec<Buf>,
+        bindings: Vec<Binding>,
         groups: [u32; 3],
-    ) {
+    ) -> Result<()> {
+        let label = label.into();
+        self.check_aliasing(&label, entry, &bindings)?;
         self.nodes.push(Node {
             label: label.into(),
             meta: NodeMeta::default(),
@@ -188,6 +226,45 @@ impl GraphBuilder {
                 groups,
             },
         });
+        Ok(())
+    }
+
+    /// Errors, naming the node and both bindings, when two of `bindings` overlap and either is
+    /// writable.
+    fn check_aliasing(&self, label: &str, entry: &str, bindings: &[Binding]) -> Result<()> {
+        for (i, a) in bindings.iter().enumerate() {
+            for b in &bindings[i + 1..] {
+                if (a.access.writable() || b.access.writable()) && overlap(&a.buf, &b.buf) {
+                    return Err(Error::Gpu(format!(
+                        "node {label:?} ({entry}) binds {} to both {} ({}) and {} ({}): a \
+                         writable binding may not alias another binding (WebGPU forbids it)",
+                        self.describe(&a.buf),
+                        a.name,
+                        a.access.wgsl(),
+                        b.name,
+                        b.access.wgsl()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How errors name a buffer.
+    fn describe(&self, b: &Buf) -> String {
+        match b {
+            Buf::External(buffer) => format!("one buffer of {} bytes", buffer.size()),
+            Buf::Slice {
+                buffer,
+                offset,
+                size,
+            } => format!(
+                "overlapping ranges of one buffer of {} bytes (one at {offset}, {size} bytes)",
+                buffer.size()
+            ),
+            Buf::Transient(t) => format!("transient {:?}", self.transients[*t].0),
+            Buf::Input(i) => format!("input {:?}", self.inputs[*i].0),
+        }
     }
 
     /// Zeroes a whole buffer (or the whole slice, transient or input region).

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use super::alloc::{assign_transients, lay_out_inputs, InputLayout, PlanInput};
-use super::{Buf, GraphBuilder, NodeCount, NodeKind};
+use super::{Binding, Buf, GraphBuilder, NodeCount, NodeKind};
 use crate::error::{Error, Result};
+use crate::gpu::reflect::Access;
 use crate::gpu::Gpu;
 
 /// Where a binding resolves to: a buffer and, for slices and inputs, a byte range of it.
@@ -82,10 +83,12 @@ impl GraphBuilder {
                     offset: *offset,
                     size: Some(*size),
                 },
+                // Bound at its own size, not the pooled buffer's (rounded up to a power of
+                // two): a transient within the binding limit stays within it.
                 Buf::Transient(t) => Bound {
                     buffer: memory.buffers[memory.assigned[*t].expect("assigned")].clone(),
                     offset: 0,
-                    size: None,
+                    size: Some(transients[*t].1.div_ceil(16) * 16),
                 },
                 Buf::Input(i) => Bound {
                     buffer: arena.clone().expect("inputs declared"),
@@ -98,10 +101,10 @@ impl GraphBuilder {
         let ops = nodes
             .into_iter()
             .map(|node| {
-                let op = bind(&gpu, &node.label, node.kind, &resolve);
-                (node.label, op)
+                let op = bind(&gpu, &node.label, node.kind, &resolve)?;
+                Ok((node.label, op))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         gpu.take_error()
             .map_err(|e| Error::Gpu(format!("building a plan: {e}")))?;
         Ok(Plan {
@@ -130,15 +133,42 @@ fn node_count(node: &super::Node) -> NodeCount {
     }
 }
 
+/// Errors, naming the node, the binding and the limit, when a binding is larger than the
+/// device allows (`--limits webgpu`: 128 MiB of storage, 64 KiB of uniform), before wgpu's
+/// validation would refuse the bind group.
+fn check_binding_size(gpu: &Gpu, node: &str, binding: &Binding, bytes: u64) -> Result<()> {
+    let limits = gpu.limits();
+    let (limit, max) = match binding.access {
+        Access::Uniform => (
+            "maxUniformBufferBindingSize",
+            limits.max_uniform_buffer_binding_size,
+        ),
+        _ => (
+            "maxStorageBufferBindingSize",
+            limits.max_storage_buffer_binding_size,
+        ),
+    };
+    if bytes > max {
+        return Err(Error::Gpu(format!(
+            "node {node:?} binds {bytes} bytes to {}, over the device's {limit} of {max} bytes",
+            binding.name
+        )));
+    }
+    Ok(())
+}
+
 /// Node `kind` with its buffers resolved by `resolve` (a dispatch's bind group made).
-fn bind(gpu: &Gpu, label: &str, kind: NodeKind, resolve: &impl Fn(&Buf) -> Bound) -> Op {
-    match kind {
+fn bind(gpu: &Gpu, label: &str, kind: NodeKind, resolve: &impl Fn(&Buf) -> Bound) -> Result<Op> {
+    Ok(match kind {
         NodeKind::Dispatch {
             pipeline,
             bindings,
             groups,
         } => {
-            let bound: Vec<Bound> = bindings.iter().map(resolve).collect();
+            let bound: Vec<Bound> = bindings.iter().map(|b| resolve(&b.buf)).collect();
+            for (binding, b) in bindings.iter().zip(&bound) {
+                check_binding_size(gpu, label, binding, b.len())?;
+            }
             let entries: Vec<wgpu::BindGroupEntry> = bound
                 .iter()
                 .enumerate()
@@ -182,7 +212,7 @@ fn bind(gpu: &Gpu, label: &str, kind: NodeKind, resolve: &impl Fn(&Buf) -> Bound
                 bytes,
             }
         }
-    }
+    })
 }
 
 /// A built step: replay it with [`Plan::encode`] (inside a larger encoder) or [`Plan::run`].

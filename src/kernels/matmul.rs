@@ -213,15 +213,17 @@ pub fn record_gemm(
     };
     let l = choose_launch(g, p.m, p.n, variant, false)?;
     let ro = Buf::from(g.gpu().placeholder());
-    let rw = Buf::from(g.gpu().placeholder_rw());
-    let none = |buf: &Buf| MatrixAt {
-        buf: buf.clone(),
+    let none = |buf: Buf| MatrixAt {
+        buf,
         stride: 4,
         offset: 0,
     };
-    let c = p.c.clone().unwrap_or_else(|| none(&rw));
-    let ct = p.ct.clone().unwrap_or_else(|| none(&rw));
-    let mask = p.mask.clone().unwrap_or_else(|| none(&ro));
+    // Absent C and C^T: distinct read-write placeholders (writable bindings may not alias).
+    let rw = |i| Buf::from(g.gpu().placeholder_rw_n(i));
+    let (rw0, rw1) = (rw(0), rw(1));
+    let c = p.c.clone().unwrap_or_else(|| none(rw0));
+    let ct = p.ct.clone().unwrap_or_else(|| none(rw1));
+    let mask = p.mask.clone().unwrap_or_else(|| none(ro.clone()));
     let (bias, bias_off) = p.bias.clone().unwrap_or((ro, 0));
     let mut constants = product_constants([p.m, p.n, p.k], [&p.a, &p.b, &c], bias_off, &l);
     constants.extend([
@@ -235,8 +237,6 @@ pub fn record_gemm(
         ("STORE_C", flag(p.c.is_some())),
         ("STORE_CT", flag(p.ct.is_some())),
     ]);
-    // With C absent the read-write placeholder would be bound twice (C and C^T): the same
-    // buffer twice as read-write is allowed.
     launch_grid(
         g,
         format!("{} ({})", label.into(), l.kernel.entry()),

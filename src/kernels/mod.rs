@@ -16,7 +16,7 @@ pub mod tt_subgroup;
 use crate::error::{Error, Result};
 use crate::gpu::grid;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Binding, Buf, GraphBuilder};
 
 /// Threads per workgroup of every ttrec kernel (the WGSL `WG`).
 pub const WORKGROUP: u32 = 64;
@@ -93,13 +93,21 @@ pub(crate) fn launch_grid(
             kernel.entry()
         )));
     }
+    let access = &kernel.layout()?.bindings;
+    if access.len() != want.len() {
+        return Err(Error::Gpu(format!(
+            "{kernel:?}: the shader declares {} bindings; the kernel names {want:?}",
+            access.len()
+        )));
+    }
     let pipeline = g.gpu().pipeline(kernel, constants)?;
-    g.dispatch(
-        label,
-        pipeline,
-        bindings.into_iter().map(|(_, b)| b).collect(),
-        grid,
-    );
+    let bindings = bindings
+        .into_iter()
+        .zip(access)
+        .map(|((name, buf), &access)| Binding { name, access, buf })
+        .collect();
+    let entry = format!("{}::{}", kernel.shader().name(), kernel.entry());
+    g.dispatch(label, &entry, pipeline, bindings, grid)?;
     if let Some(m) = g.last_meta() {
         m.kernel = Some(kernel.entry());
     }

@@ -340,10 +340,14 @@ pub fn record_core_grad(
     } else {
         prefix
     };
-    let rw = Buf::from(g.gpu().placeholder_rw());
+    // Without an update, weight and state are not touched: distinct placeholders, since two
+    // writable bindings may not alias.
     let (weight, state) = match &update {
         Some(u) => (u.weight.clone(), u.state.clone()),
-        None => (rw.clone(), rw),
+        None => (
+            Buf::from(g.gpu().placeholder_rw_n(0)),
+            Buf::from(g.gpu().placeholder_rw_n(1)),
+        ),
     };
     let col_tiles = if vec4 {
         s.nk / 4 / tnq

@@ -229,7 +229,9 @@ pub fn record_sort(
 ) -> Result<()> {
     let c = layout.constants();
     let ro = Buf::from(g.gpu().placeholder());
-    let rw = Buf::from(g.gpu().placeholder_rw());
+    // Absent writable outputs: a distinct placeholder each (writable bindings may not alias).
+    let rw = |i| Buf::from(g.gpu().placeholder_rw_n(i));
+    let (rw0, rw1, rw2) = (rw(0), rw(1), rw(2));
     // One workgroup per chunk.
     let per_chunk = grid(
         layout.chunks as u64 * WORKGROUP as u64,
@@ -247,10 +249,10 @@ pub fn record_sort(
                 digits,
                 scratch = b.counts.clone(),
                 segments = b.segments.clone(),
-                grad_pieces = b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
-                sg_starts = b.sg_starts.clone().unwrap_or_else(|| rw.clone()),
+                grad_pieces = b.grad_pieces.clone().unwrap_or(rw0),
+                sg_starts = b.sg_starts.clone().unwrap_or(rw1),
                 sorted = b.sorted.clone(),
-                sg_pieces = b.sg_pieces.clone().unwrap_or(rw)
+                sg_pieces = b.sg_pieces.clone().unwrap_or(rw2)
             ],
             per_chunk,
         );
@@ -293,8 +295,8 @@ pub fn record_sort(
             route = route.clone(),
             totals = b.totals.clone(),
             segments = b.segments.clone(),
-            grad_pieces = b.grad_pieces.clone().unwrap_or_else(|| rw.clone()),
-            sg_starts = b.sg_starts.clone().unwrap_or_else(|| rw.clone())
+            grad_pieces = b.grad_pieces.clone().unwrap_or_else(|| rw0.clone()),
+            sg_starts = b.sg_starts.clone().unwrap_or_else(|| rw1.clone())
         ],
         per_chunk,
     )?;
@@ -310,7 +312,7 @@ pub fn record_sort(
             segments = b.segments.clone(),
             sorted = b.sorted.clone(),
             sg_starts = b.sg_starts.clone().unwrap_or(ro),
-            sg_pieces = b.sg_pieces.clone().unwrap_or(rw)
+            sg_pieces = b.sg_pieces.clone().unwrap_or(rw2)
         ],
         blocks,
     )

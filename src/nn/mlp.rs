@@ -53,6 +53,12 @@ impl ArenaTensor {
     }
 }
 
+/// Values (256 bytes, the largest storage-offset alignment WebGPU allows a device to ask for)
+/// every arena tensor's offset is a multiple of: each tensor can be bound on its own, so one
+/// dispatch can write a weight's and a bias's gradients without two bindings of the whole arena
+/// (writable aliasing, which WebGPU forbids). The padding is zero and never trained.
+pub const TENSOR_ALIGN: usize = 64;
+
 /// Lays tensors out in an arena before it exists.
 #[derive(Debug, Default)]
 pub struct ArenaLayout {
@@ -85,10 +91,10 @@ impl ArenaLayout {
             cols,
             stored_rows,
             stride: pad4(cols),
-            offset: self.len,
+            offset: self.len.div_ceil(TENSOR_ALIGN) * TENSOR_ALIGN,
             vector,
         };
-        self.len += t.stored_len();
+        self.len = t.offset + t.stored_len();
         self.tensors.push(t.clone());
         t
     }
@@ -296,6 +302,20 @@ impl ParamArena {
             buf: Buf::from(buf),
             stride: t.stride,
             offset: t.offset,
+        }
+    }
+
+    /// Tensor `t` of `buf` bound on its own ([`TENSOR_ALIGN`]), for a dispatch that writes two
+    /// tensors of one arena.
+    fn own(&self, buf: &wgpu::Buffer, t: &ArenaTensor) -> MatrixAt {
+        MatrixAt {
+            buf: Buf::Slice {
+                buffer: buf.clone(),
+                offset: t.offset as u64 * 4,
+                size: t.stored_len() as u64 * 4,
+            },
+            stride: t.stride,
+            offset: 0,
         }
     }
 }
@@ -513,8 +533,9 @@ impl Mlp {
                     k: batch,
                     a: dz.rows.clone(),
                     b: x,
-                    c: arena.at(&arena.grads, &l.weight),
-                    bias_grad: Some((Buf::from(&arena.grads), l.bias.offset)),
+                    // Weight and bias gradients bound apart: both are written.
+                    c: arena.own(&arena.grads, &l.weight),
+                    bias_grad: Some((arena.own(&arena.grads, &l.bias).buf, 0)),
                 },
                 variant,
             )?;

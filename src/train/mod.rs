@@ -58,7 +58,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary> {
     let checked = args.check()?;
     crate::signals::install();
     let _locks = lock_outputs(args)?;
-    let gpu = Gpu::new()?;
+    let gpu = Gpu::with_options(&crate::gpu::AdapterOptions::with_limits(args.limits))?;
     run_checked(&gpu, args, &checked)
 }
 

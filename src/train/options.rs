@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use crate::data::NUM_DENSE;
 use crate::dlrm::config::parse_widths;
 use crate::error::{Error, Result};
+use crate::gpu::DeviceLimits;
 use crate::tt::TtInit;
 
 /// Synthetic samples (train + test) of the default run: sized so that the default run finishes
@@ -120,6 +121,10 @@ pub struct TrainArgs {
     /// is an output like the others (checked before any work, its failure an error).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
+    /// The device's limits: the adapter's own, or WebGPU's defaults (a run that fits a
+    /// browser's WebGPU device).
+    #[arg(long, value_enum, default_value_t = DeviceLimits::Adapter)]
+    pub limits: DeviceLimits,
     /// Stop after N training steps in this run, as Ctrl-C would (checkpoint, non-zero exit).
     #[arg(long, value_name = "N", hide = true)]
     pub stop_after_steps: Option<u64>,
