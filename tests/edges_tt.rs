@@ -627,7 +627,11 @@ fn setters_take_effect_at_the_next_step() {
         })
         .collect();
     t.params_mut().set_optimizer_state(&given).unwrap();
-    assert_eq!(t.optimizer_state().unwrap().unwrap(), given);
+    assert_eq!(
+        t.optimizer_state().unwrap().unwrap(),
+        given,
+        "state after set_optimizer_state"
+    );
     tw.state = given.clone();
     tw.cores = t.cores().unwrap();
     let (idx, off, dout) = batch();
@@ -715,4 +719,170 @@ fn new_group_draws_each_table_as_alone() {
         let same_seed = TtParams::new(&g, shapes[1].clone(), opts.clone()).unwrap();
         assert_ne!(group.table_cores(1).unwrap(), same_seed.cores().unwrap());
     }
+}
+
+/// Adagrad state in checkpoints for a `TtTableBatch` and a group: each table's cores and state
+/// saved as a TT checkpoint and loaded back; training on from the files is bitwise training on
+/// without them, and the saved state is the twin's.
+#[test]
+fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
+    use ttrec::tt::checkpoint::{self, TtCheckpoint};
+    let g = gpu();
+    let dir = temp_dir("edges-tt-adagrad-ckpt");
+    let shapes = vec![
+        TtShape::new(100, &[4, 5, 6], &[2, 2, 4], &[4, 8]).unwrap(),
+        TtShape::new(60, &[3, 4, 5], &[2, 2, 4], &[4, 8]).unwrap(),
+    ];
+    let cores: Vec<Vec<Vec<f32>>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(t, s)| random_cores(s, 80 + t as u64))
+        .collect();
+    let mut r = rng(81);
+    let steps: Vec<Vec<(Vec<i64>, Vec<i64>, Vec<f32>)>> = (0..3)
+        .map(|_| {
+            shapes
+                .iter()
+                .map(|s| {
+                    let (i, o) = bags(&mut r, 8, 4, s.num_embeddings);
+                    (i, o, values(&mut r, 8 * 16))
+                })
+                .collect()
+        })
+        .collect();
+    let opts = options(ADAGRAD, Pooling::Sum, None);
+    // A TtTableBatch: two steps, save each table, load, one more step.
+    let make = |cores: &[Vec<Vec<f32>>]| {
+        let tables = shapes
+            .iter()
+            .zip(cores)
+            .map(|(s, c)| TtEmbeddingBag::from_cores(&g, s.clone(), c, opts.clone()).unwrap())
+            .collect();
+        TtTableBatch::new(tables).unwrap()
+    };
+    let step = |batch: &mut TtTableBatch, s: usize| {
+        let all: Vec<Bags> = steps[s].iter().map(|(i, o, _)| Bags::new(i, o)).collect();
+        let douts: Vec<&[f32]> = steps[s].iter().map(|(_, _, d)| &d[..]).collect();
+        batch.forward_backward(&all, &douts).unwrap();
+    };
+    let mut batch = make(&cores);
+    let mut twins: Vec<TwinTable> = shapes
+        .iter()
+        .zip(&cores)
+        .map(|(s, c)| TwinTable::new(s, c))
+        .collect();
+    for s in 0..2 {
+        step(&mut batch, s);
+        for (t, tw) in twins.iter_mut().enumerate() {
+            let (i, o, d) = &steps[s][t];
+            tw.step(ADAGRAD, Pooling::Sum, i, o, d);
+        }
+    }
+    let mut loaded = Vec::new();
+    for (t, table) in batch.tables().iter().enumerate() {
+        let path = dir.join(format!("batch-{t}.safetensors"));
+        table.save(&path).unwrap();
+        let ck = checkpoint::load(&path).unwrap();
+        let state = ck.adagrad_state.as_ref().expect("the file holds the state");
+        for k in 0..3 {
+            assert_close(
+                &format!("saved state of table {t} core {k}"),
+                &state[k],
+                &to_f64(&twins[t].state[k]),
+                1e-5,
+                1e-9,
+            );
+        }
+        loaded.push(TtEmbeddingBag::load(&g, &path, opts.clone()).unwrap());
+    }
+    let mut resumed = TtTableBatch::new(loaded).unwrap();
+    step(&mut batch, 2);
+    step(&mut resumed, 2);
+    for t in 0..2 {
+        let (a, b) = (&batch.tables()[t], &resumed.tables()[t]);
+        assert_eq!(a.cores().unwrap(), b.cores().unwrap(), "batch table {t}");
+        assert_eq!(
+            a.optimizer_state().unwrap(),
+            b.optimizer_state().unwrap(),
+            "batch table {t} state"
+        );
+    }
+    // A group: the same steps through shared dispatches, each table's part saved alone.
+    let (b, d) = (8usize, 16usize);
+    let run_group = |params: &TtParams, s: usize| {
+        let out = g.storage("out", (b * 2 * d * 4) as u64);
+        let mut dout = vec![0f32; b * 2 * d];
+        for (t, (_, _, dt)) in steps[s].iter().enumerate() {
+            for i in 0..b {
+                dout[i * 2 * d + t * d..][..d].copy_from_slice(&dt[i * d..][..d]);
+            }
+        }
+        let dout_buf = g.storage_from("dout", &dout);
+        let mut gb = GraphBuilder::new(&g);
+        let lk = TtLookups::declare(&mut gb, params, 64, 2 * b, "group");
+        lk.record_forward_backward(
+            &mut gb,
+            params,
+            &Buf::from(&out),
+            &Buf::from(&dout_buf),
+            true,
+        )
+        .unwrap();
+        let plan = gb.build().unwrap();
+        let mut input = plan.new_input();
+        let all: Vec<Bags> = steps[s].iter().map(|(i, o, _)| Bags::new(i, o)).collect();
+        let place = Placement {
+            col: vec![0, d],
+            stride: vec![2 * d; 2],
+        };
+        lk.fill(&mut input, params, &all, &place, Pooling::Sum)
+            .unwrap();
+        plan.run_with(&input).unwrap();
+        g.wait().unwrap();
+    };
+    let group = TtParams::group_from_cores(&g, shapes.clone(), &cores, opts.clone()).unwrap();
+    run_group(&group, 0);
+    run_group(&group, 1);
+    let state = group.optimizer_state().unwrap().expect("Adagrad state");
+    let mut files = Vec::new();
+    for (t, s) in shapes.iter().enumerate() {
+        let ck = TtCheckpoint {
+            shape: s.clone(),
+            cores: group.table_cores(t).unwrap(),
+            adagrad_state: Some(table_part(&group, &state, t)),
+        };
+        for k in 0..3 {
+            assert_close(
+                &format!("group state of table {t} core {k}"),
+                &ck.adagrad_state.as_ref().unwrap()[k],
+                &to_f64(&twins[t].state[k]),
+                1e-5,
+                1e-9,
+            );
+        }
+        let path = dir.join(format!("group-{t}.safetensors"));
+        checkpoint::save(&path, &ck).unwrap();
+        files.push(checkpoint::load(&path).unwrap());
+    }
+    let group_cores: Vec<Vec<Vec<f32>>> = files.iter().map(|f| f.cores.clone()).collect();
+    let mut back = TtParams::group_from_cores(&g, shapes.clone(), &group_cores, opts).unwrap();
+    // The group's state, core k: every table's rows in order.
+    let whole: Vec<Vec<f32>> = (0..3)
+        .map(|k| {
+            files
+                .iter()
+                .flat_map(|f| f.adagrad_state.as_ref().unwrap()[k].clone())
+                .collect()
+        })
+        .collect();
+    back.set_optimizer_state(&whole).unwrap();
+    run_group(&group, 2);
+    run_group(&back, 2);
+    assert_eq!(group.cores().unwrap(), back.cores().unwrap(), "group cores");
+    assert_eq!(
+        group.optimizer_state().unwrap(),
+        back.optimizer_state().unwrap(),
+        "group state"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
