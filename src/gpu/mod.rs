@@ -601,3 +601,27 @@ pub fn grid(invocations: u64, wg: u32, max_dim: u32) -> [u32; 3] {
         [x as u32, y as u32, 1]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::adapter_rank;
+    use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    /// The order `Gpu::new` picks adapters in: discrete before integrated before virtual GPUs
+    /// before CPU adapters (lavapipe), and within a kind GL after the native backends.
+    #[test]
+    fn adapters_rank_gpus_first_and_gl_last_within_a_kind() {
+        let rank = |t, b| adapter_rank(&AdapterInfo::new(t, b));
+        let order = [
+            rank(DeviceType::DiscreteGpu, Backend::Vulkan),
+            rank(DeviceType::DiscreteGpu, Backend::Gl),
+            rank(DeviceType::IntegratedGpu, Backend::Metal),
+            rank(DeviceType::IntegratedGpu, Backend::Gl),
+            rank(DeviceType::VirtualGpu, Backend::Dx12),
+            rank(DeviceType::Cpu, Backend::Vulkan),
+            rank(DeviceType::Cpu, Backend::Gl),
+            rank(DeviceType::Other, Backend::Vulkan),
+        ];
+        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
+    }
+}
