@@ -791,4 +791,18 @@ fn gpu_resident_forward_and_backward_match_the_host_calls() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("out buffer has 16 bytes"), "{e}");
+    let no_copy_dst = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app rows without COPY_DST"),
+        size: (10 * dim * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let e = dev
+        .forward_into(&b, &no_copy_dst, &mut enc)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("out buffer lacks usage") && e.contains("COPY_DST"),
+        "{e}"
+    );
 }
