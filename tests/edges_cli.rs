@@ -26,14 +26,14 @@ fn ttrec(args: &[&str]) -> (bool, String, String) {
 fn valid(i: usize) -> Vec<String> {
     let mut f = vec![(i % 2).to_string()];
     f.extend((0..13).map(|j| {
-        if (i + j) % 5 == 0 {
+        if (i + j).is_multiple_of(5) {
             String::new()
         } else {
             ((i * 7 + j) % 50).to_string()
         }
     }));
     f.extend((0..26).map(|c| {
-        if (i + c) % 7 == 0 {
+        if (i + c).is_multiple_of(7) {
             String::new()
         } else {
             format!("{:08x}", (i * 31 + c * 17) % 9)

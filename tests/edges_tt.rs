@@ -739,7 +739,9 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
         .map(|(t, s)| random_cores(s, 80 + t as u64))
         .collect();
     let mut r = rng(81);
-    let steps: Vec<Vec<(Vec<i64>, Vec<i64>, Vec<f32>)>> = (0..3)
+    // Per step, per table: ids, offsets, output gradient.
+    type Step = Vec<(Vec<i64>, Vec<i64>, Vec<f32>)>;
+    let steps: Vec<Step> = (0..3)
         .map(|_| {
             shapes
                 .iter()
@@ -771,10 +773,9 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
         .zip(&cores)
         .map(|(s, c)| TwinTable::new(s, c))
         .collect();
-    for s in 0..2 {
+    for (s, this_step) in steps[..2].iter().enumerate() {
         step(&mut batch, s);
-        for (t, tw) in twins.iter_mut().enumerate() {
-            let (i, o, d) = &steps[s][t];
+        for (tw, (i, o, d)) in twins.iter_mut().zip(this_step) {
             tw.step(ADAGRAD, Pooling::Sum, i, o, d);
         }
     }
@@ -784,10 +785,10 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
         table.save(&path).unwrap();
         let ck = checkpoint::load(&path).unwrap();
         let state = ck.adagrad_state.as_ref().expect("the file holds the state");
-        for k in 0..3 {
+        for (k, sk) in state.iter().enumerate() {
             assert_close(
                 &format!("saved state of table {t} core {k}"),
-                &state[k],
+                sk,
                 &to_f64(&twins[t].state[k]),
                 1e-5,
                 1e-9,
