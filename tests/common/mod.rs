@@ -112,6 +112,8 @@ pub fn run_graph(
 /// Values that show where a kernel wrote nothing.
 pub const POISON: f32 = 1.0e30;
 
+pub mod tt_table;
+
 /// The CPU twins (f64 oracles) the edge tests compare with, imported in this one place so that
 /// a move of their modules is one edit.
 #[allow(unused_imports)]
