@@ -382,6 +382,48 @@ fn tt_rows(m: &Dlrm, config: &DlrmConfig, t: usize) -> (TtShape, Vec<Vec<f32>>, 
     (shape, cores, full)
 }
 
+/// A cached SGD step at `lr` on a TT table with `cores` before the step, rows `rows_now` at the
+/// refresh (full `[N, D]`), the twin's dense row gradient `dw` and the batch's `ids`: the cores
+/// after it (the misses' gradients only, each missed id once with its summed row gradient) and
+/// the rows the model then serves (members: their cached row - lr dW; others: the new cores').
+fn after_cached_step(
+    shape: &TtShape,
+    cores: &[Vec<f32>],
+    rows_now: &[f32],
+    dw: &[f64],
+    ids: &[u64],
+    is_member: impl Fn(u64) -> bool,
+    lr: f64,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let d = shape.dim();
+    let missed: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|&id| !is_member(id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let offsets: Vec<u64> = (0..=missed.len() as u64).collect();
+    let dout: Vec<f64> = missed
+        .iter()
+        .flat_map(|&id| dw[id as usize * d..][..d].to_vec())
+        .collect();
+    let grads = twin::backward_f64(shape, cores, &missed, &offsets, None, Pooling::Sum, &dout);
+    let new_cores = twin::sgd_update(cores, &grads, lr);
+    let mut rows: Vec<f32> = twin::full_weight(shape, &new_cores)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    for id in 0..shape.num_embeddings {
+        if is_member(id) {
+            for i in id as usize * d..(id as usize + 1) * d {
+                rows[i] = (rows_now[i] as f64 - lr * dw[i]) as f32;
+            }
+        }
+    }
+    (new_cores, rows)
+}
+
 /// One cached DLRM step against the model's twin: after two warm-up steps the group's cache
 /// refreshes (members: the top C keys by count, computed here); the third step's loss and the
 /// MLP's updates are the twin's; each member's cached row moves by -lr x its summed row
@@ -491,24 +533,14 @@ fn a_cached_dlrm_step_matches_the_twin() {
     // Expected rows after the step: members' cached rows -= lr x their row gradient; the cores
     // -= lr x the gradient of the misses (each missed id once, with its summed row gradient).
     let lr = config.learning_rate as f64;
-    let d = config.dim();
     let mut rows_after = HashMap::new();
     for &t in &tt_tables {
         let (shape, cores) = &tt_state[&t];
+        let ids: Vec<u64> = (0..b).map(|s| sparse[s * 4 + t] as u64).collect();
+        let is_member = |id: u64| members.contains(&((first_key[&t] + id) as u32));
         let dw = &want.grads[&format!("emb_l.{t}.weight")];
-        let missed: Vec<u64> = (0..b)
-            .map(|s| sparse[s * 4 + t] as u64)
-            .filter(|&id| !members.contains(&((first_key[&t] + id) as u32)))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let offsets: Vec<u64> = (0..=missed.len() as u64).collect();
-        let dout: Vec<f64> = missed
-            .iter()
-            .flat_map(|&id| dw[id as usize * d..][..d].to_vec())
-            .collect();
-        let grads = twin::backward_f64(shape, cores, &missed, &offsets, None, Pooling::Sum, &dout);
-        let new_cores = twin::sgd_update(cores, &grads, lr);
+        let (new_cores, rows) =
+            after_cached_step(shape, cores, &rows_now[&t], dw, &ids, is_member, lr);
         for (k, want_k) in new_cores.iter().enumerate() {
             assert_close(
                 &format!("table {t} core {k} after the cached step"),
@@ -517,18 +549,6 @@ fn a_cached_dlrm_step_matches_the_twin() {
                 2e-5,
                 1e-7,
             );
-        }
-        let mut rows: Vec<f32> = twin::full_weight(shape, &new_cores)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        for id in 0..config.tables[t].rows as usize {
-            if members.contains(&((first_key[&t] + id as u64) as u32)) {
-                for c in 0..d {
-                    let i = id * d + c;
-                    rows[i] = (rows_now[&t][i] as f64 - lr * dw[i]) as f32;
-                }
-            }
         }
         rows_after.insert(t, rows);
     }

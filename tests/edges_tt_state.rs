@@ -198,14 +198,20 @@ fn new_group_draws_each_table_as_alone() {
     }
 }
 
-/// Adagrad state in checkpoints for a `TtTableBatch` and a group: each table's cores and state
-/// saved as a TT checkpoint and loaded back; training on from the files is bitwise training on
-/// without them, and the saved state is the twin's.
-#[test]
-fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
-    use ttrec::tt::checkpoint::{self, TtCheckpoint};
-    let g = gpu();
-    let dir = temp_dir("edges-tt-adagrad-ckpt");
+/// One table's bags of a step: ids, offsets, output gradient `[8, 16]`.
+type TableStep = (Vec<i64>, Vec<i64>, Vec<f32>);
+
+/// Two tables of one group's factors, three steps of bags for them, and their twins after the
+/// first two steps.
+struct Setup {
+    shapes: Vec<TtShape>,
+    cores: Vec<Vec<Vec<f32>>>,
+    /// Per step, per table.
+    steps: Vec<Vec<TableStep>>,
+    twins: Vec<TwinTable>,
+}
+
+fn setup() -> Setup {
     let shapes = vec![
         TtShape::new(100, &[4, 5, 6], &[2, 2, 4], &[4, 8]).unwrap(),
         TtShape::new(60, &[3, 4, 5], &[2, 2, 4], &[4, 8]).unwrap(),
@@ -216,9 +222,7 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
         .map(|(t, s)| random_cores(s, 80 + t as u64))
         .collect();
     let mut r = rng(81);
-    // Per step, per table: ids, offsets, output gradient.
-    type Step = Vec<(Vec<i64>, Vec<i64>, Vec<f32>)>;
-    let steps: Vec<Step> = (0..3)
+    let steps: Vec<Vec<_>> = (0..3)
         .map(|_| {
             shapes
                 .iter()
@@ -229,48 +233,72 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
                 .collect()
         })
         .collect();
-    let opts = options(ADAGRAD, Pooling::Sum, None);
-    // A TtTableBatch: two steps, save each table, load, one more step.
-    let make = |cores: &[Vec<Vec<f32>>]| {
-        let tables = shapes
-            .iter()
-            .zip(cores)
-            .map(|(s, c)| TtEmbeddingBag::from_cores(&g, s.clone(), c, opts.clone()).unwrap())
-            .collect();
-        TtTableBatch::new(tables).unwrap()
-    };
-    let step = |batch: &mut TtTableBatch, s: usize| {
-        let all: Vec<Bags> = steps[s].iter().map(|(i, o, _)| Bags::new(i, o)).collect();
-        let douts: Vec<&[f32]> = steps[s].iter().map(|(_, _, d)| &d[..]).collect();
-        batch.forward_backward(&all, &douts).unwrap();
-    };
-    let mut batch = make(&cores);
     let mut twins: Vec<TwinTable> = shapes
         .iter()
         .zip(&cores)
         .map(|(s, c)| TwinTable::new(s, c))
         .collect();
-    for (s, this_step) in steps[..2].iter().enumerate() {
-        step(&mut batch, s);
+    for this_step in &steps[..2] {
         for (tw, (i, o, d)) in twins.iter_mut().zip(this_step) {
             tw.step(ADAGRAD, Pooling::Sum, i, o, d);
         }
     }
+    Setup {
+        shapes,
+        cores,
+        steps,
+        twins,
+    }
+}
+
+/// Asserts a saved Adagrad state against the twin's.
+fn assert_state(what: &str, state: &[Vec<f32>], twin: &TwinTable) {
+    for (k, sk) in state.iter().enumerate() {
+        assert_close(
+            &format!("{what} core {k}"),
+            sk,
+            &to_f64(&twin.state[k]),
+            1e-5,
+            1e-9,
+        );
+    }
+}
+
+/// Adagrad state in checkpoints for a `TtTableBatch`: after two steps each table is saved and
+/// loaded back; the saved state is the twin's, and a third step from the files is bitwise the
+/// third step without them.
+#[test]
+fn adagrad_state_of_a_table_batch_survives_checkpoints() {
+    use ttrec::tt::checkpoint;
+    let g = gpu();
+    let dir = temp_dir("edges-tt-batch-ckpt");
+    let Setup {
+        shapes,
+        cores,
+        steps,
+        twins,
+    } = setup();
+    let opts = options(ADAGRAD, Pooling::Sum, None);
+    let tables = shapes
+        .iter()
+        .zip(&cores)
+        .map(|(s, c)| TtEmbeddingBag::from_cores(&g, s.clone(), c, opts.clone()).unwrap())
+        .collect();
+    let mut batch = TtTableBatch::new(tables).unwrap();
+    let step = |batch: &mut TtTableBatch, s: usize| {
+        let all: Vec<Bags> = steps[s].iter().map(|(i, o, _)| Bags::new(i, o)).collect();
+        let douts: Vec<&[f32]> = steps[s].iter().map(|(_, _, d)| &d[..]).collect();
+        batch.forward_backward(&all, &douts).unwrap();
+    };
+    step(&mut batch, 0);
+    step(&mut batch, 1);
     let mut loaded = Vec::new();
     for (t, table) in batch.tables().iter().enumerate() {
         let path = dir.join(format!("batch-{t}.safetensors"));
         table.save(&path).unwrap();
         let ck = checkpoint::load(&path).unwrap();
         let state = ck.adagrad_state.as_ref().expect("the file holds the state");
-        for (k, sk) in state.iter().enumerate() {
-            assert_close(
-                &format!("saved state of table {t} core {k}"),
-                sk,
-                &to_f64(&twins[t].state[k]),
-                1e-5,
-                1e-9,
-            );
-        }
+        assert_state(&format!("saved state of table {t}"), state, &twins[t]);
         loaded.push(TtEmbeddingBag::load(&g, &path, opts.clone()).unwrap());
     }
     let mut resumed = TtTableBatch::new(loaded).unwrap();
@@ -285,7 +313,24 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
             "batch table {t} state"
         );
     }
-    // A group: the same steps through shared dispatches, each table's part saved alone.
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Adagrad state in checkpoints for a group (tables stored as one, shared dispatches): each
+/// table's part of the cores and state saved as a TT checkpoint; the saved state is the twin's,
+/// and a group rebuilt from the files takes a third step bitwise like the original.
+#[test]
+fn adagrad_state_of_a_group_survives_checkpoints() {
+    use ttrec::tt::checkpoint::{self, TtCheckpoint};
+    let g = gpu();
+    let dir = temp_dir("edges-tt-group-ckpt");
+    let Setup {
+        shapes,
+        cores,
+        steps,
+        twins,
+    } = setup();
+    let opts = options(ADAGRAD, Pooling::Sum, None);
     let (b, d) = (8usize, 16usize);
     let run_group = |params: &TtParams, s: usize| {
         let out = g.storage("out", (b * 2 * d * 4) as u64);
@@ -329,15 +374,11 @@ fn adagrad_state_of_a_table_batch_and_a_group_survives_checkpoints() {
             cores: group.table_cores(t).unwrap(),
             adagrad_state: Some(table_part(&group, &state, t)),
         };
-        for k in 0..3 {
-            assert_close(
-                &format!("group state of table {t} core {k}"),
-                &ck.adagrad_state.as_ref().unwrap()[k],
-                &to_f64(&twins[t].state[k]),
-                1e-5,
-                1e-9,
-            );
-        }
+        assert_state(
+            &format!("group state of table {t}"),
+            ck.adagrad_state.as_ref().unwrap(),
+            &twins[t],
+        );
         let path = dir.join(format!("group-{t}.safetensors"));
         checkpoint::save(&path, &ck).unwrap();
         files.push(checkpoint::load(&path).unwrap());
