@@ -55,14 +55,18 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 fn errors_are_at_most_the_cuda_ops_own() {
     let gpu = common::gpu();
     let mut failures = Vec::new();
+    let mut compared_in_all = 0;
     for (golden, twin) in pairs() {
         let cuda = Fixture::read(&golden).unwrap();
         let f64fx = Fixture::read(&twin).unwrap();
         let report = run_fixture(&gpu, &f64fx).unwrap();
+        let mut compared = Vec::new();
         for (name, _, want) in &f64fx.expected {
+            // Tensors the golden lacks are counted below: it must lack none it should have.
             let Some((_, _, cuda_vals)) = cuda.expected.iter().find(|(n, _, _)| n == name) else {
                 continue;
             };
+            compared.push(name.clone());
             let actual = name.replacen("expected.", "actual.", 1);
             let (_, _, ours) = report
                 .actual
@@ -84,7 +88,28 @@ fn errors_are_at_most_the_cuda_ops_own() {
                 failures.push(line);
             }
         }
+        // Every tensor of the golden was compared, and a golden holds the output and the
+        // gradient of every core (a golden or fixture that lost them would compare nothing).
+        let g = golden.file_name().unwrap().to_string_lossy();
+        assert_eq!(
+            compared.len(),
+            cuda.expected.len(),
+            "{g}: compared {compared:?} of the golden's {} tensors",
+            cuda.expected.len()
+        );
+        let d = f64fx.shape.d();
+        let wanted = std::iter::once("expected.output".to_string())
+            .chain((0..d).map(|k| format!("expected.grad.cores.{k}")));
+        for w in wanted {
+            assert!(compared.contains(&w), "{g}: {w} not compared: {compared:?}");
+        }
+        compared_in_all += compared.len();
     }
+    println!("{compared_in_all} tensors compared");
+    assert!(
+        compared_in_all >= 15 * 4,
+        "only {compared_in_all} tensors compared"
+    );
     assert!(
         failures.is_empty(),
         "above 1.5x the CUDA op's error:\n{}",

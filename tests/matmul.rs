@@ -377,7 +377,25 @@ fn unaligned_operands_fall_back_to_the_tiled_kernel() {
         relu: false,
         mask: None,
     };
-    run_graph(&gpu, |g| record_gemm(g, "gemm", &p, GemmVariant::Registers));
+    // Asked for the register kernel, the launcher records the tiled one.
+    let mut g = ttrec::graph::GraphBuilder::new(&gpu);
+    record_gemm(&mut g, "gemm", &p, GemmVariant::Registers).unwrap();
+    let plan = g.build().unwrap();
+    assert_eq!(plan.labels(), ["gemm (gemm_tiled)"], "the kernel that ran");
+    plan.run().unwrap();
+    gpu.wait().unwrap();
+    // An aligned product (M = 8, N = 12) keeps the register kernel.
+    let aligned = Gemm {
+        m: 8,
+        n: 12,
+        a: MatrixAt::dense(Buf::from(&ab), 8),
+        c: Some(MatrixAt::dense(Buf::from(&cb), 12)),
+        b: MatrixAt::dense(Buf::from(&bb), 12),
+        ..p.clone()
+    };
+    let mut g = ttrec::graph::GraphBuilder::new(&gpu);
+    record_gemm(&mut g, "gemm", &aligned, GemmVariant::Registers).unwrap();
+    assert_eq!(g.build().unwrap().labels(), ["gemm (gemm_tn)"]);
     let want = twin::gemm_tn(
         m,
         n,

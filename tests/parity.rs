@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use ttrec::parity::{run_fixture, Fixture};
 
-fn run_dir(dir: &Path, must_exist: bool) -> usize {
-    if !dir.exists() {
-        assert!(!must_exist, "{} is missing", dir.display());
-        return 0;
-    }
+/// Runs every fixture of `dir` (which must hold some); returns (fixtures, checks made). Every
+/// expected tensor of a fixture is checked: the checks are counted, not assumed.
+fn run_dir(dir: &Path) -> (usize, usize) {
+    assert!(dir.is_dir(), "{} is missing", dir.display());
     let files = ttrec::parity::fixtures_in(dir).unwrap();
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
     let gpu = common::gpu();
+    let mut checks = 0;
     for f in &files {
         let fx = Fixture::read(f).unwrap_or_else(|e| panic!("{e}"));
         let report = run_fixture(&gpu, &fx).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -38,41 +38,41 @@ fn run_dir(dir: &Path, must_exist: bool) -> usize {
             "{}: no gradient checked",
             f.display()
         );
+        assert_eq!(
+            report.checks.len(),
+            fx.expected.len(),
+            "{}: checks made vs expected tensors",
+            f.display()
+        );
+        checks += report.checks.len();
     }
-    files.len()
+    (files.len(), checks)
 }
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 #[test]
 fn committed_fixtures_pass() {
-    let n = run_dir(
-        &PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/parity"
-        )),
-        true,
-    );
+    let (n, checks) = run_dir(&PathBuf::from(FIXTURES).join("parity"));
     assert!(n >= 10, "only {n} committed fixtures");
+    assert!(checks >= 3 * n, "only {checks} checks in {n} fixtures");
 }
 
+/// The fixtures made by an independent implementation (committed under tests/fixtures/shared):
+/// required, not skipped when absent.
 #[test]
 fn shared_fixtures_pass() {
-    run_dir(
-        &PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/shared"
-        )),
-        false,
-    );
+    let (n, checks) = run_dir(&PathBuf::from(FIXTURES).join("shared"));
+    assert!(n >= 5, "only {n} shared fixtures");
+    assert!(checks >= 3 * n, "only {checks} checks in {n} fixtures");
 }
 
 #[test]
 fn cuda_goldens_pass() {
     // The reference CUDA op's own outputs (an H100), at the same tolerance.
-    let n = run_dir(
-        &PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cuda")),
-        true,
-    );
+    let (n, checks) = run_dir(&PathBuf::from(FIXTURES).join("cuda"));
     assert!(n >= 15, "only {n} CUDA goldens");
+    assert!(checks >= 3 * n, "only {checks} checks in {n} goldens");
 }
 
 /// Rewrites a fixture with one tensor replaced or added.

@@ -122,6 +122,18 @@ fn short_run_writes_summary_metrics_and_plot() {
     assert!(svg.starts_with("<svg") && svg.contains("evaluation AUC"));
 }
 
+/// Every value of every tensor of the checkpoint at `path` is finite (a model that diverged must
+/// never be saved).
+fn assert_finite_checkpoint(path: &str) {
+    let ck = ttrec::train::checkpoint::load(Path::new(path)).unwrap();
+    assert!(!ck.tensors.is_empty(), "{path}: no tensors");
+    for (name, _, v) in &ck.tensors {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            panic!("{path}: {name}[{i}] = {} is not finite", v[i]);
+        }
+    }
+}
+
 fn tensors(path: &str) -> Vec<(String, Vec<u32>)> {
     let ck = ttrec::train::checkpoint::load(Path::new(path)).unwrap();
     ck.tensors
@@ -164,6 +176,7 @@ fn resume_gives_bitwise_the_same_parameters_and_metrics() {
         tensors(&a_ck) == tensors(&b_ck),
         "resumed parameters differ"
     );
+    assert_finite_checkpoint(&a_ck);
     let (a, b) = (json(&a_sum), json(&b_sum));
     for key in ["auc", "logloss", "accuracy", "steps"] {
         assert_eq!(a[key], b[key], "{key}");
@@ -176,6 +189,7 @@ fn broken_and_mismatched_checkpoints_are_named_errors() {
     let ck = p(&dir, "ck.safetensors");
     let r = train(&small(&["--num-batches", "4", "--save-model", &ck]));
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert_finite_checkpoint(&ck);
     let bytes = std::fs::read(&ck).unwrap();
     // Truncated.
     let cut = p(&dir, "cut.safetensors");
@@ -231,8 +245,10 @@ fn a_diverging_loss_stops_the_run_naming_the_step() {
     let r = train(&small(&["--learning-rate", "3e38", "--save-model", &ck]));
     assert!(!r.ok, "{}", r.stdout);
     assert!(r.stderr.contains("the loss of step"), "{}", r.stderr);
-    // No checkpoint with a diverged model was written.
-    assert!(!Path::new(&ck).exists() || ttrec::train::checkpoint::load(Path::new(&ck)).is_ok());
+    // No checkpoint with a diverged model was written: none, or a finite one.
+    if Path::new(&ck).exists() {
+        assert_finite_checkpoint(&ck);
+    }
 }
 
 /// With --cache-rows the TT tables train through their LFU caches: the progress lines and the
@@ -293,15 +309,14 @@ fn bad_options_are_errors_before_any_work() {
     ] {
         let mut a = vec!["train".to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
-        let t = std::time::Instant::now();
         let r = train(&a);
         assert!(!r.ok, "{args:?} was accepted");
         assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+        // No work before the check: the run never got as far as opening the adapter.
         assert!(
             !r.stdout.contains("adapter:"),
             "{args:?}: work started before the check"
         );
-        assert!(t.elapsed().as_secs() < 10);
     }
 }
 
@@ -414,30 +429,35 @@ fn sigint_mid_run_writes_a_checkpoint_and_exits_non_zero() {
             let _ = tx.send(line);
         }
     });
-    // Wait until training runs (the handler is installed before the first step).
+    // Wait until training runs (the handler is installed before the first step). The limits
+    // below are hang guards (10 minutes, GPU_WAIT_TIMEOUT's), not checks of speed.
+    let hang = Duration::from_secs(600);
     let started = Instant::now();
     loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the run printed no training progress");
+            .recv_timeout(hang)
+            .expect("hang guard: no training progress for 10 minutes");
         if line.starts_with("Finished training it") {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120));
+        assert!(
+            started.elapsed() < hang,
+            "hang guard: no training step after 10 minutes"
+        );
     }
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + hang;
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the run did not stop within 120 s of SIGINT");
+            panic!("hang guard: the run did not stop within 10 minutes of SIGINT");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -468,4 +488,93 @@ fn sigint_mid_run_writes_a_checkpoint_and_exits_non_zero() {
         r.stdout,
         r.stderr
     );
+}
+
+/// Resume on real-format data (the real Criteo sample as a day file, TT tables): a run stopped
+/// at step 6 (a print step, not a test step) and resumed writes, into the same metrics file,
+/// exactly the lines of an uninterrupted run (throughput aside), and ends with bitwise the same
+/// parameters.
+#[test]
+fn resume_on_real_data_gives_the_same_metrics_lines() {
+    let dir = temp_dir("train-resume-real");
+    let data = dir.join("day_0.txt");
+    std::fs::write(&data, sample_text()).unwrap();
+    let args = |ck: &str, metrics: &str, extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--test-fraction",
+            "0.2",
+            "--mini-batch-size",
+            "16",
+            "--nepochs",
+            "2",
+            "--arch-mlp-bot",
+            "13-32-16",
+            "--arch-mlp-top",
+            "32-1",
+            "--tt-rank",
+            "4",
+            "--print-freq",
+            "3",
+            "--test-freq",
+            "4",
+            "--save-model",
+            ck,
+            "--metrics-jsonl",
+            metrics,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let (a_ck, a_m) = (p(&dir, "a.safetensors"), p(&dir, "a.jsonl"));
+    let r = train(&args(&a_ck, &a_m, &[]));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("TT"), "{}", r.stdout);
+    let (b_ck, b_m) = (p(&dir, "b.safetensors"), p(&dir, "b.jsonl"));
+    let r = train(&args(&b_ck, &b_m, &["--stop-after-steps", "6"]));
+    assert!(
+        r.stderr.contains("interrupted after step 6"),
+        "{}",
+        r.stderr
+    );
+    let r = train(&args(&b_ck, &b_m, &["--load-model", &b_ck]));
+    assert!(
+        r.ok && r.stdout.contains("resumed from"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let lines = |path: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let rate = v.as_object_mut().unwrap().remove("samples_per_s");
+                assert_eq!(rate.is_some(), v["kind"] == "train", "{l}");
+                v
+            })
+            .collect()
+    };
+    let (a, b) = (lines(&a_m), lines(&b_m));
+    // About 10 batches per epoch: train lines at 3, 6, 9, ...; test lines at 4, 8, ...; twice.
+    assert!(
+        a.iter().filter(|l| l["kind"] == "train").count() >= 6,
+        "{a:?}"
+    );
+    assert!(
+        a.iter().filter(|l| l["kind"] == "test").count() >= 4,
+        "{a:?}"
+    );
+    assert_eq!(a, b, "metrics lines of the resumed run");
+    assert!(
+        tensors(&a_ck) == tensors(&b_ck),
+        "resumed parameters differ"
+    );
+    assert_finite_checkpoint(&a_ck);
 }

@@ -170,7 +170,9 @@ fn kernel_variants_subgroup_portable_rows_pieces_equal_bitwise() {
                 let n = labels.iter().filter(|l| l.ends_with(" combine")).count();
                 assert!(n >= 3, "core-gradient pieces not used ({what}): {labels:?}");
             }
-            if subgroups && g.subgroup_size().is_some_and(|n| n <= 16) {
+            // Required wherever the shape qualifies at the adapter's lanes (N = 32: up to 8).
+            let lanes = g.subgroup_size().map(|n| n as usize);
+            if subgroups && lanes.is_some_and(|l| subgroup_forward_qualifies(&shape, l)) {
                 let sg = labels.iter().filter(|l| l.contains("(subgroup)")).count();
                 // chain 1 and chain^T 1 in each of the chunks
                 assert!(sg >= 2, "subgroup kernels not used ({what}): {labels:?}");
@@ -762,12 +764,13 @@ fn gpu_resident_forward_and_backward_match_the_host_calls() {
     let mut dev = TtEmbeddingBag::from_cores(&gpu, shape.clone(), &cores, opts).unwrap();
     let usage =
         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-    let out = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+    let desc = |usage| wgpu::BufferDescriptor {
         label: Some("app rows"),
         size: (10 * dim * 4) as u64,
         usage,
         mapped_at_creation: false,
-    });
+    };
+    let out = gpu.device().create_buffer(&desc(usage));
     let grad = gpu.storage_from("app grad", &dout);
     let mut enc = gpu.device().create_command_encoder(&Default::default());
     dev.forward_into(&b, &out, &mut enc).unwrap();
@@ -788,4 +791,9 @@ fn gpu_resident_forward_and_backward_match_the_host_calls() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("out buffer has 16 bytes"), "{e}");
+    let no_dst = gpu
+        .device()
+        .create_buffer(&desc(usage - wgpu::BufferUsages::COPY_DST));
+    let e = dev.forward_into(&b, &no_dst, &mut enc).unwrap_err();
+    assert!(format!("{e}").contains("usage BufferUsages(COPY_DST)"));
 }

@@ -298,7 +298,7 @@ fn cached_table_trains_like_an_uncached_one() {
     .unwrap();
     let mut teacher = teacher;
     let student_cores = random_cores(&shape, 6);
-    let run = |cache: Option<CacheConfig>, teacher: &mut TtEmbeddingBag| -> Vec<f64> {
+    let run = |cache: Option<CacheConfig>, teacher: &mut TtEmbeddingBag| {
         let options = TtOptions {
             optimizer: Optimizer::Adagrad {
                 lr: 0.05,
@@ -321,15 +321,37 @@ fn cached_table_trains_like_an_uncached_one() {
             losses.push(loss / (off.len() - 1) as f64);
             student.backward(&bags, &dout).unwrap();
         }
-        losses
+        let stats = student.params_mut().cache_stats().ok();
+        (losses, stats)
     };
-    let plain = run(None, &mut teacher);
+    let (plain, no_stats) = run(None, &mut teacher);
+    assert!(no_stats.is_none(), "the uncached student has no cache");
     let cfg = CacheConfig {
         warmup_steps: 5,
         refresh_every: 10,
         ..config(50)
     };
-    let cached = run(Some(cfg), &mut teacher);
+    let (cached, stats) = run(Some(cfg), &mut teacher);
+    // The cache served lookups (a cache that never hits would make the runs equal).
+    let stats = stats.expect("cache statistics");
+    assert!(
+        stats.hit_rate() > 0.2 && stats.members == 50,
+        "the cache barely served: {stats:?}"
+    );
+    // Before the first refresh nothing is cached: the same losses up to rounding (the misses
+    // take the cache's compaction path, whose sums may round differently).
+    for (s, (a, b)) in cached[..5].iter().zip(&plain[..5]).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-6 * b.abs(),
+            "warm-up step {s}: {a} vs {b}"
+        );
+    }
+    let differ = cached.iter().zip(&plain).filter(|(a, b)| a != b).count();
+    assert!(
+        differ >= 50,
+        "only {differ} of 60 losses differ with a cache serving {:.0} % of lookups",
+        100.0 * stats.hit_rate()
+    );
     let tail = |v: &[f64]| v[v.len() - 10..].iter().sum::<f64>() / 10.0;
     let head = |v: &[f64]| v[..5].iter().sum::<f64>() / 5.0;
     assert!(

@@ -99,6 +99,8 @@ struct Inner {
     /// writable binding may not alias any other binding of its dispatch).
     placeholder: wgpu::Buffer,
     placeholders_rw: Vec<wgpu::Buffer>,
+    /// The subgroup size the kernels may rely on, probed on first use.
+    subgroups: std::sync::OnceLock<Option<u32>>,
 }
 
 /// A wgpu device and queue with ttrec's caches. Cheap to clone (shared).
@@ -298,6 +300,7 @@ impl Gpu {
             inner: Arc::new(Inner {
                 placeholder,
                 placeholders_rw,
+                subgroups: std::sync::OnceLock::new(),
                 device,
                 queue,
                 info,
@@ -334,14 +337,87 @@ impl Gpu {
     }
     /// The subgroup size when the device has subgroup operations and every subgroup has the same
     /// size (lavapipe: the SIMD width, 8 with AVX2; NVIDIA: 32), which the subgroup kernels need
-    /// for their fixed lane layout (tables turn them off with [`crate::tt::TtKernels`]).
+    /// for their fixed lane layout (tables turn them off with [`crate::tt::TtKernels`]). The
+    /// size is checked once by running one workgroup of that many invocations: a driver whose
+    /// subgroups are smaller than it reports (lavapipe forced to 1024-bit vectors reports 32
+    /// lanes and runs 16) gets None, with a warning, and the portable kernels.
     pub fn subgroup_size(&self) -> Option<u32> {
+        *self.inner.subgroups.get_or_init(|| {
+            let lanes = self.reported_subgroup_size()?;
+            match self.subgroups_work(lanes) {
+                Ok(true) => Some(lanes),
+                Ok(false) => {
+                    log::warn!(
+                        "{} reports subgroups of {lanes} lanes but does not run them as one: the subgroup kernels are off",
+                        self.adapter_name()
+                    );
+                    None
+                }
+                Err(e) => {
+                    log::warn!("probing subgroups of {lanes} lanes failed ({e}): the subgroup kernels are off");
+                    None
+                }
+            }
+        })
+    }
+
+    /// The subgroup size the adapter reports (fixed, a power of two in 4..=64), unchecked.
+    fn reported_subgroup_size(&self) -> Option<u32> {
         let info = self.info();
         let fixed = info.subgroup_min_size == info.subgroup_max_size;
         let usable =
             (4..=64).contains(&info.subgroup_min_size) && info.subgroup_min_size.is_power_of_two();
         (self.device().features().contains(wgpu::Features::SUBGROUP) && fixed && usable)
             .then_some(info.subgroup_min_size)
+    }
+
+    /// Whether a workgroup of `lanes` invocations runs as one subgroup: each invocation's
+    /// subgroup id is its local index, and a shuffle reads the lane it names.
+    fn subgroups_work(&self, lanes: u32) -> Result<bool> {
+        let source = format!(
+            "@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size({lanes})
+fn probe(@builtin(local_invocation_index) i: u32, @builtin(subgroup_invocation_id) lane: u32) {{
+    out[2u * i] = lane;
+    out[2u * i + 1u] = subgroupShuffle(i, {last}u - lane);
+}}",
+            last = lanes - 1
+        );
+        let device = self.device();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("ttrec subgroup probe"),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("ttrec subgroup probe"),
+            layout: None,
+            module: &module,
+            entry_point: Some("probe"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let out = self.storage("ttrec subgroup probe", lanes as u64 * 8);
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("ttrec subgroup probe"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: out.as_entire_binding(),
+            }],
+        });
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        self.queue().submit([enc.finish()]);
+        let got = self.read_u32(&out, 0, 2 * lanes as usize)?;
+        Ok((0..lanes).all(|i| {
+            let i_ = i as usize;
+            got[2 * i_] == i && got[2 * i_ + 1] == lanes - 1 - i
+        }))
     }
     /// "name (backend, device type)": how reports name the adapter.
     pub fn adapter_name(&self) -> String {
@@ -654,5 +730,29 @@ pub fn grid(invocations: u64, wg: u32, max_dim: u32) -> [u32; 3] {
         let y = groups.div_ceil(max_dim as u64);
         let x = groups.div_ceil(y);
         [x as u32, y as u32, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::adapter_rank;
+    use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    /// The order `Gpu::new` picks adapters in: discrete before integrated before virtual GPUs
+    /// before CPU adapters (lavapipe), and within a kind GL after the native backends.
+    #[test]
+    fn adapters_rank_gpus_first_and_gl_last_within_a_kind() {
+        let rank = |t, b| adapter_rank(&AdapterInfo::new(t, b));
+        let order = [
+            rank(DeviceType::DiscreteGpu, Backend::Vulkan),
+            rank(DeviceType::DiscreteGpu, Backend::Gl),
+            rank(DeviceType::IntegratedGpu, Backend::Metal),
+            rank(DeviceType::IntegratedGpu, Backend::Gl),
+            rank(DeviceType::VirtualGpu, Backend::Dx12),
+            rank(DeviceType::Cpu, Backend::Vulkan),
+            rank(DeviceType::Cpu, Backend::Gl),
+            rank(DeviceType::Other, Backend::Vulkan),
+        ];
+        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
     }
 }

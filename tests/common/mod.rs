@@ -104,3 +104,115 @@ pub fn run_graph(
 
 /// Values that show where a kernel wrote nothing.
 pub const POISON: f32 = 1.0e30;
+
+pub mod tt_table;
+
+/// The CPU twins (f64 oracles) the edge tests compare with, imported in this one place so that
+/// a move of their modules is one edit.
+#[allow(unused_imports)]
+pub mod twins {
+    pub use ttrec::twin::dlrm;
+    pub use ttrec::twin::nn;
+    pub use ttrec::twin::tt;
+    pub use ttrec::twin::tt_cache as cache;
+
+    use ttrec::dlrm::DlrmConfig;
+    use ttrec::twin::dlrm::{TwinModel, TwinTable};
+
+    /// The twin's plain description of `config`'s model (the twin sits below `dlrm`, so it does
+    /// not take a `DlrmConfig`).
+    pub fn twin_model(config: &DlrmConfig) -> TwinModel {
+        TwinModel {
+            bottom_mlp: config.bottom_mlp.clone(),
+            top_mlp: config.top_widths(),
+            dim: config.dim(),
+            tables: (0..config.tables.len())
+                .map(|t| match config.tt_shape(t).unwrap() {
+                    None => TwinTable::Dense {
+                        rows: config.tables[t].rows,
+                    },
+                    Some(shape) => TwinTable::Tt(shape),
+                })
+                .collect(),
+            learning_rate: config.learning_rate,
+        }
+    }
+}
+
+/// The bit patterns of `v` (bitwise comparisons that name NaNs and signed zeros too).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+pub fn u64s(v: &[i64]) -> Vec<u64> {
+    v.iter().map(|&x| x as u64).collect()
+}
+
+/// Runs `f` on its own thread and returns its result; a hang guard, never a speed check: fails
+/// only if `f` has not finished after `limit` (choose it generously: minutes, not seconds).
+pub fn hang_guard<T: Send + 'static>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            worker
+                .join()
+                .expect("the guarded work panicked after finishing");
+            v
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the guarded work ended without a result"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("hang guard: {what} has not finished after {limit:?}")
+        }
+    }
+}
+
+/// Runs test `name` of this very test binary again in a fresh process (its own device, fresh
+/// pipeline compiles) with `env` set; returns its output. The child finds itself by the
+/// variables in `env`.
+pub fn rerun_test(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([name, "--exact", "--nocapture", "--test-threads", "1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("re-running the test binary")
+}
+
+/// Asserts a child test run passed, showing its output otherwise.
+pub fn assert_child_passed(what: &str, out: &std::process::Output) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    // The harness prints "1 passed" for the one test it ran: never a filtered-out nothing.
+    assert!(
+        text.contains("test result: ok. 1 passed"),
+        "{what} ran no test:\n{text}"
+    );
+}
+
+/// Whether the subgroup chain can take a forward product of `shape` on subgroups of `lanes`
+/// lanes (written from the kernel's rule, `PieceLayout::fits`, independently): some core k >= 1
+/// with N = q_k R_{k+1} a multiple of 4 x lanes, K = R_k a multiple of 4, and at most 16 rows
+/// of A (q_0 ... q_{k-1}) per lookup.
+pub fn subgroup_forward_qualifies(shape: &ttrec::tt::TtShape, lanes: usize) -> bool {
+    (1..shape.d()).any(|k| {
+        let m: usize = shape.q[..k].iter().product();
+        (shape.q[k] * shape.ranks[k + 1]).is_multiple_of(4 * lanes)
+            && shape.ranks[k].is_multiple_of(4)
+            && m <= 16
+    })
+}
