@@ -218,7 +218,7 @@ impl GraphBuilder {
         let label = label.into();
         self.check_aliasing(&label, entry, &bindings)?;
         self.nodes.push(Node {
-            label: label.into(),
+            label,
             meta: NodeMeta::default(),
             kind: NodeKind::Dispatch {
                 pipeline,
