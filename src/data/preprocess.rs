@@ -1,4 +1,4 @@
-//! dlrm's preprocessing of Criteo (see `../shared/spec/dlrm-criteo.md`): missing -> 0, dense
+//! dlrm's preprocessing of Criteo (as its `dlrm_data_pytorch.py` does it): missing -> 0, dense
 //! `log(max(x, 0) + 1)`, categorical `% max_ind_range` then per-column dense ids, the 7-day split.
 
 use std::ops::Range;
