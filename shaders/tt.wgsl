@@ -355,6 +355,53 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 }
 
+// chain_v4 with one row of A per invocation (the GPU class: M times the invocations, so that
+// the products of small M still fill a GPU): each invocation owns 1 row x TNQ vec4 columns,
+// laid out as in chain_v4, and sums the same terms in the same order.
+@compute @workgroup_size(64)
+fn chain_row_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let nq = N / 4u;
+    let ntiles = nq / TNQ;
+    let kq = K / 4u;
+    let per = M * ntiles;
+    let id = linear_id(wid, nwg, lid);
+    let n = id / per;
+    if (n >= chunk.len) {
+        return;
+    }
+    let rem = id - n * per;
+    let m = rem / ntiles;
+    let cq = rem % ntiles;
+    let g = chunk.start + n;
+    var a_base = n * M * kq;
+    if (A_FROM_CORE) {
+        a_base = digits[g] * M * kq;
+    }
+    let b_base = digits[CORE_K * chunk.cap + g] * K * nq + cq;
+    let a0 = a_base + m * kq;
+    var acc: array<vec4<f32>, 4>;
+    for (var t = 0u; t < 4u; t = t + 1u) {
+        acc[t] = vec4<f32>(0.0);
+    }
+    for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
+        let x0 = v4_a[a0 + k4];
+        let row = b_base + 4u * k4 * nq;
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            let col = row + j * ntiles;
+            let b0 = v4_b[col];
+            let b1 = v4_b[col + nq];
+            let b2 = v4_b[col + 2u * nq];
+            let b3 = v4_b[col + 3u * nq];
+            acc[j] = acc[j] + x0.x * b0 + x0.y * b1 + x0.z * b2 + x0.w * b3;
+        }
+    }
+    let o = n * M * nq + cq + m * nq;
+    for (var j = 0u; j < TNQ; j = j + 1u) {
+        v4_out[o + j * ntiles] = acc[j];
+    }
+}
+
 // C = A * B^T (B stored [N, K]) with K % 4 == 0: every output is a dot product of two
 // contiguous rows, read as vec4s. Each invocation owns 4 rows x 4 TNQ columns.
 @compute @workgroup_size(64)
@@ -579,6 +626,75 @@ fn core_grad_pieces_v4(@builtin(workgroup_id) wid: vec3<u32>,
                 cgp_partial[o + (r0 + i) * nq + j * ntiles] = acc[4u * i + j];
             }
         }
+    }
+}
+
+// The row of gradient piece `piece` of the chunk: the last row whose first piece is at or
+// before it (rows without lookups share their start with the next). Invariant:
+// starts[lo] <= piece < starts[hi].
+fn piece_row(table: u32, piece: u32) -> u32 {
+    var lo = 0u;
+    var hi = PK;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (cgp_starts[table + mid] <= piece) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// core_grad_pieces_v4 with one row of the [RK, NK] slice per invocation (the GPU class: 4 TRQ
+// times the invocations, so that a few pieces still fill a GPU): each invocation owns 1 row x
+// TNQ vec4 columns and adds the same terms in the same order as core_grad_block_v4.
+@compute @workgroup_size(64)
+fn core_grad_pieces_row(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let nq = NK / 4u;
+    let ntiles = nq / TNQ;
+    let per = RK * ntiles;
+    let id = linear_id(wid, nwg, lid);
+    let piece = id / per;
+    let table = chunk.index * (PK + 1u);
+    if (piece >= PIECES || piece >= cgp_starts[table + PK]) {
+        return;
+    }
+    let seg = table + piece_row(table, piece);
+    let b0 = cg_segments[seg] + (piece - cgp_starts[seg]) * BLOCK;
+    let s1 = min(b0 + BLOCK, cg_segments[seg + 1u]);
+    let rem = id - piece * per;
+    let r = rem / ntiles;
+    let cq = rem % ntiles;
+    let core_section = CORE_K * chunk.cap;
+    var acc: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    for (var s = b0; s < s1; s = s + 1u) {
+        let g = cg_sorted[core_section + s];
+        let n = g - chunk.start;
+        var p_base = n * QK * RK + r;
+        if (P_MODE == 1u) {
+            p_base = cg_digits[g] * QK * RK + r;
+        }
+        var d = n * QK * nq + cq;
+        for (var a = 0u; a < QK; a = a + 1u) {
+            var pv = 1.0;
+            if (P_MODE != 0u) {
+                pv = cg_p[p_base + a * RK];
+            }
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                acc[j] = acc[j] + pv * cg4_dp[d + j * ntiles];
+            }
+            d = d + nq;
+        }
+    }
+    let o = piece * RK * nq + r * nq + cq;
+    for (var j = 0u; j < TNQ; j = j + 1u) {
+        cgp_partial[o + j * ntiles] = acc[j];
     }
 }
 

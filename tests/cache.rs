@@ -183,6 +183,7 @@ impl GpuCache {
             ext(&self.stats),
             count,
             b.nnz() + 5,
+            b.tables.len(),
         )
         .unwrap();
         gb.build().unwrap().run().unwrap();
@@ -529,6 +530,8 @@ fn pool_and_train(kind: UpdateKind, c: usize) -> RunOutputs {
             ext(&out),
             DIM,
             b.num_bags + 3,
+            b.nnz(),
+            b.nnz(),
         )
         .unwrap();
         let state_bind = match kind {
@@ -553,6 +556,7 @@ fn pool_and_train(kind: UpdateKind, c: usize) -> RunOutputs {
                 DIM,
                 b.nnz() + 7,
                 c,
+                b.nnz(),
             )
             .unwrap();
         }

@@ -152,6 +152,7 @@ fn check_with(case: &Case, strategy: SortStrategy) {
         &mut gb,
         "digits".into(),
         d,
+        case.tables.len(),
         false,
         ext(&route_buf),
         ext(&ids_buf),

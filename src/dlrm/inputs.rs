@@ -75,7 +75,8 @@ pub(super) fn declare(
             net.t_stride(),
             &net.dense_col_offsets(),
             "dense tables",
-        )?),
+        )?
+        .assume_one_hot()),
         None => None,
     };
     let tt = net
@@ -87,6 +88,7 @@ pub(super) fn declare(
             // Training plans count the lookups in the groups' caches; evaluation does not.
             let source = LookupSource::for_table(&grp.params, train);
             TtLookups::declare_with(g, &grp.params, n, n, &format!("tt group {i}"), source)
+                .assume_one_hot(batch)
         })
         .collect();
     Ok(BatchInputs {

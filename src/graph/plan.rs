@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::alloc::{assign_transients, lay_out_inputs, InputLayout, PlanInput};
-use super::{Binding, Buf, GraphBuilder, NodeCount, NodeKind};
+use super::{Binding, Buf, Cost, GraphBuilder, NodeCount, NodeKind};
 use crate::error::{Error, Result};
 use crate::gpu::reflect::Access;
 use crate::gpu::Gpu;
@@ -97,7 +97,7 @@ impl GraphBuilder {
                 },
             }
         };
-        let counts = nodes.iter().map(node_count).collect();
+        let counts = nodes.iter().map(|n| node_count(n, &resolve)).collect();
         let ops = nodes
             .into_iter()
             .map(|node| {
@@ -118,18 +118,33 @@ impl GraphBuilder {
     }
 }
 
-/// The structural report's view of `node`.
-fn node_count(node: &super::Node) -> NodeCount {
-    let workgroups = match &node.kind {
-        NodeKind::Dispatch { groups, .. } => groups.iter().map(|&g| g as u64).product(),
-        _ => 0,
+/// The structural report's view of `node`; clears and copies are counted here (bytes
+/// written, and read for a copy), dispatches by their launchers.
+fn node_count(node: &super::Node, resolve: &dyn Fn(&Buf) -> Bound) -> NodeCount {
+    let transfer = |bytes: u64| {
+        Some(Cost {
+            flops: 0.0,
+            bytes: bytes as f64,
+            serial: 1,
+        })
+    };
+    let (workgroups, cost) = match &node.kind {
+        NodeKind::Dispatch { groups, .. } => {
+            (groups.iter().map(|&g| g as u64).product(), node.meta.cost)
+        }
+        NodeKind::Clear { buffer } => {
+            let b = resolve(buffer);
+            let size = b.size.unwrap_or_else(|| b.buffer.size() - b.offset);
+            (0, transfer(size))
+        }
+        NodeKind::Copy { bytes, .. } => (0, transfer(2 * bytes)),
     };
     NodeCount {
         label: node.label.clone(),
         kernel: node.meta.kernel,
         workgroups,
         invocations: node.meta.invocations,
-        cost: node.meta.cost,
+        cost,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::named;
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::{launch, MatrixAt};
@@ -23,6 +23,10 @@ pub struct BagGroupShape {
     pub dim: usize,
     pub tables: usize,
     pub bags: usize,
+    /// Most lookups of a batch, of one bag, and of one row (the counts' loops).
+    pub lookups: usize,
+    pub bag_run: usize,
+    pub row_run: usize,
 }
 
 /// Adds the pooling of one shard's rows: bag b of table t into `out` at
@@ -61,11 +65,21 @@ pub fn record_bag_fwd(
             out = out.buf.clone()
         ],
         (s.tables * s.bags * s.dim / 4) as u64,
-    )
+    )?;
+    // One invocation per (table, bag, vec4 column) walks the bag's lookups; every lookup's
+    // row is read (the shard's rows only are added).
+    let (l, d, out) = (s.lookups as f64, s.dim as f64, (s.tables * s.bags * s.dim) as f64);
+    g.set_cost(Cost {
+        flops: l * d,
+        bytes: 4.0 * (l * (d + 1.0) + out * (1.0 + accumulate as u8 as f64)),
+        serial: s.bag_run as u64,
+    });
+    Ok(())
 }
 
 /// Adds one shard's backward: per distinct row (segment) the sum of its lookups' output
 /// gradients (kept in `seg_grad`), then `kind`'s update of the row with the parameters in `opt`.
+/// `row_run`: the most lookups of one row (the counts).
 #[allow(clippy::too_many_arguments)]
 pub fn record_bag_bwd(
     g: &mut GraphBuilder,
@@ -79,6 +93,7 @@ pub fn record_bag_bwd(
     dout: Buf,
     shard: &ShardAt,
     seg_grad: Buf,
+    row_run: usize,
 ) -> Result<()> {
     let code = match kind {
         UpdateKind::Sgd => 0.0,
@@ -105,5 +120,13 @@ pub fn record_bag_bwd(
             seg_grad
         ],
         (segments * dim / 4) as u64,
-    )
+    )?;
+    // One invocation per (segment, vec4 column) sums the row's lookups in order, then updates.
+    let (u, d) = (segments as f64, dim as f64);
+    g.set_cost(Cost {
+        flops: u * d * 6.0,
+        bytes: 4.0 * (u * d * 6.0 + 3.0 * u),
+        serial: row_run as u64,
+    });
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::launch;
 use crate::kernels::named;
 
@@ -49,7 +49,14 @@ pub fn record_finite_span(
         &[],
         named![step, region, values, stats],
         (len as u64).clamp(1, SPAN_THREADS),
-    )
+    )?;
+    // A bit test per value (no flops), a grid-stride loop over the region.
+    g.set_cost(Cost {
+        flops: 0.0,
+        bytes: 4.0 * len as f64,
+        serial: (len as u64).div_ceil(SPAN_THREADS).max(1),
+    });
+    Ok(())
 }
 
 /// Adds the check of the rows of one dense-table shard (`weight`) that the step's `segs`
@@ -73,5 +80,11 @@ pub fn record_finite_rows(
         &[],
         named![step, region, segs, weight, stats],
         (segments * dim).max(1) as u64,
-    )
+    )?;
+    g.set_cost(Cost {
+        flops: 0.0,
+        bytes: 4.0 * (segments * (dim + 3)) as f64,
+        serial: 1,
+    });
+    Ok(())
 }

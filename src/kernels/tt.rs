@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::{AdapterClass, Gpu};
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::launch;
 use crate::kernels::named;
 use crate::kernels::optim::UpdateKind;
@@ -45,6 +45,10 @@ pub struct TtKernels {
     pub row_quads: usize,
     /// Groups of 4 output columns per invocation of the transposed chain (1 to 4).
     pub t_col_groups: usize,
+    /// One output row per invocation of the chain and of the core-gradient pieces (the GPU
+    /// class: M or RK times the invocations, so that small products still fill a GPU); the
+    /// same sums in the same order as the 4-row tiles.
+    pub row_tiles: bool,
 }
 
 impl TtKernels {
@@ -68,9 +72,20 @@ impl TtKernels {
                 AdapterClass::Cpu => SortStrategy::Workgroup,
                 AdapterClass::Gpu => SortStrategy::Blocks,
             },
-            col_quads: 4,
-            row_quads: 2,
-            t_col_groups: 2,
+            // GPUs: the thinnest tiles (most invocations); the sums are the same either way.
+            col_quads: match class {
+                AdapterClass::Cpu => 4,
+                AdapterClass::Gpu => 1,
+            },
+            row_quads: match class {
+                AdapterClass::Cpu => 2,
+                AdapterClass::Gpu => 1,
+            },
+            t_col_groups: match class {
+                AdapterClass::Cpu => 2,
+                AdapterClass::Gpu => 1,
+            },
+            row_tiles: class == AdapterClass::Gpu,
         }
     }
 
@@ -98,7 +113,7 @@ impl TtKernels {
             self.col_quads,
             self.row_quads,
             self.t_col_groups
-        )
+        ) + if self.row_tiles { ", row tiles" } else { "" }
     }
 }
 
@@ -144,6 +159,7 @@ pub fn record_chain(
 ) -> Result<()> {
     // Vectorised variants where the inner dimensions allow vec4 reads.
     let kernel = match (s.trans_b, s.k.is_multiple_of(4), s.n.is_multiple_of(4)) {
+        (false, true, true) if kernels.row_tiles => Kernel::TtChainRowV4,
         (false, true, true) => Kernel::TtChainV4,
         (true, true, _) => Kernel::TtChainTV4,
         _ => Kernel::TtChain,
@@ -155,9 +171,13 @@ pub fn record_chain(
         widest_quads(kernels.col_quads, s.n)
     };
     let col_tiles = match kernel {
-        Kernel::TtChainV4 => s.n / 4 / tnq,
+        Kernel::TtChainV4 | Kernel::TtChainRowV4 => s.n / 4 / tnq,
         Kernel::TtChainTV4 => s.n.div_ceil(4 * tnq),
         _ => s.n.div_ceil(4),
+    };
+    let row_tiles = match kernel {
+        Kernel::TtChainRowV4 => s.m,
+        _ => s.m.div_ceil(4),
     };
     launch(
         g,
@@ -173,8 +193,22 @@ pub fn record_chain(
             ("TNQ", tnq as f64),
         ],
         named![chunk, digits, a, b = core, out],
-        max_lookups as u64 * s.m.div_ceil(4) as u64 * col_tiles as u64,
-    )
+        max_lookups as u64 * row_tiles as u64 * col_tiles as u64,
+    )?;
+    g.set_cost(chain_cost(&s, max_lookups));
+    Ok(())
+}
+
+/// The count of one chain product over `lookups` lookups, whatever the kernel: per lookup an
+/// m x k by k x n product; reads A and the lookup's slice of B (gathered: counted per lookup),
+/// writes C; every output is one chain of k multiply-adds.
+pub fn chain_cost(s: &ChainShape, lookups: usize) -> Cost {
+    let (l, m, k, n) = (lookups as f64, s.m as f64, s.k as f64, s.n as f64);
+    Cost {
+        flops: 2.0 * l * m * k * n,
+        bytes: 4.0 * l * (m * k + k * n + m * n + 1.0),
+        serial: s.k as u64,
+    }
 }
 
 /// Adds the pooling of a chunk's rows into the bag outputs (bag b's row at element `dest[b]` of
@@ -192,6 +226,7 @@ pub fn record_pool(
     dest: Buf,
     accumulate: bool,
     max_bags: usize,
+    runs: RunBounds,
 ) -> Result<()> {
     launch(
         g,
@@ -203,7 +238,59 @@ pub fn record_pool(
         ],
         named![chunk, offsets, scale, rows, out, dest],
         max_bags as u64 * dim as u64,
-    )
+    )?;
+    // One invocation per (bag, column) walks the bag's lookups in the chunk.
+    let (bags, d, lookups) = (max_bags as f64, dim as f64, runs.lookups as f64);
+    g.set_cost(Cost {
+        flops: 2.0 * lookups * d,
+        bytes: 4.0 * (lookups * (d + 1.0) + bags * (d * (1.0 + accumulate as u8 as f64) + 3.0)),
+        serial: runs.chunk_bag() as u64,
+    });
+    Ok(())
+}
+
+/// What a plan knows of its batches' runs, for the counts of the kernels whose loops walk
+/// them (the structural report; the kernels themselves take any batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunBounds {
+    /// Lookups of a chunk.
+    pub lookups: usize,
+    /// Most lookups of one bag in a batch.
+    pub bag: usize,
+    /// Most lookups of one row (of any core, or of the table) in a batch.
+    pub row: usize,
+}
+
+impl RunBounds {
+    /// Any batch of up to `nnz_cap` lookups in chunks of `chunk`: one bag or one row may
+    /// hold them all.
+    pub fn any(chunk: usize, nnz_cap: usize) -> Self {
+        RunBounds {
+            lookups: chunk,
+            bag: nnz_cap,
+            row: nnz_cap,
+        }
+    }
+
+    /// The longest bag within one chunk.
+    pub fn chunk_bag(&self) -> usize {
+        self.bag.min(self.lookups)
+    }
+
+    /// The most lookups of one row within one chunk.
+    pub fn chunk_row(&self) -> usize {
+        self.row.min(self.lookups)
+    }
+
+    /// One lookup per bag (DLRM's one-hot features) with `bags_per_table` bags per table: a
+    /// row (of one table) sees at most one lookup per bag.
+    pub fn one_hot(self, bags_per_table: usize) -> Self {
+        RunBounds {
+            bag: 1,
+            row: bags_per_table,
+            ..self
+        }
+    }
 }
 
 /// Adds the per-lookup row gradient `drow[n] = scale[n] * dout[dest[n]..]` (`dest[n]`: where the
@@ -227,7 +314,14 @@ pub fn record_row_grad(
         &[("D", dim as f64)],
         named![chunk, dest, scale, dout, drow],
         max_lookups as u64 * dim as u64,
-    )
+    )?;
+    let (l, d) = (max_lookups as f64, dim as f64);
+    g.set_cost(Cost {
+        flops: l * d,
+        bytes: 4.0 * l * (2.0 * d + 2.0),
+        serial: 1,
+    });
+    Ok(())
 }
 
 /// Where the left factor P_k of a core gradient comes from.
@@ -304,6 +398,7 @@ pub fn record_core_grad(
     update: Option<FusedUpdate>,
     pieces: Option<&GradPieces>,
     kernels: &TtKernels,
+    runs: RunBounds,
 ) -> Result<()> {
     let mode = match s.prefix {
         PrefixSource::One => 0.0,
@@ -317,6 +412,8 @@ pub fn record_core_grad(
     } else {
         1
     };
+    // The GPU class's pieces own one row of the slice each (rows of P^T: RK of them).
+    let row_pieces = kernels.row_tiles && vec4 && pieces.is_some();
     let fused = match update.as_ref().map(|u| u.kind) {
         None => 0.0,
         Some(UpdateKind::Sgd) => 1.0,
@@ -354,13 +451,22 @@ pub fn record_core_grad(
     } else {
         s.nk.div_ceil(4)
     };
-    let tiles = s.rk.div_ceil(4 * trq) as u64 * col_tiles as u64;
+    let tiles = if row_pieces {
+        s.rk as u64 * col_tiles as u64
+    } else {
+        s.rk.div_ceil(4 * trq) as u64 * col_tiles as u64
+    };
+    let cost = CoreGradCost::new(&s, runs, update.is_some());
     if let (true, Some(pieces)) = (vec4, pieces) {
         constants.push(("PIECES", pieces.per_chunk as f64));
         launch(
             g,
             format!("{label} pieces"),
-            Kernel::TtCoreGradPiecesV4,
+            if row_pieces {
+                Kernel::TtCoreGradPiecesRow
+            } else {
+                Kernel::TtCoreGradPiecesV4
+            },
             &constants,
             named![
                 chunk = chunk.clone(),
@@ -374,9 +480,10 @@ pub fn record_core_grad(
             ],
             pieces.per_chunk as u64 * tiles,
         )?;
+        g.set_cost(cost.pieces(pieces.per_chunk));
         constants.pop();
         constants.push(("FUSED_UPDATE", fused));
-        return launch(
+        launch(
             g,
             format!("{label} combine"),
             Kernel::TtCoreGradCombine,
@@ -391,7 +498,9 @@ pub fn record_core_grad(
                 state
             ],
             (s.rows * s.rk * s.nk / 4) as u64,
-        );
+        )?;
+        g.set_cost(cost.combine(pieces.per_chunk));
+        return Ok(());
     }
     constants.push(("FUSED_UPDATE", fused));
     launch(
@@ -405,7 +514,68 @@ pub fn record_core_grad(
         &constants,
         named![chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state],
         s.rows as u64 * tiles,
-    )
+    )?;
+    g.set_cost(cost.rows());
+    Ok(())
+}
+
+/// The counts of one chunk's core gradient: per lookup a P^T (rk x qk) by dP (qk x nk)
+/// product; the slice of a row is [rk, nk].
+struct CoreGradCost {
+    flops: f64,
+    /// Bytes of the lookups' operands (P, dP, the sorted index).
+    operand_bytes: f64,
+    /// Values of the gradient (rows x rk x nk).
+    grad: f64,
+    slice: f64,
+    qk: u64,
+    row_run: u64,
+    /// Values each updated element reads and writes (grad and, fused, weight and state).
+    touched: f64,
+}
+
+impl CoreGradCost {
+    fn new(s: &CoreGradShape, runs: RunBounds, fused: bool) -> Self {
+        let (l, qk, rk, nk) = (runs.lookups as f64, s.qk as f64, s.rk as f64, s.nk as f64);
+        let p = if s.prefix == PrefixSource::One { 0.0 } else { rk };
+        CoreGradCost {
+            flops: 2.0 * l * qk * rk * nk,
+            operand_bytes: 4.0 * l * (qk * (p + nk) + 2.0),
+            grad: s.rows as f64 * rk * nk,
+            slice: rk * nk,
+            qk: s.qk as u64,
+            row_run: runs.chunk_row() as u64,
+            touched: if fused { 6.0 } else { 2.0 },
+        }
+    }
+
+    /// Row by row: one invocation walks its row's lookups (blocks of [`CORE_GRAD_BLOCK`]).
+    fn rows(&self) -> Cost {
+        Cost {
+            flops: self.flops,
+            bytes: self.operand_bytes + 4.0 * self.touched * self.grad,
+            serial: self.row_run * self.qk,
+        }
+    }
+
+    /// Pieces: one block of lookups each, to `slots` partial slices.
+    fn pieces(&self, slots: usize) -> Cost {
+        Cost {
+            flops: self.flops,
+            bytes: self.operand_bytes + 4.0 * slots as f64 * self.slice,
+            serial: CORE_GRAD_BLOCK as u64 * self.qk,
+        }
+    }
+
+    /// The combine: each row's partials added in piece order, then the fused update.
+    fn combine(&self, slots: usize) -> Cost {
+        let partials = slots as f64 * self.slice;
+        Cost {
+            flops: partials + if self.touched > 2.0 { 5.0 * self.grad } else { 0.0 },
+            bytes: 4.0 * (partials + self.touched * self.grad),
+            serial: self.row_run.div_ceil(CORE_GRAD_BLOCK as u64),
+        }
+    }
 }
 
 /// The widest of 4, 2, 1 quads that is at most `cap` and divides `len` into whole quads.
@@ -434,5 +604,11 @@ pub fn record_transpose(
         &[("RK", rk as f64), ("NK", nk as f64), ("PK", rows as f64)],
         named![core, out],
         (rows * rk * nk) as u64,
-    )
+    )?;
+    g.set_cost(Cost {
+        flops: 0.0,
+        bytes: 8.0 * (rows * rk * nk) as f64,
+        serial: 1,
+    });
+    Ok(())
 }

@@ -12,7 +12,7 @@ use crate::cache::{SELECTION_WORDS, STATS_WORDS};
 use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
 use crate::gpu::{grid, Gpu};
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::tt_route::record_route_bags;
 use crate::kernels::{groups, launch_grid, named, WORKGROUP};
@@ -80,6 +80,7 @@ pub fn record_cache_reset(g: &mut GraphBuilder, label: &str, hash: &CacheHash) -
         named![&keys, &counts, &slots],
         gr,
     )?;
+    g.set_cost(integer(12.0 * hash.entries as f64, 1));
     Ok(())
 }
 
@@ -88,7 +89,8 @@ pub fn record_cache_reset(g: &mut GraphBuilder, label: &str, hash: &CacheHash) -
 /// offset]`, tables in lookup order); with `count` (training forwards) an absent key is inserted
 /// and every occurrence adds one to its key's count. `hit[n]` = the key's slot or [`NONE`].
 /// Adds to `stats` ([`STATS_WORDS`], zeroed by the caller when it wants): lookups, hits, dropped
-/// (with `count`, occurrences whose key found no entry within the probe limit).
+/// (with `count`, occurrences whose key found no entry within the probe limit). `num_tables`: how
+/// many the descriptor holds (the counts' walk).
 #[allow(clippy::too_many_arguments)]
 pub fn record_cache_probe(
     g: &mut GraphBuilder,
@@ -101,6 +103,7 @@ pub fn record_cache_probe(
     stats: Buf,
     count: bool,
     max_lookups: usize,
+    num_tables: usize,
 ) -> Result<()> {
     let gr = groups(g, max_lookups as u64);
     let CacheHash {
@@ -121,6 +124,11 @@ pub fn record_cache_probe(
         named![route, ids, tables, &keys, &counts, &slots, hit, stats],
         gr,
     )?;
+    // Per lookup: its table (a walk over the descriptors), then up to MAX_PROBE entries.
+    g.set_cost(integer(
+        4.0 * max_lookups as f64 * (3.0 + 3.0 * hash.max_probe as f64),
+        (hash.max_probe + num_tables) as u64,
+    ));
     Ok(())
 }
 
@@ -165,6 +173,8 @@ pub fn record_cache_select(
         named![&selection, &hist, &members],
         gr,
     )?;
+    g.set_cost(integer(4.0 * (capacity_c + 256) as f64, 1));
+    let entries = hash.entries as f64;
     let (keys, counts) = (hash.keys.clone(), hash.counts.clone());
     for pass in 0..8 {
         launch_grid(
@@ -175,6 +185,11 @@ pub fn record_cache_select(
             named![&selection, &keys, &counts, &hist],
             tile_groups,
         )?;
+        // Per tile: each invocation its 16 entries, then the tile's 256 bins merged 4 a thread.
+        g.set_cost(integer(
+            4.0 * (2.0 * entries + 256.0 * tile_words as f64),
+            (SELECT_TILE / WORKGROUP as usize + WORKGROUP as usize) as u64,
+        ));
         launch_grid(
             g,
             format!("{label} choose {pass}"),
@@ -183,6 +198,8 @@ pub fn record_cache_select(
             named![&selection, &hist, &stats],
             [1, 1, 1],
         )?;
+        // One invocation walks the 256 bins (twice).
+        g.set_cost(integer(4.0 * 2.0 * 256.0, 2 * 256));
     }
     launch_grid(
         g,
@@ -192,6 +209,10 @@ pub fn record_cache_select(
         named![&selection, &keys, &counts, &tiles],
         tile_groups,
     )?;
+    g.set_cost(integer(
+        4.0 * (2.0 * entries + tile_words as f64),
+        (SELECT_TILE / WORKGROUP as usize + WORKGROUP as usize) as u64,
+    ));
     launch_grid(
         g,
         format!("{label} scan"),
@@ -200,6 +221,11 @@ pub fn record_cache_select(
         named![&tiles],
         [1, 1, 1],
     )?;
+    // One workgroup: each invocation its share of the tiles twice and the earlier shares.
+    g.set_cost(integer(
+        4.0 * 2.0 * tile_words as f64,
+        (2 * tile_words.div_ceil(WORKGROUP as usize) + WORKGROUP as usize) as u64,
+    ));
     launch_grid(
         g,
         format!("{label} place"),
@@ -215,13 +241,18 @@ pub fn record_cache_select(
         ],
         tile_groups,
     )?;
+    g.set_cost(integer(
+        4.0 * (4.0 * entries + capacity_c as f64),
+        (2 * SELECT_TILE / WORKGROUP as usize + WORKGROUP as usize) as u64,
+    ));
     Ok(())
 }
 
 /// Adds the pooling of the cached rows of up to `max_bags` bags (`route.num_bags` of them):
 /// `out[bag_dest[b] + c] += sum over the hits n of bag b, in lookup order, of scale_n
 /// cache_values[hit[n] * dim + c]` (scale 1, 1 / bag length, or `weights[n]` by `route.pool`).
-/// Runs after the TT pooling wrote `out`; bags without hits are untouched.
+/// Runs after the TT pooling wrote `out`; bags without hits are untouched. `max_lookups` and
+/// `bag_run` (the longest bag) size the counts.
 #[allow(clippy::too_many_arguments)]
 pub fn record_cache_pool(
     g: &mut GraphBuilder,
@@ -235,6 +266,8 @@ pub fn record_cache_pool(
     out: Buf,
     dim: usize,
     max_bags: usize,
+    max_lookups: usize,
+    bag_run: usize,
 ) -> Result<()> {
     let gr = groups(g, (max_bags * dim) as u64);
     launch_grid(
@@ -253,6 +286,13 @@ pub fn record_cache_pool(
         ],
         gr,
     )?;
+    // One invocation per (bag, column) walks the bag's lookups; `bag_run`: the longest bag.
+    let (l, d) = (max_lookups as f64, dim as f64);
+    g.set_cost(Cost {
+        flops: 2.0 * l * d,
+        bytes: 4.0 * (l * (d + 3.0) + 2.0 * max_bags as f64 * d),
+        serial: bag_run as u64,
+    });
     Ok(())
 }
 
@@ -298,7 +338,8 @@ pub fn update_scratch_words(max_lookups: usize, capacity_c: usize) -> [usize; 4]
 /// `opt`: the uniform `OptParams` (lr, eps; len unused). `state`: C f32 for Adagrad, any
 /// read-write buffer for SGD. A stable radix sort of the lookups by slot
 /// ([`SlotSortLayout`], 3 dispatches a pass), then one dispatch walking each slot's run. Scratch:
-/// four transients ([`update_scratch_words`]). Adds nothing when `capacity_c` is 0.
+/// four transients ([`update_scratch_words`]). Adds nothing when `capacity_c` is 0. `row_run`
+/// (the most occurrences of one row) sizes the counts.
 #[allow(clippy::too_many_arguments)]
 pub fn record_cache_update(
     g: &mut GraphBuilder,
@@ -316,6 +357,7 @@ pub fn record_cache_update(
     dim: usize,
     max_lookups: usize,
     capacity_c: usize,
+    row_run: usize,
 ) -> Result<()> {
     if capacity_c == 0 || max_lookups == 0 {
         return Ok(());
@@ -353,6 +395,11 @@ pub fn record_cache_update(
             named![&route, &hit, &src, &counts],
             gr,
         )?;
+        // Each block: its 256 digit counts zeroed, then its lookups in order.
+        g.set_cost(integer(
+            4.0 * (2.0 * max_lookups as f64 + 256.0 * layout.blocks as f64),
+            (256 + layout.block) as u64,
+        ));
         launch_grid(
             g,
             format!("{label} sort scan {pass}"),
@@ -361,6 +408,11 @@ pub fn record_cache_update(
             named![&counts, &bases],
             [1, 1, 1],
         )?;
+        // One workgroup: each invocation 4 digits over every block, then the earlier digits.
+        g.set_cost(integer(
+            4.0 * 2.0 * 256.0 * layout.blocks as f64,
+            (4 * layout.blocks + 4 * WORKGROUP as usize) as u64,
+        ));
         launch_grid(
             g,
             format!("{label} sort place {pass}"),
@@ -369,6 +421,7 @@ pub fn record_cache_update(
             named![&route, &hit, src, &counts, &bases, dst],
             gr,
         )?;
+        g.set_cost(integer(4.0 * 5.0 * max_lookups as f64, layout.block as u64));
     }
     let code = match kind {
         UpdateKind::Sgd => 0.0,
@@ -412,6 +465,18 @@ pub fn record_cache_update(
         ],
         gr,
     )?;
+    // Each occurrence's invocation walks its slot's run (at most `row_run` lookups), row-wise
+    // Adagrad over the row's columns too.
+    let (l, d) = (max_lookups as f64, dim as f64);
+    let per_thread = match kind {
+        UpdateKind::Sgd => 1,
+        UpdateKind::Adagrad => dim,
+    };
+    g.set_cost(Cost {
+        flops: 6.0 * l * d,
+        bytes: 4.0 * (l * (2.0 * d + 4.0) + 2.0 * l * d),
+        serial: (row_run * per_thread) as u64,
+    });
     Ok(())
 }
 
@@ -426,4 +491,13 @@ pub fn read_cache_stats(gpu: &Gpu, stats: &wgpu::Buffer) -> Result<crate::cache:
 pub fn read_members(gpu: &Gpu, selection: &wgpu::Buffer) -> Result<usize> {
     let words = gpu.read_u32(selection, 0, SELECTION_WORDS)?;
     Ok(words[0] as usize)
+}
+
+/// Integer work (hashing, sorting, selecting): no flops, the loop the kernel walks.
+fn integer(bytes: f64, serial: u64) -> Cost {
+    Cost {
+        flops: 0.0,
+        bytes,
+        serial,
+    }
 }

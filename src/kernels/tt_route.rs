@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::gpu::grid;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::named;
 use crate::kernels::{launch, launch_grid, WORKGROUP};
 
@@ -33,12 +33,13 @@ pub fn table_desc_words(cores: usize) -> usize {
 /// Adds the row digits of up to `max_lookups` lookups: `digits[k * cap + n]` from the ids (u32:
 /// a TT table has at most 2^32 rows) and the group's table descriptor. With `keyed` the ids are
 /// a group's keys and each table's descriptor starts with its first key instead of its first
-/// lookup (a cache's members).
+/// lookup (a cache's members). `num_tables`: the group's tables (the counts' walk).
 #[allow(clippy::too_many_arguments)]
 pub fn record_route_digits(
     g: &mut GraphBuilder,
     label: String,
     cores: usize,
+    num_tables: usize,
     keyed: bool,
     route: Buf,
     ids: Buf,
@@ -53,7 +54,28 @@ pub fn record_route_digits(
         &[("D", cores as f64), ("KEYED", keyed as u8 as f64)],
         named![route, ids, tables, digits],
         max_lookups as u64,
-    )
+    )?;
+    // Integer work: a linear walk over the tables' descriptors, then one digit per core.
+    g.set_cost(Cost {
+        flops: 0.0,
+        bytes: 4.0 * max_lookups as f64 * (1.0 + 3.0 * cores as f64),
+        serial: (num_tables + cores) as u64,
+    });
+    Ok(())
+}
+
+/// Integer routing work has no flops; its `serial` is the loop the kernel walks.
+fn integer(bytes: f64, serial: u64) -> Cost {
+    Cost {
+        flops: 0.0,
+        bytes,
+        serial,
+    }
+}
+
+/// Steps of a binary search over `n` entries.
+fn search_steps(n: usize) -> u64 {
+    (usize::BITS - n.max(1).leading_zeros()) as u64
 }
 
 /// Adds each lookup's destination (its bag's row) and pooling scale. With `orig` the lookups are
@@ -81,7 +103,13 @@ pub fn record_route_bags(
         &[("INDIRECT", indirect as u8 as f64)],
         named![route, offsets, bag_dest, weights, dest, scale, orig],
         max_lookups as u64,
-    )
+    )?;
+    // A binary search for the lookup's bag (over at most as many bags as lookups).
+    g.set_cost(integer(
+        4.0 * max_lookups as f64 * 6.0,
+        search_steps(max_lookups),
+    ));
+    Ok(())
 }
 
 /// How a core's lookups are sorted: the same stable counting sort either way, bitwise the same
@@ -183,6 +211,24 @@ impl SortLayout {
         self.chunks * (self.rows + 1)
     }
 
+    /// Lookups the plan sorts (every chunk full).
+    fn lookups(&self) -> usize {
+        self.chunks * self.chunk
+    }
+
+    /// The count of the one-dispatch sort: a workgroup per chunk, each invocation counting
+    /// and placing its block (after zeroing its counts of every digit), and the scans split over
+    /// the 64 invocations
+    /// with barriers between (an invocation's share of the rows, 64 blocks each, and the
+    /// segments' scan over the shares).
+    fn fused_cost(&self) -> Cost {
+        let share = self.rows.div_ceil(WORKGROUP as usize) as u64;
+        integer(
+            4.0 * (10.0 * self.lookups() as f64 + 3.0 * self.count_words() as f64),
+            (self.rows + 2 * self.block) as u64 + share * (2 + WORKGROUP as u64) + WORKGROUP as u64,
+        )
+    }
+
     fn constants(&self) -> Vec<(&'static str, f64)> {
         let (sg_len, sg_pieces) = self.sg.unwrap_or((0, 1));
         vec![
@@ -239,7 +285,7 @@ pub fn record_sort(
         g.gpu().limits().max_compute_workgroups_per_dimension,
     );
     if layout.strategy == SortStrategy::Workgroup {
-        return launch_grid(
+        launch_grid(
             g,
             format!("{label} (fused)"),
             Kernel::SortFused,
@@ -255,7 +301,9 @@ pub fn record_sort(
                 sg_pieces = b.sg_pieces.clone().unwrap_or(rw2)
             ],
             per_chunk,
-        );
+        )?;
+        g.set_cost(layout.fused_cost());
+        return Ok(());
     }
     let blocks = (layout.chunks * layout.blocks_per_chunk) as u64;
     g.clear(format!("{label} zero counts"), b.counts.clone());
@@ -274,6 +322,9 @@ pub fn record_sort(
         ],
         blocks,
     )?;
+    let (lookups, count_words) = (layout.lookups() as f64, layout.count_words() as f64);
+    // Each block's lookups in order, a read-modify-write of its digit's count each.
+    g.set_cost(integer(4.0 * (lookups + 2.0 * lookups), layout.block as u64));
     launch(
         g,
         format!("{label} scan"),
@@ -286,6 +337,11 @@ pub fn record_sort(
         ],
         (layout.chunks * layout.rows) as u64,
     )?;
+    // Per (chunk, digit): the chunk's blocks in order.
+    g.set_cost(integer(
+        4.0 * (2.0 * count_words + layout.total_words() as f64),
+        layout.blocks_per_chunk as u64,
+    ));
     launch_grid(
         g,
         format!("{label} segments"),
@@ -300,6 +356,12 @@ pub fn record_sort(
         ],
         per_chunk,
     )?;
+    // One workgroup per chunk: each invocation its share of the digits twice, and the
+    // workgroup's earlier shares.
+    g.set_cost(integer(
+        4.0 * (layout.total_words() + 3 * layout.table_words()) as f64,
+        2 * layout.rows.div_ceil(WORKGROUP as usize) as u64 + WORKGROUP as u64,
+    ));
     launch(
         g,
         format!("{label} place"),
@@ -315,7 +377,11 @@ pub fn record_sort(
             sg_pieces = b.sg_pieces.clone().unwrap_or(rw2)
         ],
         blocks,
-    )
+    )?;
+    // Each block's lookups in order: its digit's offset, segment, and the sorted position
+    // (and piece slot) written.
+    g.set_cost(integer(4.0 * lookups * 7.0, layout.block as u64));
+    Ok(())
 }
 
 /// u32 words of the TT path's uniforms written by [`record_compact`] and
@@ -411,6 +477,8 @@ pub fn record_compact(
         ],
         layout.blocks as u64,
     )?;
+    let lookups = (layout.blocks * layout.block) as f64;
+    g.set_cost(integer(4.0 * (lookups + layout.blocks as f64), layout.block as u64));
     launch_grid(
         g,
         format!("{label} scan"),
@@ -423,6 +491,11 @@ pub fn record_compact(
         ],
         [1, 1, 1],
     )?;
+    // One workgroup: each invocation its share of the blocks twice, and the earlier shares.
+    g.set_cost(integer(
+        4.0 * 2.0 * layout.blocks as f64,
+        2 * layout.blocks.div_ceil(WORKGROUP as usize) as u64 + WORKGROUP as u64,
+    ));
     launch(
         g,
         format!("{label} place"),
@@ -439,6 +512,7 @@ pub fn record_compact(
         ],
         layout.blocks as u64,
     )?;
+    g.set_cost(integer(4.0 * 5.0 * lookups, layout.block as u64));
     launch(
         g,
         format!("{label} finish"),
@@ -455,7 +529,12 @@ pub fn record_compact(
             params = b.params.clone()
         ],
         max_offsets.max(max_tables) as u64,
-    )
+    )?;
+    g.set_cost(integer(
+        4.0 * 3.0 * (max_offsets + max_tables * layout.table_words) as f64,
+        layout.table_words.max(layout.chunks) as u64,
+    ));
+    Ok(())
 }
 
 /// Adds the TT path's uniforms for a cache refresh's members (bag i = member i; `route` holds
@@ -476,5 +555,8 @@ pub fn record_members_batch(
         &[("TT_CHUNK", chunk as f64), ("TT_CHUNKS", chunks as f64)],
         named![route, selection, params],
         [1, 1, 1],
-    )
+    )?;
+    // One invocation writes the route and each chunk's uniform.
+    g.set_cost(integer(4.0 * 8.0 * (chunks + 1) as f64, chunks as u64));
+    Ok(())
 }

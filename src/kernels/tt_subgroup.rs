@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::gpu::grid;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{Buf, GraphBuilder};
+use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::tt::ChainShape;
 use crate::kernels::{launch_grid, named};
 
@@ -95,5 +95,18 @@ pub fn record_chain_sg(
         ],
         named![chunk, digits, pieces, a, b = core, out],
         gr,
-    )
+    )?;
+    let slots = (layout.per_chunk * layout.len) as f64;
+    let (m, k, n) = (s.m as f64, s.k as f64, s.n as f64);
+    if let Some(meta) = g.last_meta() {
+        meta.invocations = Some(tasks * layout.lanes as u64);
+    }
+    // Every piece slot computes (a piece's empty tail repeats its first lookup); B's slice is
+    // loaded once per piece, A and C per lookup; each output one chain of K multiply-adds.
+    g.set_cost(Cost {
+        flops: 2.0 * slots * m * k * n,
+        bytes: 4.0 * (slots * (m * k + m * n + 1.0) + layout.per_chunk as f64 * k * n),
+        serial: s.k as u64,
+    });
+    Ok(())
 }

@@ -310,6 +310,9 @@ impl DenseBagGroup {
 pub struct DenseBagLookups {
     pub nnz_cap: usize,
     pub bags: usize,
+    /// The longest bag and the most lookups of one row a batch may have (the counts).
+    bag_run: usize,
+    row_run: usize,
     out_stride: usize,
     col_off: Vec<usize>,
     col_off_buf: wgpu::Buffer,
@@ -368,6 +371,8 @@ impl DenseBagLookups {
         Ok(DenseBagLookups {
             nnz_cap,
             bags,
+            bag_run: nnz_cap,
+            row_run: nnz_cap,
             out_stride,
             col_off: col_offsets.to_vec(),
             col_off_buf: g.gpu().storage_from(&format!("{tag} columns"), &col_u32),
@@ -383,11 +388,22 @@ impl DenseBagLookups {
         })
     }
 
+    /// The plan takes one lookup per bag (DLRM's one-hot features): only the kernels' counts
+    /// change (a row sees at most one lookup per bag of its table).
+    pub fn assume_one_hot(mut self) -> Self {
+        self.bag_run = 1;
+        self.row_run = self.bags.min(self.nnz_cap);
+        self
+    }
+
     fn shape(&self, group: &DenseBagGroup) -> BagGroupShape {
         BagGroupShape {
             dim: group.dim,
             tables: group.num_tables(),
             bags: self.bags,
+            lookups: self.nnz_cap,
+            bag_run: self.bag_run,
+            row_run: self.row_run,
         }
     }
 
@@ -459,6 +475,7 @@ impl DenseBagLookups {
                 dout.clone(),
                 &Self::shard_at(s),
                 Buf::from(&self.seg_grad),
+                self.row_run,
             )?;
         }
         Ok(())

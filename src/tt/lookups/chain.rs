@@ -171,6 +171,7 @@ impl Chain<'_> {
             self.inputs.bag_dest.clone(),
             ci > 0,
             self.layout.bag_cap,
+            self.layout.runs,
         )
     }
 
@@ -405,6 +406,7 @@ impl Chain<'_> {
                 }),
                 self.routing.grad_pieces[k].as_ref(),
                 params.kernels(),
+                self.layout.runs,
             )?;
         }
         Ok(())

@@ -5,7 +5,7 @@
 //! products and core gradients those kernels run. Sizing only: no buffers, no recording.
 
 use crate::kernels::tt::{
-    core_grad_is_vec4, ChainShape, CoreGradShape, CoreGradStrategy, PrefixSource,
+    core_grad_is_vec4, ChainShape, CoreGradShape, CoreGradStrategy, PrefixSource, RunBounds,
 };
 use crate::kernels::tt_subgroup::PieceLayout;
 use crate::tt::params::TtParams;
@@ -60,6 +60,8 @@ pub struct LookupLayout {
     pub transposed: Vec<bool>,
     /// How the core gradients are reduced (the table's kernel variant).
     pub strategy: CoreGradStrategy,
+    /// The longest bag and row runs the plan's batches may have (the kernels' counts).
+    pub runs: RunBounds,
 }
 
 impl LookupLayout {
@@ -81,6 +83,14 @@ impl LookupLayout {
                 .map(|k| use_transposed(params, k, chunk, source))
                 .collect(),
             strategy: params.kernels().core_grad,
+            runs: match source {
+                // A refresh's members: one lookup per bag.
+                LookupSource::Members => RunBounds {
+                    bag: 1,
+                    ..RunBounds::any(chunk, nnz_cap)
+                },
+                _ => RunBounds::any(chunk, nnz_cap),
+            },
         }
     }
 

@@ -309,6 +309,13 @@ impl TtLookups {
         }
     }
 
+    /// The plan takes one lookup per bag, `bags_per_table` bags per table (DLRM's one-hot
+    /// features): only the kernels' counts change (a row sees at most one lookup per bag).
+    pub fn assume_one_hot(mut self, bags_per_table: usize) -> Self {
+        self.layout.runs = self.layout.runs.one_hot(bags_per_table);
+        self
+    }
+
     /// Number of chunks.
     pub fn chunks(&self) -> usize {
         self.layout.chunks

@@ -117,6 +117,7 @@ impl Routing {
                     Buf::from(&cache.stats),
                     routing.count,
                     layout.nnz_cap,
+                    params.tables().len(),
                 )?;
                 record_compact(
                     g,
@@ -153,6 +154,7 @@ impl Routing {
             g,
             format!("{tag} route digits"),
             params.shape().d(),
+            params.tables().len(),
             layout.source == LookupSource::Members,
             self.cores.route.clone(),
             self.cores.ids.clone(),
@@ -212,6 +214,8 @@ impl Routing {
             out.clone(),
             params.shape().dim(),
             layout.bag_cap,
+            layout.nnz_cap,
+            layout.runs.bag,
         )
     }
 
@@ -246,6 +250,7 @@ impl Routing {
             params.shape().dim(),
             layout.nnz_cap,
             cache.config.rows,
+            layout.runs.row,
         )
     }
 }
