@@ -101,3 +101,77 @@ fn bag_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         bag_w[w] = bag_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The backward as pieces (the GPU class). bag_bwd gives each distinct row to one invocation that
+// walks all of the row's lookups: a hot row (a value in most samples, common in Criteo) is one
+// long serial loop. Here the host cuts each row's sorted lookups into pieces of at most
+// BAG_PIECE (kernels::embedding::BAG_PIECE); bag_bwd_pieces sums each piece (one invocation per
+// piece and vec4 column, lookups in order), and bag_bwd_combine adds each row's piece sums in
+// piece order, keeps the gradient and updates the row as bag_bwd does. Fixed order: deterministic.
+
+override PIECES: u32 = 1u; // piece slots
+
+// Piece p holds the sorted lookups [cuts[p], cuts[p + 1]); unused slots are empty (cuts at the
+// lookup count).
+@group(0) @binding(0) var<storage, read> bp_cuts: array<u32>;
+@group(0) @binding(1) var<storage, read> bp_dest: array<u32>;
+@group(0) @binding(2) var<storage, read> bp_dout: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> bp_partial: array<vec4<f32>>; // [PIECES, D / 4]
+
+@compute @workgroup_size(64)
+fn bag_bwd_pieces(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let dq = D / 4u;
+    let p = id / dq;
+    let c = id - p * dq;
+    if (p >= PIECES) {
+        return;
+    }
+    let s0 = bp_cuts[p];
+    let s1 = bp_cuts[p + 1u];
+    if (s0 >= s1) {
+        return;
+    }
+    var g = vec4<f32>(0.0);
+    for (var s = s0; s < s1; s = s + 1u) {
+        g = g + bp_dout[bp_dest[s] / 4u + c];
+    }
+    bp_partial[p * dq + c] = g;
+}
+
+// Segment u's pieces are [seg_pieces[u], seg_pieces[u + 1]).
+@group(0) @binding(2) var<storage, read> bc_seg_pieces: array<u32>;
+@group(0) @binding(3) var<storage, read> bc_partial: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn bag_bwd_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let dq = D / 4u;
+    let u = id / dq;
+    let c = id - u * dq;
+    if (u >= SEGMENTS) {
+        return;
+    }
+    let s0 = bag_segs[2u * u];
+    let s1 = bag_segs[2u * u + 2u];
+    let row = bag_segs[2u * u + 1u];
+    if (s0 >= s1 || row < SHARD_LO || row - SHARD_LO >= SHARD_ROWS) {
+        return;
+    }
+    var g = vec4<f32>(0.0);
+    for (var p = bc_seg_pieces[u]; p < bc_seg_pieces[u + 1u]; p = p + 1u) {
+        g = g + bc_partial[p * dq + c];
+    }
+    bag_seg_grad[u * dq + c] = g;
+    let w = (row - SHARD_LO) * dq + c;
+    if (OPTIMIZER == 0u) {
+        bag_w[w] = bag_w[w] - bag_opt.lr * g;
+    } else {
+        let st = bag_state[w] + g * g;
+        bag_state[w] = st;
+        bag_w[w] = bag_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
+    }
+}

@@ -9,6 +9,7 @@ use crate::dlrm::net::Net;
 use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::loss::StepParams;
+use crate::kernels::matmul::GemmVariant;
 use crate::nn::mlp::pad4;
 use crate::nn::DenseBagLookups;
 use crate::tt::lookups::LookupSource;
@@ -67,16 +68,24 @@ pub(super) fn declare(
         (None, None)
     };
     let dense = match &net.dense {
-        Some(group) => Some(DenseBagLookups::declare(
-            g,
-            group,
-            batch,
-            batch * group.num_tables(),
-            net.t_stride(),
-            &net.dense_col_offsets(),
-            "dense tables",
-        )?
-        .assume_one_hot()),
+        Some(group) => {
+            let lookups = DenseBagLookups::declare(
+                g,
+                group,
+                batch,
+                batch * group.num_tables(),
+                net.t_stride(),
+                &net.dense_col_offsets(),
+                "dense tables",
+            )?
+            .assume_one_hot();
+            // The GPU class (whose products are the split ones) sums hot rows in pieces.
+            Some(if net.variant == GemmVariant::Split {
+                lookups.use_pieces(g, group)
+            } else {
+                lookups
+            })
+        }
         None => None,
     };
     let tt = net

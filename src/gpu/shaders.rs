@@ -189,6 +189,8 @@ kernels! {
     Probabilities => Loss::"probabilities" [logits, prob],
     BagFwd => Embedding::"bag_fwd" [offsets, rows, col_off, weight, out],
     BagBwd => Embedding::"bag_bwd" [opt, segs, dest, dout, weight, state, seg_grad],
+    BagBwdPieces => Embedding::"bag_bwd_pieces" [cuts, dest, dout, partial],
+    BagBwdCombine => Embedding::"bag_bwd_combine" [opt, segs, seg_pieces, partial, weight, state, seg_grad],
     FiniteSpan => Finite::"finite_span" [step, region, values, stats],
     FiniteRows => Finite::"finite_rows" [step, region, segs, weight, stats],
 }

@@ -537,7 +537,11 @@ struct CoreGradCost {
 impl CoreGradCost {
     fn new(s: &CoreGradShape, runs: RunBounds, fused: bool) -> Self {
         let (l, qk, rk, nk) = (runs.lookups as f64, s.qk as f64, s.rk as f64, s.nk as f64);
-        let p = if s.prefix == PrefixSource::One { 0.0 } else { rk };
+        let p = if s.prefix == PrefixSource::One {
+            0.0
+        } else {
+            rk
+        };
         CoreGradCost {
             flops: 2.0 * l * qk * rk * nk,
             operand_bytes: 4.0 * l * (qk * (p + nk) + 2.0),
@@ -571,7 +575,12 @@ impl CoreGradCost {
     fn combine(&self, slots: usize) -> Cost {
         let partials = slots as f64 * self.slice;
         Cost {
-            flops: partials + if self.touched > 2.0 { 5.0 * self.grad } else { 0.0 },
+            flops: partials
+                + if self.touched > 2.0 {
+                    5.0 * self.grad
+                } else {
+                    0.0
+                },
             bytes: 4.0 * (partials + self.touched * self.grad),
             serial: self.row_run.div_ceil(CORE_GRAD_BLOCK as u64),
         }

@@ -324,7 +324,10 @@ pub fn record_sort(
     )?;
     let (lookups, count_words) = (layout.lookups() as f64, layout.count_words() as f64);
     // Each block's lookups in order, a read-modify-write of its digit's count each.
-    g.set_cost(integer(4.0 * (lookups + 2.0 * lookups), layout.block as u64));
+    g.set_cost(integer(
+        4.0 * (lookups + 2.0 * lookups),
+        layout.block as u64,
+    ));
     launch(
         g,
         format!("{label} scan"),
@@ -478,7 +481,10 @@ pub fn record_compact(
         layout.blocks as u64,
     )?;
     let lookups = (layout.blocks * layout.block) as f64;
-    g.set_cost(integer(4.0 * (lookups + layout.blocks as f64), layout.block as u64));
+    g.set_cost(integer(
+        4.0 * (lookups + layout.blocks as f64),
+        layout.block as u64,
+    ));
     launch_grid(
         g,
         format!("{label} scan"),

@@ -11,7 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder, PlanInput};
-use crate::kernels::embedding::{record_bag_bwd, record_bag_fwd, BagGroupShape, ShardAt};
+use crate::kernels::embedding::{
+    cut_bag_pieces, record_bag_bwd, record_bag_bwd_combine, record_bag_bwd_pieces, record_bag_fwd,
+    BagGroupShape, ShardAt,
+};
 use crate::kernels::finite::{record_finite_rows, FiniteRegion};
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::MatrixAt;
@@ -321,7 +324,18 @@ pub struct DenseBagLookups {
     segs: Buf,
     dest: Buf,
     seg_grad: wgpu::Buffer,
+    /// The GPU class's backward in pieces ([`Self::use_pieces`]).
+    pieces: Option<BagPieces>,
     tag: String,
+}
+
+/// The inputs and scratch of the backward in pieces: each piece's first sorted lookup, each
+/// segment's first piece, the pieces' sums.
+#[derive(Debug, Clone)]
+struct BagPieces {
+    cuts: Buf,
+    seg_pieces: Buf,
+    partial: Buf,
 }
 
 /// A batch of a group laid out for the kernels (host side).
@@ -384,8 +398,29 @@ impl DenseBagLookups {
                 &format!("{tag} row grads"),
                 (nnz_cap * group.dim) as u64 * 4,
             ),
+            pieces: None,
             tag: tag.to_string(),
         })
+    }
+
+    /// Runs the backward as pieces (the GPU class): each row's lookups cut into pieces of at
+    /// most [`crate::kernels::embedding::BAG_PIECE`], summed in parallel and combined in order,
+    /// so that a hot row is not one long serial sum. Declares the pieces' inputs and scratch.
+    pub fn use_pieces(mut self, g: &mut GraphBuilder, group: &DenseBagGroup) -> Self {
+        let dim = group.dim;
+        let words = |n: usize| n as u64 * 4;
+        self.pieces = Some(BagPieces {
+            cuts: g.input(&format!("{} piece cuts", self.tag), words(self.nnz_cap + 1)),
+            seg_pieces: g.input(
+                &format!("{} segment pieces", self.tag),
+                words(self.nnz_cap + 1),
+            ),
+            partial: g.transient(
+                &format!("{} piece sums", self.tag),
+                words(self.nnz_cap * dim),
+            ),
+        });
+        self
     }
 
     /// The plan takes one lookup per bag (DLRM's one-hot features): only the kernels' counts
@@ -462,6 +497,9 @@ impl DenseBagLookups {
             Optimizer::Sgd { .. } => UpdateKind::Sgd,
             Optimizer::Adagrad { .. } => UpdateKind::Adagrad,
         };
+        if let Some(p) = &self.pieces {
+            return self.record_backward_pieces(g, group, dout, kind, p);
+        }
         for (i, s) in group.shards.iter().enumerate() {
             record_bag_bwd(
                 g,
@@ -473,6 +511,43 @@ impl DenseBagLookups {
                 self.segs.clone(),
                 self.dest.clone(),
                 dout.clone(),
+                &Self::shard_at(s),
+                Buf::from(&self.seg_grad),
+                self.row_run,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn record_backward_pieces(
+        &self,
+        g: &mut GraphBuilder,
+        group: &DenseBagGroup,
+        dout: Buf,
+        kind: UpdateKind,
+        p: &BagPieces,
+    ) -> Result<()> {
+        record_bag_bwd_pieces(
+            g,
+            format!("{} pieces", self.tag),
+            group.dim,
+            self.nnz_cap,
+            p.cuts.clone(),
+            self.dest.clone(),
+            dout,
+            p.partial.clone(),
+        )?;
+        for (i, s) in group.shards.iter().enumerate() {
+            record_bag_bwd_combine(
+                g,
+                format!("{} shard {i} update", self.tag),
+                group.dim,
+                self.nnz_cap,
+                kind,
+                Buf::from(&group.opt_params),
+                self.segs.clone(),
+                p.seg_pieces.clone(),
+                p.partial.clone(),
                 &Self::shard_at(s),
                 Buf::from(&self.seg_grad),
                 self.row_run,
@@ -607,6 +682,13 @@ impl DenseBagLookups {
         input.write(&self.rows, &h.rows)?;
         input.write(&self.segs, &h.segs)?;
         input.write(&self.dest, &h.dest)?;
+        if let Some(p) = &self.pieces {
+            let starts: Vec<u32> = (0..h.seg_rows.len()).map(|u| h.segs[2 * u]).collect();
+            let nnz = h.rows.len() as u32;
+            let (cuts, seg_pieces) = cut_bag_pieces(&starts, nnz, self.nnz_cap, self.nnz_cap);
+            input.write(&p.cuts, &cuts)?;
+            input.write(&p.seg_pieces, &seg_pieces)?;
+        }
         Ok(())
     }
 
