@@ -11,8 +11,11 @@ mod common;
 
 use common::*;
 use ttrec::bench::dlrm::{bench_model, DlrmBenchConfig};
-use ttrec::gpu::KernelClass;
+use ttrec::data::SyntheticCriteo;
+use ttrec::dlrm::{Dlrm, DlrmConfig, DlrmOptions};
+use ttrec::gpu::{AdapterClass, KernelClass};
 use ttrec::graph::NodeCount;
+use ttrec::tt::TtKernels;
 
 const MIN_WORKGROUPS: u64 = 256;
 const MAX_SERIAL: u64 = 512;
@@ -28,6 +31,48 @@ fn kaggle_step(kernels: KernelClass, batch: usize) -> Vec<NodeCount> {
     };
     let mut model = bench_model(&gpu, &cfg, None, kernels).expect("the Kaggle model");
     model.train_counts(batch).expect("the step's plan")
+}
+
+/// The same step (as `bench_model` builds it) with the GPU class's TT kernels but no subgroup
+/// chain: what a GPU gets where `chain_sg` does not fit (an NVIDIA GPU's 32 lanes need N a
+/// multiple of 128, which the Kaggle shapes are not).
+fn kaggle_step_portable_tt(batch: usize) -> Vec<NodeCount> {
+    let gpu = gpu();
+    let synth = SyntheticCriteo::new(1, 0.05).unwrap();
+    let config = DlrmConfig::kaggle_dense()
+        .with_table_sizes(synth.table_sizes())
+        .with_tt_largest(7, 32)
+        .unwrap();
+    let options = DlrmOptions {
+        kernels: KernelClass::Gpu,
+        tt_kernels: Some(TtKernels {
+            subgroups: false,
+            ..TtKernels::for_class(AdapterClass::Gpu)
+        }),
+        ..DlrmOptions::default()
+    };
+    let mut model = Dlrm::new(&gpu, config, options).expect("the Kaggle model");
+    model.train_counts(batch).expect("the step's plan")
+}
+
+/// Every node has a cost, and none breaks the GPU shape.
+fn assert_gpu_shaped(what: &str, counts: &[NodeCount]) {
+    print_counts(what, counts);
+    let uncounted: Vec<&str> = counts
+        .iter()
+        .filter(|c| c.cost.is_none())
+        .map(|c| c.label.as_str())
+        .collect();
+    assert!(
+        uncounted.is_empty(),
+        "{what}: nodes without a cost function: {uncounted:?}"
+    );
+    let violations: Vec<String> = counts.iter().filter_map(violation).collect();
+    assert!(
+        violations.is_empty(),
+        "{what}: nodes not GPU-shaped:\n{}",
+        violations.join("\n")
+    );
 }
 
 /// Why `c` breaks the GPU shape, if it does.
@@ -63,22 +108,31 @@ fn gpu_class_kaggle_step_is_gpu_shaped() {
     assert!(products
         .iter()
         .any(|p| p.kernel == Some("gemm_combine_wgrad")));
-    print_counts("gpu class, batch 2,048", &counts);
-    let uncounted: Vec<&str> = counts
-        .iter()
-        .filter(|c| c.cost.is_none())
-        .map(|c| c.label.as_str())
-        .collect();
-    assert!(
-        uncounted.is_empty(),
-        "nodes without a cost function: {uncounted:?}"
-    );
-    let violations: Vec<String> = counts.iter().filter_map(violation).collect();
-    assert!(
-        violations.is_empty(),
-        "nodes not GPU-shaped:\n{}",
-        violations.join("\n")
-    );
+    assert_gpu_shaped("gpu class, batch 2,048", &counts);
+    // The GPU class's own TT and dense-table kernels run.
+    for kernel in [
+        "chain_row_v4",
+        "core_grad_pieces_row",
+        "core_grad_combine",
+        "bag_bwd_pieces",
+        "bag_bwd_combine",
+        "sort_count",
+    ] {
+        assert!(
+            counts.iter().any(|c| c.kernel == Some(kernel)),
+            "{kernel} is not in the GPU class's step"
+        );
+    }
+}
+
+/// Without the subgroup chain (most GPUs at the Kaggle shapes) every chain product is a
+/// per-lookup kernel: still GPU-shaped.
+#[test]
+fn gpu_class_step_without_subgroups_is_gpu_shaped() {
+    let counts = kaggle_step_portable_tt(2048);
+    assert!(!counts.iter().any(|c| c.kernel == Some("chain_sg")));
+    assert!(counts.iter().any(|c| c.kernel == Some("chain_row_v4")));
+    assert_gpu_shaped("gpu class without subgroups, batch 2,048", &counts);
 }
 
 /// The table of a step's nodes (run with `--nocapture`; BENCHMARKS.md's per-node tables).
@@ -112,7 +166,19 @@ fn cpu_class_products_report_their_counts() {
     for w in wgrads {
         assert_eq!(w.cost.expect("cost").serial, 2048, "{}", w.label);
     }
-    assert!(!counts.iter().any(|c| c.kernel == Some("gemm_gpu")));
+    // The CPU class keeps its kernels: none of the GPU class's.
+    for kernel in [
+        "gemm_gpu",
+        "chain_row_v4",
+        "core_grad_pieces_v4",
+        "core_grad_pieces_row",
+        "bag_bwd_pieces",
+    ] {
+        assert!(!counts.iter().any(|c| c.kernel == Some(kernel)), "{kernel}");
+    }
+    assert!(counts.iter().any(|c| c.kernel == Some("bag_bwd")));
+    // Every node is counted in this class too.
+    assert!(counts.iter().all(|c| c.cost.is_some()));
 }
 
 fn ttrec_json(args: &[&str]) -> Vec<serde_json::Value> {
