@@ -139,6 +139,26 @@ pub fn build_plans(gpu: &Gpu, options: &ExportOptions) -> Result<Vec<String>> {
             ));
         }
     }
+    // The GPU class's core-gradient pieces with 4-row tiles (`row_tiles` off): no class's
+    // default, still a variant a table may choose.
+    if tt_kernels.row_tiles {
+        let mut table = TtEmbeddingBag::new(
+            gpu,
+            shape.clone(),
+            TtOptions {
+                optimizer: sgd,
+                kernels: Some(TtKernels {
+                    row_tiles: false,
+                    ..tt_kernels
+                }),
+                ..TtOptions::default()
+            },
+        )?;
+        table.prepare(Mode::ForwardBackward, batch, batch)?;
+        plans.push(format!(
+            "tt table (sgd, 4-row tiles) ForwardBackward, {batch} bags of 1 lookup"
+        ));
+    }
     plans.push(format!(
         "kernels: {}; tt: {}; gemm: {gemm:?}",
         class_name(options.class),
