@@ -93,7 +93,8 @@ pub struct BenchEnv {
     /// Subgroup size the subgroup kernels use; None when they are off on this adapter.
     pub subgroup_size: Option<u32>,
     pub timestamps: bool,
-    /// The TT kernel variants chosen for the adapter ([`crate::tt::TtKernels::describe`]).
+    /// The TT kernel variants that run on the adapter ([`crate::tt::TtKernels::describe`];
+    /// "subgroups off" where `subgroup_size` is None).
     pub tt_kernels: String,
 }
 
@@ -110,7 +111,13 @@ impl BenchEnv {
             driver_info: info.driver_info.clone(),
             subgroup_size: gpu.subgroup_size(),
             timestamps: gpu.has_timestamps(),
-            tt_kernels: crate::tt::TtKernels::for_adapter(gpu).describe(),
+            tt_kernels: {
+                // What runs: subgroup kernels only where the adapter's subgroups passed the
+                // probe (the same test the TT tables make).
+                let mut k = crate::tt::TtKernels::for_adapter(gpu);
+                k.subgroups &= gpu.subgroup_size().is_some();
+                k.describe()
+            },
         }
     }
 

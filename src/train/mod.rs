@@ -18,8 +18,10 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dlrm_flags;
 mod epoch;
 mod limits;
+pub mod lr;
 pub mod options;
 mod output;
 pub mod report;
@@ -81,12 +83,15 @@ fn lock_outputs(args: &TrainArgs) -> Result<Vec<crate::io::OutputLock>> {
 /// [`run`] with options already checked.
 fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSummary> {
     let out = Output::new();
+    for note in &checked.notes {
+        eprintln!("note: {note}");
+    }
     out.line(&format!("adapter: {}", gpu.adapter_name()));
-    let data = setup::load_data(args, &out)?;
+    let data = setup::load_data(args, checked, &out)?;
     let config = setup::config_of(args, checked, &data.table_sizes())?;
-    let schedule = schedule(args, &data)?;
+    let schedule = schedule(args, checked, &data)?;
     limits::check(gpu, args, &config, &schedule)?;
-    let (mut model, pos) = setup::build_model(gpu, args, &config, &data, &out)?;
+    let (mut model, pos) = setup::build_model(gpu, args, checked, &config, &data, &out)?;
     let log = match &args.metrics_jsonl {
         Some(p) => Some(MetricsLog::open(p)?),
         None => None,
@@ -98,7 +103,7 @@ fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSu
 }
 
 /// How the run is cut into steps and evaluations; an error when not one batch fits.
-fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
+fn schedule(args: &TrainArgs, c: &Checked, data: &TrainData) -> Result<Schedule> {
     let bs = args.mini_batch_size;
     // Whole batches only: every distinct batch size is a plan of its own (compiled pipelines).
     let per_epoch = data.batches_per_epoch(bs);
@@ -111,10 +116,10 @@ fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
             ),
         ));
     }
-    let batches = args.num_batches.map_or(per_epoch, |n| n.min(per_epoch));
+    let batches = c.num_batches.map_or(per_epoch, |n| n.min(per_epoch));
     // Without --test-freq: dlrm evaluates at the end of each epoch; the synthetic default run
     // also evaluates every quarter epoch, for a curve of AUC over the run.
-    let test_freq = match (args.test_freq, args.data.is_empty()) {
+    let test_freq = match (c.test_freq, c.data.is_empty()) {
         (Some(f), _) => f,
         (None, true) => batches.div_ceil(4).max(1),
         (None, false) => batches,
@@ -122,7 +127,7 @@ fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
     // Evaluation batches are balanced (33,000 samples at --test-mini-batch-size 16384: 3 x
     // 11,000), so the padding of the last one is small.
     let test_n = data.test_samples() as usize;
-    let eval_batches = test_n.div_ceil(args.test_mini_batch_size).max(1);
+    let eval_batches = test_n.div_ceil(c.test_batch).max(1);
     let eval_batch = test_n.div_ceil(eval_batches).max(1);
     Ok(Schedule {
         batch_size: bs,
@@ -130,6 +135,9 @@ fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
         epochs: args.nepochs as u64,
         test_freq,
         eval_batch,
+        lr: c.lr,
+        auc_target: c.auc_target,
+        acc_target: c.acc_target,
     })
 }
 
@@ -180,7 +188,7 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
             Err(e) => return Err(e),
         }
     }
-    if args.data.is_empty() {
+    if matches!(t.data, TrainData::Synthetic { .. }) {
         println!(
             "This was synthetic Criteo-shaped data. To train on Criteo Kaggle, download its train.txt and run:\n  cargo run --release --example train_kaggle -- --data train.txt --processed-data-file kaggle.ttcache --test-freq 10000"
         );
