@@ -288,9 +288,16 @@ impl TtBenchResult {
             "subgroup_kernels": self.subgroup_kernels_ran(),
             "kernels": self.kernels,
         });
+        // "tt_kernels" says what ran in this configuration: the subgroup chain only where the
+        // step's kernels show it (where they are known), so it agrees with "subgroup_kernels".
+        let tt_kernels = match self.subgroup_kernels_ran() {
+            Some(false) => self.env.tt_kernels.replace("subgroups on", "subgroups off"),
+            _ => self.env.tt_kernels.clone(),
+        };
         if let serde_json::Value::Object(m) = rest {
             obj.extend(m);
         }
+        obj.insert("tt_kernels".into(), tt_kernels.into());
         serde_json::Value::Object(obj)
     }
 }

@@ -211,6 +211,55 @@ impl DlrmFlags {
         Ok(())
     }
 
+    /// The flags given, by name without dashes (records of the run).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            if !v.is_null() && v != serde_json::Value::Bool(false) {
+                m.insert(k.into(), v);
+            }
+        };
+        use serde_json::json;
+        put(
+            "raw_data_file",
+            json!(self.raw_data_file.as_ref().map(|p| p.display().to_string())),
+        );
+        put("data_generation", json!(self.data_generation));
+        put("data_set", json!(self.data_set));
+        put("loss_function", json!(self.loss_function));
+        put("round_targets", json!(self.round_targets));
+        put("arch_interaction_op", json!(self.arch_interaction_op));
+        put("activation_function", json!(self.activation_function));
+        put("arch_embedding_size", json!(self.arch_embedding_size));
+        put("data_randomize", json!(self.data_randomize));
+        put("data_sub_sample_rate", json!(self.data_sub_sample_rate));
+        put("quantize_mlp_with_bit", json!(self.quantize_mlp_with_bit));
+        put("quantize_emb_with_bit", json!(self.quantize_emb_with_bit));
+        put("mlperf_grad_accum_iter", json!(self.mlperf_grad_accum_iter));
+        put("test_num_workers", json!(self.test_num_workers));
+        put("num_workers", json!(self.num_workers));
+        put("print_precision", json!(self.print_precision));
+        put("tensor_board_filename", json!(self.tensor_board_filename));
+        put("sync_dense_params", json!(self.sync_dense_params));
+        put("loss_threshold", json!(self.loss_threshold));
+        for (k, v) in [
+            ("print_time", self.print_time),
+            ("print_wall_time", self.print_wall_time),
+            ("memory_map", self.memory_map),
+            ("mlperf_logging", self.mlperf_logging),
+            ("mlperf_bin_loader", self.mlperf_bin_loader),
+            ("mlperf_bin_shuffle", self.mlperf_bin_shuffle),
+            ("enable_profiling", self.enable_profiling),
+            ("use_gpu", self.use_gpu),
+            ("debug_mode", self.debug_mode),
+            ("plot_compute_graph", self.plot_compute_graph),
+            ("dataset_multiprocessing", self.dataset_multiprocessing),
+        ] {
+            put(k, json!(v));
+        }
+        serde_json::Value::Object(m)
+    }
+
     /// One note per flag given that means nothing here, saying why (printed once at the start).
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();

@@ -288,10 +288,10 @@ impl<'a> Trainer<'a> {
                 mean,
                 100.0 * acc
             );
-            match &self.out.bar {
-                Some(b) => b.set_message(format!("{rate:.0} samples/s, loss {mean:.5}{cache_msg}")),
-                None => self.out.line(&msg),
-            }
+            // The line above the bar (kept in the terminal's log), its gist on the bar.
+            self.out.line(&msg);
+            self.out
+                .set_message(format!("{rate:.0} samples/s, loss {mean:.5}{cache_msg}"));
             let p = self.pos;
             self.record(MetricPoint::Train {
                 epoch: p.epoch,
@@ -300,6 +300,7 @@ impl<'a> Trainer<'a> {
                 loss: mean,
                 accuracy: acc,
                 samples_per_s: rate,
+                lr: self.schedule.lr.rate(p.step),
             })?;
         }
         interval.restart();
@@ -435,6 +436,8 @@ impl<'a> Trainer<'a> {
         let eval_batch = self.schedule.eval_batch;
         let mut labels = Vec::with_capacity(self.data.test_samples() as usize);
         let mut probs = Vec::with_capacity(self.data.test_samples() as usize);
+        self.out
+            .start_eval(self.data.test_samples().div_ceil(eval_batch as u64));
         for b in self.data.test_batches(eval_batch)? {
             let b = b?;
             probs.extend(
@@ -442,7 +445,9 @@ impl<'a> Trainer<'a> {
                     .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
             );
             labels.extend_from_slice(&b.labels);
+            self.out.eval_step();
         }
+        self.out.end_eval();
         let ev = evaluate(&labels, &probs)?;
         self.counters.eval_seconds += t.elapsed().as_secs_f64();
         self.counters.eval_samples += labels.len() as u64;

@@ -196,6 +196,51 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
     Ok(summary)
 }
 
+/// The summary's `config`: every option as given, with what they resolved to: the model, the
+/// data files with their sizes and content hashes (XXH3-64 as the data store checks them: whole
+/// up to 64 MiB, sampled above), the data store, ttrec's version, the adapter and the kernel
+/// variants that ran.
+fn run_record(t: &mut Trainer) -> Result<serde_json::Value> {
+    let mut record = t.args.to_json();
+    let files = match t.data {
+        TrainData::Criteo { files, dataset, .. } => {
+            let mut out = Vec::new();
+            for f in files {
+                let bytes = std::fs::metadata(f)
+                    .map_err(|e| Error::file(f, format!("cannot read: {e}")))?
+                    .len();
+                let hash = crate::data::sources::content_hash(std::slice::from_ref(f))?;
+                out.push(serde_json::json!({
+                    "path": f.display().to_string(),
+                    "bytes": bytes,
+                    "xxh3": format!("{hash:016x}"),
+                }));
+            }
+            Some((out, dataset.store_path().display().to_string()))
+        }
+        TrainData::Synthetic { .. } => None,
+    };
+    let gpu = t.model.gpu().clone();
+    let class = t.args.kernels.resolve(&gpu);
+    let mut tt = crate::tt::TtKernels::for_class(class);
+    tt.subgroups &= gpu.subgroup_size().is_some();
+    let extra = serde_json::json!({
+        "model": t.config.to_json(),
+        "data_files": files.as_ref().map(|f| &f.0),
+        "data_store": files.as_ref().map(|f| &f.1),
+        "data_source": t.data.describe(),
+        "ttrec_version": env!("CARGO_PKG_VERSION"),
+        "adapter": gpu.adapter_name(),
+        "kernel_class": format!("{class:?}").to_lowercase(),
+        "tt_kernels": tt.describe(),
+        "gemm_variant": format!("{:?}", t.model.gemm_variant()),
+    });
+    if let (Some(r), serde_json::Value::Object(e)) = (record.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    Ok(record)
+}
+
 /// The run's summary after its final evaluation `eval`.
 fn summary(
     t: &mut Trainer,
@@ -224,7 +269,7 @@ fn summary(
         lines_read: lines,
         malformed,
         data: t.data.describe(),
-        config: config.to_json(),
+        config: run_record(t)?,
         cache: t.model.cache_stats()?,
     })
 }

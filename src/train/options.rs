@@ -551,6 +551,63 @@ impl TrainArgs {
         Ok(())
     }
 
+    /// Every option as given (numbers as typed: `--learning-rate 0.2` is 0.2), by its flag's
+    /// name without dashes; dlrm's extra flags under `dlrm_flags`, those given only.
+    pub fn to_json(&self) -> serde_json::Value {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let mut all = serde_json::json!({
+            "data": self.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "processed_data_file": path(&self.processed_data_file),
+            "synthetic_samples": self.synthetic_samples,
+            "synthetic_scale": self.synthetic_scale,
+            "nepochs": self.nepochs,
+            "num_batches": self.num_batches,
+            "mini_batch_size": self.mini_batch_size,
+            "test_mini_batch_size": self.test_mini_batch_size,
+            "learning_rate": self.learning_rate,
+            "optimizer": self.optimizer,
+            "lr_num_warmup_steps": self.lr_num_warmup_steps,
+            "lr_decay_start_step": self.lr_decay_start_step,
+            "lr_num_decay_steps": self.lr_num_decay_steps,
+            "mlperf_auc_threshold": self.mlperf_auc_threshold,
+            "mlperf_acc_threshold": self.mlperf_acc_threshold,
+        });
+        let more = serde_json::json!({
+            "arch_sparse_feature_size": self.arch_sparse_feature_size,
+            "arch_mlp_bot": self.arch_mlp_bot,
+            "arch_mlp_top": self.arch_mlp_top,
+            "max_ind_range": self.max_ind_range,
+            "test_fraction": self.test_fraction,
+            "test_freq": self.test_freq,
+            "print_freq": self.print_freq,
+            "seed": self.seed,
+            "embedding": format!("{:?}", self.embedding).to_lowercase(),
+            "tt_tables": self.tt_tables,
+            "tt_threshold": self.tt_threshold,
+            "tt_rank": self.tt_rank,
+            "tt_ranks": self.tt_ranks,
+            "tt_p_shapes": self.tt_p_shapes,
+            "tt_q_shapes": self.tt_q_shapes,
+            "tt_init": self.tt_init,
+            "cache_rows": self.cache_rows,
+            "cache_warmup": self.cache_warmup,
+            "cache_refresh": self.cache_refresh,
+            "save_model": path(&self.save_model),
+            "load_model": path(&self.load_model),
+            "summary_json": path(&self.summary_json),
+            "metrics_jsonl": path(&self.metrics_jsonl),
+            "plot": path(&self.plot),
+            "limits": format!("{:?}", self.limits).to_lowercase(),
+            "kernels": format!("{:?}", self.kernels).to_lowercase(),
+            "stop_after_steps": self.stop_after_steps,
+            "dlrm_flags": self.dlrm.to_json(),
+        });
+        if let (Some(a), serde_json::Value::Object(b)) = (all.as_object_mut(), more) {
+            a.extend(b);
+        }
+        all
+    }
+
     /// The run's outputs by option: checkpoint, summary, metrics, the plot when named.
     pub fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
         [
