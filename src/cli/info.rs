@@ -73,7 +73,9 @@ fn list(json_out: bool) -> anyhow::Result<()> {
     }
     if !json_out {
         match picked {
-            Some(_) => println!("* = the adapter ttrec uses; choose with --adapter NAME (a part of the name, any case)"),
+            Some(_) => println!(
+                "(*: the adapter ttrec uses; choose with --adapter NAME, a part of the name in any case)"
+            ),
             None => println!(
                 "no adapter name contains {:?} (--adapter or TTREC_ADAPTER)",
                 want.unwrap_or_default()
