@@ -95,7 +95,9 @@ fn dlrms_kaggle_script_runs_unchanged() {
     ] {
         assert!(r.stderr.contains(note), "{note}: {}", r.stderr);
     }
-    assert!(dir.join("kaggleAdDisplayChallenge_processed.ttcache").is_file());
+    assert!(dir
+        .join("kaggleAdDisplayChallenge_processed.ttcache")
+        .is_file());
     assert!(!npz.exists(), "nothing is written under dlrm's .npz name");
     // The brief's further dlrm flags, on the store just built; each meaningless one noted once.
     args.extend(strings(&[
@@ -153,7 +155,11 @@ fn dlrms_terabyte_flags_take_the_day_prefix() {
     let r = ttrec(&args);
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("3 file(s)"), "{}", r.stdout);
-    assert!(r.stderr.contains("note: --data-set terabyte"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("note: --data-set terabyte"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -270,7 +276,10 @@ fn optimizer_schedule_and_records() {
         ("synthetic_scale", serde_json::json!(0.001)),
         ("lr_num_warmup_steps", serde_json::json!(4)),
         ("seed", serde_json::json!(7)),
-        ("ttrec_version", serde_json::json!(env!("CARGO_PKG_VERSION"))),
+        (
+            "ttrec_version",
+            serde_json::json!(env!("CARGO_PKG_VERSION")),
+        ),
     ] {
         assert_eq!(c[k], v, "{k}: {c}");
     }
@@ -283,7 +292,12 @@ fn optimizer_schedule_and_records() {
     let (sgd, _) = run("sgd", "sgd");
     assert_ne!(s["logloss"], sgd["logloss"]);
     let svg = std::fs::read_to_string(dir.join("adagrad.svg")).unwrap();
-    for label in ["training step", "log loss", "evaluation log loss", "ROC AUC"] {
+    for label in [
+        "training step",
+        "log loss",
+        "evaluation log loss",
+        "ROC AUC",
+    ] {
         assert!(svg.contains(label), "the plot lacks {label:?}");
     }
 }
@@ -354,7 +368,8 @@ fn fbtt_shapes_build_the_tt_tables_and_bad_ones_name_the_table() {
     ]));
     assert!(!r.ok);
     assert!(
-        r.stderr.contains("--tt-p-shapes 2,2,2: the product 8 does not cover"),
+        r.stderr
+            .contains("--tt-p-shapes 2,2,2: the product 8 does not cover"),
         "{}",
         r.stderr
     );
@@ -415,7 +430,11 @@ fn adapters_are_listed_and_chosen_by_name() {
     assert!(r.ok && r.stdout.contains(&name), "{}", r.stderr);
     let r = ttrec(&strings(&["--adapter", "no-such-adapter", "info"]));
     assert!(!r.ok);
-    assert!(r.stderr.contains("no adapter name contains"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no adapter name contains"),
+        "{}",
+        r.stderr
+    );
     // A backend this machine lacks (Metal is Apple's) excludes every adapter: said so.
     if !cfg!(target_vendor = "apple") {
         let r = ttrec_env(&strings(&["info"]), &[("WGPU_BACKEND", "metal")]);
@@ -431,17 +450,34 @@ fn adapters_are_listed_and_chosen_by_name() {
     let r = ttrec(&strings(&["info"]));
     assert!(r.ok, "{}", r.stderr);
     if r.stdout.contains("subgroups: off") {
-        assert!(r.stdout.contains("tt kernels: subgroups off"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("tt kernels: subgroups off"),
+            "{}",
+            r.stdout
+        );
     } else {
-        assert!(r.stdout.contains("tt kernels: subgroups on"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("tt kernels: subgroups on"),
+            "{}",
+            r.stdout
+        );
     }
 }
 
 #[test]
 fn bench_tt_says_what_each_config_is() {
     let r = ttrec(&strings(&[
-        "bench", "tt", "--config", "kaggle-r8", "--bags", "16", "--seconds", "0", "--iters",
-        "1", "--json",
+        "bench",
+        "tt",
+        "--config",
+        "kaggle-r8",
+        "--bags",
+        "16",
+        "--seconds",
+        "0",
+        "--iters",
+        "1",
+        "--json",
     ]));
     assert!(r.ok, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
@@ -456,7 +492,16 @@ fn bench_tt_says_what_each_config_is() {
         assert_eq!(on, sg, "{v}");
     }
     let r = ttrec(&strings(&[
-        "bench", "tt", "--config", "kaggle-r8", "--bags", "16", "--seconds", "0", "--iters", "1",
+        "bench",
+        "tt",
+        "--config",
+        "kaggle-r8",
+        "--bags",
+        "16",
+        "--seconds",
+        "0",
+        "--iters",
+        "1",
     ]));
     assert!(r.ok, "{}", r.stderr);
     let header = r.stdout.lines().nth(1).unwrap();

@@ -30,14 +30,11 @@ impl Output {
 
     /// One line of output, above the bars when there are any.
     pub(super) fn line(&self, s: &str) {
+        // To stdout (the run's log, even when only stderr is a terminal), with the bars
+        // cleared meanwhile and redrawn under it.
         match &self.multi {
-            // println on the bars' area prints above them (and nothing when it is hidden).
-            Some(m) if !m.is_hidden() => {
-                if m.println(s).is_err() {
-                    println!("{s}");
-                }
-            }
-            _ => println!("{s}"),
+            Some(m) => m.suspend(|| println!("{s}")),
+            None => println!("{s}"),
         }
     }
 
