@@ -308,7 +308,7 @@ impl TrainArgs {
         let target = |flag: &str, v: Option<f64>| -> Result<Option<f64>> {
             match v {
                 None => Ok(None),
-                Some(t) if t == 0.0 => Ok(None),
+                Some(0.0) => Ok(None),
                 Some(t) if t.is_finite() && t > 0.0 && t < 1.0 => Ok(Some(t)),
                 Some(t) => Err(bad(format!(
                     "{flag} must be between 0 and 1 (0: off), got {t}"
