@@ -201,11 +201,13 @@ fn what_ttrec_does_not_do_is_refused_by_name() {
 #[test]
 fn optimizer_schedule_and_records() {
     let dir = temp_dir("dlrm-schedule");
-    let run = |name: &str, optimizer: &str| {
+    let run = |name: &str, optimizer: &str, schedule: bool| {
         let (summary, metrics) = (
             dir.join(format!("{name}.json")),
             dir.join(format!("{name}.jsonl")),
         );
+        let warmup = if schedule { "4" } else { "0" };
+        let decay = if schedule { "4" } else { "0" };
         let r = ttrec(&strings(&[
             "train",
             "--synthetic-samples",
@@ -229,11 +231,11 @@ fn optimizer_schedule_and_records() {
             "--optimizer",
             optimizer,
             "--lr-num-warmup-steps",
-            "4",
+            warmup,
             "--lr-decay-start-step",
             "6",
             "--lr-num-decay-steps",
-            "4",
+            decay,
             "--numpy-rand-seed",
             "7",
             "--summary-json",
@@ -249,7 +251,7 @@ fn optimizer_schedule_and_records() {
             .collect();
         (json(&summary), lines)
     };
-    let (s, lines) = run("adagrad", "adagrad");
+    let (s, lines) = run("adagrad", "adagrad", true);
     // Each step's rate is dlrm's scheduler's (the unit tests check its values).
     let policy = ttrec::train::lr::LrPolicy::new(0.1, 4, 6, 4).unwrap();
     let train: Vec<_> = lines.iter().filter(|l| l["kind"] == "train").collect();
@@ -288,9 +290,16 @@ fn optimizer_schedule_and_records() {
     }
     assert!(c["model"]["tables"].is_array(), "{c}");
     assert!(s["auc"].as_f64().unwrap().is_finite());
-    // Adagrad is what trained: SGD from the same start ends elsewhere.
-    let (sgd, _) = run("sgd", "sgd");
+    // Adagrad is what trained: SGD from the same start ends elsewhere; and the schedule is
+    // what the GPU trained with: SGD at the constant rate ends elsewhere again.
+    let (sgd, _) = run("sgd", "sgd", true);
     assert_ne!(s["logloss"], sgd["logloss"]);
+    let (constant, lines) = run("sgd-constant", "sgd", false);
+    assert_ne!(sgd["logloss"], constant["logloss"]);
+    assert!(lines
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .all(|l| l["lr"] == 0.1));
     let svg = std::fs::read_to_string(dir.join("adagrad.svg")).unwrap();
     for label in [
         "training step",
