@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
     about = "TT-Rec tensor-train embedding tables on any GPU (wgpu)"
 )]
 struct Cli {
+    /// The adapter to use: a part of its name, any case (as TTREC_ADAPTER); `ttrec info --list`
+    /// lists them.
+    #[arg(long, global = true, value_name = "NAME")]
+    adapter: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,7 +27,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
-    /// Show the adapter ttrec picks (TTREC_ADAPTER, WGPU_BACKEND choose) and its limits.
+    /// Show the adapter ttrec picks (--adapter, WGPU_BACKEND choose), its limits and the kernels
+    /// that run on it; --list lists every adapter.
     Info(cli::info::InfoArgs),
     /// Write every compute pipeline ttrec builds (WGSL as compiled, entry points, override
     /// constants, bindings) for ports and external shader checkers.
@@ -51,6 +56,10 @@ fn main() -> std::process::ExitCode {
     // SIGINT/SIGTERM: temp files removed, exit 130/143 (a training loop first checkpoints).
     ttrec::signals::install();
     let cli = Cli::parse();
+    if let Some(name) = &cli.adapter {
+        // Read wherever an adapter is opened (Gpu::new); set before any is, single-threaded.
+        std::env::set_var("TTREC_ADAPTER", name);
+    }
     let result = match cli.command {
         Command::Parity(a) => cli::parity::parity(a),
         Command::Bench(c) => cli::bench::bench(c),

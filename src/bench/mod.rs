@@ -93,7 +93,8 @@ pub struct BenchEnv {
     /// Subgroup size the subgroup kernels use; None when they are off on this adapter.
     pub subgroup_size: Option<u32>,
     pub timestamps: bool,
-    /// The TT kernel variants chosen for the adapter ([`crate::tt::TtKernels::describe`]).
+    /// The TT kernel variants that run on the adapter ([`crate::tt::TtKernels::describe`];
+    /// "subgroups off" where `subgroup_size` is None).
     pub tt_kernels: String,
 }
 
@@ -110,7 +111,13 @@ impl BenchEnv {
             driver_info: info.driver_info.clone(),
             subgroup_size: gpu.subgroup_size(),
             timestamps: gpu.has_timestamps(),
-            tt_kernels: crate::tt::TtKernels::for_adapter(gpu).describe(),
+            tt_kernels: {
+                // What runs: subgroup kernels only where the adapter's subgroups passed the
+                // probe (the same test the TT tables make).
+                let mut k = crate::tt::TtKernels::for_adapter(gpu);
+                k.subgroups &= gpu.subgroup_size().is_some();
+                k.describe()
+            },
         }
     }
 
@@ -281,9 +288,16 @@ impl TtBenchResult {
             "subgroup_kernels": self.subgroup_kernels_ran(),
             "kernels": self.kernels,
         });
+        // "tt_kernels" says what ran in this configuration: the subgroup chain only where the
+        // step's kernels show it (where they are known), so it agrees with "subgroup_kernels".
+        let tt_kernels = match self.subgroup_kernels_ran() {
+            Some(false) => self.env.tt_kernels.replace("subgroups on", "subgroups off"),
+            _ => self.env.tt_kernels.clone(),
+        };
         if let serde_json::Value::Object(m) = rest {
             obj.extend(m);
         }
+        obj.insert("tt_kernels".into(), tt_kernels.into());
         serde_json::Value::Object(obj)
     }
 }

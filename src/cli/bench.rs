@@ -278,7 +278,31 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
     }
     progress.set(done);
     progress.finish();
+    if !a.run.json {
+        if let Some(note) = scale_note(&gpu, &a) {
+            println!("{note}");
+        }
+    }
     Ok(())
+}
+
+/// A note when the variants ran at different table scales (dense tables shrink on a CPU
+/// adapter to fit its memory): their rows are not the same model.
+fn scale_note(gpu: &Gpu, a: &BenchDlrmArgs) -> Option<String> {
+    let scales: Vec<(String, f64)> = a
+        .variant
+        .iter()
+        .map(|v| (v.clone(), a.scale.unwrap_or_else(|| default_scale(gpu, v))))
+        .collect();
+    let first = scales.first()?.1;
+    if scales.iter().all(|(_, s)| *s == first) {
+        return None;
+    }
+    let each: Vec<String> = scales.iter().map(|(v, s)| format!("{v} at {s}")).collect();
+    Some(format!(
+        "note: the table scales differ ({}: Kaggle's table sizes times the scale; dense tables are scaled down by default on a CPU adapter to fit its memory), so the rows compare different models; --scale sets one for all",
+        each.join(", ")
+    ))
 }
 
 /// The lines of `--profile` for one DLRM measurement: with `json`, one `bench_dlrm_node` record
@@ -407,8 +431,12 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(
-            "{:<11} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10} {:>17}",
+            "{:<11} {:>10} {:>3} {:>7} {:>9} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10} {:>17}",
             "config",
+            "rows",
+            "D",
+            "ranks",
+            "bags",
             "lookups",
             "fwd us/lkp",
             "fwd GF/s",
@@ -445,12 +473,23 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("config {}", cfg.name))?;
         let mut lines = Vec::new();
+        let ranks = format!("{},{}", cfg.ranks[0], cfg.ranks[1]);
         if a.run.json {
-            lines.push(r.json().to_string());
+            let mut v = r.json();
+            v["rows"] = json!(cfg.num_embeddings);
+            v["dim"] = json!(cfg.q.iter().product::<usize>());
+            v["p"] = json!(cfg.p);
+            v["q"] = json!(cfg.q);
+            v["ranks"] = json!(cfg.ranks);
+            lines.push(v.to_string());
         } else {
             lines.push(format!(
-                "{:<11} {:>8} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>10.2} {:>17}",
+                "{:<11} {:>10} {:>3} {:>7} {:>9} {:>8} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>11.3} {:>10.2} {:>10.2} {:>17}",
                 r.config,
+                cfg.num_embeddings,
+                cfg.q.iter().product::<usize>(),
+                ranks,
+                format!("{}x{}", r.bags, r.bag_len),
                 r.lookups,
                 r.forward_us / r.lookups as f64,
                 r.forward_gflops(),

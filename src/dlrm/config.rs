@@ -68,6 +68,40 @@ pub struct DlrmOptions {
     pub max_shard_bytes: Option<u64>,
     /// An LFU row cache on every TT group (None: no cache).
     pub tt_cache: Option<TtCacheOptions>,
+    /// The optimizer of every parameter (MLPs, dense tables, TT cores), at the configuration's
+    /// learning rate.
+    pub optimizer: OptimizerKind,
+}
+
+/// Which optimizer trains a model (dlrm's `--optimizer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum OptimizerKind {
+    /// Plain SGD (dlrm's default).
+    #[default]
+    Sgd,
+    /// Adagrad as `torch.optim.Adagrad`: accumulator from 0, this `eps` (torch's is 1e-10).
+    Adagrad { eps: f32 },
+}
+
+impl OptimizerKind {
+    /// torch.optim.Adagrad's default epsilon.
+    pub const TORCH_ADAGRAD_EPS: f32 = 1e-10;
+
+    /// The optimizer at learning rate `lr`.
+    pub fn at(self, lr: f32) -> crate::tt::Optimizer {
+        match self {
+            OptimizerKind::Sgd => crate::tt::Optimizer::Sgd { lr },
+            OptimizerKind::Adagrad { eps } => crate::tt::Optimizer::Adagrad { lr, eps },
+        }
+    }
+
+    /// dlrm's name: "sgd", "adagrad".
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adagrad { .. } => "adagrad",
+        }
+    }
 }
 
 impl Default for DlrmOptions {
@@ -79,6 +113,7 @@ impl Default for DlrmOptions {
             stats_ring: 1024,
             max_shard_bytes: None,
             tt_cache: None,
+            optimizer: OptimizerKind::Sgd,
         }
     }
 }

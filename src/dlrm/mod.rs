@@ -26,6 +26,6 @@ mod net;
 mod state_dict;
 mod step;
 
-pub use config::{DlrmConfig, DlrmOptions, TableConfig, TableKind, TtCacheOptions};
+pub use config::{DlrmConfig, DlrmOptions, OptimizerKind, TableConfig, TableKind, TtCacheOptions};
 pub use inputs::DlrmBatch;
 pub use model::{Dlrm, StepStats, Trace};

@@ -150,13 +150,11 @@ impl Net {
         options: &DlrmOptions,
         init: bool,
     ) -> Result<Self> {
-        let sgd = Optimizer::Sgd {
-            lr: config.learning_rate,
-        };
+        let opt = options.optimizer.at(config.learning_rate);
         let mut layout = ArenaLayout::default();
         let bottom = Mlp::declare(&mut layout, "bot_l", &config.bottom_mlp, true)?;
         let top = Mlp::declare(&mut layout, "top_l", &config.top_widths(), false)?;
-        let mut arena = ParamArena::new(gpu, layout, sgd)?;
+        let mut arena = ParamArena::new(gpu, layout, opt)?;
         if init {
             bottom.init(&mut arena, config.seed)?;
             top.init(&mut arena, config.seed ^ 0x5bd1_e995)?;
@@ -165,7 +163,7 @@ impl Net {
         let tt = placement
             .groups
             .into_iter()
-            .map(|members| build_tt_group(gpu, &config, options, members, sgd, init))
+            .map(|members| build_tt_group(gpu, &config, options, members, opt, init))
             .collect::<Result<Vec<_>>>()?;
         let dense_rows = &placement.dense_rows;
         let dense = if dense_rows.is_empty() {
@@ -175,7 +173,7 @@ impl Net {
                 gpu,
                 config.dim(),
                 dense_rows,
-                sgd,
+                opt,
                 config.seed.wrapping_add(7),
                 options.max_shard_bytes,
             )?)
@@ -184,7 +182,7 @@ impl Net {
                 gpu,
                 config.dim(),
                 dense_rows,
-                sgd,
+                opt,
                 options.max_shard_bytes,
             )?)
         };

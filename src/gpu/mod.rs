@@ -178,6 +178,14 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> u32 {
     ty + backend
 }
 
+/// The adapters of `backends`.
+fn enumerate_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
 const NO_ADAPTER_HELP: &str = "install a Vulkan, Metal or DX12 driver; on Linux without a GPU, \
 Mesa's CPU Vulkan driver lavapipe works: `apt-get install mesa-vulkan-drivers libvulkan1`";
 
@@ -188,26 +196,44 @@ impl Gpu {
         Self::with_options(&AdapterOptions::from_env())
     }
 
-    /// Like [`Gpu::new`] with explicit options.
-    pub fn with_options(opts: &AdapterOptions) -> Result<Self> {
+    /// Every adapter ttrec may pick from (those of `WGPU_BACKEND`'s backends when it is set),
+    /// the one [`Gpu::new`] picks without `TTREC_ADAPTER` first. An error when there is none,
+    /// saying whether `WGPU_BACKEND` excluded adapters that exist.
+    pub fn adapters() -> Result<Vec<wgpu::Adapter>> {
         // Without WGPU_BACKEND, GL is searched only when no Vulkan/Metal/DX12 adapter exists:
         // its compute is the slowest path, and probing it prints EGL noise on headless machines.
         let from_env = wgpu::Backends::from_env();
-        let enumerate = |backends: wgpu::Backends| {
-            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-            desc.backends = backends;
-            let instance = wgpu::Instance::new(desc);
-            pollster::block_on(instance.enumerate_adapters(backends))
-        };
-        let mut adapters = enumerate(from_env.unwrap_or(wgpu::Backends::PRIMARY));
+        let mut adapters = enumerate_adapters(from_env.unwrap_or(wgpu::Backends::PRIMARY));
         if adapters.is_empty() && from_env.is_none() {
-            adapters = enumerate(wgpu::Backends::all());
+            adapters = enumerate_adapters(wgpu::Backends::all());
         }
         if adapters.is_empty() {
-            return Err(Error::NoAdapter(format!(
-                "wgpu found no adapter; {NO_ADAPTER_HELP}"
-            )));
+            let env = std::env::var("WGPU_BACKEND").unwrap_or_default();
+            let elsewhere: Vec<String> = match from_env {
+                Some(_) => enumerate_adapters(wgpu::Backends::all())
+                    .iter()
+                    .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+                    .collect(),
+                None => vec![],
+            };
+            return Err(Error::NoAdapter(if elsewhere.is_empty() {
+                format!("wgpu found no adapter; {NO_ADAPTER_HELP}")
+            } else {
+                format!(
+                    "WGPU_BACKEND={env} excludes every adapter on this machine; available on other backends: {}. Unset WGPU_BACKEND or name one of their backends",
+                    elsewhere.join(", ")
+                )
+            }));
         }
+        // Best first; among equals the last enumerated first (the one ttrec always picked).
+        adapters.reverse();
+        adapters.sort_by_key(|a| std::cmp::Reverse(adapter_rank(&a.get_info())));
+        Ok(adapters)
+    }
+
+    /// Like [`Gpu::new`] with explicit options.
+    pub fn with_options(opts: &AdapterOptions) -> Result<Self> {
+        let adapters = Self::adapters()?;
         let names: Vec<String> = adapters
             .iter()
             .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
@@ -217,19 +243,15 @@ impl Gpu {
                 let want_l = want.to_lowercase();
                 adapters
                     .into_iter()
-                    .filter(|a| a.get_info().name.to_lowercase().contains(&want_l))
-                    .max_by_key(|a| adapter_rank(&a.get_info()))
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want_l))
                     .ok_or_else(|| {
                         Error::NoAdapter(format!(
-                            "no adapter name contains {want:?} (TTREC_ADAPTER); available: {}",
+                            "no adapter name contains {want:?} (--adapter or TTREC_ADAPTER); available: {}",
                             names.join(", ")
                         ))
                     })?
             }
-            None => adapters
-                .into_iter()
-                .max_by_key(|a| adapter_rank(&a.get_info()))
-                .expect("non-empty"),
+            None => adapters.into_iter().next().expect("non-empty"),
         };
         Self::from_adapter_with(&chosen, opts.limits)
     }

@@ -19,6 +19,7 @@ use crate::signals;
 
 use super::checkpoint::{self, CheckpointMeta, Position};
 use super::data::TrainData;
+use super::lr::LrPolicy;
 use super::options::TrainArgs;
 use super::output::Output;
 use super::report::{MetricPoint, MetricsLog};
@@ -35,6 +36,12 @@ pub(super) struct Schedule {
     pub test_freq: usize,
     /// The evaluation plan's batch (the test set in balanced batches).
     pub eval_batch: usize,
+    /// The learning rate of each step (dlrm's warm-up and decay).
+    pub lr: LrPolicy,
+    /// Stop once the best evaluation AUC exceeds this (`--mlperf-auc-threshold`).
+    pub auc_target: Option<f64>,
+    /// Stop once the best evaluation accuracy exceeds this (`--mlperf-acc-threshold`).
+    pub acc_target: Option<f64>,
 }
 
 /// Samples and seconds of a run's training and evaluation.
@@ -92,6 +99,12 @@ pub(super) struct Trainer<'a> {
     /// Step statistics read (and checked) before an evaluation, for the next printed interval.
     pending: Vec<StepStats>,
     steps_this_run: u64,
+    /// The learning rate the model trains at now.
+    lr_now: f32,
+    /// Best evaluation accuracy of this run (for `--mlperf-acc-threshold`).
+    best_accuracy: f64,
+    /// An MLPerf target was reached: training ends after this evaluation.
+    pub target_reached: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -121,6 +134,9 @@ impl<'a> Trainer<'a> {
             last_saved: None,
             pending: Vec::new(),
             steps_this_run: 0,
+            lr_now: config.learning_rate,
+            best_accuracy: f64::NAN,
+            target_reached: false,
         }
     }
 
@@ -139,7 +155,7 @@ impl<'a> Trainer<'a> {
                 self.pos.batch = 0;
                 continue;
             }
-            if self.pos.epoch >= self.schedule.epochs {
+            if self.pos.epoch >= self.schedule.epochs || self.target_reached {
                 break;
             }
             self.train_epoch()?;
@@ -169,6 +185,7 @@ impl<'a> Trainer<'a> {
         let mut interval = Interval::new();
         for b in loader {
             let b = b?;
+            self.set_step_rate()?;
             self.model.train_step(&DlrmBatch::from(&b))?;
             self.counters.train_samples += b.len() as u64;
             interval.samples += b.len() as u64;
@@ -204,10 +221,45 @@ impl<'a> Trainer<'a> {
             {
                 self.test_and_save()?;
                 interval.restart();
+                if self.target_reached {
+                    break;
+                }
             }
         }
         self.out.end_epoch();
         Ok(())
+    }
+
+    /// The learning rate of the step about to run (number `pos.step + 1`), as dlrm's scheduler
+    /// sets it; the model's rate changes only when it does.
+    fn set_step_rate(&mut self) -> Result<()> {
+        let lr = self.schedule.lr.rate(self.pos.step + 1) as f32;
+        if lr != self.lr_now {
+            self.model.set_learning_rate(lr)?;
+            self.lr_now = lr;
+        }
+        Ok(())
+    }
+
+    /// After an evaluation: whether a `--mlperf-*-threshold` target is now exceeded (dlrm's
+    /// test: the best value so far, strictly above the target); prints dlrm's line when so.
+    fn check_targets(&mut self, ev: &Evaluation) {
+        if self.best_accuracy.is_nan() || ev.accuracy > self.best_accuracy {
+            self.best_accuracy = ev.accuracy;
+        }
+        let hits = [
+            ("auc", self.schedule.auc_target, self.pos.best_auc),
+            ("accuracy", self.schedule.acc_target, self.best_accuracy),
+        ];
+        for (what, target, best) in hits {
+            if let Some(t) = target.filter(|&t| best > t) {
+                self.out.line(&format!(
+                    "MLPerf testing {what} threshold {t} reached (best {best:.6}), stop training"
+                ));
+                self.target_reached = true;
+                return;
+            }
+        }
     }
 
     /// Reads the steps' statistics (waits for the GPU), stops on a non-finite one, and prints
@@ -236,10 +288,10 @@ impl<'a> Trainer<'a> {
                 mean,
                 100.0 * acc
             );
-            match &self.out.bar {
-                Some(b) => b.set_message(format!("{rate:.0} samples/s, loss {mean:.5}{cache_msg}")),
-                None => self.out.line(&msg),
-            }
+            // The line above the bar (kept in the terminal's log), its gist on the bar.
+            self.out.line(&msg);
+            self.out
+                .set_message(format!("{rate:.0} samples/s, loss {mean:.5}{cache_msg}"));
             let p = self.pos;
             self.record(MetricPoint::Train {
                 epoch: p.epoch,
@@ -248,6 +300,7 @@ impl<'a> Trainer<'a> {
                 loss: mean,
                 accuracy: acc,
                 samples_per_s: rate,
+                lr: self.schedule.lr.rate(p.step),
             })?;
         }
         interval.restart();
@@ -365,6 +418,7 @@ impl<'a> Trainer<'a> {
             best_auc: p.best_auc,
         })?;
         self.last_eval = Some((ev, p.step));
+        self.check_targets(&ev);
         if let Some(path) = &self.args.save_model {
             // At the end of an epoch, saved as "batch = batches": a run resumed with a larger
             // --num-batches continues this epoch, one with more --nepochs starts the next.
@@ -382,6 +436,8 @@ impl<'a> Trainer<'a> {
         let eval_batch = self.schedule.eval_batch;
         let mut labels = Vec::with_capacity(self.data.test_samples() as usize);
         let mut probs = Vec::with_capacity(self.data.test_samples() as usize);
+        self.out
+            .start_eval(self.data.test_samples().div_ceil(eval_batch as u64));
         for b in self.data.test_batches(eval_batch)? {
             let b = b?;
             probs.extend(
@@ -389,7 +445,9 @@ impl<'a> Trainer<'a> {
                     .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
             );
             labels.extend_from_slice(&b.labels);
+            self.out.eval_step();
         }
+        self.out.end_eval();
         let ev = evaluate(&labels, &probs)?;
         self.counters.eval_seconds += t.elapsed().as_secs_f64();
         self.counters.eval_samples += labels.len() as u64;

@@ -133,7 +133,7 @@ pub(super) fn check(
     for (flag, value, batch) in [
         (
             "--mini-batch-size",
-            args.mini_batch_size,
+            args.mini_batch_size as i64,
             schedule.batch_size,
         ),
         (

@@ -18,8 +18,10 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dlrm_flags;
 mod epoch;
 mod limits;
+pub mod lr;
 pub mod options;
 mod output;
 pub mod report;
@@ -81,12 +83,15 @@ fn lock_outputs(args: &TrainArgs) -> Result<Vec<crate::io::OutputLock>> {
 /// [`run`] with options already checked.
 fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSummary> {
     let out = Output::new();
+    for note in &checked.notes {
+        eprintln!("note: {note}");
+    }
     out.line(&format!("adapter: {}", gpu.adapter_name()));
-    let data = setup::load_data(args, &out)?;
+    let data = setup::load_data(args, checked, &out)?;
     let config = setup::config_of(args, checked, &data.table_sizes())?;
-    let schedule = schedule(args, &data)?;
+    let schedule = schedule(args, checked, &data)?;
     limits::check(gpu, args, &config, &schedule)?;
-    let (mut model, pos) = setup::build_model(gpu, args, &config, &data, &out)?;
+    let (mut model, pos) = setup::build_model(gpu, args, checked, &config, &data, &out)?;
     let log = match &args.metrics_jsonl {
         Some(p) => Some(MetricsLog::open(p)?),
         None => None,
@@ -98,7 +103,7 @@ fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSu
 }
 
 /// How the run is cut into steps and evaluations; an error when not one batch fits.
-fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
+fn schedule(args: &TrainArgs, c: &Checked, data: &TrainData) -> Result<Schedule> {
     let bs = args.mini_batch_size;
     // Whole batches only: every distinct batch size is a plan of its own (compiled pipelines).
     let per_epoch = data.batches_per_epoch(bs);
@@ -111,10 +116,10 @@ fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
             ),
         ));
     }
-    let batches = args.num_batches.map_or(per_epoch, |n| n.min(per_epoch));
+    let batches = c.num_batches.map_or(per_epoch, |n| n.min(per_epoch));
     // Without --test-freq: dlrm evaluates at the end of each epoch; the synthetic default run
     // also evaluates every quarter epoch, for a curve of AUC over the run.
-    let test_freq = match (args.test_freq, args.data.is_empty()) {
+    let test_freq = match (c.test_freq, c.data.is_empty()) {
         (Some(f), _) => f,
         (None, true) => batches.div_ceil(4).max(1),
         (None, false) => batches,
@@ -122,7 +127,7 @@ fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
     // Evaluation batches are balanced (33,000 samples at --test-mini-batch-size 16384: 3 x
     // 11,000), so the padding of the last one is small.
     let test_n = data.test_samples() as usize;
-    let eval_batches = test_n.div_ceil(args.test_mini_batch_size).max(1);
+    let eval_batches = test_n.div_ceil(c.test_batch).max(1);
     let eval_batch = test_n.div_ceil(eval_batches).max(1);
     Ok(Schedule {
         batch_size: bs,
@@ -130,6 +135,9 @@ fn schedule(args: &TrainArgs, data: &TrainData) -> Result<Schedule> {
         epochs: args.nepochs as u64,
         test_freq,
         eval_batch,
+        lr: c.lr,
+        auc_target: c.auc_target,
+        acc_target: c.acc_target,
     })
 }
 
@@ -180,12 +188,57 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
             Err(e) => return Err(e),
         }
     }
-    if args.data.is_empty() {
+    if matches!(t.data, TrainData::Synthetic { .. }) {
         println!(
             "This was synthetic Criteo-shaped data. To train on Criteo Kaggle, download its train.txt and run:\n  cargo run --release --example train_kaggle -- --data train.txt --processed-data-file kaggle.ttcache --test-freq 10000"
         );
     }
     Ok(summary)
+}
+
+/// The summary's `config`: every option as given, with what they resolved to: the model, the
+/// data files with their sizes and content hashes (XXH3-64 as the data store checks them: whole
+/// up to 64 MiB, sampled above), the data store, ttrec's version, the adapter and the kernel
+/// variants that ran.
+fn run_record(t: &mut Trainer) -> Result<serde_json::Value> {
+    let mut record = t.args.to_json();
+    let files = match t.data {
+        TrainData::Criteo { files, dataset, .. } => {
+            let mut out = Vec::new();
+            for f in files {
+                let bytes = std::fs::metadata(f)
+                    .map_err(|e| Error::file(f, format!("cannot read: {e}")))?
+                    .len();
+                let hash = crate::data::sources::content_hash(std::slice::from_ref(f))?;
+                out.push(serde_json::json!({
+                    "path": f.display().to_string(),
+                    "bytes": bytes,
+                    "xxh3": format!("{hash:016x}"),
+                }));
+            }
+            Some((out, dataset.store_path().display().to_string()))
+        }
+        TrainData::Synthetic { .. } => None,
+    };
+    let gpu = t.model.gpu().clone();
+    let class = t.args.kernels.resolve(&gpu);
+    let mut tt = crate::tt::TtKernels::for_class(class);
+    tt.subgroups &= gpu.subgroup_size().is_some();
+    let extra = serde_json::json!({
+        "model": t.config.to_json(),
+        "data_files": files.as_ref().map(|f| &f.0),
+        "data_store": files.as_ref().map(|f| &f.1),
+        "data_source": t.data.describe(),
+        "ttrec_version": env!("CARGO_PKG_VERSION"),
+        "adapter": gpu.adapter_name(),
+        "kernel_class": format!("{class:?}").to_lowercase(),
+        "tt_kernels": tt.describe(),
+        "gemm_variant": format!("{:?}", t.model.gemm_variant()),
+    });
+    if let (Some(r), serde_json::Value::Object(e)) = (record.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    Ok(record)
 }
 
 /// The run's summary after its final evaluation `eval`.
@@ -216,7 +269,7 @@ fn summary(
         lines_read: lines,
         malformed,
         data: t.data.describe(),
-        config: config.to_json(),
+        config: run_record(t)?,
         cache: t.model.cache_stats()?,
     })
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::metrics::Evaluation;
 
-/// One printed point of the run: a training interval or an evaluation.
+/// One printed point of the run: a training interval or an evaluation. In the metrics file,
+/// epochs count from 1 as on the console, and the log loss is `logloss` in every record (and
+/// in the summary).
 #[derive(Clone, Debug)]
 pub enum MetricPoint {
     Train {
@@ -17,6 +19,8 @@ pub enum MetricPoint {
         loss: f64,
         accuracy: f64,
         samples_per_s: f64,
+        /// The learning rate of the interval's last step.
+        lr: f64,
     },
     Test {
         epoch: u64,
@@ -37,9 +41,11 @@ impl MetricPoint {
                 loss,
                 accuracy,
                 samples_per_s,
+                lr,
             } => serde_json::json!({
-                "kind": "train", "epoch": epoch, "batch": batch, "step": step,
-                "loss": loss, "accuracy": accuracy, "samples_per_s": samples_per_s,
+                "kind": "train", "epoch": epoch + 1, "batch": batch, "step": step,
+                "logloss": loss, "accuracy": accuracy, "samples_per_s": samples_per_s,
+                "lr": lr,
             }),
             MetricPoint::Test {
                 epoch,
@@ -48,7 +54,7 @@ impl MetricPoint {
                 eval,
                 best_auc,
             } => serde_json::json!({
-                "kind": "test", "epoch": epoch, "batch": batch, "step": step,
+                "kind": "test", "epoch": epoch + 1, "batch": batch, "step": step,
                 "samples": eval.samples, "auc": eval.roc_auc, "logloss": eval.log_loss,
                 "accuracy": eval.accuracy, "best_auc": best_auc,
             }),
@@ -331,8 +337,9 @@ pub fn plot_path(anchor: &Path) -> PathBuf {
     anchor.with_extension("svg")
 }
 
-/// Draws training loss and evaluation AUC over the steps of `points` as an SVG at `path`
-/// (written atomically).
+/// Draws the run over its steps as an SVG at `path` (written atomically): above, the log loss
+/// (training, mean over each print interval, and evaluation); below, the evaluation AUC. Axes
+/// are labelled; steps are whole numbers.
 pub fn plot(points: &[MetricPoint], path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let loss: Vec<(f64, f64)> = points
@@ -344,13 +351,19 @@ pub fn plot(points: &[MetricPoint], path: &Path) -> Result<()> {
             _ => None,
         })
         .collect();
-    let auc: Vec<(f64, f64)> = points
-        .iter()
-        .filter_map(|p| match p {
-            MetricPoint::Test { step, eval, .. } => Some((*step as f64, eval.roc_auc)),
-            _ => None,
-        })
-        .collect();
+    let evals = |f: fn(&Evaluation) -> f64| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter_map(|p| match p {
+                MetricPoint::Test { step, eval, .. } if f(eval).is_finite() => {
+                    Some((*step as f64, f(eval)))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let auc = evals(|e| e.roc_auc);
+    let eval_loss = evals(|e| e.log_loss);
     let max_step = loss.iter().chain(&auc).map(|p| p.0).fold(1.0f64, f64::max);
     let range = |v: &[(f64, f64)], lo: f64, hi: f64| {
         let (a, b) = v
@@ -363,39 +376,62 @@ pub fn plot(points: &[MetricPoint], path: &Path) -> Result<()> {
             (a - pad, b + pad)
         }
     };
+    let whole = |x: &f64| format!("{:.0}", x);
     let mut svg = String::new();
     {
         let area = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
         let draw = |e: &dyn std::fmt::Display| Error::file(path, format!("plotting: {e}"));
         area.fill(&WHITE).map_err(|e| draw(&e))?;
         let (top, bottom) = area.split_vertically(320);
-        let (l0, l1) = range(&loss, 0.3, 0.7);
+        let both: Vec<(f64, f64)> = loss.iter().chain(&eval_loss).copied().collect();
+        let (l0, l1) = range(&both, 0.3, 0.7);
         let mut c = ChartBuilder::on(&top)
             .caption(
-                "training loss (BCE, mean over each print interval)",
+                "log loss (BCE): training (mean over each print interval) and evaluation",
                 ("sans-serif", 18),
             )
             .margin(10)
-            .x_label_area_size(30)
+            .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..max_step, l0..l1)
             .map_err(|e| draw(&e))?;
         c.configure_mesh()
-            .x_desc("step")
+            .x_desc("training step")
+            .y_desc("log loss")
+            .x_label_formatter(&whole)
             .draw()
             .map_err(|e| draw(&e))?;
         c.draw_series(LineSeries::new(loss.iter().copied(), &BLUE))
+            .map_err(|e| draw(&e))?
+            .label("training log loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        c.draw_series(LineSeries::new(eval_loss.iter().copied(), &MAGENTA))
+            .map_err(|e| draw(&e))?
+            .label("evaluation log loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+        c.draw_series(
+            eval_loss
+                .iter()
+                .map(|&p| Circle::new(p, 3, MAGENTA.filled())),
+        )
+        .map_err(|e| draw(&e))?;
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
             .map_err(|e| draw(&e))?;
         let (a0, a1) = range(&auc, 0.5, 1.0);
         let mut c = ChartBuilder::on(&bottom)
             .caption("evaluation AUC", ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(30)
+            .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..max_step, a0..a1)
             .map_err(|e| draw(&e))?;
         c.configure_mesh()
-            .x_desc("step")
+            .x_desc("training step")
+            .y_desc("ROC AUC")
+            .x_label_formatter(&whole)
             .draw()
             .map_err(|e| draw(&e))?;
         c.draw_series(LineSeries::new(auc.iter().copied(), &RED))

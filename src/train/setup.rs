@@ -3,19 +3,19 @@
 //! `--load-model`) and the lines that describe both.
 
 use crate::dlrm::{Dlrm, DlrmConfig, DlrmOptions, TableKind, TtCacheOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::progress::{Progress, Unit};
 
 use super::checkpoint::{self, Position};
 use super::data::TrainData;
-use super::options::{Checked, TrainArgs};
+use super::options::{Checked, TrainArgs, TtShapeFlags};
 use super::output::Output;
 
 /// The run's samples, with the lines saying where they come from (and, for files, how many
 /// lines were read and skipped).
-pub(super) fn load_data(args: &TrainArgs, out: &Output) -> Result<TrainData> {
-    let data = if args.data.is_empty() {
+pub(super) fn load_data(args: &TrainArgs, c: &Checked, out: &Output) -> Result<TrainData> {
+    let data = if c.data.is_empty() {
         TrainData::synthetic(
             args.seed,
             args.synthetic_scale,
@@ -29,9 +29,9 @@ pub(super) fn load_data(args: &TrainArgs, out: &Output) -> Result<TrainData> {
             bar.set(done);
         };
         let d = TrainData::criteo(
-            &args.data,
-            args.processed_data_file.clone(),
-            args.max_ind_range,
+            &c.data,
+            c.store.clone(),
+            c.max_ind_range,
             args.test_fraction,
             args.seed,
             Some(&mut progress),
@@ -40,7 +40,7 @@ pub(super) fn load_data(args: &TrainArgs, out: &Output) -> Result<TrainData> {
         d
     };
     out.line(&format!("data: {}", data.describe()));
-    if !args.data.is_empty() {
+    if !c.data.is_empty() {
         out.line(&read_report_line(&data));
     }
     Ok(data)
@@ -72,7 +72,7 @@ pub(super) fn config_of(args: &TrainArgs, c: &Checked, table_sizes: &[u64]) -> R
         bottom_mlp: c.bottom.clone(),
         top_mlp: c.top.clone(),
         tables: vec![],
-        learning_rate: args.learning_rate,
+        learning_rate: args.learning_rate as f32,
         tt_init: c.tt_init,
         seed: args.seed,
     }
@@ -82,7 +82,63 @@ pub(super) fn config_of(args: &TrainArgs, c: &Checked, table_sizes: &[u64]) -> R
         (super::EmbeddingKind::Tt, _, Some(rows)) => base.with_tt_threshold(rows, c.tt_rank)?,
         (super::EmbeddingKind::Tt, k, None) => base.with_tt_largest(k.unwrap_or(7), c.tt_rank)?,
     };
+    let config = with_tt_shapes(config, &c.tt_shapes)?;
     config.validate()?;
+    Ok(config)
+}
+
+/// FBTT's explicit shapes (`--tt-ranks`, `--tt-p-shapes`, `--tt-q-shapes`) on every TT table
+/// of `config`; what is not given stays as suggested for the number of cores. An error names
+/// the flag and the table whose rows a row-factor list does not cover.
+fn with_tt_shapes(mut config: DlrmConfig, f: &TtShapeFlags) -> Result<DlrmConfig> {
+    if *f == TtShapeFlags::default() {
+        return Ok(config);
+    }
+    let dim = config.dim();
+    let tt: Vec<usize> = (0..config.tables.len())
+        .filter(|&t| matches!(config.tables[t].kind, TableKind::Tt { .. }))
+        .collect();
+    if let Some(p) = f.p.as_ref().filter(|p| p.len() > 1 && p.len() != tt.len()) {
+        return Err(Error::input(
+            None,
+            format!(
+                "--tt-p-shapes gives {} lists for {} TT tables (tables {tt:?}): give one list for all, or one per TT table",
+                p.len(),
+                tt.len()
+            ),
+        ));
+    }
+    for (i, &t) in tt.iter().enumerate() {
+        let rows = config.tables[t].rows;
+        let TableKind::Tt { p, q, ranks } = &mut config.tables[t].kind else {
+            continue;
+        };
+        let cores = f
+            .ranks
+            .as_ref()
+            .map(|r| r.len() + 1)
+            .or(f.q.as_ref().map(Vec::len))
+            .or(f.p.as_ref().map(|p| p[0].len()))
+            .unwrap_or(p.len());
+        *ranks = f.ranks.clone().unwrap_or_else(|| vec![ranks[0]; cores - 1]);
+        *q =
+            f.q.clone()
+                .unwrap_or_else(|| crate::tt::shapes::suggested_dim_shape(dim, cores));
+        *p = match &f.p {
+            Some(lists) => lists[if lists.len() == 1 { 0 } else { i }].clone(),
+            None => crate::tt::suggested_tt_shapes(rows, cores, true),
+        };
+        let covered: u128 = p.iter().map(|&x| x as u128).product();
+        if covered < rows as u128 {
+            return Err(Error::input(
+                Some(t),
+                format!(
+                    "--tt-p-shapes {}: the product {covered} does not cover the table's {rows} rows",
+                    p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+                ),
+            ));
+        }
+    }
     Ok(config)
 }
 
@@ -91,12 +147,14 @@ pub(super) fn config_of(args: &TrainArgs, c: &Checked, table_sizes: &[u64]) -> R
 pub(super) fn build_model(
     gpu: &Gpu,
     args: &TrainArgs,
+    c: &Checked,
     config: &DlrmConfig,
     data: &TrainData,
     out: &Output,
 ) -> Result<(Dlrm, Position)> {
     let options = DlrmOptions {
         kernels: args.kernels,
+        optimizer: c.optimizer,
         tt_cache: args.cache_rows.map(|rows| TtCacheOptions {
             rows,
             warmup_steps: args.cache_warmup,
@@ -140,15 +198,30 @@ pub(super) fn tt_table_count(config: &DlrmConfig) -> usize {
 /// "model: bottom MLP ..., N embedding parameters (Kx smaller than dense), M MLP parameters".
 fn model_line(args: &TrainArgs, config: &DlrmConfig, model: &Dlrm) -> Result<String> {
     let (mlp_params, _, _) = model.parameter_counts();
+    // The TT tables' ranks as built (--tt-rank or FBTT's --tt-ranks).
+    let ranks = config
+        .tables
+        .iter()
+        .find_map(|t| match &t.kind {
+            TableKind::Tt { ranks, .. } => Some(
+                ranks
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            TableKind::Dense => None,
+        })
+        .unwrap_or_else(|| "-".into());
     Ok(format!(
-        "model: bottom MLP {}, top MLP {}-{}, D = {}, {} tables ({} TT, rank {}), {} embedding parameters ({:.1}x smaller than dense), {} MLP parameters",
+        "model: bottom MLP {}, top MLP {}-{}, D = {}, {} tables ({} TT, ranks {}), {} embedding parameters ({:.1}x smaller than dense), {} MLP parameters",
         args.arch_mlp_bot,
         config.interaction_width(),
         args.arch_mlp_top,
         config.dim(),
         config.tables.len(),
         tt_table_count(config),
-        args.tt_rank.unwrap_or(32),
+        ranks,
         config.embedding_params()?,
         config.uncompressed_embedding_params() as f64 / config.embedding_params()?.max(1) as f64,
         mlp_params
