@@ -44,6 +44,20 @@ pub fn model_config(args: &TrainArgs, table_sizes: &[u64]) -> Result<DlrmConfig>
     setup::config_of(args, &args.check()?, table_sizes)
 }
 
+/// The tables a run of `args` over data with `table_sizes` would train (see
+/// [`crate::compress::plan`]) and what its model occupies; with the lines explaining the choice.
+pub fn plan(
+    args: &TrainArgs,
+    table_sizes: &[u64],
+) -> Result<(crate::compress::ModelPlan, Vec<String>)> {
+    let (config, notes) = setup::planned_config(args, &args.check()?, table_sizes)?;
+    let cache = setup::cache_options(args);
+    Ok((
+        crate::compress::model_plan(&config, false, cache.as_ref())?,
+        notes,
+    ))
+}
+
 /// Where a run writes its checkpoint when interrupted without `--save-model`.
 fn interrupted_path(args: &TrainArgs) -> PathBuf {
     args.save_model
@@ -83,7 +97,10 @@ fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSu
     let out = Output::new();
     out.line(&format!("adapter: {}", gpu.adapter_name()));
     let data = setup::load_data(args, &out)?;
-    let config = setup::config_of(args, checked, &data.table_sizes())?;
+    let (config, notes) = setup::planned_config(args, checked, &data.table_sizes())?;
+    for note in &notes {
+        out.line(note);
+    }
     let schedule = schedule(args, &data)?;
     limits::check(gpu, args, &config, &schedule)?;
     let (mut model, pos) = setup::build_model(gpu, args, &config, &data, &out)?;
@@ -218,5 +235,6 @@ fn summary(
         data: t.data.describe(),
         config: config.to_json(),
         cache: t.model.cache_stats()?,
+        plan: setup::plan_json(t.args, config)?,
     })
 }
