@@ -84,7 +84,7 @@ fn tensor_name(table: &str) -> String {
 }
 
 /// Every tensor of `path`: a training checkpoint (verified), else any safetensors file.
-fn tensors(path: &Path) -> anyhow::Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+fn tensors(path: &Path) -> anyhow::Result<ttrec::train::checkpoint::Tensors> {
     let (meta, raw) = tt_checkpoint::read_safetensors(path)?;
     if meta.get("format").map(String::as_str) == Some(ttrec::train::checkpoint::FORMAT) {
         return Ok(ttrec::train::checkpoint::load(path)?.tensors);
