@@ -396,7 +396,7 @@ impl ModelPlan {
 
     /// The plan as a text table.
     pub fn text(&self) -> String {
-        let b = bytes;
+        let b = |n: u64| if n == 0 { "-".to_string() } else { bytes(n) };
         let list = |v: &[usize]| {
             v.iter()
                 .map(|x| x.to_string())

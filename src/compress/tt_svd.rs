@@ -208,6 +208,8 @@ fn tt_svd_tensor(
         let m = r_prev * p[k] * q[k];
         let n = rest.len() / m;
         let a = Mat::<f64>::from_fn(m, n, |i, j| rest[i * n + j]);
+        // The remainder lives on in `a` only (memory: tables of millions of rows).
+        drop(std::mem::take(&mut rest));
         let svd = a.thin_svd().map_err(|e| {
             Error::input(
                 None,
