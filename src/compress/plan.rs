@@ -108,11 +108,11 @@ impl Budget {
             Budget::Compression(c) => (dense_bytes as f64 / c).floor() as u64,
         }
     }
-    /// As typed: "20000000 bytes" or "100x".
+    /// The option as given: "--embedding-budget 20.0 MB (20000000 bytes)" or "--compression 100x".
     pub fn describe(self) -> String {
         match self {
-            Budget::Bytes(b) => format!("{} ({b} bytes)", bytes(b)),
-            Budget::Compression(c) => format!("{c}x"),
+            Budget::Bytes(b) => format!("--embedding-budget {} ({b} bytes)", bytes(b)),
+            Budget::Compression(c) => format!("--compression {c}x"),
         }
     }
 }
@@ -210,10 +210,7 @@ fn plan_budget(
     let limit = budget.bytes(dense_bytes);
     let goal = budget.describe();
     if dense_bytes <= limit {
-        let note = format!(
-            "--embedding-budget {goal}: every table dense ({}) fits",
-            bytes(dense_bytes)
-        );
+        let note = format!("{goal}: every table dense ({}) fits", bytes(dense_bytes));
         return Ok((base.clone(), vec![note]));
     }
     let mut smallest = dense_bytes;
@@ -243,7 +240,7 @@ fn plan_budget(
         if total <= limit {
             config.validate()?;
             let note = format!(
-                "--embedding-budget {goal}: {turned} TT tables at rank {rank}, embeddings {} of {} dense ({:.1}x smaller)",
+                "{goal}: {turned} TT tables at rank {rank}, embeddings {} of {} dense ({:.1}x smaller)",
                 bytes(total),
                 bytes(dense_bytes),
                 dense_bytes as f64 / total.max(1) as f64
@@ -254,7 +251,7 @@ fn plan_budget(
     Err(Error::input(
         None,
         format!(
-            "embedding budget {goal} ({limit} bytes) cannot be met: the smallest embeddings the planner finds (every table where TT pays at rank 1) take {smallest} bytes"
+            "{goal} cannot be met ({limit} bytes of embeddings): the smallest embeddings the planner finds (every table where TT pays, at rank 1) take {smallest} bytes"
         ),
     ))
 }
