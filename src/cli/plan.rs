@@ -3,6 +3,8 @@
 //! cache beside its dense size, and the MLPs' bytes. It takes `ttrec train`'s options, so
 //! `--embedding-budget`, `--compression`, `--tt-tables`, `--tt-rank` plan exactly the run.
 
+use std::io::Write;
+
 use anyhow::bail;
 use clap::Args;
 use ttrec::data::{scaled_table_sizes, KAGGLE_TABLE_SIZES, TERABYTE_TABLE_SIZES};
@@ -53,16 +55,17 @@ fn table_sizes(a: &PlanArgs) -> anyhow::Result<Vec<u64>> {
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let sizes = table_sizes(&a)?;
     let (plan, notes) = ttrec::train::plan(&a.train, &sizes)?;
-    if a.json {
+    let text = if a.json {
         let mut v = plan.to_json();
         v["type"] = "plan".into();
         v["notes"] = notes.into();
-        println!("{v}");
+        format!("{v}\n")
     } else {
-        for n in &notes {
-            println!("{n}");
-        }
-        print!("{}", plan.text());
+        notes.iter().map(|n| format!("{n}\n")).collect::<String>() + &plan.text()
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
-    Ok(())
 }
