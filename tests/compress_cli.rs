@@ -249,6 +249,38 @@ fn warm_start_from_a_dense_model() {
             assert!((g - w).abs() <= 1e-6 * max, "core {k}: {g} vs {w}");
         }
     }
+    // The same through `tt convert` on the training checkpoints, both ways.
+    let cores = dir.join("c3.safetensors");
+    let c = cores.to_str().unwrap();
+    let v = json_line(&ttrec(&[
+        "tt", "convert", "--from", d, "--table", "C3", "--ranks", "4,4", "--out", c, "--json",
+    ]));
+    assert_eq!(v["table"], "emb_l.2.weight");
+    assert_eq!(load_cores(&cores).unwrap().1, svd.cores);
+    let back = dir.join("c3-dense.safetensors");
+    let t = tt.to_str().unwrap();
+    let b = back.to_str().unwrap();
+    json_line(&ttrec(&[
+        "tt",
+        "convert",
+        "--to-dense",
+        "--from",
+        t,
+        "--table",
+        "C3",
+        "--out",
+        b,
+        "--json",
+    ]));
+    let saved: Vec<Vec<f32>> = (0..3)
+        .map(|k| tensor(&tt, &format!("emb_l.2.tt_cores.{k}")).1)
+        .collect();
+    let want: Vec<f32> = tt_to_dense_f64(&svd.shape, &saved)
+        .unwrap()
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    assert_eq!(tensor(&back, "weight"), (dims.clone(), want));
     // The MLPs and the dense tables copied.
     for name in ["bot_l.0.weight", "top_l.0.bias", "emb_l.0.weight"] {
         assert_eq!(tensor(&tt, name), tensor(&dense, name), "{name}");
