@@ -67,6 +67,7 @@
 #[doc(hidden)]
 pub mod bench;
 pub mod cache;
+pub mod compress;
 pub mod data;
 pub mod dlrm;
 pub mod error;

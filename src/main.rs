@@ -39,6 +39,12 @@ enum Command {
     /// Train a DLRM with TT-compressed tables (dlrm's options; default: synthetic Criteo-shaped
     /// data at Kaggle's table sizes).
     Train(Box<ttrec::train::TrainArgs>),
+    /// TT tables: convert a dense table into TT cores (TT-SVD) and back.
+    #[command(subcommand)]
+    Tt(cli::tt::TtCommand),
+    /// What a training run's model will occupy: per table dense or TT, shapes, ranks, bytes
+    /// (takes train's options; --embedding-budget / --compression plan the tables).
+    Plan(Box<cli::plan::PlanArgs>),
 }
 
 /// Logs to stderr at level warn (wgpu's warnings, ttrec's own); `RUST_LOG` overrides, e.g.
@@ -67,6 +73,8 @@ fn main() -> std::process::ExitCode {
         Command::Kernels(a) => cli::kernels::kernels(a),
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Train(args) => cli::train::train(&args),
+        Command::Tt(cmd) => cli::tt::run(cmd),
+        Command::Plan(args) => cli::plan::plan(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -554,7 +554,8 @@ fn rank_over(binding: u64) -> usize {
         .table_sizes();
     let mut rank = 64;
     loop {
-        let w = Wrap::parse_from(s(&["--tt-rank", &rank.to_string()]));
+        // --tt-tables: asked for, the tables are TT even at ranks where TT does not pay.
+        let w = Wrap::parse_from(s(&["--tt-rank", &rank.to_string(), "--tt-tables", "7"]));
         let config = ttrec::train::model_config(&w.args, &sizes).unwrap();
         let largest = (0..config.tables.len())
             .filter_map(|t| config.tt_shape(t).unwrap())
@@ -581,7 +582,7 @@ fn options_over_the_adapters_limits_are_named_at_once() {
     let batch = batch.to_string();
     let cache_rows = (binding / (4 * 16) + 1).to_string();
     for (args, flag) in [
-        (vec!["--tt-rank", &rank], "--tt-rank"),
+        (vec!["--tt-rank", &rank, "--tt-tables", "7"], "--tt-rank"),
         (
             vec!["--synthetic-samples", &samples, "--mini-batch-size", &batch],
             "--mini-batch-size",

@@ -1,10 +1,12 @@
 //! Subcommands of the `ttrec` binary, one file each: `parity`, `bench` (tt, dlrm, gemm, cache),
-//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth) and `train`; `args`
+//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth) and `train`;
+//! `tt` (convert: dense <-> TT) and `plan` (what a run's model occupies); `args`
 //! holds the value parsers they share.
 //!
 //! With `--json` every line on stdout is one JSON object whose `"type"` says what it is:
 //! `info`; `kernels_export`; `parity_case`, `parity_summary`; `bench_tt`, `bench_tt_kernel`;
-//! `bench_dlrm`, `bench_dlrm_node`, `bench_dlrm_part`; `bench_gemm`; `bench_cache`. Progress goes
+//! `bench_dlrm`, `bench_dlrm_node`, `bench_dlrm_part`; `bench_gemm`; `bench_cache`; `tt_convert`;
+//! `plan`. Progress goes
 //! to stderr.
 
 pub mod args;
@@ -13,4 +15,6 @@ pub mod data;
 pub mod info;
 pub mod kernels;
 pub mod parity;
+pub mod plan;
 pub mod train;
+pub mod tt;

@@ -138,6 +138,10 @@ impl Dlrm {
     pub fn gemm_variant(&self) -> GemmVariant {
         self.net.variant
     }
+    /// The options the model was built with (optimizer, kernels, row cache).
+    pub fn options(&self) -> &DlrmOptions {
+        &self.options
+    }
     /// Training steps taken.
     pub fn steps(&self) -> u64 {
         self.steps

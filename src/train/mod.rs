@@ -30,7 +30,7 @@ mod setup;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::dlrm::{Dlrm, DlrmConfig};
+use crate::dlrm::{Dlrm, DlrmConfig, OptimizerKind};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 pub use checkpoint::Position;
@@ -44,6 +44,22 @@ use report::{MetricsLog, TrainSummary};
 /// The model configuration of a run over data with `table_sizes`.
 pub fn model_config(args: &TrainArgs, table_sizes: &[u64]) -> Result<DlrmConfig> {
     setup::config_of(args, &args.check()?, table_sizes)
+}
+
+/// The tables a run of `args` over data with `table_sizes` would train (see
+/// [`crate::compress::plan`]) and what its model occupies; with the lines explaining the choice.
+pub fn plan(
+    args: &TrainArgs,
+    table_sizes: &[u64],
+) -> Result<(crate::compress::ModelPlan, Vec<String>)> {
+    let checked = args.check()?;
+    let (config, notes) = setup::planned_config(args, &checked, table_sizes)?;
+    let cache = setup::cache_options(args);
+    let adagrad = matches!(checked.optimizer, OptimizerKind::Adagrad { .. });
+    Ok((
+        crate::compress::model_plan(&config, adagrad, cache.as_ref())?,
+        notes,
+    ))
 }
 
 /// Where a run writes its checkpoint when interrupted without `--save-model`.
@@ -88,7 +104,10 @@ fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSu
     }
     out.line(&format!("adapter: {}", gpu.adapter_name()));
     let data = setup::load_data(args, checked, &out)?;
-    let config = setup::config_of(args, checked, &data.table_sizes())?;
+    let (config, notes) = setup::planned_config(args, checked, &data.table_sizes())?;
+    for note in &notes {
+        out.line(note);
+    }
     let schedule = schedule(args, checked, &data)?;
     limits::check(gpu, args, &config, &schedule)?;
     let (mut model, pos) = setup::build_model(gpu, args, checked, &config, &data, &out)?;
@@ -271,5 +290,6 @@ fn summary(
         data: t.data.describe(),
         config: run_record(t)?,
         cache: t.model.cache_stats()?,
+        plan: setup::plan_json(t.args, t.model.options().optimizer, config)?,
     })
 }

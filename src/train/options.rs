@@ -127,7 +127,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "Q1,Q2,..")]
     pub tt_q_shapes: Option<String>,
     /// How TT cores are drawn: sampled-gaussian (default), uniform, naive-uniform, normal,
-    /// approx-normal.
+    /// approx-normal; or from-dense:CHECKPOINT, the TT-SVD of a dense model's tables (its MLPs
+    /// and dense tables copied too: a warm start).
     #[arg(long, value_name = "NAME")]
     pub tt_init: Option<String>,
     /// An LFU row cache on the TT tables: rows as a fraction of each TT group's rows (below 1,
@@ -167,6 +168,16 @@ pub struct TrainArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = crate::gpu::KernelClass::parse)]
     pub kernels: crate::gpu::KernelClass,
+    /// Embedding parameter bytes at most (e.g. 20MB, 1.5GiB): the planner chooses per table
+    /// dense or TT, and the TT ranks (at most --tt-rank); TT only where it pays.
+    #[arg(long, value_name = "SIZE", value_parser = crate::compress::plan::parse_bytes,
+          conflicts_with_all = ["tt_tables", "tt_threshold", "compression"])]
+    pub embedding_budget: Option<u64>,
+    /// Embeddings this many times smaller than dense at least (e.g. 100x), planned as
+    /// --embedding-budget.
+    #[arg(long, value_name = "FACTOR", value_parser = crate::compress::plan::parse_compression,
+          conflicts_with_all = ["tt_tables", "tt_threshold"])]
+    pub compression: Option<f64>,
     /// dlrm's flags that have no ttrec option of their own.
     #[command(flatten)]
     pub dlrm: DlrmFlags,
@@ -209,6 +220,10 @@ pub struct Checked {
     pub acc_target: Option<f64>,
     /// Flags accepted without effect and forms changed, one line each (printed once).
     pub notes: Vec<String>,
+    /// `--embedding-budget` or `--compression`.
+    pub budget: Option<crate::compress::Budget>,
+    /// `--tt-init from-dense:PATH`: the dense checkpoint TT tables start from.
+    pub tt_from_dense: Option<PathBuf>,
 }
 
 /// FBTT's `--tt-ranks`, `--tt-p-shapes`, `--tt-q-shapes`, parsed.
@@ -292,7 +307,25 @@ impl TrainArgs {
         if tt_rank == 0 {
             return Err(bad("--tt-rank must be at least 1"));
         }
-        let tt_init = match &self.tt_init {
+        let tt_from_dense = self
+            .tt_init
+            .as_deref()
+            .and_then(|s| s.strip_prefix("from-dense:"))
+            .map(PathBuf::from);
+        if let Some(p) = &tt_from_dense {
+            if !p.is_file() {
+                return Err(Error::file(
+                    p,
+                    "--tt-init from-dense: no such checkpoint file",
+                ));
+            }
+            if self.load_model.is_some() {
+                return Err(bad(
+                    "--tt-init from-dense: and --load-model both say where the model starts; give one",
+                ));
+            }
+        }
+        let tt_init = match self.tt_init.as_deref().filter(|_| tt_from_dense.is_none()) {
             Some(s) => s
                 .parse()
                 .map_err(|e: Error| bad(format!("--tt-init: {e}")))?,
@@ -344,6 +377,12 @@ impl TrainArgs {
             auc_target,
             acc_target,
             notes,
+            budget: match (self.embedding_budget, self.compression) {
+                (Some(b), _) => Some(crate::compress::Budget::Bytes(b)),
+                (None, Some(c)) => Some(crate::compress::Budget::Compression(c)),
+                (None, None) => None,
+            },
+            tt_from_dense,
         })
     }
 
@@ -389,10 +428,12 @@ impl TrainArgs {
             || self.tt_init.is_some()
             || self.tt_ranks.is_some()
             || self.tt_p_shapes.is_some()
-            || self.tt_q_shapes.is_some();
+            || self.tt_q_shapes.is_some()
+            || self.embedding_budget.is_some()
+            || self.compression.is_some();
         if self.embedding == EmbeddingKind::Dense && tt_options {
             return Err(bad(
-                "--tt-tables, --tt-threshold, --tt-rank(s), --tt-p-shapes, --tt-q-shapes and --tt-init need --embedding tt",
+                "--tt-tables, --tt-threshold, --tt-rank(s), --tt-p-shapes, --tt-q-shapes, --tt-init, --embedding-budget and --compression need --embedding tt",
             ));
         }
         if self.tt_tables == Some(0) {

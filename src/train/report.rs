@@ -203,6 +203,9 @@ pub struct TrainSummary {
     pub config: serde_json::Value,
     /// The TT groups' LFU caches (statistics, refreshes), when on.
     pub cache: Option<(crate::cache::CacheStats, u64)>,
+    /// Per table its form, shapes, ranks and bytes, and the MLPs' bytes
+    /// ([`crate::compress::ModelPlan::to_json`]).
+    pub plan: serde_json::Value,
 }
 
 /// "12.3 MB" for a byte count.
@@ -265,6 +268,7 @@ impl TrainSummary {
             "malformed_by_kind": malformed,
             "data": self.data,
             "config": self.config,
+            "plan": self.plan,
             "ttrec_version": env!("CARGO_PKG_VERSION"),
             "cache_hit_rate": self.cache.map(|(c, _)| c.hit_rate()),
             "cache": self.cache.map(|(c, refreshes)| serde_json::json!({

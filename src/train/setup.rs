@@ -2,7 +2,10 @@
 //! preprocessed cache, built with a progress bar), the model (fresh or resumed from
 //! `--load-model`) and the lines that describe both.
 
-use crate::dlrm::{Dlrm, DlrmConfig, DlrmOptions, TableKind, TtCacheOptions};
+use std::path::Path;
+
+use crate::compress::{choose_tables, tt_svd, RankChoice, Selection};
+use crate::dlrm::{Dlrm, DlrmConfig, DlrmOptions, OptimizerKind, TableKind, TtCacheOptions};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::progress::{Progress, Unit};
@@ -68,6 +71,16 @@ fn read_report_line(data: &TrainData) -> String {
 /// The model configuration of a run whose options were checked (`c`) over data with
 /// `table_sizes`.
 pub(super) fn config_of(args: &TrainArgs, c: &Checked, table_sizes: &[u64]) -> Result<DlrmConfig> {
+    Ok(planned_config(args, c, table_sizes)?.0)
+}
+
+/// [`config_of`] with the lines that explain the choice of TT tables (tables left dense where
+/// TT does not pay, warnings where TT grows a table asked for, the budget's outcome).
+pub(super) fn planned_config(
+    args: &TrainArgs,
+    c: &Checked,
+    table_sizes: &[u64],
+) -> Result<(DlrmConfig, Vec<String>)> {
     let base = DlrmConfig {
         bottom_mlp: c.bottom.clone(),
         top_mlp: c.top.clone(),
@@ -77,14 +90,19 @@ pub(super) fn config_of(args: &TrainArgs, c: &Checked, table_sizes: &[u64]) -> R
         seed: args.seed,
     }
     .with_table_sizes(table_sizes);
-    let config = match (args.embedding, c.tt_tables, c.tt_threshold) {
-        (super::EmbeddingKind::Dense, _, _) => base,
-        (super::EmbeddingKind::Tt, _, Some(rows)) => base.with_tt_threshold(rows, c.tt_rank)?,
-        (super::EmbeddingKind::Tt, k, None) => base.with_tt_largest(k.unwrap_or(7), c.tt_rank)?,
+    let selection = match (c.budget, args.tt_tables, args.tt_threshold) {
+        (Some(b), _, _) => Selection::Budget(b),
+        (None, Some(k), _) => Selection::Largest(k),
+        (None, None, Some(rows)) => Selection::Threshold(rows),
+        (None, None, None) => Selection::Default,
+    };
+    let (config, notes) = match args.embedding {
+        super::EmbeddingKind::Dense => (base, vec![]),
+        super::EmbeddingKind::Tt => choose_tables(&base, selection, c.tt_rank)?,
     };
     let config = with_tt_shapes(config, &c.tt_shapes)?;
     config.validate()?;
-    Ok(config)
+    Ok((config, notes))
 }
 
 /// FBTT's explicit shapes (`--tt-ranks`, `--tt-p-shapes`, `--tt-q-shapes`) on every TT table
@@ -155,11 +173,7 @@ pub(super) fn build_model(
     let options = DlrmOptions {
         kernels: args.kernels,
         optimizer: c.optimizer,
-        tt_cache: args.cache_rows.map(|rows| TtCacheOptions {
-            rows,
-            warmup_steps: args.cache_warmup,
-            refresh_every: args.cache_refresh,
-        }),
+        tt_cache: cache_options(args),
         ..DlrmOptions::default()
     };
     let mut model = Dlrm::new(gpu, config.clone(), options)?;
@@ -182,8 +196,93 @@ pub(super) fn build_model(
             pos.step
         ));
     }
-    out.line(&model_line(args, config, &model)?);
+    let from_dense = args.tt_init.as_deref();
+    if let Some(path) = from_dense.and_then(|s| s.strip_prefix("from-dense:")) {
+        out.line(&warm_start(&mut model, Path::new(path))?);
+    }
+    out.line(&model_line(config, &model)?);
     Ok((model, pos))
+}
+
+/// `--tt-init from-dense:PATH`: every parameter from the dense model at `path` (same MLPs and
+/// table sizes): TT tables as the TT-SVD of its tables at their shapes and ranks, the rest
+/// copied. The line that says so, with the largest relative error of a TT table.
+fn warm_start(model: &mut Dlrm, path: &Path) -> Result<String> {
+    let ck = checkpoint::load(path)?;
+    let find = |name: &str, want: &[usize]| -> Result<&Vec<f32>> {
+        let (_, shape, values) = ck
+            .tensors
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| {
+                Error::file(
+                    path,
+                    format!("--tt-init from-dense: tensor {name} is missing (a dense model of the same shape is needed)"),
+                )
+            })?;
+        if shape != want {
+            return Err(Error::file(
+                path,
+                format!("--tt-init from-dense: tensor {name} has shape {shape:?}; this model needs {want:?}"),
+            ));
+        }
+        Ok(values)
+    };
+    let config = model.config().clone();
+    let dim = config.dim();
+    let (mut tt, mut worst) = (0, (0.0f64, 0usize));
+    for (t, table) in config.tables.iter().enumerate() {
+        let name = format!("emb_l.{t}.weight");
+        let dense = find(&name, &[table.rows as usize, dim])?;
+        let Some(shape) = config.tt_shape(t)? else {
+            model.set_parameter(&name, dense)?;
+            continue;
+        };
+        let ranks = RankChoice::Fixed(shape.interior_ranks().to_vec());
+        let svd =
+            tt_svd(dense, table.rows, &shape.p, &shape.q, &ranks).map_err(|e| e.with_table(t))?;
+        for (k, core) in svd.cores.iter().enumerate() {
+            model.set_parameter(&format!("emb_l.{t}.tt_cores.{k}"), core)?;
+        }
+        let err = svd.predicted_relative_error();
+        if err >= worst.0 {
+            worst = (err, t);
+        }
+        tt += 1;
+    }
+    for (name, shape) in model.parameter_names() {
+        if !name.starts_with("emb_l.") {
+            let values = find(&name, &shape)?.clone();
+            model.set_parameter(&name, &values)?;
+        }
+    }
+    Ok(format!(
+        "warm start from {}: {tt} TT tables by TT-SVD (relative error at most {:.4}, table {}), the dense tables and MLPs copied",
+        path.display(),
+        worst.0,
+        crate::compress::plan::table_name(worst.1)
+    ))
+}
+
+/// The table plan of `config` as the run trains it (SGD; the row cache of --cache-rows), for the
+/// summary.
+pub(super) fn plan_json(
+    args: &TrainArgs,
+    optimizer: OptimizerKind,
+    config: &DlrmConfig,
+) -> Result<serde_json::Value> {
+    let cache = cache_options(args);
+    let adagrad = matches!(optimizer, OptimizerKind::Adagrad { .. });
+    Ok(crate::compress::model_plan(config, adagrad, cache.as_ref())?.to_json())
+}
+
+/// The TT row cache `--cache-rows` and its steps ask for.
+pub(crate) fn cache_options(args: &TrainArgs) -> Option<TtCacheOptions> {
+    args.cache_rows.map(|rows| TtCacheOptions {
+        rows,
+        warmup_steps: args.cache_warmup,
+        refresh_every: args.cache_refresh,
+    })
 }
 
 /// TT tables of `config`.
@@ -195,35 +294,44 @@ pub(super) fn tt_table_count(config: &DlrmConfig) -> usize {
         .count()
 }
 
-/// "model: bottom MLP ..., N embedding parameters (Kx smaller than dense), M MLP parameters".
-fn model_line(args: &TrainArgs, config: &DlrmConfig, model: &Dlrm) -> Result<String> {
+/// "model: bottom MLP ..., N tables (K TT, ranks R), N embedding parameters (Kx smaller than
+/// dense), M MLP parameters"; "(all dense)" and no TT details for a dense model.
+fn model_line(config: &DlrmConfig, model: &Dlrm) -> Result<String> {
     let (mlp_params, _, _) = model.parameter_counts();
-    // The TT tables' ranks as built (--tt-rank or FBTT's --tt-ranks).
-    let ranks = config
-        .tables
-        .iter()
-        .find_map(|t| match &t.kind {
-            TableKind::Tt { ranks, .. } => Some(
-                ranks
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            TableKind::Dense => None,
-        })
-        .unwrap_or_else(|| "-".into());
+    let mut ranks: Vec<String> = Vec::new();
+    for table in &config.tables {
+        if let TableKind::Tt { ranks: r, .. } = &table.kind {
+            let r = r
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            if !ranks.contains(&r) {
+                ranks.push(r);
+            }
+        }
+    }
+    let tt = tt_table_count(config);
+    let tables = if tt == 0 {
+        "all dense".to_string()
+    } else {
+        format!("{tt} TT, ranks {}", ranks.join(" / "))
+    };
+    let embedding = config.embedding_params()?;
+    let size = if tt == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({:.1}x smaller than dense)",
+            config.uncompressed_embedding_params() as f64 / embedding.max(1) as f64
+        )
+    };
     Ok(format!(
-        "model: bottom MLP {}, top MLP {}-{}, D = {}, {} tables ({} TT, ranks {}), {} embedding parameters ({:.1}x smaller than dense), {} MLP parameters",
-        args.arch_mlp_bot,
+        "model: bottom MLP {}, top MLP {}-{}, D = {}, {} tables ({tables}), {embedding} embedding parameters{size}, {mlp_params} MLP parameters",
+        crate::dlrm::config::format_widths(&config.bottom_mlp),
         config.interaction_width(),
-        args.arch_mlp_top,
+        crate::dlrm::config::format_widths(&config.top_mlp),
         config.dim(),
         config.tables.len(),
-        tt_table_count(config),
-        ranks,
-        config.embedding_params()?,
-        config.uncompressed_embedding_params() as f64 / config.embedding_params()?.max(1) as f64,
-        mlp_params
     ))
 }
