@@ -34,6 +34,9 @@ enum Command {
     /// Train a DLRM with TT-compressed tables (dlrm's options; default: synthetic Criteo-shaped
     /// data at Kaggle's table sizes).
     Train(Box<ttrec::train::TrainArgs>),
+    /// Score raw Criteo lines or a data store with a trained model (a --save-model
+    /// checkpoint): one probability per line, in order; AUC, log loss, accuracy.
+    Predict(cli::predict::PredictArgs),
 }
 
 /// Logs to stderr at level warn (wgpu's warnings, ttrec's own); `RUST_LOG` overrides, e.g.
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Kernels(a) => cli::kernels::kernels(a),
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Train(args) => cli::train::train(&args),
+        Command::Predict(a) => cli::predict::predict(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! Subcommands of the `ttrec` binary, one file each: `parity`, `bench` (tt, dlrm, gemm, cache),
-//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth) and `train`; `args`
+//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth), `train` and
+//! `predict`; `args`
 //! holds the value parsers they share.
 //!
 //! With `--json` every line on stdout is one JSON object whose `"type"` says what it is:
@@ -13,4 +14,5 @@ pub mod data;
 pub mod info;
 pub mod kernels;
 pub mod parity;
+pub mod predict;
 pub mod train;

@@ -5,8 +5,8 @@
 //! - [`data`]: where samples come from, served from any (epoch, batch) position.
 //! - [`checkpoint`]: save and resume.
 //! - [`report`]: metric lines, the summary, the plot.
-//! - `setup` (data and model before the first step), `limits` (options against the adapter's
-//!   limits), `epoch` (the training loop), `output` (bar or plain lines): the run's private
+//! - `setup` (data and model before the first step), `inference` (`--inference-only`),
+//!   `limits` (options against the adapter's limits), `epoch` (the training loop), `output` (bar or plain lines): the run's private
 //!   parts.
 //!
 //! What a run guarantees: every option and output path is checked before any work (outputs
@@ -19,6 +19,7 @@
 pub mod checkpoint;
 pub mod data;
 mod epoch;
+mod inference;
 mod limits;
 pub mod options;
 mod output;
@@ -83,6 +84,9 @@ fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSu
     let out = Output::new();
     out.line(&format!("adapter: {}", gpu.adapter_name()));
     let data = setup::load_data(args, &out)?;
+    if args.inference_only {
+        return inference::run(gpu, args, &data, &out);
+    }
     let config = setup::config_of(args, checked, &data.table_sizes())?;
     let schedule = schedule(args, &data)?;
     limits::check(gpu, args, &config, &schedule)?;

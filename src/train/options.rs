@@ -131,6 +131,15 @@ pub struct TrainArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = crate::gpu::KernelClass::parse)]
     pub kernels: crate::gpu::KernelClass,
+    /// dlrm's evaluation-only run: score this run's evaluation samples with the --load-model
+    /// checkpoint (mapped through its own dictionaries), print AUC, log loss and accuracy; no
+    /// training.
+    #[arg(long, requires = "load_model")]
+    pub inference_only: bool,
+    /// Rebuild the --processed-data-file store when it was built from other files or with
+    /// other settings (without it, that is an error: a store is never overwritten silently).
+    #[arg(long)]
+    pub rebuild_data_store: bool,
 }
 
 impl Default for TrainArgs {

@@ -28,12 +28,13 @@ pub(super) fn load_data(args: &TrainArgs, out: &Output) -> Result<TrainData> {
             bar.set_total(total);
             bar.set(done);
         };
-        let d = TrainData::criteo(
+        let d = TrainData::criteo_rebuilding(
             &args.data,
             args.processed_data_file.clone(),
             args.max_ind_range,
             args.test_fraction,
             args.seed,
+            args.rebuild_data_store,
             Some(&mut progress),
         )?;
         bar.finish();
