@@ -65,15 +65,25 @@ fn a_store_of_other_sources_or_settings_is_an_error_until_the_flag_rebuilds_it()
     };
     let out = run(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("--force"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read(&store).unwrap(), bytes);
 
     // With the flag: rebuilt, with the settings asked for.
     let rebuilt = open(&source, Some(50), true).unwrap();
-    assert!(rebuilt.describe().contains("built: was stale"), "{rebuilt:?}");
+    assert!(
+        rebuilt.describe().contains("built: was stale"),
+        "{rebuilt:?}"
+    );
     assert_eq!(rebuilt.dataset().unwrap().max_ind_range(), Some(50));
     drop(rebuilt);
     let out = run(&["--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

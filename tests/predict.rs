@@ -17,7 +17,10 @@ use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKi
 const BIN: &str = env!("CARGO_BIN_EXE_ttrec");
 
 fn ttrec(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("running ttrec");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running ttrec");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -104,11 +107,17 @@ fn a_saved_model_scores_its_evaluation_lines_with_the_runs_auc_in_input_order() 
         "40",
     ]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("scored 40 samples") && out.contains("samples/s"), "{out}");
+    assert!(
+        out.contains("scored 40 samples") && out.contains("samples/s"),
+        "{out}"
+    );
     let p = read_tsv(&scores);
     assert_eq!(p.len(), 40);
     let auc = ttrec::metrics::roc_auc(&labels_of(&lines[160..]), &p).unwrap();
-    assert!((auc - run_auc).abs() <= 1e-6, "predict AUC {auc} vs the run's {run_auc}");
+    assert!(
+        (auc - run_auc).abs() <= 1e-6,
+        "predict AUC {auc} vs the run's {run_auc}"
+    );
     assert!(out.contains(&format!("AUC {auc:.6}")), "{out}");
 
     // Input order: the lines reversed give the probabilities reversed (as .npy).
@@ -140,7 +149,10 @@ fn a_saved_model_scores_its_evaluation_lines_with_the_runs_auc_in_input_order() 
     args.extend(["--summary-json", s(&inf_summary)]);
     let (ok, out, err) = ttrec(&args);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("inference only") && !out.contains("Finished training"), "{out}");
+    assert!(
+        out.contains("inference only") && !out.contains("Finished training"),
+        "{out}"
+    );
     let inf: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&inf_summary).unwrap()).unwrap();
     let inf_auc = inf["auc"].as_f64().unwrap();
@@ -163,7 +175,10 @@ fn a_saved_model_scores_its_evaluation_lines_with_the_runs_auc_in_input_order() 
     let q: Vec<f32> = out.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(q.len(), 31, "one line out per line in");
     assert!(q[12].is_nan(), "the malformed line's place holds NaN");
-    assert!(q.iter().enumerate().all(|(i, v)| i == 12 || (0.0..=1.0).contains(v)));
+    assert!(q
+        .iter()
+        .enumerate()
+        .all(|(i, v)| i == 12 || (0.0..=1.0).contains(v)));
     assert!(err.contains("1 malformed"), "{err}");
     assert!(err.contains("C1: 10, C5: 10"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();

@@ -98,10 +98,13 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
 
 /// The lines that describe `s`: counts, throughput, unseen values, metrics.
 fn summary(s: &Scores) -> Vec<String> {
+    let malformed = match s.malformed {
+        0 => String::new(),
+        n => format!(" ({n} malformed lines skipped, NaN in their place)"),
+    };
     let mut lines = vec![format!(
-        "scored {} samples ({} malformed lines skipped, NaN in their place) in {:.2} s: {:.0} samples/s",
+        "scored {} samples{malformed} in {:.2} s: {:.0} samples/s",
         s.scored(),
-        s.malformed,
         s.seconds,
         s.scored() as f64 / s.seconds.max(1e-9)
     )];

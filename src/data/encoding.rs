@@ -64,7 +64,10 @@ impl Encoding {
         }
         let max_ind_range = match v.get("max_ind_range") {
             None | Some(serde_json::Value::Null) => None,
-            Some(r) => Some(r.as_u64().ok_or_else(|| bad(format!("max_ind_range {r}")))?),
+            Some(r) => Some(
+                r.as_u64()
+                    .ok_or_else(|| bad(format!("max_ind_range {r}")))?,
+            ),
         };
         let rows: Vec<u64> = v
             .get("rows")
@@ -237,10 +240,13 @@ mod tests {
             max_ind_range: Some(100),
             categories: Categories::Dictionary(values),
         };
-        let back = Encoding::from_json(&enc.to_json(), match &enc.categories {
-            Categories::Dictionary(v) => Some(v.clone()),
-            _ => None,
-        })
+        let back = Encoding::from_json(
+            &enc.to_json(),
+            match &enc.categories {
+                Categories::Dictionary(v) => Some(v.clone()),
+                _ => None,
+            },
+        )
         .unwrap();
         assert_eq!(back, enc);
         let mut e = enc.encoder().unwrap();
@@ -256,7 +262,10 @@ mod tests {
         assert!(e.check_store_range(None).is_ok());
         assert!(e.check_store_range(Some(100)).is_ok());
         let err = e.check_store_range(Some(50)).unwrap_err().to_string();
-        assert!(err.contains("50") && err.contains("--max-ind-range 100"), "{err}");
+        assert!(
+            err.contains("50") && err.contains("--max-ind-range 100"),
+            "{err}"
+        );
     }
 
     #[test]

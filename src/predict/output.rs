@@ -66,7 +66,10 @@ mod tests {
         let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
         assert_eq!((10 + hlen) % 64, 0);
         let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
-        assert!(header.contains("'shape': (3,)") && header.ends_with('\n'), "{header}");
+        assert!(
+            header.contains("'shape': (3,)") && header.ends_with('\n'),
+            "{header}"
+        );
         let vals: Vec<f32> = b[10 + hlen..]
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))

@@ -339,7 +339,10 @@ fn read_encoding(
             values.push(dictionaries.swap_remove(i).2);
         }
         if let Some((extra, _, _)) = dictionaries.first() {
-            return Err(Error::file(path, format!("tensor {extra} is not a dictionary column")));
+            return Err(Error::file(
+                path,
+                format!("tensor {extra} is not a dictionary column"),
+            ));
         }
         Some(values)
     };
@@ -463,6 +466,61 @@ mod tests {
         );
         let t2 = vec![("w".to_string(), vec![4, 1], vec![1f32, 2.0, 3.0, 4.0])];
         assert_ne!(checksum(&t2, &[], &m), base);
+    }
+
+    /// A v3 checkpoint carries the encoding (dictionaries as U32 tensors, checksummed); a v2
+    /// one (no scoring data) still loads, for resuming, with no encoding.
+    #[test]
+    fn the_encoding_round_trips_and_v2_still_loads() {
+        let dir = std::env::temp_dir().join(format!("ttrec-ck-v3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ck.safetensors");
+        let tensors = vec![("w".to_string(), vec![2], vec![1f32, 2.0])];
+        let mut values = vec![vec![5u32, 0, 7]; NUM_SPARSE];
+        values[3] = vec![];
+        let encoding = Encoding {
+            max_ind_range: Some(1000),
+            categories: Categories::Dictionary(values),
+        };
+        let mut meta = CheckpointMeta {
+            config: DlrmConfig::kaggle_dense(),
+            position: Position {
+                epoch: 0,
+                batch: 2,
+                step: 2,
+                best_auc: 0.75,
+            },
+            batch_size: 8,
+            data: "test".into(),
+            seed: 1,
+            encoding: Some(encoding.clone()),
+        };
+        write(&path, &tensors, &meta).unwrap();
+        let ck = load(&path).unwrap();
+        assert_eq!(ck.meta.encoding, Some(encoding));
+        assert_eq!(ck.tensors, tensors);
+
+        // A flipped byte in a dictionary is caught by the checksum.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1; // the last value of dictionary.C9 (the F32 tensor "w" comes after)
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+
+        // The same without scoring data, under v2's name and checksum.
+        meta.encoding = None;
+        write(&path, &tensors, &meta).unwrap();
+        let (mut m, _) = read_safetensors(&path).unwrap();
+        m.insert("format".into(), FORMAT_V2.into());
+        let sum = checksum(&tensors, &[], &m);
+        m.insert("checksum".into(), format!("{sum:016x}"));
+        let bytes = crate::io::safetensors_bytes(&tensors, &m).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let ck = load(&path).unwrap();
+        assert_eq!(ck.meta.encoding, None);
+        assert_eq!(ck.meta.position.step, 2);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

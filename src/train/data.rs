@@ -7,9 +7,8 @@ use std::path::PathBuf;
 
 use crate::data::{
     default_store_path_for, expand_sources, Batch, BatchLoader, BuildProgress, Categories,
-    Encoding, MalformedKind,
-    Mismatch, PreprocessConfig, PreprocessedDataset, Split, SplitMode, StoreState, SyntheticCriteo,
-    NUM_SPARSE,
+    Encoding, MalformedKind, Mismatch, PreprocessConfig, PreprocessedDataset, Split, SplitMode,
+    StoreState, SyntheticCriteo, NUM_SPARSE,
 };
 use crate::error::{Error, Result};
 
@@ -59,7 +58,15 @@ impl TrainData {
         seed: u64,
         progress: Option<BuildProgress>,
     ) -> Result<Self> {
-        Self::criteo_rebuilding(paths, store, max_ind_range, test_fraction, seed, false, progress)
+        Self::criteo_rebuilding(
+            paths,
+            store,
+            max_ind_range,
+            test_fraction,
+            seed,
+            false,
+            progress,
+        )
     }
 
     /// [`criteo`](Self::criteo); with `rebuild` (`--rebuild-data-store`) a store built from

@@ -24,7 +24,10 @@ pub(super) fn run(
     out: &Output,
 ) -> Result<TrainSummary> {
     let path = args.load_model.as_ref().ok_or_else(|| {
-        Error::input(None, "--inference-only needs --load-model (the model to evaluate)")
+        Error::input(
+            None,
+            "--inference-only needs --load-model (the model to evaluate)",
+        )
     })?;
     let options = DlrmOptions {
         kernels: args.kernels,
@@ -33,7 +36,9 @@ pub(super) fn run(
     let mut scorer = Scorer::load(gpu, path, options)?;
     // Balanced evaluation batches, as a training run cuts them.
     let n = data.test_samples() as usize;
-    let batch = n.div_ceil(n.div_ceil(args.test_mini_batch_size).max(1)).max(1);
+    let batch = n
+        .div_ceil(n.div_ceil(args.test_mini_batch_size).max(1))
+        .max(1);
     let mut bar = Progress::new("evaluating", n as u64, Unit::Items("samples"));
     let t = Instant::now();
     let (labels, probs) = match data.dataset() {

@@ -32,7 +32,8 @@ pub struct TrainArgs {
     /// data set. Default: the built-in synthetic Criteo-shaped source.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub data: Vec<PathBuf>,
-    /// The preprocessed data store of --data (built when missing or stale, then reused).
+    /// The preprocessed data store of --data (built when missing, then reused; one built from
+    /// other files or settings is an error unless --rebuild-data-store).
     /// Default: `<first file>.ttcache`.
     #[arg(long, value_name = "PATH")]
     pub processed_data_file: Option<PathBuf>,
