@@ -298,8 +298,9 @@ pub fn safetensors_bytes_with_u32(
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>> {
     let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
-    // (name, shape, dtype, values, bytes)
-    let mut order: Vec<(&String, &Vec<usize>, &str, usize, &[u8])> = tensors
+    /// A tensor to write: name, shape, dtype, number of values, bytes.
+    type Entry<'a> = (&'a String, &'a Vec<usize>, &'static str, usize, &'a [u8]);
+    let mut order: Vec<Entry> = tensors
         .iter()
         .map(|(n, s, d)| (n, s, "F32", d.len(), bytemuck::cast_slice::<f32, u8>(d)))
         .chain(
