@@ -118,6 +118,9 @@ fn summary(s: &Scores) -> Vec<String> {
             unseen.join(", ")
         ));
     }
+    if s.evaluation.is_none() {
+        lines.push("no labels in the input: no AUC, log loss or accuracy".into());
+    }
     if let Some(e) = &s.evaluation {
         lines.push(format!(
             "evaluation on {} samples: log loss {:.6}, accuracy {:.3} %, AUC {:.6}",

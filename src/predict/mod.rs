@@ -9,9 +9,11 @@
 //! - `output`: the scores as TSV (one per line) or `.npy`.
 //!
 //! A malformed line has no probability: its place holds NaN, so line i of the output is line i
-//! of the input. Serving inside an app's own encoder is [`Dlrm::score_into`].
+//! of the input. Files without labels (39 fields a line, as Kaggle's `test.txt`) score too,
+//! without metrics. Serving inside an app's own encoder is [`Dlrm::score_into`].
 
 mod output;
+mod unlabeled;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -19,9 +21,7 @@ use std::time::Instant;
 
 pub use output::write_scores;
 
-use crate::data::{
-    Batch, CriteoReader, Encoder, Encoding, PreprocessedDataset, RawSample, NUM_SPARSE,
-};
+use crate::data::{Batch, Encoder, Encoding, PreprocessedDataset, RawSample, NUM_SPARSE};
 use crate::dlrm::{Dlrm, DlrmBatch, DlrmOptions};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -92,9 +92,9 @@ pub fn save_model(path: &Path, model: &Dlrm, encoding: &Encoding) -> Result<()> 
 pub struct Scores {
     /// One per input line (or store row), in input order; NaN for a malformed line.
     pub probabilities: Vec<f32>,
-    /// The labels of the scored lines (NaN for a malformed line).
+    /// The labels of the scored lines (NaN for a malformed line and an unlabelled file's).
     pub labels: Vec<f32>,
-    /// AUC, log loss and accuracy over the scored lines.
+    /// AUC, log loss and accuracy over the scored lines with labels (`None` without any).
     pub evaluation: Option<Evaluation>,
     /// Lines skipped as malformed.
     pub malformed: u64,
@@ -202,8 +202,9 @@ impl Scorer {
             batch: Batch::with_capacity(batch),
             slots: Vec::with_capacity(batch),
         };
+        let mut unlabelled = Vec::new();
         for file in files {
-            let mut reader = CriteoReader::open(file)?;
+            let (mut reader, labelled) = unlabeled::open(file)?;
             // Output slots of this file's lines: line n (1-based) is base + n - 1.
             let base = out.probabilities.len();
             while let Some(s) = reader.next_sample()? {
@@ -217,8 +218,14 @@ impl Scorer {
             }
             // Malformed lines at the end of the file.
             out.grow_to(base + reader.stats().lines as usize);
+            if !labelled {
+                unlabelled.push(base..out.probabilities.len());
+            }
         }
         self.flush(&mut p, batch, &mut out)?;
+        for r in unlabelled {
+            out.labels[r].fill(f32::NAN);
+        }
         self.finish(out, start)
     }
 
@@ -312,10 +319,10 @@ impl Scorer {
             .labels
             .iter()
             .zip(&out.probabilities)
-            .filter(|(_, p)| !p.is_nan())
+            .filter(|(l, p)| !p.is_nan() && !l.is_nan())
             .map(|(l, p)| (*l, *p))
             .unzip();
-        out.malformed = (out.probabilities.len() - probs.len()) as u64;
+        out.malformed = out.probabilities.iter().filter(|p| p.is_nan()).count() as u64;
         if !probs.is_empty() {
             out.evaluation = Some(evaluate(&labels, &probs)?);
         }
