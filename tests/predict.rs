@@ -2,7 +2,8 @@
 //! a short run on the Criteo sample, scored with `ttrec predict` on the run's evaluation lines,
 //! gives the run's final AUC; the probabilities come in input order (also from lines without
 //! labels); a file with unseen
-//! categories and a malformed line scores (NaN in that line's place); `train --inference-only`
+//! categories and a malformed line scores (NaN in that line's place), and so does its data
+//! store (its own dictionaries mapped to the model's); `train --inference-only`
 //! evaluates without training; `Dlrm::score_into` writes into an app's buffer in the app's
 //! encoder bitwise what the host path returns; a model saved by an app loads and scores alike.
 
@@ -140,7 +141,10 @@ fn a_saved_model_scores_its_evaluation_lines_with_the_runs_auc_in_input_order() 
         "40",
     ]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("no labels") && !out.contains("evaluation on"), "{out}");
+    assert!(
+        out.contains("no labels") && !out.contains("evaluation on"),
+        "{out}"
+    );
     let mut q = read_npy(&npy);
     q.reverse();
     assert_eq!(q, p, "the probabilities follow the input order");
@@ -183,6 +187,21 @@ fn a_saved_model_scores_its_evaluation_lines_with_the_runs_auc_in_input_order() 
         .enumerate()
         .all(|(i, v)| i == 12 || (0.0..=1.0).contains(v)));
     assert!(err.contains("1 malformed"), "{err}");
+    assert!(err.contains("C1: 10, C5: 10"), "{err}");
+
+    // The same file as a data store of its own (other dictionaries): its ids are mapped
+    // through its dictionaries to the model's, giving the same probabilities.
+    let other_store = dir.join("other.ttcache");
+    let (ok, out, err) = ttrec(&["data", "preprocess", s(&unseen), "--store", s(&other_store)]);
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = ttrec(&["predict", "--model", s(&ck), "--data", s(&other_store)]);
+    assert!(ok, "{out}\n{err}");
+    let from_store: Vec<f32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let valid: Vec<f32> = q.iter().copied().filter(|v| !v.is_nan()).collect();
+    assert_eq!(from_store.len(), 30);
+    for (a, b) in from_store.iter().zip(&valid) {
+        assert!((a - b).abs() <= 1e-6, "{from_store:?}\n{valid:?}");
+    }
     assert!(err.contains("C1: 10, C5: 10"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
