@@ -198,6 +198,10 @@ fn inspect(
             if let Some(r) = max_ind_range {
                 cmd.push_str(&format!(" --max-ind-range {r}"));
             }
+            // A store that is there is only rebuilt over when asked.
+            if store_state != StoreState::Missing {
+                cmd.push_str(" --force");
+            }
             format!(" (build it: {cmd})")
         }
     };
