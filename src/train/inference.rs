@@ -39,6 +39,8 @@ pub(super) fn run(
     let batch = n
         .div_ceil(n.div_ceil(args.test_mini_batch_size).max(1))
         .max(1);
+    // Pipelines compiled before the clock starts, as in a training run.
+    scorer.model().prepare_eval(batch)?;
     let mut bar = Progress::new("evaluating", n as u64, Unit::Items("samples"));
     let t = Instant::now();
     let (labels, probs) = match data.dataset() {
@@ -54,7 +56,6 @@ pub(super) fn run(
                     "the checkpoint was trained on other data than this synthetic source (its table sizes differ): pass the same --synthetic-scale, or score Criteo files with `ttrec predict`",
                 ));
             }
-            scorer.model().prepare_eval(batch)?;
             let (mut labels, mut probs) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for b in data.test_batches(batch)? {
                 let b = b?;
