@@ -59,9 +59,9 @@
 //! plan of dispatches built once and replayed); `kernels`, launchers of the WGSL kernels under
 //! `shaders/`, one file per shader; `tt`; `nn` (dense tables, MLPs); `dlrm`; `train` and
 //! `predict` (it reads `train`'s checkpoints, and `train --inference-only` scores through it:
-//! file by file, no cycle); `parity`, `bench`. The modules `twin`, `graph`, `kernels`, `nn` and `bench` are unstable internals:
-//! public so the crate's tests, benchmarks and binary can reach them, hidden from these docs,
-//! without any stability promise.
+//! file by file, no cycle); `parity`, `bench`. The modules `twin`, `graph`, `kernels`, `nn`
+//! and `bench` are unstable internals: public so the crate's tests, benchmarks and binary can
+//! reach them, hidden from these docs, without any stability promise.
 
 #![warn(missing_debug_implementations)]
 
