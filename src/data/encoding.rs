@@ -200,8 +200,8 @@ impl Encoder {
         }
     }
 
-    /// A stored value (of a store whose range passed [`check_store_range`](Self::check_store_range))
-    /// to its id.
+    /// The id of a value as a data store keeps it (the store's range having passed
+    /// [`check_store_range`](Self::check_store_range)).
     #[inline]
     pub fn stored_id(&mut self, c: usize, stored_value: u32) -> u32 {
         let v = categorical_value(Some(stored_value), self.max_ind_range);

@@ -4,10 +4,10 @@
 //! seed and the configuration in the metadata, what scoring new raw lines needs (the
 //! [`Encoding`]: `max_ind_range`, the transforms and the categorical rule in the metadata, the
 //! dictionaries as U32 tensors `dictionary.C1` ..), and a checksum over every byte that resuming
-//! or scoring reads: each tensor's name and values and each metadata entry. Written atomically and byte
-//! for byte the same for the same model (metadata sorted, no timestamps); a model with a
-//! non-finite value is never written. A truncated, corrupted, mismatched or non-finite file is
-//! an error that says what is wrong.
+//! or scoring reads: each tensor's name and values and each metadata entry. Written atomically
+//! and byte for byte the same for the same model (metadata sorted, no timestamps); a model with
+//! a non-finite value is never written. A truncated, corrupted, mismatched or non-finite file is
+//! an error that says what is wrong. A v2 checkpoint (no scoring data) still loads, to resume.
 
 use std::collections::HashMap;
 use std::path::Path;

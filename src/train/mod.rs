@@ -6,8 +6,8 @@
 //! - [`checkpoint`]: save and resume.
 //! - [`report`]: metric lines, the summary, the plot.
 //! - `setup` (data and model before the first step), `inference` (`--inference-only`),
-//!   `limits` (options against the adapter's limits), `epoch` (the training loop), `output` (bar or plain lines): the run's private
-//!   parts.
+//!   `limits` (options against the adapter's limits), `epoch` (the training loop), `output`
+//!   (bar or plain lines): the run's private parts.
 //!
 //! What a run guarantees: every option and output path is checked before any work (outputs
 //! are locked against a second run); a non-finite model stops the run with an error naming

@@ -10,9 +10,9 @@
 //! another, or whose bytes do not match their checksum is never used. What happens to it then is
 //! the caller's [`Mismatch`]: rebuilt over (`open_or_build`), or, as `ttrec train` and `ttrec
 //! data preprocess` do, an error naming the difference and the flag that rebuilds: a store is
-//! never overwritten silently (it may have taken hours, or belong to another data set). The file is written with
-//! [`crate::io::write_atomic_with`] (temporary file in the same directory, fsync, rename), so a
-//! crash leaves either the old store or the new one.
+//! never overwritten silently (it may have taken hours, or belong to another data set). The
+//! file is written with [`crate::io::write_atomic_with`] (temporary file in the same directory,
+//! fsync, rename), so a crash leaves either the old store or the new one.
 
 pub mod build;
 pub mod dataset;
