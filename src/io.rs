@@ -287,9 +287,29 @@ pub fn safetensors_bytes(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>> {
+    safetensors_bytes_with_u32(tensors, &[], metadata)
+}
+
+/// [`safetensors_bytes`] with U32 tensors beside the F32 ones (a checkpoint's dictionaries),
+/// all sorted by name together.
+pub fn safetensors_bytes_with_u32(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    u32_tensors: &[(String, Vec<usize>, Vec<u32>)],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
-    let mut order: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
-    order.sort_by(|a, b| a.0.cmp(&b.0));
+    /// A tensor to write: name, shape, dtype, number of values, bytes.
+    type Entry<'a> = (&'a String, &'a Vec<usize>, &'static str, usize, &'a [u8]);
+    let mut order: Vec<Entry> = tensors
+        .iter()
+        .map(|(n, s, d)| (n, s, "F32", d.len(), bytemuck::cast_slice::<f32, u8>(d)))
+        .chain(
+            u32_tensors
+                .iter()
+                .map(|(n, s, d)| (n, s, "U32", d.len(), bytemuck::cast_slice::<u32, u8>(d))),
+        )
+        .collect();
+    order.sort_by(|a, b| a.0.cmp(b.0));
     let mut header = String::from("{");
     if !metadata.is_empty() {
         let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
@@ -300,23 +320,23 @@ pub fn safetensors_bytes(
         header += &format!("\"__metadata__\":{{{}}}", entries.join(","));
     }
     let mut offset = 0usize;
-    for (i, (name, shape, data)) in order.iter().enumerate() {
+    for (i, (name, shape, dtype, len, _)) in order.iter().enumerate() {
         if i > 0 && order[i - 1].0 == *name {
             return Err(Error::input(None, format!("two tensors are named {name}")));
         }
-        if shape.iter().product::<usize>() != data.len() {
+        if shape.iter().product::<usize>() != *len {
             return Err(Error::input(
                 None,
-                format!("tensor {name}: shape {shape:?} but {} values", data.len()),
+                format!("tensor {name}: shape {shape:?} but {len} values"),
             ));
         }
         let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let end = offset + 4 * data.len();
+        let end = offset + 4 * len;
         if header.len() > 1 {
             header.push(',');
         }
         header += &format!(
-            "{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            "{}:{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
             json(name),
             dims.join(",")
         );
@@ -329,8 +349,8 @@ pub fn safetensors_bytes(
     let mut out = Vec::with_capacity(8 + header.len() + offset);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for (_, _, data) in order {
-        out.extend_from_slice(bytemuck::cast_slice(data));
+    for (_, _, _, _, bytes) in order {
+        out.extend_from_slice(bytes);
     }
     Ok(out)
 }

@@ -45,6 +45,7 @@
 //!   files and reference state dicts).
 //! - [`gpu`]: the [`gpu::Gpu`] context, on ttrec's own device or one the application owns.
 //! - [`dlrm`], [`train`]: dlrm's DLRM model with TT tables and whole training runs.
+//! - [`predict`]: a trained model from its checkpoint, scoring raw lines or a data store.
 //! - [`data`], [`metrics`]: Criteo data (reader, preprocessing, cache, synthetic) and evaluation.
 //! - [`parity`]: the checker of CUDA-parity fixtures.
 //! - [`Error`], [`Result`]: every error names what is wrong (table, position, value).
@@ -56,10 +57,11 @@
 //! and where their rows go; `cache`: the row cache's configuration), no GPU; `twin`, the CPU
 //! twins of every kernel in f64 (the tests' oracle); `gpu`; `graph`, the executor (a step is a
 //! plan of dispatches built once and replayed); `kernels`, launchers of the WGSL kernels under
-//! `shaders/`, one file per shader; `tt`; `nn` (dense tables, MLPs); `dlrm`; `train`; `parity`,
-//! `bench`. The modules `twin`, `graph`, `kernels`, `nn` and `bench` are unstable internals:
-//! public so the crate's tests, benchmarks and binary can reach them, hidden from these docs,
-//! without any stability promise.
+//! `shaders/`, one file per shader; `tt`; `nn` (dense tables, MLPs); `dlrm`; `train` and
+//! `predict` (it reads `train`'s checkpoints, and `train --inference-only` scores through it:
+//! file by file, no cycle); `parity`, `bench`. The modules `twin`, `graph`, `kernels`, `nn`
+//! and `bench` are unstable internals: public so the crate's tests, benchmarks and binary can
+//! reach them, hidden from these docs, without any stability promise.
 
 #![warn(missing_debug_implementations)]
 
@@ -84,6 +86,7 @@ pub mod metrics;
 #[doc(hidden)]
 pub mod nn;
 pub mod parity;
+pub mod predict;
 pub mod progress;
 pub mod signals;
 pub mod train;

@@ -45,6 +45,9 @@ enum Command {
     /// What a training run's model will occupy: per table dense or TT, shapes, ranks, bytes
     /// (takes train's options; --embedding-budget / --compression plan the tables).
     Plan(Box<cli::plan::PlanArgs>),
+    /// Score raw Criteo lines or a data store with a trained model (a --save-model
+    /// checkpoint): one probability per line, in order; AUC, log loss, accuracy.
+    Predict(cli::predict::PredictArgs),
 }
 
 /// Logs to stderr at level warn (wgpu's warnings, ttrec's own); `RUST_LOG` overrides, e.g.
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cli::train::train(&args),
         Command::Tt(cmd) => cli::tt::run(cmd),
         Command::Plan(args) => cli::plan::plan(*args),
+        Command::Predict(a) => cli::predict::predict(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde_json::json;
 use ttrec::data::{
     check_store, check_store_sources, column_name, default_store_path, default_store_path_for,
-    expand_sources, inspect_file_with_progress, MalformedKind, PreprocessConfig,
+    expand_sources, inspect_file_with_progress, MalformedKind, Mismatch, PreprocessConfig,
     PreprocessedDataset, StoreState, SyntheticCriteo, NUM_DENSE, NUM_SPARSE,
 };
 use ttrec::progress::{Progress, Unit};
@@ -35,7 +35,8 @@ pub enum DataCommand {
         store: Option<PathBuf>,
     },
     /// Build the binary data store `ttrec train --data FILE...` uses (parse and preprocess once;
-    /// training then memory-maps it). Does nothing when a valid store is there.
+    /// training then memory-maps it). Does nothing when a valid store is there; a store of
+    /// other sources or settings is an error unless --force.
     Preprocess {
         /// Criteo files in the raw layout (plain or gzip), or directories of day files, read
         /// in order as one data set, as `ttrec train --data` takes them.
@@ -50,7 +51,7 @@ pub enum DataCommand {
         /// with the same value.
         #[arg(long, value_parser = positive_u64)]
         max_ind_range: Option<u64>,
-        /// Rebuild even when a valid store is there.
+        /// Rebuild even when a valid store is there, or over one of other sources or settings.
         #[arg(long)]
         force: bool,
         /// Print one JSON object ("type": "data_preprocess") instead of text.
@@ -197,6 +198,10 @@ fn inspect(
             if let Some(r) = max_ind_range {
                 cmd.push_str(&format!(" --max-ind-range {r}"));
             }
+            // A store that is there is only rebuilt over when asked.
+            if store_state != StoreState::Missing {
+                cmd.push_str(" --force");
+            }
             format!(" (build it: {cmd})")
         }
     };
@@ -232,8 +237,14 @@ fn preprocess(
             PreprocessedDataset::build_sources(&files, &store, &config, Some(&mut report))?;
         (data, found, true)
     } else {
-        let (data, found) =
-            PreprocessedDataset::open_or_build_sources(&files, &store, &config, Some(&mut report))?;
+        // A store of other sources or settings is never overwritten without --force.
+        let (data, found) = PreprocessedDataset::open_or_build_with(
+            &files,
+            &store,
+            &config,
+            Mismatch::Refuse { flag: "--force" },
+            Some(&mut report),
+        )?;
         let built = !found.is_valid();
         (data, found, built)
     };

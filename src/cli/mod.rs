@@ -1,6 +1,6 @@
 //! Subcommands of the `ttrec` binary, one file each: `parity`, `bench` (tt, dlrm, gemm, cache),
-//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth) and `train`;
-//! `tt` (convert: dense <-> TT) and `plan` (what a run's model occupies); `args`
+//! `info`, `kernels` (the pipeline export), `data` (inspect, preprocess, synth), `train` and
+//! `predict`; `tt` (convert: dense <-> TT) and `plan` (what a run's model occupies); `args`
 //! holds the value parsers they share.
 //!
 //! With `--json` every line on stdout is one JSON object whose `"type"` says what it is:
@@ -16,5 +16,6 @@ pub mod info;
 pub mod kernels;
 pub mod parity;
 pub mod plan;
+pub mod predict;
 pub mod train;
 pub mod tt;

@@ -9,10 +9,13 @@
 //! - [`store`] holds the data store: the binary file written on the first pass over the sources
 //!   and memory-mapped as a [`PreprocessedDataset`]; later runs skip parsing. Stale or corrupt
 //!   stores are rebuilt, never used.
+//! - [`Encoding`] is what a trained model needs to score new raw lines (its dictionaries or
+//!   their rule, `max_ind_range`, the transforms); checkpoints carry it.
 //! - [`BatchLoader`] produces [`Batch`]es on a background thread so reading overlaps training.
 //! - [`SyntheticCriteo`] generates Criteo-shaped batches on the fly when there is no data set.
 
 pub mod batches;
+pub mod encoding;
 mod hash;
 pub mod inspect;
 pub mod preprocess;
@@ -22,6 +25,7 @@ pub mod store;
 pub mod synth;
 
 pub use batches::{Batch, BatchLoader};
+pub use encoding::{Categories, Encoder, Encoding};
 pub use inspect::{inspect_file, inspect_file_with_progress, FileReport};
 pub use preprocess::{
     categorical_value, dense_transform, row_order, split_ranges, Dictionary, PreprocessConfig,
@@ -30,8 +34,8 @@ pub use preprocess::{
 pub use reader::{parse_line, CriteoReader, Malformed, MalformedKind, RawSample, ReadStats};
 pub use sources::{expand_sources, BuildProgress};
 pub use store::{
-    check_store, check_store_sources, default_store_path, default_store_path_for, BatchOptions,
-    PreprocessedDataset, StoreState, StoredRow,
+    check_store, check_store_sources, default_store_path, default_store_path_for, is_store_file,
+    BatchOptions, Mismatch, PreprocessedDataset, StoreState, StoredRow,
 };
 pub use synth::{SyntheticCriteo, SyntheticSample};
 

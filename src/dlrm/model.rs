@@ -404,6 +404,45 @@ impl Dlrm {
         net.gpu.read_f32(&ep.prob, 0, b)
     }
 
+    /// Serving inside an app: encodes the upload of `batch`, the forward and a copy of its `[B]`
+    /// click probabilities (f32) into `out` at byte `offset` into the app's `encoder`. `out`
+    /// needs `COPY_DST` and room for `B * 4` bytes after `offset` (a multiple of 4). Nothing
+    /// runs until the app submits the encoder; no wait, no readback. Several calls may share
+    /// one encoder (their commands run in order). Probabilities are bitwise those of
+    /// [`Dlrm::predict`].
+    pub fn score_into(
+        &mut self,
+        batch: &DlrmBatch,
+        out: &wgpu::Buffer,
+        offset: u64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<()> {
+        let b = self.validate(batch, false)? as u64;
+        if !out.usage().contains(wgpu::BufferUsages::COPY_DST) {
+            return Err(Error::input(
+                None,
+                "score_into: the output buffer needs COPY_DST usage",
+            ));
+        }
+        if !offset.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+            || offset.saturating_add(4 * b) > out.size()
+        {
+            return Err(Error::input(
+                None,
+                format!(
+                    "score_into: {b} probabilities at byte {offset} do not fit the output buffer of {} bytes (the offset must be a multiple of 4)",
+                    out.size()
+                ),
+            ));
+        }
+        let (_, ep, _) = self.filled_eval(batch, false)?;
+        ep.plan.encode_with(encoder, &ep.input)?;
+        if b > 0 {
+            encoder.copy_buffer_to_buffer(&ep.prob, 0, out, offset, 4 * b);
+        }
+        Ok(())
+    }
+
     /// The evaluation plan for `batch` run with a GPU timestamp around every node: waits and
     /// returns the per-node times (needs timestamp queries).
     pub fn profile_predict(&mut self, batch: &DlrmBatch) -> Result<Vec<NodeTime>> {

@@ -288,6 +288,22 @@ impl Gpu {
 
     /// Uses a device and queue the application already owns (an app that renders with wgpu
     /// keeps one device). `info` names the adapter in reports; limits are read off the device.
+    ///
+    /// What ttrec needs of that device:
+    /// - **Features: none.** It uses these when the device was created with them, and other
+    ///   kernels otherwise: `SUBGROUP` (the subgroup TT kernels, when every subgroup has one
+    ///   size), `TIMESTAMP_QUERY` and `TIMESTAMP_QUERY_INSIDE_ENCODERS` (per-node GPU times:
+    ///   `profile_step`, `bench --profile`). Ask for them in `required_features` to get them.
+    /// - **Limits: WebGPU's defaults** (`wgpu::Limits::default()`) suffice: every plan builds
+    ///   and runs under them (tests/webgpu_limits.rs). Of the adapter's larger limits, those that
+    ///   matter are `max_storage_buffer_binding_size` and `max_buffer_size` (the largest table,
+    ///   core or batch buffer must fit one binding), then `max_compute_workgroups_per_dimension`
+    ///   (large batches); `ttrec train` checks a run against them before any work. Request
+    ///   `adapter.limits()` to train at full scale.
+    /// - ttrec submits to `queue` itself (and, through the `*_into`/`*_from` calls and
+    ///   [`crate::dlrm::Dlrm::score_into`], records into the app's encoders), and installs the
+    ///   device's uncaptured-error handler, so that a validation error surfaces as a ttrec
+    ///   [`Error::Gpu`] (an app with its own handler loses it).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         Self::from_parts(device, queue, info)
     }

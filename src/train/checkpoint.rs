@@ -1,21 +1,27 @@
 //! Training checkpoints: every parameter of the model as safetensors under dlrm's state-dict
 //! names (TT cores as `emb_l.{t}.tt_cores.{k}` in the reference layout `[p_k, R_k q_k R_{k+1}]`,
 //! so a PyTorch user of FBTT-Embedding can load them), the optimizer, the data position, the
-//! seed and the configuration in the metadata, and a checksum over every byte that resuming
-//! reads: each tensor's name and values and each metadata entry. Written atomically and byte
-//! for byte the same for the same model (metadata sorted, no timestamps); a model with a
-//! non-finite value is never written. A truncated, corrupted, mismatched or non-finite file is
-//! an error that says what is wrong.
+//! seed and the configuration in the metadata, what scoring new raw lines needs (the
+//! [`Encoding`]: `max_ind_range`, the transforms and the categorical rule in the metadata, the
+//! dictionaries as U32 tensors `dictionary.C1` ..), and a checksum over every byte that resuming
+//! or scoring reads: each tensor's name and values and each metadata entry. Written atomically
+//! and byte for byte the same for the same model (metadata sorted, no timestamps); a model with
+//! a non-finite value is never written. A truncated, corrupted, mismatched or non-finite file is
+//! an error that says what is wrong. A v2 checkpoint (no scoring data) still loads, to resume.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::data::{Categories, Encoding, NUM_SPARSE};
 use crate::dlrm::{Dlrm, DlrmConfig};
 use crate::error::{Error, Result};
-use crate::tt::checkpoint::{read_safetensors, write_safetensors};
+use crate::tt::checkpoint::read_safetensors;
 
-/// The format name in a checkpoint's metadata (v1's checksum covered the tensors only).
-pub const FORMAT: &str = "ttrec-train-checkpoint-v2";
+/// The format name in a checkpoint's metadata (v1's checksum covered the tensors only; v2 had
+/// no scoring data).
+pub const FORMAT: &str = "ttrec-train-checkpoint-v3";
+/// The format before the scoring data: still loaded (to resume; scoring asks for v3).
+const FORMAT_V2: &str = "ttrec-train-checkpoint-v2";
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,17 +66,45 @@ pub struct CheckpointMeta {
     /// The data's fingerprint (see `TrainData::fingerprint`).
     pub data: String,
     pub seed: u64,
+    /// How raw lines become this model's inputs (`None` in a v2 checkpoint).
+    pub encoding: Option<Encoding>,
+}
+
+/// The dictionary tensor of column `c` (0-based).
+fn dictionary_name(c: usize) -> String {
+    format!("dictionary.C{}", c + 1)
+}
+
+/// The encoding's dictionaries as U32 tensors (none for the modulo rule).
+fn dictionary_tensors(encoding: Option<&Encoding>) -> U32Tensors {
+    match encoding.map(|e| &e.categories) {
+        Some(Categories::Dictionary(values)) => values
+            .iter()
+            .enumerate()
+            .map(|(c, v)| (dictionary_name(c), vec![v.len()], v.clone()))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Tensors as a checkpoint holds them: (name, shape, values).
 pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+/// U32 tensors (the dictionaries): (name, shape, values).
+type U32Tensors = Vec<(String, Vec<usize>, Vec<u32>)>;
 
-/// A 64-bit FNV-1a hash of every tensor's name and bytes, in name order, then of every
-/// metadata entry but the checksum itself, in key order (lengths first, so that no two
-/// different files hash the same bytes).
-fn checksum(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: &HashMap<String, String>) -> u64 {
+/// A 64-bit FNV-1a hash of every F32 tensor's name and bytes, in name order, then of every U32
+/// tensor's (none before v3, so a v2 file hashes as it did), then of every metadata entry but
+/// the checksum itself, in key order (lengths first, so that no two different files hash the
+/// same bytes).
+fn checksum(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    u32_tensors: &[(String, Vec<usize>, Vec<u32>)],
+    meta: &HashMap<String, String>,
+) -> u64 {
     let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sorted_u32: Vec<&(String, Vec<usize>, Vec<u32>)> = u32_tensors.iter().collect();
+    sorted_u32.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -79,6 +113,13 @@ fn checksum(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: &HashMap<String, S
         }
     };
     for (name, shape, data) in sorted {
+        eat(name.as_bytes());
+        for d in shape {
+            eat(&(*d as u64).to_le_bytes());
+        }
+        eat(bytemuck::cast_slice(data));
+    }
+    for (name, shape, data) in sorted_u32 {
         eat(name.as_bytes());
         for d in shape {
             eat(&(*d as u64).to_le_bytes());
@@ -165,9 +206,15 @@ pub fn write(
     m.insert("batch_size".to_string(), meta.batch_size.to_string());
     m.insert("data".to_string(), meta.data.clone());
     m.insert("seed".to_string(), meta.seed.to_string());
-    let sum = checksum(tensors, &m);
+    if let Some(e) = &meta.encoding {
+        m.insert("scoring".to_string(), e.to_json().to_string());
+    }
+    let dictionaries = dictionary_tensors(meta.encoding.as_ref());
+    let sum = checksum(tensors, &dictionaries, &m);
     m.insert("checksum".to_string(), format!("{sum:016x}"));
-    write_safetensors(path, tensors, m)
+    let bytes = crate::io::safetensors_bytes_with_u32(tensors, &dictionaries, &m)
+        .map_err(|e| Error::file(path, format!("serialising: {e}")))?;
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// A checkpoint read from disk and verified against its checksum.
@@ -190,7 +237,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         m.get(k)
             .ok_or_else(|| Error::file(path, format!("checkpoint metadata {k} is missing")))
     };
-    if get("format")? != FORMAT {
+    let format = get("format")?;
+    if format != FORMAT && format != FORMAT_V2 {
         let older = if get("format")? == "ttrec-train-checkpoint-v1" {
             " (written by an older ttrec, whose checksum does not cover the metadata)"
         } else {
@@ -227,7 +275,13 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .map_err(|_| Error::file(path, format!("metadata {k} is not an integer")))
     };
     let mut tensors = Vec::new();
+    let mut dictionaries: U32Tensors = Vec::new();
     for (name, t) in raw {
+        if t.dtype == safetensors::Dtype::U32 && name.starts_with("dictionary.") {
+            let data: Vec<u32> = bytemuck::pod_collect_to_vec(&t.data);
+            dictionaries.push((name, t.shape, data));
+            continue;
+        }
         let data = t.f32s(&name, path)?;
         if t.shape.iter().product::<usize>() != data.len() {
             return Err(Error::file(path, format!("tensor {name} is truncated")));
@@ -236,7 +290,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let want = get("checksum")?;
-    let got = format!("{:016x}", checksum(&tensors, &m));
+    let got = format!("{:016x}", checksum(&tensors, &dictionaries, &m));
     if &got != want {
         return Err(Error::file(
             path,
@@ -254,9 +308,47 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             batch_size: parse_u("batch_size")? as usize,
             data: get("data")?.clone(),
             seed: parse_u("seed")?,
+            encoding: read_encoding(&m, dictionaries, path)?,
         },
         tensors,
     })
+}
+
+/// The scoring data of a verified checkpoint's metadata `m` and dictionary tensors (`None`
+/// before v3).
+fn read_encoding(
+    m: &HashMap<String, String>,
+    mut dictionaries: U32Tensors,
+    path: &Path,
+) -> Result<Option<Encoding>> {
+    let Some(text) = m.get("scoring") else {
+        return Ok(None);
+    };
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::file(path, format!("metadata scoring is not JSON: {e}")))?;
+    let values = if dictionaries.is_empty() {
+        None
+    } else {
+        let mut values = Vec::with_capacity(NUM_SPARSE);
+        for c in 0..NUM_SPARSE {
+            let name = dictionary_name(c);
+            let i = dictionaries
+                .iter()
+                .position(|(n, _, _)| *n == name)
+                .ok_or_else(|| Error::file(path, format!("tensor {name} is missing")))?;
+            values.push(dictionaries.swap_remove(i).2);
+        }
+        if let Some((extra, _, _)) = dictionaries.first() {
+            return Err(Error::file(
+                path,
+                format!("tensor {extra} is not a dictionary column"),
+            ));
+        }
+        Some(values)
+    };
+    Encoding::from_json(&json, values)
+        .map(Some)
+        .map_err(|e| Error::file(path, e.to_string()))
 }
 
 impl Checkpoint {
@@ -361,19 +453,74 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let base = checksum(&t, &m);
+        let base = checksum(&t, &[], &m);
         let mut m2 = m.clone();
         m2.insert("position".into(), "{\"batch\":30}".into());
-        assert_ne!(checksum(&t, &m2), base);
+        assert_ne!(checksum(&t, &[], &m2), base);
         m2 = m.clone();
         m2.insert("checksum".into(), "anything".into());
         assert_eq!(
-            checksum(&t, &m2),
+            checksum(&t, &[], &m2),
             base,
             "the checksum entry itself is not covered"
         );
         let t2 = vec![("w".to_string(), vec![4, 1], vec![1f32, 2.0, 3.0, 4.0])];
-        assert_ne!(checksum(&t2, &m), base);
+        assert_ne!(checksum(&t2, &[], &m), base);
+    }
+
+    /// A v3 checkpoint carries the encoding (dictionaries as U32 tensors, checksummed); a v2
+    /// one (no scoring data) still loads, for resuming, with no encoding.
+    #[test]
+    fn the_encoding_round_trips_and_v2_still_loads() {
+        let dir = std::env::temp_dir().join(format!("ttrec-ck-v3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ck.safetensors");
+        let tensors = vec![("w".to_string(), vec![2], vec![1f32, 2.0])];
+        let mut values = vec![vec![5u32, 0, 7]; NUM_SPARSE];
+        values[3] = vec![];
+        let encoding = Encoding {
+            max_ind_range: Some(1000),
+            categories: Categories::Dictionary(values),
+        };
+        let mut meta = CheckpointMeta {
+            config: DlrmConfig::kaggle_dense(),
+            position: Position {
+                epoch: 0,
+                batch: 2,
+                step: 2,
+                best_auc: 0.75,
+            },
+            batch_size: 8,
+            data: "test".into(),
+            seed: 1,
+            encoding: Some(encoding.clone()),
+        };
+        write(&path, &tensors, &meta).unwrap();
+        let ck = load(&path).unwrap();
+        assert_eq!(ck.meta.encoding, Some(encoding));
+        assert_eq!(ck.tensors, tensors);
+
+        // A flipped byte in a dictionary is caught by the checksum.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1; // the last value of dictionary.C9 (the F32 tensor "w" comes after)
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+
+        // The same without scoring data, under v2's name and checksum.
+        meta.encoding = None;
+        write(&path, &tensors, &meta).unwrap();
+        let (mut m, _) = read_safetensors(&path).unwrap();
+        m.insert("format".into(), FORMAT_V2.into());
+        let sum = checksum(&tensors, &[], &m);
+        m.insert("checksum".into(), format!("{sum:016x}"));
+        let bytes = crate::io::safetensors_bytes(&tensors, &m).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let ck = load(&path).unwrap();
+        assert_eq!(ck.meta.encoding, None);
+        assert_eq!(ck.meta.position.step, 2);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::data::{
-    default_store_path_for, expand_sources, Batch, BatchLoader, BuildProgress, MalformedKind,
-    PreprocessConfig, PreprocessedDataset, Split, SplitMode, StoreState, SyntheticCriteo,
-    NUM_SPARSE,
+    default_store_path_for, expand_sources, Batch, BatchLoader, BuildProgress, Categories,
+    Encoding, MalformedKind, Mismatch, PreprocessConfig, PreprocessedDataset, Split, SplitMode,
+    StoreState, SyntheticCriteo, NUM_SPARSE,
 };
 use crate::error::{Error, Result};
 
@@ -47,13 +47,37 @@ impl TrainData {
     }
 
     /// Criteo files (directories expanded) through the data store at `store` (default: next to the
-    /// first file), built with `progress` when missing or stale.
+    /// first file), built with `progress` when missing. A store that is there but was built
+    /// from other sources or settings is an error naming the difference (see
+    /// [`criteo_rebuilding`](Self::criteo_rebuilding)).
     pub fn criteo(
         paths: &[PathBuf],
         store: Option<PathBuf>,
         max_ind_range: Option<u64>,
         test_fraction: Option<f64>,
         seed: u64,
+        progress: Option<BuildProgress>,
+    ) -> Result<Self> {
+        Self::criteo_rebuilding(
+            paths,
+            store,
+            max_ind_range,
+            test_fraction,
+            seed,
+            false,
+            progress,
+        )
+    }
+
+    /// [`criteo`](Self::criteo); with `rebuild` (`--rebuild-data-store`) a store built from
+    /// other sources or settings is rebuilt over instead.
+    pub fn criteo_rebuilding(
+        paths: &[PathBuf],
+        store: Option<PathBuf>,
+        max_ind_range: Option<u64>,
+        test_fraction: Option<f64>,
+        seed: u64,
+        rebuild: bool,
         progress: Option<BuildProgress>,
     ) -> Result<Self> {
         let files = expand_sources(paths)?;
@@ -69,8 +93,15 @@ impl TrainData {
             },
             shuffle_seed: Some(seed),
         };
+        let mismatch = if rebuild {
+            Mismatch::Rebuild
+        } else {
+            Mismatch::Refuse {
+                flag: "--rebuild-data-store",
+            }
+        };
         let (dataset, store_state) =
-            PreprocessedDataset::open_or_build_sources(&files, &store, &config, progress)?;
+            PreprocessedDataset::open_or_build_with(&files, &store, &config, mismatch, progress)?;
         let test = match test_fraction {
             // The whole last fraction (the store's split halves it into test and validation).
             Some(_) => dataset.test().start..dataset.val().end,
@@ -133,6 +164,13 @@ impl TrainData {
             TrainData::Criteo { dataset, .. } => dataset.order(Split::Train, epoch),
         };
         self.loader(rows, batch, skip, count)
+    }
+
+    /// The evaluation rows (of the data store, or of the synthetic source).
+    pub fn test_rows(&self) -> Range<u64> {
+        match self {
+            TrainData::Synthetic { test, .. } | TrainData::Criteo { test, .. } => test.clone(),
+        }
     }
 
     /// Batches of the evaluation samples, in order.
@@ -222,6 +260,34 @@ impl TrainData {
                     .map(|k| (k.name(), dataset.malformed_counts()[k.index()]))
                     .collect(),
             ),
+        }
+    }
+
+    /// How raw lines become model inputs for this data (a checkpoint carries it, so the model
+    /// scores other files): the store's dictionaries and `max_ind_range`, or for the synthetic
+    /// source (whose ids are its values) the values modulo the table sizes.
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            TrainData::Synthetic { source, .. } => Encoding {
+                max_ind_range: None,
+                categories: Categories::Modulo(*source.table_sizes()),
+            },
+            TrainData::Criteo { dataset, .. } => Encoding {
+                max_ind_range: dataset.max_ind_range(),
+                categories: Categories::Dictionary(
+                    (0..NUM_SPARSE)
+                        .map(|c| dataset.dictionary_values(c).to_vec())
+                        .collect(),
+                ),
+            },
+        }
+    }
+
+    /// The data store of Criteo data (`None` for the synthetic source).
+    pub fn dataset(&self) -> Option<&PreprocessedDataset> {
+        match self {
+            TrainData::Synthetic { .. } => None,
+            TrainData::Criteo { dataset, .. } => Some(dataset),
         }
     }
 

@@ -485,6 +485,7 @@ impl<'a> Trainer<'a> {
             batch_size: self.args.mini_batch_size,
             data: self.data.fingerprint(),
             seed: self.args.seed,
+            encoding: Some(self.data.encoding()),
         };
         checkpoint::write(path, &tensors, &meta)?;
         self.last_saved = Some((path.to_path_buf(), pos.step));

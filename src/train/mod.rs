@@ -5,9 +5,9 @@
 //! - [`data`]: where samples come from, served from any (epoch, batch) position.
 //! - [`checkpoint`]: save and resume.
 //! - [`report`]: metric lines, the summary, the plot.
-//! - `setup` (data and model before the first step), `limits` (options against the adapter's
-//!   limits), `epoch` (the training loop), `output` (bar or plain lines): the run's private
-//!   parts.
+//! - `setup` (data and model before the first step), `inference` (`--inference-only`),
+//!   `limits` (options against the adapter's limits), `epoch` (the training loop), `output`
+//!   (bar or plain lines): the run's private parts.
 //!
 //! What a run guarantees: every option and output path is checked before any work (outputs
 //! are locked against a second run); a non-finite model stops the run with an error naming
@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod dlrm_flags;
 mod epoch;
+mod inference;
 mod limits;
 pub mod lr;
 pub mod options;
@@ -104,6 +105,9 @@ fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSu
     }
     out.line(&format!("adapter: {}", gpu.adapter_name()));
     let data = setup::load_data(args, checked, &out)?;
+    if args.inference_only {
+        return inference::run(gpu, args, checked, &data, &out);
+    }
     let (config, notes) = setup::planned_config(args, checked, &data.table_sizes())?;
     for note in &notes {
         out.line(note);
@@ -219,9 +223,14 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
 /// data files with their sizes and content hashes (XXH3-64 as the data store checks them: whole
 /// up to 64 MiB, sampled above), the data store, ttrec's version, the adapter and the kernel
 /// variants that ran.
-fn run_record(t: &mut Trainer) -> Result<serde_json::Value> {
-    let mut record = t.args.to_json();
-    let files = match t.data {
+fn run_record(
+    args: &TrainArgs,
+    data: &TrainData,
+    config: &DlrmConfig,
+    model: &Dlrm,
+) -> Result<serde_json::Value> {
+    let mut record = args.to_json();
+    let files = match data {
         TrainData::Criteo { files, dataset, .. } => {
             let mut out = Vec::new();
             for f in files {
@@ -239,20 +248,20 @@ fn run_record(t: &mut Trainer) -> Result<serde_json::Value> {
         }
         TrainData::Synthetic { .. } => None,
     };
-    let gpu = t.model.gpu().clone();
-    let class = t.args.kernels.resolve(&gpu);
+    let gpu = model.gpu().clone();
+    let class = args.kernels.resolve(&gpu);
     let mut tt = crate::tt::TtKernels::for_class(class);
     tt.subgroups &= gpu.subgroup_size().is_some();
     let extra = serde_json::json!({
-        "model": t.config.to_json(),
+        "model": config.to_json(),
         "data_files": files.as_ref().map(|f| &f.0),
         "data_store": files.as_ref().map(|f| &f.1),
-        "data_source": t.data.describe(),
+        "data_source": data.describe(),
         "ttrec_version": env!("CARGO_PKG_VERSION"),
         "adapter": gpu.adapter_name(),
         "kernel_class": format!("{class:?}").to_lowercase(),
         "tt_kernels": tt.describe(),
-        "gemm_variant": format!("{:?}", t.model.gemm_variant()),
+        "gemm_variant": format!("{:?}", model.gemm_variant()),
     });
     if let (Some(r), serde_json::Value::Object(e)) = (record.as_object_mut(), extra) {
         r.extend(e);
@@ -288,7 +297,7 @@ fn summary(
         lines_read: lines,
         malformed,
         data: t.data.describe(),
-        config: run_record(t)?,
+        config: run_record(t.args, t.data, t.config, &t.model)?,
         cache: t.model.cache_stats()?,
         plan: setup::plan_json(t.args, t.model.options().optimizer, config)?,
     })

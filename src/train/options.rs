@@ -36,7 +36,8 @@ pub struct TrainArgs {
     /// data set. Default: the built-in synthetic Criteo-shaped source.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub data: Vec<PathBuf>,
-    /// The preprocessed data store of --data (built when missing or stale, then reused).
+    /// The preprocessed data store of --data (built when missing, then reused; one built from
+    /// other files or settings is an error unless --rebuild-data-store).
     /// Default: `<first file>.ttcache`.
     #[arg(long, value_name = "PATH")]
     pub processed_data_file: Option<PathBuf>,
@@ -168,6 +169,15 @@ pub struct TrainArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = crate::gpu::KernelClass::parse)]
     pub kernels: crate::gpu::KernelClass,
+    /// dlrm's evaluation-only run: score this run's evaluation samples with the --load-model
+    /// checkpoint (mapped through its own dictionaries), print AUC, log loss and accuracy; no
+    /// training.
+    #[arg(long, requires = "load_model")]
+    pub inference_only: bool,
+    /// Rebuild the --processed-data-file store when it was built from other files or with
+    /// other settings (without it, that is an error: a store is never overwritten silently).
+    #[arg(long)]
+    pub rebuild_data_store: bool,
     /// Embedding parameter bytes at most (e.g. 20MB, 1.5GiB): the planner chooses per table
     /// dense or TT, and the TT ranks (at most --tt-rank); TT only where it pays.
     #[arg(long, value_name = "SIZE", value_parser = crate::compress::plan::parse_bytes,

@@ -31,12 +31,13 @@ pub(super) fn load_data(args: &TrainArgs, c: &Checked, out: &Output) -> Result<T
             bar.set_total(total);
             bar.set(done);
         };
-        let d = TrainData::criteo(
+        let d = TrainData::criteo_rebuilding(
             &c.data,
             c.store.clone(),
             c.max_ind_range,
             args.test_fraction,
             args.seed,
+            args.rebuild_data_store,
             Some(&mut progress),
         )?;
         bar.finish();

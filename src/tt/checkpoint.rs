@@ -319,11 +319,48 @@ const REFERENCE_BUFFERS: [&str; 6] = [
     "cache_optimizer_state",
 ];
 
+/// Where a table's tensors sit in a reference state dict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatePrefix<'a> {
+    /// The file is the `TTEmbeddingBag` module's own state dict: `tt_cores.0`, ...
+    Module,
+    /// The table sits in a model under this prefix: `"emb_l.3."` for dlrm's table 3 holds
+    /// `emb_l.3.tt_cores.0`, ...
+    Under(&'a str),
+}
+
+impl StatePrefix<'_> {
+    /// The text before each tensor name (empty for [`StatePrefix::Module`]).
+    pub fn as_str(&self) -> &str {
+        match self {
+            StatePrefix::Module => "",
+            StatePrefix::Under(p) => p,
+        }
+    }
+}
+
+/// A prefix as text (`""` is [`StatePrefix::Module`]).
+impl<'a> From<&'a str> for StatePrefix<'a> {
+    fn from(p: &'a str) -> Self {
+        if p.is_empty() {
+            StatePrefix::Module
+        } else {
+            StatePrefix::Under(p)
+        }
+    }
+}
+
 /// Loads the T tables of a reference (FBTT-Embedding) state dict saved as safetensors, whose
 /// tensors are named `{prefix}tt_cores.K` etc. (see the module docs), all of `shape`. Errors name
 /// the tensor and what is wrong: a missing core, a shape that is not `shape`'s, a dtype other than
 /// f32, table counts that disagree, strides `L` that do not match p, a stray tensor.
-pub fn load_reference(path: &Path, shape: &TtShape, prefix: &str) -> Result<Vec<TtCheckpoint>> {
+pub fn load_reference<'a>(
+    path: &Path,
+    shape: &TtShape,
+    prefix: impl Into<StatePrefix<'a>>,
+) -> Result<Vec<TtCheckpoint>> {
+    let prefix = prefix.into();
+    let prefix = prefix.as_str();
     let (_, tensors) = read_safetensors(path)?;
     let d = shape.d();
     let known = |name: &str| -> bool {
@@ -476,13 +513,14 @@ impl TtEmbeddingBag {
     }
 
     /// Loads a table from a reference (FBTT-Embedding) `TTEmbeddingBag` state dict saved as
-    /// safetensors, its tensors under `prefix` (`""` for the module itself); see
+    /// safetensors, its tensors under `prefix` ([`StatePrefix::Module`] for the module's own
+    /// state dict, [`StatePrefix::Under`]`("emb_l.0.")` inside a model); see
     /// [`load_reference`]. The file must hold exactly one table.
-    pub fn load_reference(
+    pub fn load_reference<'a>(
         gpu: &Gpu,
         path: impl AsRef<Path>,
         shape: &TtShape,
-        prefix: &str,
+        prefix: impl Into<StatePrefix<'a>>,
         options: TtOptions,
     ) -> Result<Self> {
         let path = path.as_ref();

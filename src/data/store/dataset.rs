@@ -9,7 +9,7 @@ use memmap2::Mmap;
 
 use super::build::build;
 use super::format::{Header, StoredRow, HEADER_LEN, ROW_BYTES};
-use super::{default_store_path, map_if_valid, Mapped, StoreState};
+use super::{default_store_path, map_if_valid, map_standalone, Mapped, Mismatch, StoreState};
 use crate::data::batches::{Batch, BatchLoader};
 use crate::data::hash::mix64;
 use crate::data::preprocess::{
@@ -96,6 +96,19 @@ impl PreprocessedDataset {
         config: &PreprocessConfig,
         progress: Option<BuildProgress>,
     ) -> Result<(Self, StoreState)> {
+        Self::open_or_build_with(sources, store, config, Mismatch::Rebuild, progress)
+    }
+
+    /// [`open_or_build_sources`](Self::open_or_build_sources), with a store that is there but
+    /// not valid (other sources, other settings, another format, damaged) treated as `mismatch`
+    /// says: rebuilt, or an error naming the difference and the flag that rebuilds.
+    pub fn open_or_build_with(
+        sources: &[PathBuf],
+        store: impl AsRef<Path>,
+        config: &PreprocessConfig,
+        mismatch: Mismatch,
+        progress: Option<BuildProgress>,
+    ) -> Result<(Self, StoreState)> {
         let store = store.as_ref();
         if sources.is_empty() {
             return Err(Error::file(store, "a store needs at least one source file"));
@@ -107,6 +120,14 @@ impl PreprocessedDataset {
             }
             Err(state) => state,
         };
+        if let (Mismatch::Refuse { flag }, false) = (mismatch, found == StoreState::Missing) {
+            return Err(Error::file(
+                store,
+                format!(
+                    "the data store there was not built from these sources with these settings ({found}); it is not overwritten silently: pass {flag} to rebuild it, or name another store"
+                ),
+            ));
+        }
         log::info!(
             "data store {} is {found}; building it from {} file(s)",
             store.display(),
@@ -165,6 +186,24 @@ impl PreprocessedDataset {
         }
     }
 
+    /// Maps the store at `store` on its own, without its sources (`ttrec predict --data
+    /// X.ttcache`): verified against its own checksums, all rows in file order as the training
+    /// split (no shuffle).
+    pub fn open_standalone(store: impl AsRef<Path>) -> Result<Self> {
+        let store = store.as_ref();
+        let config = PreprocessConfig {
+            split: crate::data::SplitMode::LastFraction(0.0),
+            shuffle_seed: None,
+            ..PreprocessConfig::default()
+        };
+        let mapped = map_standalone(store)?;
+        let config = PreprocessConfig {
+            max_ind_range: (mapped.1.max_ind_range > 0).then_some(mapped.1.max_ind_range),
+            ..config
+        };
+        Self::from_mapped(mapped, store, &config)
+    }
+
     fn from_mapped(
         (mmap, header): Mapped,
         store: &Path,
@@ -195,6 +234,11 @@ impl PreprocessedDataset {
     /// Where the store lives.
     pub fn store_path(&self) -> &Path {
         &self.inner.store_path
+    }
+
+    /// The `max_ind_range` the store was built with (`None`: values kept whole).
+    pub fn max_ind_range(&self) -> Option<u64> {
+        (self.inner.header.max_ind_range > 0).then_some(self.inner.header.max_ind_range)
     }
 
     /// Lines of the source, valid or not.

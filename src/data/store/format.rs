@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::StoreState;
 use crate::data::{NUM_DENSE, NUM_SPARSE};
 
-const MAGIC: [u8; 8] = *b"TTRECCRT";
+pub(crate) const MAGIC: [u8; 8] = *b"TTRECCRT";
 /// Format version; bump on any layout change so old stores are rebuilt. Version 2: the header
 /// and payload checksums are XXH3-64 (version 1 had a hand-written checksum). Version 3: the
 /// header holds a hash of the source's contents (see [`crate::data::sources::content_hash`]).

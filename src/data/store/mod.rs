@@ -6,10 +6,13 @@
 //! - [`dataset`]: [`PreprocessedDataset`], the mapped store, its splits and batches.
 //!
 //! This module judges whether a store may be used ([`StoreState`]). A store whose sources changed
-//! (size, mtime or contents, see [`content_hash`]), whose options differ, whose format version is another, or whose bytes do not
-//! match their checksum is rebuilt, never used. The file is written with
-//! [`crate::io::write_atomic_with`] (temporary file in the same directory, fsync, rename), so a
-//! crash leaves either the old store or the new one.
+//! (size, mtime or contents, see [`content_hash`]), whose options differ, whose format version is
+//! another, or whose bytes do not match their checksum is never used. What happens to it then is
+//! the caller's [`Mismatch`]: rebuilt over (`open_or_build`), or, as `ttrec train` and `ttrec
+//! data preprocess` do, an error naming the difference and the flag that rebuilds: a store is
+//! never overwritten silently (it may have taken hours, or belong to another data set). The
+//! file is written with [`crate::io::write_atomic_with`] (temporary file in the same directory,
+//! fsync, rename), so a crash leaves either the old store or the new one.
 
 pub mod build;
 pub mod dataset;
@@ -50,6 +53,52 @@ pub fn default_store_path_for(sources: &[PathBuf]) -> Result<PathBuf> {
     }
     name.push(STORE_EXTENSION);
     Ok(PathBuf::from(name))
+}
+
+/// What to do with a store that is there but not valid for the sources and settings asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch<'a> {
+    /// Build over it.
+    Rebuild,
+    /// An error that names the difference and offers `flag`, the option that rebuilds.
+    Refuse { flag: &'a str },
+}
+
+/// Whether the file at `path` starts like a data store (its magic bytes), whatever its name.
+pub fn is_store_file(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == format::MAGIC
+}
+
+/// Maps a store on its own, without its sources (scoring a store whose sources are elsewhere):
+/// format, header, length and payload checksum verified.
+pub(crate) fn map_standalone(store: &Path) -> Result<Mapped> {
+    let file = File::open(store)
+        .map_err(|e| Error::file(store, format!("cannot open the data store: {e}")))?;
+    let corrupt = |why: String| Error::file(store, format!("data store is {why}"));
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::file(store, e.to_string()))?;
+    let header = Header::decode(&head).map_err(|state| corrupt(state.to_string()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::file(store, e.to_string()))?
+        .len();
+    if let Some(why) = length_mismatch(&header, len) {
+        return Err(corrupt(format!("corrupt: {why}")));
+    }
+    // SAFETY: as in `map_if_valid`: stores are replaced by rename, never written in place.
+    let mmap =
+        unsafe { Mmap::map(&file) }.map_err(|e| Error::file(store, format!("cannot map: {e}")))?;
+    if xxh3_64(&mmap[HEADER_LEN..]) != header.payload_checksum {
+        return Err(corrupt("corrupt: payload checksum mismatch".into()));
+    }
+    Ok((mmap, header))
 }
 
 /// What was found at a store path.
