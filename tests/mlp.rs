@@ -13,14 +13,46 @@ use ttrec::tt::Optimizer;
 use ttrec::twin::nn as twin;
 
 fn check(variant: GemmVariant, relu_last: bool) {
+    check_with(variant, relu_last, false);
+}
+
+/// One forward, backward and update (SGD, or Adagrad from a non-zero state) against the twin.
+fn check_with(variant: GemmVariant, relu_last: bool, adagrad: bool) {
     let gpu = gpu();
     let widths = [13usize, 24, 10, 1];
     let batch = 11;
     let lr = 0.25f32;
+    let eps = 1e-3f32;
     let mut layout = ArenaLayout::default();
     let mlp = Mlp::declare(&mut layout, "bot_l", &widths, relu_last).unwrap();
-    let mut arena = ParamArena::new(&gpu, layout, Optimizer::Sgd { lr }).unwrap();
+    let optimizer = if adagrad {
+        Optimizer::Adagrad { lr, eps }
+    } else {
+        Optimizer::Sgd { lr }
+    };
+    let mut arena = ParamArena::new(&gpu, layout, optimizer).unwrap();
     mlp.init(&mut arena, 3).unwrap();
+    // Adagrad's state: positive, different per tensor.
+    let mut state_rng = rng(5);
+    let states: Vec<(Vec<f32>, Vec<f32>)> = mlp
+        .layers
+        .iter()
+        .map(|l| {
+            let mut pos = |n: usize| -> Vec<f32> {
+                values(&mut state_rng, n)
+                    .iter()
+                    .map(|v| v.abs() + 0.1)
+                    .collect()
+            };
+            (pos(l.weight.len()), pos(l.bias.len()))
+        })
+        .collect();
+    if adagrad {
+        for (l, (sw, sb)) in mlp.layers.iter().zip(&states) {
+            arena.set_state(&l.weight.name, sw).unwrap();
+            arena.set_state(&l.bias.name, sb).unwrap();
+        }
+    }
     let mut r = rng(4);
     let (in_p, out_p) = (mlp.input_stride(), mlp.output_stride());
     let x = values(&mut r, batch * widths[0]);
@@ -59,7 +91,6 @@ fn check(variant: GemmVariant, relu_last: bool) {
     let dx_buf = gpu.storage_from("dx", &vec![POISON; batch * in_p]);
     let dxt_buf = gpu.storage_from("dx^T", &vec![POISON; in_p * bp]);
     let mut g = GraphBuilder::new(&gpu);
-    arena.record_transposes(&mut g, "mlp").unwrap();
     let acts = mlp
         .record_forward(
             &mut g,
@@ -154,14 +185,56 @@ fn check(variant: GemmVariant, relu_last: bool) {
             1e-5,
             1e-6,
         );
-        let want_w = twin::sgd(&to_f64(&params[i].0), &dw, lr as f64);
+        let (want_w, want_b) = if adagrad {
+            let (w, sw) = twin::adagrad(
+                &to_f64(&params[i].0),
+                &to_f64(&states[i].0),
+                &dw,
+                lr as f64,
+                eps as f64,
+            );
+            let (b, sb) = twin::adagrad(
+                &to_f64(&params[i].1),
+                &to_f64(&states[i].1),
+                &db,
+                lr as f64,
+                eps as f64,
+            );
+            let state = |name: &str| arena.state(name).unwrap().unwrap();
+            assert_close(&what, &state(&l.weight.name), &sw, 1e-5, 1e-6);
+            assert_close(&what, &state(&l.bias.name), &sb, 1e-5, 1e-6);
+            (w, b)
+        } else {
+            let b = twin::sgd(&to_f64(&params[i].1), &db, lr as f64);
+            (twin::sgd(&to_f64(&params[i].0), &dw, lr as f64), b)
+        };
+        let new_w = arena.get(&l.weight.name).unwrap();
         assert_close(
             &format!("{what} {} updated", l.weight.name),
-            &arena.get(&l.weight.name).unwrap(),
+            &new_w,
             &want_w,
             1e-5,
             1e-6,
         );
+        assert_close(
+            &format!("{what} {} updated", l.bias.name),
+            &arena.get(&l.bias.name).unwrap(),
+            &want_b,
+            1e-5,
+            1e-6,
+        );
+        // The update wrote the forward's transposed copy: bitwise the new weight, transposed.
+        let new_wt = arena.get_transposed(&l.weight.name).unwrap();
+        for r in 0..l.outputs {
+            for c in 0..l.inputs {
+                assert_eq!(
+                    new_wt[c * l.outputs + r].to_bits(),
+                    new_w[r * l.inputs + c].to_bits(),
+                    "{what} {} transposed copy at ({r}, {c})",
+                    l.weight.name
+                );
+            }
+        }
         grad = dx;
     }
     let dx = gpu.read_f32(&dx_buf, 0, batch * in_p).unwrap();
@@ -186,6 +259,13 @@ fn mlp_registers_matches_twin() {
 #[test]
 fn mlp_tiled_matches_twin() {
     check(GemmVariant::Tiled, false);
+}
+
+/// The GPU class's products with Adagrad: the arena update's Adagrad path and the transposed
+/// copies it writes.
+#[test]
+fn mlp_split_adagrad_matches_twin() {
+    check_with(GemmVariant::Split, true, true);
 }
 
 #[test]

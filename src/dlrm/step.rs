@@ -60,7 +60,6 @@ fn record_forward(net: &Net, g: &mut GraphBuilder, inputs: &BatchInputs) -> Resu
     let r = act_transient(g, "R (interaction)", b, ldr);
     let ldz = net.top.output_stride();
     let logits = g.transient("logits", (b * ldz) as u64 * 4);
-    net.arena.record_transposes(g, "mlp")?;
     let in_p = net.bottom.input_stride();
     let bottom = net.bottom.record_forward(
         g,
