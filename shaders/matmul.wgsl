@@ -362,8 +362,9 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 // of C in 4 vec4 registers and reads one vec4 of each tile per k. With SPLIT the raw sums go to
 // the scratch bound as `c`, part z of [PARTS][M][N] (then, for the bias gradient, the parts'
 // row sums of A, [PARTS][M]), and gemm_combine* add the parts in increasing z: deterministic,
-// no atomics. Without SPLIT (one part) the epilogue runs here. The `_v4` entries load A and B
-// from global memory as vec4s where their alignment allows.
+// no atomics. Without SPLIT (one part) the epilogue runs here. gemm_gpu and gemm_gpu_wgrad load
+// A and B from global memory as vec4s (aligned operands: every product of the DLRM step); the
+// `_any` entries load scalars, for any stride and offset.
 
 override KC: u32 = 16u;
 override SPLIT: bool = false;
@@ -403,8 +404,8 @@ fn gpu_block_zero() -> GpuBlock {
 }
 
 // The 4 x 4 block of invocation (l.x, l.y) of the tile at (m_base, n_base) over split z's K
-// range, and the sums over that range of its 4 rows of A (with BIAS_GRAD). Scalar global loads:
-// any shape, stride and offset.
+// range, and the sums over that range of its 4 rows of A (with BIAS_GRAD). Scalar global loads
+// (the `_any` entries): any shape, stride and offset.
 fn gpu_block(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBlock {
     var blk = gpu_block_zero();
     let kb = z * KC;
@@ -435,7 +436,7 @@ fn gpu_block(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBloc
     return blk;
 }
 
-// gpu_block with vec4 global loads (the `_v4` entries): LDA, LDB, A_OFF and B_OFF multiples of
+// gpu_block with vec4 global loads (gemm_gpu, gemm_gpu_wgrad): LDA, LDB, A_OFF and B_OFF multiples of
 // 4 and rows of A and B holding pad4(M) and pad4(N) readable values (the launcher checks). The
 // lanes past M or N read row padding and feed only outputs that are never stored.
 @group(0) @binding(0) var<storage, read> va: array<vec4<f32>>;
@@ -468,7 +469,7 @@ fn gpu_block_v4(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuB
     return blk;
 }
 
-// The forward epilogue of C[m, n] = v (shared by gemm_gpu without SPLIT and gemm_thin).
+// The forward epilogue of C[m, n] = v (shared by gemm_gpu* without SPLIT and gemm_thin).
 fn gpu_store(v0: f32, m: u32, n: u32) {
     var v = v0;
     if (BIAS) {
@@ -538,28 +539,28 @@ fn gpu_wgrad_out(blk: GpuBlock, m_base: u32, n_base: u32, z: u32, l: vec3<u32>, 
 }
 
 @compute @workgroup_size(16, 16)
-fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+fn gemm_gpu_any(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
             @builtin(local_invocation_index) li: u32) {
     let blk = gpu_block(wid.y * BM, wid.x * BM, wid.z, l, li);
     gpu_product_out(blk, wid.y * BM, wid.x * BM, wid.z, l);
 }
 
 @compute @workgroup_size(16, 16)
-fn gemm_gpu_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
                @builtin(local_invocation_index) li: u32) {
     let blk = gpu_block_v4(wid.y * BM, wid.x * BM, wid.z, l, li);
     gpu_product_out(blk, wid.y * BM, wid.x * BM, wid.z, l);
 }
 
 @compute @workgroup_size(16, 16)
-fn gemm_gpu_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+fn gemm_gpu_wgrad_any(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
     let blk = gpu_block(wid.y * BM, wid.x * BM, wid.z, l, li);
     gpu_wgrad_out(blk, wid.y * BM, wid.x * BM, wid.z, l, wid.x == 0u);
 }
 
 @compute @workgroup_size(16, 16)
-fn gemm_gpu_wgrad_v4(@builtin(workgroup_id) wid: vec3<u32>,
+fn gemm_gpu_wgrad(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_id) l: vec3<u32>,
                      @builtin(local_invocation_index) li: u32) {
     let blk = gpu_block_v4(wid.y * BM, wid.x * BM, wid.z, l, li);

@@ -413,7 +413,8 @@ pub fn is_thin(m: usize, n: usize, k: usize) -> bool {
     k <= GPU_THIN_K && m.div_ceil(GPU_TILE) * n.div_ceil(GPU_TILE) < GPU_MIN_WORKGROUPS
 }
 
-/// Whether the `_v4` GPU kernels can load `a` and `b` as vec4s: strides and offsets multiples
+/// Whether `gemm_gpu` and `gemm_gpu_wgrad` can load `a` and `b` as vec4s (else their `_any`
+/// twins load scalars): strides and offsets multiples
 /// of 4 and rows at least pad4(M) and pad4(N) long.
 fn fits_v4(m: usize, n: usize, a: &MatrixAt, b: &MatrixAt) -> bool {
     aligned(a) && aligned(b) && a.stride >= m.div_ceil(4) * 4 && b.stride >= n.div_ceil(4) * 4
@@ -483,9 +484,9 @@ fn record_gemm_split(g: &mut GraphBuilder, label: String, p: &Gemm) -> Result<()
     let kernel = if thin {
         Kernel::GemmThin
     } else if fits_v4(p.m, p.n, &p.a, &p.b) {
-        Kernel::GemmGpuV4
-    } else {
         Kernel::GemmGpu
+    } else {
+        Kernel::GemmGpuAny
     };
     let ro = Buf::from(g.gpu().placeholder());
     let rw = Buf::from(g.gpu().placeholder_rw());
@@ -585,9 +586,9 @@ fn record_weight_grad_split(g: &mut GraphBuilder, label: String, p: &WeightGrad)
         .clone()
         .map_or(p.c.clone(), |b| MatrixAt::dense(b, p.n));
     let kernel = if fits_v4(p.m, p.n, &p.a, &p.b) {
-        Kernel::GemmGpuWgradV4
-    } else {
         Kernel::GemmGpuWgrad
+    } else {
+        Kernel::GemmGpuWgradAny
     };
     let tiles = Launch {
         kernel,

@@ -79,6 +79,17 @@ pub struct ArenaUpdate {
     /// Values updated, and of them the values of matrices (also written transposed).
     pub values: usize,
     pub matrix_values: usize,
+    /// The finiteness check fused into the update, if any.
+    pub check: Option<FiniteFlag>,
+}
+
+/// Where a fused finiteness check reports (as `shaders/finite.wgsl` does): the step uniform
+/// (`StepParams`), the statistics ring and the region's code (above 0).
+#[derive(Clone, Debug)]
+pub struct FiniteFlag {
+    pub step: Buf,
+    pub stats: Buf,
+    pub code: u32,
 }
 
 /// One tensor of an arena as the update sees it: `offset`, row `stride` and `stored_rows` (all
@@ -117,6 +128,19 @@ pub fn record_arena_update(g: &mut GraphBuilder, label: &str, u: &ArenaUpdate) -
         UpdateKind::Sgd => 0.0,
         UpdateKind::Adagrad => 1.0,
     };
+    if u.check.as_ref().is_some_and(|c| c.code == 0) {
+        return Err(crate::error::Error::input(
+            None,
+            "a fused finiteness check needs a code above 0",
+        ));
+    }
+    // No check: placeholders in its bindings (the optimizer's own 16-byte uniform, read twice;
+    // a writable placeholder).
+    let check = u.check.clone().unwrap_or_else(|| FiniteFlag {
+        step: u.params.clone(),
+        stats: Buf::from(g.gpu().placeholder_rw()),
+        code: 0,
+    });
     launch(
         g,
         label,
@@ -125,6 +149,10 @@ pub fn record_arena_update(g: &mut GraphBuilder, label: &str, u: &ArenaUpdate) -
             ("OPTIMIZER", code),
             ("TENSORS", u.tensor_count as f64),
             ("BLOCKS", u.blocks as f64),
+            (
+                "FINITE_CODE",
+                u.check.as_ref().map_or(0.0, |c| c.code as f64),
+            ),
         ],
         named![
             params = u.params.clone(),
@@ -133,10 +161,13 @@ pub fn record_arena_update(g: &mut GraphBuilder, label: &str, u: &ArenaUpdate) -
             state = u.state.clone(),
             weight_t = u.weight_t.clone(),
             tensors = u.tensors.clone(),
+            step = check.step,
+            stats = check.stats,
         ],
         u.blocks as u64,
     )?;
-    // As `optim`, plus the transposed copies written; serial: the table scan.
+    // As `optim`, plus the transposed copies written (the check reads nothing more); serial:
+    // the table scan.
     g.set_cost(Cost {
         flops: 4.0 * u.values as f64,
         bytes: 20.0 * u.values as f64 + 4.0 * u.matrix_values as f64,

@@ -8,7 +8,7 @@ use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::matmul::{record_gemm, record_weight_grad, Gemm, GemmVariant, WeightGrad};
 use crate::kernels::optim::{
-    arena_blocks, record_arena_update, ArenaSpan, ArenaUpdate, UpdateKind,
+    arena_blocks, record_arena_update, ArenaSpan, ArenaUpdate, FiniteFlag, UpdateKind,
 };
 use crate::kernels::MatrixAt;
 use crate::tt::init::Gauss;
@@ -290,8 +290,20 @@ impl ParamArena {
     /// Adds the update of every parameter from its gradient, each weight's transposed copy
     /// written with it: one dispatch.
     pub fn record_update(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
+        self.record_update_checked(g, tag, None).map(|_| ())
+    }
+
+    /// [`ParamArena::record_update`] with the finiteness check of the new values fused into it
+    /// (`check`: where it reports). Returns whether an update (and so the check) was recorded:
+    /// false for [`Optimizer::None`], whose parameters the step does not change.
+    pub fn record_update_checked(
+        &self,
+        g: &mut GraphBuilder,
+        tag: &str,
+        check: Option<FiniteFlag>,
+    ) -> Result<bool> {
         let kind = match self.optimizer {
-            Optimizer::None => return Ok(()),
+            Optimizer::None => return Ok(false),
             Optimizer::Sgd { .. } => UpdateKind::Sgd,
             Optimizer::Adagrad { .. } => UpdateKind::Adagrad,
         };
@@ -317,8 +329,10 @@ impl ParamArena {
                 blocks: self.block_count,
                 values: stored(true) + stored(false),
                 matrix_values: stored(true),
+                check,
             },
-        )
+        )?;
+        Ok(true)
     }
 
     /// The transposed copy of weight `name` (logical layout `[in, out]`), as the forward reads
