@@ -102,6 +102,11 @@ impl DlrmBenchResult {
         if let serde_json::Value::Object(m) = rest {
             obj.extend(m);
         }
+        if !self.counts.is_empty() {
+            let sum = StepCounts::of(&self.counts);
+            obj.insert("commands".into(), sum.commands.into());
+            obj.insert("dispatches".into(), sum.dispatches.into());
+        }
         serde_json::Value::Object(obj)
     }
 }
@@ -559,5 +564,42 @@ mod tests {
         assert!((total["h100_step_us"].as_f64().unwrap() - want).abs() < 1e-9);
         let routing: serde_json::Value = serde_json::from_str(&json[2]).unwrap();
         assert!(routing["h100_us"].is_null());
+    }
+
+    /// The report of a real step's plan (built, not run; GPU class, tiny tables): a row per
+    /// node, the products with their implied times, and no transposes left in the step.
+    #[test]
+    fn a_step_plan_reports_by_the_counts() {
+        let gpu = Gpu::new().expect("an adapter (lavapipe works)");
+        let cfg = DlrmBenchConfig {
+            variant: "tt".into(),
+            batch: 64,
+            scale: 0.001,
+            rank: 4,
+        };
+        let mut model = bench_model(&gpu, &cfg, None, crate::gpu::KernelClass::Gpu).unwrap();
+        let counts = model.train_counts(64).unwrap();
+        let json = counts_report(&counts, "tt", 64, "gpu", true);
+        assert_eq!(json.len(), counts.len() + 1);
+        let recs: Vec<serde_json::Value> = json
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let products: Vec<&serde_json::Value> = recs
+            .iter()
+            .filter(|r| r["kernel"].as_str().is_some_and(|k| k.starts_with("gemm")))
+            .collect();
+        assert!(products.len() >= 18, "{} products", products.len());
+        for p in &products {
+            assert!(p["h100_us"].as_f64().unwrap() >= H100.command_us, "{p}");
+            assert!(p["m2_us"].as_f64().unwrap() >= M2.command_us, "{p}");
+        }
+        assert!(!recs.iter().any(|r| r["kernel"] == "transpose"));
+        assert!(recs.iter().any(|r| r["kernel"] == "optim_arena"));
+        let total = recs.last().unwrap();
+        assert_eq!(total["commands"], counts.len());
+        assert!(total["h100_samples_per_s"].as_f64().unwrap() > 0.0);
+        let text = counts_report(&counts, "tt", 64, "gpu", false);
+        assert_eq!(text.len(), counts.len() + 2 + 1 + COUNT_DEVICES.len());
     }
 }

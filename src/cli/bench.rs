@@ -9,7 +9,7 @@ use serde_json::json;
 use ttrec::bench::cache::run_cache;
 use ttrec::bench::dlrm::{
     bench_model, counts_report, default_scale, node_part, run_dlrm, DlrmBenchConfig,
-    DlrmBenchResult, COUNT_DEVICES, FMA_LATENCY_CYCLES,
+    DlrmBenchResult, StepCounts, COUNT_DEVICES, FMA_LATENCY_CYCLES,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
 use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu, KernelClass};
@@ -345,6 +345,13 @@ fn dlrm_profile_lines(r: &DlrmBenchResult, variant: &str, batch: usize, json: bo
         }
     }
     let total: f64 = parts.iter().map(|p| p.1).sum();
+    if !json && !r.counts.is_empty() {
+        let sum = StepCounts::of(&r.counts);
+        lines.push(format!(
+            "    step: {} commands ({} dispatches)",
+            sum.commands, sum.dispatches
+        ));
+    }
     for (p, us, n) in &parts {
         let flops = r
             .flops_per_sample
