@@ -12,7 +12,7 @@
 // plain C and, with BIAS_GRAD, the bias gradient sum_k A[k, m].
 // Matrices are row-major with leading dimensions LD* and element offsets *_OFF.
 //
-// Three variants, chosen once per (kernel class, shape) by the launcher:
+// The variants, chosen once per (kernel class, shape) by the launcher:
 // - gemm_tn*: register blocks, no workgroup memory (CPU adapters such as lavapipe, where barriers
 //   are expensive and registers cheap). Each invocation owns TM rows x TN vec4 columns and reads,
 //   per k, TM/4 vec4s of A and TN vec4s of B; its columns are interleaved with its neighbours' so
@@ -20,8 +20,10 @@
 //   A's rows must hold pad4(M) readable values.
 // - gemm_tiled*: 64 x 64 output tiles staged through workgroup memory in K steps of 16, 4 x 4
 //   per invocation (GPUs). Any shape.
-// - gemm_gpu* (+ gemm_combine*): the GPU class's, below: vec4 tiles in workgroup memory and
-//   split-K with a fixed-order combine.
+// - gemm_gpu* (+ gemm_combine*): the GPU class's, below: vec4 global loads (the `_any` entries:
+//   scalar, any stride), vec4 tiles in workgroup memory and split-K with a fixed-order combine.
+// - gemm_thin: the GPU class's short-K products with too few tiles to fill a GPU: one output
+//   per invocation, no split.
 // All are deterministic: every output (or part) is summed by one invocation in increasing k.
 
 
@@ -314,43 +316,6 @@ fn gemm_tiled_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             tbias_grad[BIAS_OFF + m] = blk.asum[i];
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// transpose: OUT[c, r] = IN[r, c] for r < ROWS, c < COLS (both multiples of 4: the weights'
-// transposed copies), a 4 x 4 block per invocation: 4 vec4 loads, 4 vec4 stores.
-
-override ROWS: u32 = 4u;
-override COLS: u32 = 4u;
-override IN_LD: u32 = 4u;
-override OUT_LD: u32 = 4u;
-override IN_OFF: u32 = 0u;
-override OUT_OFF: u32 = 0u;
-
-@group(0) @binding(0) var<storage, read> tr_in: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> tr_out: array<vec4<f32>>;
-
-@compute @workgroup_size(64)
-fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let id = linear_id(wid, nwg, lid);
-    let cq = COLS / 4u;
-    if (id >= (ROWS / 4u) * cq) {
-        return;
-    }
-    // Consecutive invocations read consecutive blocks of a row of blocks.
-    let rb = id / cq;
-    let cb = id - rb * cq;
-    let src = IN_OFF / 4u + 4u * rb * (IN_LD / 4u) + cb;
-    let x0 = tr_in[src];
-    let x1 = tr_in[src + IN_LD / 4u];
-    let x2 = tr_in[src + 2u * (IN_LD / 4u)];
-    let x3 = tr_in[src + 3u * (IN_LD / 4u)];
-    let dst = OUT_OFF / 4u + 4u * cb * (OUT_LD / 4u) + rb;
-    tr_out[dst] = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
-    tr_out[dst + OUT_LD / 4u] = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
-    tr_out[dst + 2u * (OUT_LD / 4u)] = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
-    tr_out[dst + 3u * (OUT_LD / 4u)] = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! The MLP products (shaders/matmul.wgsl: C = A^T B with its epilogues, the weight gradient with
-//! the bias gradient, the transpose) against their CPU twin (src/twin/nn.rs), in both
+//! the bias gradient) against their CPU twin (src/twin/nn.rs), in both
 //! variants (register blocks for CPU adapters, workgroup tiles for GPUs): ragged shapes, operands
 //! at offsets inside wider buffers, every epilogue, both stores.
 
@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use ttrec::graph::Buf;
 use ttrec::kernels::matmul::{
-    is_thin, k_split, record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant,
-    WeightGrad, GPU_MAX_SERIAL, GPU_MIN_PART,
+    is_thin, k_split, record_gemm, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+    GPU_MAX_SERIAL, GPU_MIN_PART,
 };
 use ttrec::kernels::MatrixAt;
 use ttrec::twin::nn::{self as twin, At};
@@ -547,54 +547,6 @@ fn unaligned_operands_fall_back_to_the_tiled_kernel() {
         &want,
         1e-5,
         1e-6,
-    );
-}
-
-#[test]
-fn transpose_matches_twin() {
-    let gpu = gpu();
-    let (rows, cols) = (36, 20);
-    let x = values(&mut rng(4), 8 + rows * 24);
-    let xb = gpu.storage_from("x", &x);
-    let out = gpu.storage_from("out", &vec![POISON; 4 + cols * 40]);
-    run_graph(&gpu, |g| {
-        record_transpose(
-            g,
-            "t",
-            rows,
-            cols,
-            &MatrixAt {
-                buf: Buf::from(&xb),
-                stride: 24,
-                offset: 8,
-            },
-            &MatrixAt {
-                buf: Buf::from(&out),
-                stride: 40,
-                offset: 4,
-            },
-        )
-    });
-    let got = gpu.read_f32(&out, 0, 4 + cols * 40).unwrap();
-    let src: Vec<f64> = (0..rows)
-        .flat_map(|r| x[8 + r * 24..][..cols].iter().map(|&v| v as f64))
-        .collect();
-    let got_t = strip(
-        &got,
-        At {
-            stride: 40,
-            offset: 4,
-        },
-        cols,
-        rows,
-        "transpose",
-    );
-    assert_close(
-        "transpose",
-        &got_t,
-        &twin::transpose(&src, rows, cols),
-        0.0,
-        0.0,
     );
 }
 

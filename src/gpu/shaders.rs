@@ -184,7 +184,6 @@ kernels! {
     GemmThin => Matmul::"gemm_thin" [a, b, c, bias, mask, ct],
     GemmCombine => Matmul::"gemm_combine" [parts, c, bias, mask, ct],
     GemmCombineWgrad => Matmul::"gemm_combine_wgrad" [parts, c, bias_grad],
-    Transpose => Matmul::"transpose" [input, output],
     InteractFwd => Interaction::"interact_fwd" [t, r, r_t],
     InteractBwd => Interaction::"interact_bwd" [dr, t, dt, dt0_t],
     Bce => Loss::"bce" [step, logits, labels, dlogits, stats, dlogits_t],

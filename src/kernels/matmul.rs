@@ -1,5 +1,6 @@
-//! Launcher of `shaders/matmul.wgsl`: the MLPs' matrix products C = A^T B with fused epilogues,
-//! and the transposes that give every product that form.
+//! Launcher of `shaders/matmul.wgsl`: the MLPs' matrix products C = A^T B with fused epilogues.
+//! The weights' transposed copies the forward reads are written by the MLPs' update
+//! (`crate::nn::ParamArena`), so no step transposes.
 
 use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
@@ -17,10 +18,11 @@ pub enum GemmVariant {
     /// 64 x 64 tiles through workgroup memory: kept for GPUs where it may win (slower on the H100
     /// so far).
     Tiled,
-    /// The GPU class's products: 64 x 64 tiles through workgroup memory as vec4s, a 4 x 4
-    /// register block per invocation, and split-K where the output tiles are too few to fill a
-    /// GPU or K is long ([`k_split`]): partial sums to scratch, added in a fixed order by a
-    /// combine kernel (bitwise deterministic, no atomics).
+    /// The GPU class's products: 64 x 64 tiles through workgroup memory as vec4s (loaded as
+    /// vec4s where the operands are aligned), a 4 x 4 register block per invocation, and split-K
+    /// where the output tiles are too few to fill a GPU or K is long ([`k_split`]): partial sums
+    /// to scratch, added in a fixed order by a combine kernel (bitwise deterministic, no
+    /// atomics). Short-K products with few tiles ([`is_thin`]) run `gemm_thin` instead.
     Split,
 }
 
@@ -297,45 +299,6 @@ pub fn record_weight_grad(
     )?;
     let out = 4.0 * (p.m * p.n + p.bias_grad.as_ref().map_or(0, |_| p.m)) as f64;
     note_product(g, &l, [p.m, p.n, p.k], p.k, out);
-    Ok(())
-}
-
-/// Adds out = input^T for a `rows x cols` matrix (dimensions, strides and offsets multiples
-/// of 4).
-pub fn record_transpose(
-    g: &mut GraphBuilder,
-    label: impl Into<String>,
-    rows: usize,
-    cols: usize,
-    input: &MatrixAt,
-    output: &MatrixAt,
-) -> Result<()> {
-    if !(quad(rows) && quad(cols) && aligned(input) && aligned(output)) {
-        return Err(Error::shape(
-            None,
-            format!("transpose of {rows} x {cols} needs dimensions, strides and offsets in multiples of 4"),
-        ));
-    }
-    launch(
-        g,
-        label,
-        Kernel::Transpose,
-        &[
-            ("ROWS", rows as f64),
-            ("COLS", cols as f64),
-            ("IN_LD", input.stride as f64),
-            ("OUT_LD", output.stride as f64),
-            ("IN_OFF", input.offset as f64),
-            ("OUT_OFF", output.offset as f64),
-        ],
-        named![input = input.buf.clone(), output = output.buf.clone()],
-        (rows * cols / 16) as u64,
-    )?;
-    g.set_cost(Cost {
-        flops: 0.0,
-        bytes: 8.0 * (rows * cols) as f64,
-        serial: 1,
-    });
     Ok(())
 }
 
