@@ -12,7 +12,7 @@
 // plain C and, with BIAS_GRAD, the bias gradient sum_k A[k, m].
 // Matrices are row-major with leading dimensions LD* and element offsets *_OFF.
 //
-// Three variants, chosen once per (kernel class, shape) by the launcher:
+// The variants, chosen once per (kernel class, shape) by the launcher:
 // - gemm_tn*: register blocks, no workgroup memory (CPU adapters such as lavapipe, where barriers
 //   are expensive and registers cheap). Each invocation owns TM rows x TN vec4 columns and reads,
 //   per k, TM/4 vec4s of A and TN vec4s of B; its columns are interleaved with its neighbours' so
@@ -20,8 +20,10 @@
 //   A's rows must hold pad4(M) readable values.
 // - gemm_tiled*: 64 x 64 output tiles staged through workgroup memory in K steps of 16, 4 x 4
 //   per invocation (GPUs). Any shape.
-// - gemm_gpu* (+ gemm_combine*): the GPU class's, below: vec4 tiles in workgroup memory and
-//   split-K with a fixed-order combine.
+// - gemm_gpu* (+ gemm_combine*): the GPU class's, below: vec4 global loads (the `_any` entries:
+//   scalar, any stride), vec4 tiles in workgroup memory and split-K with a fixed-order combine.
+// - gemm_thin: the GPU class's short-K products with too few tiles to fill a GPU: one output
+//   per invocation, no split.
 // All are deterministic: every output (or part) is summed by one invocation in increasing k.
 
 
@@ -317,43 +319,6 @@ fn gemm_tiled_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 }
 
 // ---------------------------------------------------------------------------------------------
-// transpose: OUT[c, r] = IN[r, c] for r < ROWS, c < COLS (both multiples of 4: the weights'
-// transposed copies), a 4 x 4 block per invocation: 4 vec4 loads, 4 vec4 stores.
-
-override ROWS: u32 = 4u;
-override COLS: u32 = 4u;
-override IN_LD: u32 = 4u;
-override OUT_LD: u32 = 4u;
-override IN_OFF: u32 = 0u;
-override OUT_OFF: u32 = 0u;
-
-@group(0) @binding(0) var<storage, read> tr_in: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> tr_out: array<vec4<f32>>;
-
-@compute @workgroup_size(64)
-fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let id = linear_id(wid, nwg, lid);
-    let cq = COLS / 4u;
-    if (id >= (ROWS / 4u) * cq) {
-        return;
-    }
-    // Consecutive invocations read consecutive blocks of a row of blocks.
-    let rb = id / cq;
-    let cb = id - rb * cq;
-    let src = IN_OFF / 4u + 4u * rb * (IN_LD / 4u) + cb;
-    let x0 = tr_in[src];
-    let x1 = tr_in[src + IN_LD / 4u];
-    let x2 = tr_in[src + 2u * (IN_LD / 4u)];
-    let x3 = tr_in[src + 3u * (IN_LD / 4u)];
-    let dst = OUT_OFF / 4u + 4u * cb * (OUT_LD / 4u) + rb;
-    tr_out[dst] = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
-    tr_out[dst + OUT_LD / 4u] = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
-    tr_out[dst + 2u * (OUT_LD / 4u)] = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
-    tr_out[dst + 3u * (OUT_LD / 4u)] = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
-}
-
-// ---------------------------------------------------------------------------------------------
 // gemm_gpu / gemm_gpu_wgrad: the GPU class's products, any shape. A workgroup of 16 x 16
 // invocations owns a 64 x 64 tile of C over the K range [z * KC, min(K, (z + 1) * KC)) of its
 // split z = workgroup_id.z (split-K: a product with few output tiles still fills the GPU, and no
@@ -362,7 +327,9 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 // of C in 4 vec4 registers and reads one vec4 of each tile per k. With SPLIT the raw sums go to
 // the scratch bound as `c`, part z of [PARTS][M][N] (then, for the bias gradient, the parts'
 // row sums of A, [PARTS][M]), and gemm_combine* add the parts in increasing z: deterministic,
-// no atomics. Without SPLIT (one part) the epilogue runs here.
+// no atomics. Without SPLIT (one part) the epilogue runs here. gemm_gpu and gemm_gpu_wgrad load
+// A and B from global memory as vec4s (aligned operands: every product of the DLRM step); the
+// `_any` entries load scalars, for any stride and offset.
 
 override KC: u32 = 16u;
 override SPLIT: bool = false;
@@ -377,14 +344,35 @@ struct GpuBlock {
     asum: vec4<f32>,
 }
 
-// The 4 x 4 block of invocation (l.x, l.y) of the tile at (m_base, n_base) over split z's K
-// range, and the sums over that range of its 4 rows of A (with BIAS_GRAD).
-fn gpu_block(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBlock {
+// The multiply-adds of one staged K step (`steps` deep) into invocation (l.x, l.y)'s block.
+fn gpu_step(blk: ptr<function, GpuBlock>, steps: u32, l: vec3<u32>) {
+    for (var kk = 0u; kk < steps; kk = kk + 1u) {
+        let a = gtile_a[kk * 16u + l.y];
+        let b = gtile_b[kk * 16u + l.x];
+        (*blk).acc[0] = (*blk).acc[0] + a.x * b;
+        (*blk).acc[1] = (*blk).acc[1] + a.y * b;
+        (*blk).acc[2] = (*blk).acc[2] + a.z * b;
+        (*blk).acc[3] = (*blk).acc[3] + a.w * b;
+        if (BIAS_GRAD) {
+            (*blk).asum = (*blk).asum + a;
+        }
+    }
+}
+
+fn gpu_block_zero() -> GpuBlock {
     var blk: GpuBlock;
     for (var i = 0u; i < 4u; i = i + 1u) {
         blk.acc[i] = vec4<f32>(0.0);
     }
     blk.asum = vec4<f32>(0.0);
+    return blk;
+}
+
+// The 4 x 4 block of invocation (l.x, l.y) of the tile at (m_base, n_base) over split z's K
+// range, and the sums over that range of its 4 rows of A (with BIAS_GRAD). Scalar global loads
+// (the `_any` entries): any shape, stride and offset.
+fn gpu_block(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBlock {
+    var blk = gpu_block_zero();
     let kb = z * KC;
     let ke = min(K, kb + KC);
     // Each invocation stages one vec4 of each tile: row li / 16, quad li % 16.
@@ -407,24 +395,46 @@ fn gpu_block(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBloc
         gtile_a[li] = av;
         gtile_b[li] = bv;
         workgroupBarrier();
-        let steps = min(BK, ke - k0);
-        for (var kk = 0u; kk < steps; kk = kk + 1u) {
-            let a = gtile_a[kk * 16u + l.y];
-            let b = gtile_b[kk * 16u + l.x];
-            blk.acc[0] = blk.acc[0] + a.x * b;
-            blk.acc[1] = blk.acc[1] + a.y * b;
-            blk.acc[2] = blk.acc[2] + a.z * b;
-            blk.acc[3] = blk.acc[3] + a.w * b;
-            if (BIAS_GRAD) {
-                blk.asum = blk.asum + a;
-            }
-        }
+        gpu_step(&blk, min(BK, ke - k0), l);
         workgroupBarrier();
     }
     return blk;
 }
 
-// The forward epilogue of C[m, n] = v (shared by gemm_gpu without SPLIT).
+// gpu_block with vec4 global loads (gemm_gpu, gemm_gpu_wgrad): LDA, LDB, A_OFF and B_OFF multiples of
+// 4 and rows of A and B holding pad4(M) and pad4(N) readable values (the launcher checks). The
+// lanes past M or N read row padding and feed only outputs that are never stored.
+@group(0) @binding(0) var<storage, read> va: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> vb: array<vec4<f32>>;
+
+fn gpu_block_v4(m_base: u32, n_base: u32, z: u32, l: vec3<u32>, li: u32) -> GpuBlock {
+    var blk = gpu_block_zero();
+    let kb = z * KC;
+    let ke = min(K, kb + KC);
+    let lk = li / 16u;
+    let lq = 4u * (li % 16u);
+    for (var k0 = kb; k0 < ke; k0 = k0 + BK) {
+        let k = k0 + lk;
+        var av = vec4<f32>(0.0);
+        var bv = vec4<f32>(0.0);
+        if (k < ke) {
+            if (m_base + lq < M) {
+                av = va[(A_OFF + k * LDA + m_base + lq) / 4u];
+            }
+            if (n_base + lq < N) {
+                bv = vb[(B_OFF + k * LDB + n_base + lq) / 4u];
+            }
+        }
+        gtile_a[li] = av;
+        gtile_b[li] = bv;
+        workgroupBarrier();
+        gpu_step(&blk, min(BK, ke - k0), l);
+        workgroupBarrier();
+    }
+    return blk;
+}
+
+// The forward epilogue of C[m, n] = v (shared by gemm_gpu* without SPLIT and gemm_thin).
 fn gpu_store(v0: f32, m: u32, n: u32) {
     var v = v0;
     if (BIAS) {
@@ -444,12 +454,8 @@ fn gpu_store(v0: f32, m: u32, n: u32) {
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
-    let m_base = wid.y * BM;
-    let n_base = wid.x * BM;
-    let blk = gpu_block(m_base, n_base, wid.z, l, li);
+// The stores of gemm_gpu*: split z's raw sums to the scratch, or C through the epilogue.
+fn gpu_product_out(blk: GpuBlock, m_base: u32, n_base: u32, z: u32, l: vec3<u32>) {
     for (var i = 0u; i < 4u; i = i + 1u) {
         let m = m_base + 4u * l.y + i;
         if (m >= M) {
@@ -461,7 +467,7 @@ fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
                 break;
             }
             if (SPLIT) {
-                tc[wid.z * M * N + m * N + n] = blk.acc[i][j];
+                tc[z * M * N + m * N + n] = blk.acc[i][j];
             } else {
                 gpu_store(blk.acc[i][j], m, n);
             }
@@ -469,12 +475,8 @@ fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn gemm_gpu_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
-                  @builtin(local_invocation_index) li: u32) {
-    let m_base = wid.y * BM;
-    let n_base = wid.x * BM;
-    let blk = gpu_block(m_base, n_base, wid.z, l, li);
+// The stores of gemm_gpu_wgrad*: C and the bias gradient, or split z's raw sums.
+fn gpu_wgrad_out(blk: GpuBlock, m_base: u32, n_base: u32, z: u32, l: vec3<u32>, first: bool) {
     for (var i = 0u; i < 4u; i = i + 1u) {
         let m = m_base + 4u * l.y + i;
         if (m >= M) {
@@ -486,19 +488,68 @@ fn gemm_gpu_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 break;
             }
             if (SPLIT) {
-                tc[wid.z * M * N + m * N + n] = blk.acc[i][j];
+                tc[z * M * N + m * N + n] = blk.acc[i][j];
             } else {
                 tc[C_OFF + m * LDC + n] = blk.acc[i][j];
             }
         }
-        if (BIAS_GRAD && wid.x == 0u && l.x == 0u) {
+        if (BIAS_GRAD && first && l.x == 0u) {
             if (SPLIT) {
-                tc[PARTS * M * N + wid.z * M + m] = blk.asum[i];
+                tc[PARTS * M * N + z * M + m] = blk.asum[i];
             } else {
                 tbias_grad[BIAS_OFF + m] = blk.asum[i];
             }
         }
     }
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_gpu_any(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let blk = gpu_block(wid.y * BM, wid.x * BM, wid.z, l, li);
+    gpu_product_out(blk, wid.y * BM, wid.x * BM, wid.z, l);
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let blk = gpu_block_v4(wid.y * BM, wid.x * BM, wid.z, l, li);
+    gpu_product_out(blk, wid.y * BM, wid.x * BM, wid.z, l);
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_gpu_wgrad_any(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let blk = gpu_block(wid.y * BM, wid.x * BM, wid.z, l, li);
+    gpu_wgrad_out(blk, wid.y * BM, wid.x * BM, wid.z, l, wid.x == 0u);
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_gpu_wgrad(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_id) l: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
+    let blk = gpu_block_v4(wid.y * BM, wid.x * BM, wid.z, l, li);
+    gpu_wgrad_out(blk, wid.y * BM, wid.x * BM, wid.z, l, wid.x == 0u);
+}
+
+// gemm_thin: the GPU class's products with a short K (launcher: at most GPU_THIN_K) and too few
+// 64 x 64 tiles to fill a GPU: one output per invocation, consecutive invocations along n (B's
+// loads coalesced, A's broadcast), K summed in increasing k, then the forward epilogue. No
+// workgroup memory and no split: a thin product's time is its memory traffic.
+@compute @workgroup_size(64)
+fn gemm_thin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    if (id >= M * N) {
+        return;
+    }
+    let m = id / N;
+    let n = id - m * N;
+    var v = 0.0;
+    for (var k = 0u; k < K; k = k + 1u) {
+        v = v + ta[A_OFF + k * LDA + m] * tb[B_OFF + k * LDB + n];
+    }
+    gpu_store(v, m, n);
 }
 
 // gemm_combine / gemm_combine_wgrad: C[m, n] = the sum of the PARTS parts of gemm_gpu* in

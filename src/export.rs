@@ -27,8 +27,11 @@ use crate::dlrm::{Dlrm, DlrmConfig, DlrmOptions, TtCacheOptions};
 use crate::error::{Error, Result};
 use crate::gpu::shaders::{Kernel, Shader};
 use crate::gpu::{AdapterClass, Gpu, KernelClass};
+use crate::graph::{Buf, GraphBuilder};
 use crate::io::write_atomic;
-use crate::kernels::matmul::GemmVariant;
+use crate::kernels::matmul::{record_gemm, record_weight_grad, Gemm, GemmVariant, WeightGrad};
+use crate::kernels::optim::{record_update, UpdateKind};
+use crate::kernels::MatrixAt;
 use crate::tt::{Mode, Optimizer, TtEmbeddingBag, TtKernels, TtOptions, TtShape};
 
 /// The format name in every manifest.
@@ -159,12 +162,63 @@ pub fn build_plans(gpu: &Gpu, options: &ExportOptions) -> Result<Vec<String>> {
             "tt table (sgd, 4-row tiles) ForwardBackward, {batch} bags of 1 lookup"
         ));
     }
+    record_other_shapes(gpu, gemm)?;
+    plans.push("products at unaligned shapes, the element-wise optimizer".into());
     plans.push(format!(
         "kernels: {}; tt: {}; gemm: {gemm:?}",
         class_name(options.class),
         tt_kernels.describe()
     ));
     Ok(plans)
+}
+
+/// Records (and builds, compiling their pipelines) the kernels that the plans above run only at
+/// other shapes: the products with unaligned operands (the GPU class's scalar-load entries;
+/// `bench gemm`, library callers) and the element-wise optimizer (TT tables in several chunks).
+fn record_other_shapes(gpu: &Gpu, gemm: GemmVariant) -> Result<()> {
+    let (m, n, k) = (5, 3, 70);
+    let buf = |label: &str, len: usize| Buf::from(&gpu.storage(label, len as u64 * 4));
+    let (a, b) = (buf("export a", k * m), buf("export b", k * n));
+    let c = buf("export c", m * n);
+    let at = |buf: &Buf, cols| MatrixAt::dense(buf.clone(), cols);
+    let mut g = GraphBuilder::new(gpu);
+    let product = Gemm {
+        m,
+        n,
+        k,
+        a: at(&a, m),
+        b: at(&b, n),
+        c: Some(at(&c, n)),
+        ct: None,
+        bias: None,
+        relu: false,
+        mask: None,
+    };
+    record_gemm(&mut g, "unaligned product", &product, gemm)?;
+    let wgrad = WeightGrad {
+        m,
+        n,
+        k,
+        a: at(&a, m),
+        b: at(&b, n),
+        c: at(&c, n),
+        bias_grad: None,
+    };
+    record_weight_grad(&mut g, "unaligned weight gradient", &wgrad, gemm)?;
+    let opt = Buf::from(&gpu.uniform("export optimizer", 16));
+    let state = buf("export state", 4);
+    record_update(
+        &mut g,
+        "update",
+        UpdateKind::Sgd,
+        opt,
+        c.clone(),
+        a,
+        state,
+        m * n,
+    )?;
+    g.build()?;
+    Ok(())
 }
 
 /// "cpu" or "gpu".

@@ -1,5 +1,5 @@
 //! The MLP products (shaders/matmul.wgsl: C = A^T B with its epilogues, the weight gradient with
-//! the bias gradient, the transpose) against their CPU twin (src/twin/nn.rs), in both
+//! the bias gradient) against their CPU twin (src/twin/nn.rs), in both
 //! variants (register blocks for CPU adapters, workgroup tiles for GPUs): ragged shapes, operands
 //! at offsets inside wider buffers, every epilogue, both stores.
 
@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use ttrec::graph::Buf;
 use ttrec::kernels::matmul::{
-    k_split, record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
-    GPU_MAX_SERIAL,
+    is_thin, k_split, record_gemm, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+    GPU_MAX_SERIAL, GPU_MIN_PART,
 };
 use ttrec::kernels::MatrixAt;
 use ttrec::twin::nn::{self as twin, At};
@@ -87,6 +87,35 @@ const SPLIT_CASES: &[Case] = &[
         n: 3,
         k: 2049,
         bias: false,
+        relu: false,
+        mask: false,
+    },
+];
+
+/// Thin products (short K, few tiles) for the GPU class's `gemm_thin`: odd and unaligned, and
+/// aligned with a K of exactly its limit.
+const THIN_CASES: &[Case] = &[
+    Case {
+        m: 67,
+        n: 45,
+        k: 13,
+        bias: true,
+        relu: true,
+        mask: true,
+    },
+    Case {
+        m: 130,
+        n: 12,
+        k: 64,
+        bias: false,
+        relu: false,
+        mask: true,
+    },
+    Case {
+        m: 3,
+        n: 5,
+        k: 4,
+        bias: true,
         relu: false,
         mask: false,
     },
@@ -280,6 +309,107 @@ fn weight_grad_split_matches_twin() {
     }
 }
 
+#[test]
+fn gemm_thin_matches_twin() {
+    for (i, &c) in THIN_CASES.iter().enumerate() {
+        assert!(is_thin(c.m, c.n, c.k), "{c:?}");
+        check_gemm(GemmVariant::Split, c, 50 + i as u64);
+    }
+}
+
+/// No part of a split is shorter than [`GPU_MIN_PART`] (a K of 4 is never cut in two), at the
+/// step's shapes and beyond.
+#[test]
+fn thin_k_is_never_split() {
+    for (m, n) in [(4, 4), (16, 64), (2048, 256), (5, 3)] {
+        for k in 1..=700 {
+            let s = k_split(m, n, k);
+            assert!(s.parts == 1 || s.kc >= GPU_MIN_PART, "{m}x{n}x{k}: {s:?}");
+        }
+    }
+    assert_eq!(k_split(2048, 256, 4).parts, 1);
+}
+
+/// The GPU class's kernel per product shape: vec4 loads where the operands are aligned, scalar
+/// loads where not, `gemm_thin` for a short K, and the same bits from vec4 and scalar loads
+/// (the same sums in the same order).
+#[test]
+fn gpu_products_pick_vec4_loads_with_the_same_bits() {
+    let gpu = gpu();
+    let (m, n, k) = (36, 28, 700);
+    let mut r = rng(8);
+    // A and B once at offset 0 (aligned) and once at offset 1 (scalar loads).
+    let a = values(&mut r, k * m);
+    let b = values(&mut r, k * n);
+    let shifted = |v: &[f32]| [&[7.0], v].concat();
+    let (ab, bb) = (gpu.storage_from("a", &a), gpu.storage_from("b", &b));
+    let (ab1, bb1) = (
+        gpu.storage_from("a at 1", &shifted(&a)),
+        gpu.storage_from("b at 1", &shifted(&b)),
+    );
+    let run = |off: usize, wgrad: bool| {
+        let (ab, bb) = if off == 0 { (&ab, &bb) } else { (&ab1, &bb1) };
+        let c = gpu.storage_from("c", &vec![POISON; m * n]);
+        let bias = gpu.storage_from("bias", &vec![POISON; m]);
+        let at = |buf: &wgpu::Buffer, stride| MatrixAt {
+            buf: Buf::from(buf),
+            stride,
+            offset: off,
+        };
+        let mut g = ttrec::graph::GraphBuilder::new(&gpu);
+        if wgrad {
+            let p = WeightGrad {
+                m,
+                n,
+                k,
+                a: at(ab, m),
+                b: at(bb, n),
+                c: MatrixAt::dense(Buf::from(&c), n),
+                bias_grad: Some((Buf::from(&bias), 0)),
+            };
+            record_weight_grad(&mut g, "p", &p, GemmVariant::Split).unwrap();
+        } else {
+            let p = Gemm {
+                m,
+                n,
+                k,
+                a: at(ab, m),
+                b: at(bb, n),
+                c: Some(MatrixAt::dense(Buf::from(&c), n)),
+                ct: None,
+                bias: None,
+                relu: true,
+                mask: None,
+            };
+            record_gemm(&mut g, "p", &p, GemmVariant::Split).unwrap();
+        }
+        let plan = g.build().unwrap();
+        let first = plan.labels()[0].to_string();
+        plan.run().unwrap();
+        gpu.wait().unwrap();
+        let mut out = gpu.read_f32(&c, 0, m * n).unwrap();
+        if wgrad {
+            out.extend(gpu.read_f32(&bias, 0, m).unwrap());
+        }
+        (first, out)
+    };
+    for wgrad in [false, true] {
+        let (v4_label, v4) = run(0, wgrad);
+        let (scalar_label, scalar) = run(1, wgrad);
+        let entry = if wgrad { "gemm_gpu_wgrad" } else { "gemm_gpu" };
+        assert_eq!(v4_label, format!("p ({entry})"));
+        assert_eq!(scalar_label, format!("p ({entry}_any)"));
+        assert!(v4.iter().all(|x| x.is_finite() && *x != POISON));
+        assert!(v4.iter().any(|&x| x != 0.0));
+        assert!(
+            v4.iter()
+                .zip(&scalar)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "vec4 and scalar loads differ (weight gradient: {wgrad})"
+        );
+    }
+}
+
 /// The split cases do split (else the tests above would not test the combine), every part
 /// is at most [`GPU_MAX_SERIAL`] long, and the parts cover K exactly.
 #[test]
@@ -417,54 +547,6 @@ fn unaligned_operands_fall_back_to_the_tiled_kernel() {
         &want,
         1e-5,
         1e-6,
-    );
-}
-
-#[test]
-fn transpose_matches_twin() {
-    let gpu = gpu();
-    let (rows, cols) = (36, 20);
-    let x = values(&mut rng(4), 8 + rows * 24);
-    let xb = gpu.storage_from("x", &x);
-    let out = gpu.storage_from("out", &vec![POISON; 4 + cols * 40]);
-    run_graph(&gpu, |g| {
-        record_transpose(
-            g,
-            "t",
-            rows,
-            cols,
-            &MatrixAt {
-                buf: Buf::from(&xb),
-                stride: 24,
-                offset: 8,
-            },
-            &MatrixAt {
-                buf: Buf::from(&out),
-                stride: 40,
-                offset: 4,
-            },
-        )
-    });
-    let got = gpu.read_f32(&out, 0, 4 + cols * 40).unwrap();
-    let src: Vec<f64> = (0..rows)
-        .flat_map(|r| x[8 + r * 24..][..cols].iter().map(|&v| v as f64))
-        .collect();
-    let got_t = strip(
-        &got,
-        At {
-            stride: 40,
-            offset: 4,
-        },
-        cols,
-        rows,
-        "transpose",
-    );
-    assert_close(
-        "transpose",
-        &got_t,
-        &twin::transpose(&src, rows, cols),
-        0.0,
-        0.0,
     );
 }
 

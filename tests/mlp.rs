@@ -8,19 +8,129 @@ use common::*;
 use ttrec::graph::{Buf, GraphBuilder};
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::kernels::MatrixAt;
+use ttrec::nn::mlp::Layer;
 use ttrec::nn::{Act, ArenaLayout, Mlp, ParamArena};
 use ttrec::tt::Optimizer;
 use ttrec::twin::nn as twin;
 
 fn check(variant: GemmVariant, relu_last: bool) {
+    check_with(variant, relu_last, false);
+}
+
+/// Per layer, the Adagrad state of its weight and of its bias.
+type States = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// Adagrad's state for every tensor: positive, different per tensor.
+fn adagrad_states(mlp: &Mlp) -> States {
+    let mut r = rng(5);
+    let mut pos =
+        |n: usize| -> Vec<f32> { values(&mut r, n).iter().map(|v| v.abs() + 0.1).collect() };
+    mlp.layers
+        .iter()
+        .map(|l| (pos(l.weight.len()), pos(l.bias.len())))
+        .collect()
+}
+
+/// The optimizer of a check and a layer's state before the step.
+struct Update<'a> {
+    adagrad: bool,
+    lr: f32,
+    eps: f32,
+    state: &'a (Vec<f32>, Vec<f32>),
+}
+
+/// Layer `l`'s weight, bias (and Adagrad state) after the update from `params` and the twin's
+/// gradients, and the weight's transposed copy the update wrote: bitwise the new weight.
+fn check_update(
+    arena: &ParamArena,
+    l: &Layer,
+    params: &(Vec<f32>, Vec<f32>),
+    (dw, db): (&[f64], &[f64]),
+    u: &Update,
+    what: &str,
+) {
+    let (lr, eps) = (u.lr as f64, u.eps as f64);
+    let (want_w, want_b) = if u.adagrad {
+        let (w, sw) = twin::adagrad(&to_f64(&params.0), &to_f64(&u.state.0), dw, lr, eps);
+        let (b, sb) = twin::adagrad(&to_f64(&params.1), &to_f64(&u.state.1), db, lr, eps);
+        let state = |name: &str| arena.state(name).unwrap().unwrap();
+        assert_close(what, &state(&l.weight.name), &sw, 1e-5, 1e-6);
+        assert_close(what, &state(&l.bias.name), &sb, 1e-5, 1e-6);
+        (w, b)
+    } else {
+        let b = twin::sgd(&to_f64(&params.1), db, lr);
+        (twin::sgd(&to_f64(&params.0), dw, lr), b)
+    };
+    let new_w = arena.get(&l.weight.name).unwrap();
+    let updated = |name: &str| format!("{what} {name} updated");
+    assert_close(&updated(&l.weight.name), &new_w, &want_w, 1e-5, 1e-6);
+    let new_b = arena.get(&l.bias.name).unwrap();
+    assert_close(&updated(&l.bias.name), &new_b, &want_b, 1e-5, 1e-6);
+    let new_wt = arena.get_transposed(&l.weight.name).unwrap();
+    for r in 0..l.outputs {
+        for c in 0..l.inputs {
+            assert_eq!(
+                new_wt[c * l.outputs + r].to_bits(),
+                new_w[r * l.inputs + c].to_bits(),
+                "{what} {} transposed copy at ({r}, {c})",
+                l.weight.name
+            );
+        }
+    }
+}
+
+/// The MLP of `widths` in a new arena, initialised, with the optimizer (Adagrad from
+/// [`adagrad_states`] where `adagrad_eps` is given, else SGD) and the states.
+fn setup(
+    gpu: &ttrec::gpu::Gpu,
+    widths: &[usize],
+    relu_last: bool,
+    adagrad_eps: Option<f32>,
+    lr: f32,
+) -> (Mlp, ParamArena, States) {
+    let mut layout = ArenaLayout::default();
+    let mlp = Mlp::declare(&mut layout, "bot_l", widths, relu_last).unwrap();
+    let optimizer = match adagrad_eps {
+        Some(eps) => Optimizer::Adagrad { lr, eps },
+        None => Optimizer::Sgd { lr },
+    };
+    let mut arena = ParamArena::new(gpu, layout, optimizer).unwrap();
+    mlp.init(&mut arena, 3).unwrap();
+    let states = adagrad_states(&mlp);
+    if adagrad_eps.is_some() {
+        for (l, (sw, sb)) in mlp.layers.iter().zip(&states) {
+            arena.set_state(&l.weight.name, sw).unwrap();
+            arena.set_state(&l.bias.name, sb).unwrap();
+        }
+    }
+    (mlp, arena, states)
+}
+
+/// The forward's output `y` (`batch` rows of `out_p`, `width` logical) against the twin's, and
+/// its padding zero.
+fn check_output(what: &str, y: &[f32], want: &[f64], batch: usize, out_p: usize, width: usize) {
+    let y_logical: Vec<f32> = (0..batch)
+        .flat_map(|b| y[b * out_p..b * out_p + width].to_vec())
+        .collect();
+    assert_close(&format!("{what} output"), &y_logical, want, 1e-5, 1e-6);
+    for b in 0..batch {
+        assert!(
+            y[b * out_p + width..(b + 1) * out_p]
+                .iter()
+                .all(|&v| v == 0.0),
+            "output padding"
+        );
+    }
+}
+
+/// One forward, backward and update (SGD, or Adagrad from a non-zero state) against the twin.
+fn check_with(variant: GemmVariant, relu_last: bool, adagrad: bool) {
     let gpu = gpu();
     let widths = [13usize, 24, 10, 1];
     let batch = 11;
     let lr = 0.25f32;
-    let mut layout = ArenaLayout::default();
-    let mlp = Mlp::declare(&mut layout, "bot_l", &widths, relu_last).unwrap();
-    let mut arena = ParamArena::new(&gpu, layout, Optimizer::Sgd { lr }).unwrap();
-    mlp.init(&mut arena, 3).unwrap();
+    let eps = 1e-3f32;
+    let (mlp, arena, states) = setup(&gpu, &widths, relu_last, adagrad.then_some(eps), lr);
     let mut r = rng(4);
     let (in_p, out_p) = (mlp.input_stride(), mlp.output_stride());
     let x = values(&mut r, batch * widths[0]);
@@ -59,7 +169,6 @@ fn check(variant: GemmVariant, relu_last: bool) {
     let dx_buf = gpu.storage_from("dx", &vec![POISON; batch * in_p]);
     let dxt_buf = gpu.storage_from("dx^T", &vec![POISON; in_p * bp]);
     let mut g = GraphBuilder::new(&gpu);
-    arena.record_transposes(&mut g, "mlp").unwrap();
     let acts = mlp
         .record_forward(
             &mut g,
@@ -109,24 +218,7 @@ fn check(variant: GemmVariant, relu_last: bool) {
     }
     let what = format!("{variant:?} relu_last {relu_last}");
     let y = gpu.read_f32(&y_buf, 0, batch * out_p).unwrap();
-    let y_logical: Vec<f32> = (0..batch)
-        .flat_map(|b| y[b * out_p..b * out_p + widths[3]].to_vec())
-        .collect();
-    assert_close(
-        &format!("{what} output"),
-        &y_logical,
-        &acts64[3],
-        1e-5,
-        1e-6,
-    );
-    for b in 0..batch {
-        assert!(
-            y[b * out_p + widths[3]..(b + 1) * out_p]
-                .iter()
-                .all(|&v| v == 0.0),
-            "output padding"
-        );
-    }
+    check_output(&what, &y, &acts64[3], batch, out_p, widths[3]);
     let mut grad = to_f64(&dz);
     for i in (0..mlp.layers.len()).rev() {
         let l = &mlp.layers[i];
@@ -154,14 +246,13 @@ fn check(variant: GemmVariant, relu_last: bool) {
             1e-5,
             1e-6,
         );
-        let want_w = twin::sgd(&to_f64(&params[i].0), &dw, lr as f64);
-        assert_close(
-            &format!("{what} {} updated", l.weight.name),
-            &arena.get(&l.weight.name).unwrap(),
-            &want_w,
-            1e-5,
-            1e-6,
-        );
+        let update = Update {
+            adagrad,
+            lr,
+            eps,
+            state: &states[i],
+        };
+        check_update(&arena, l, &params[i], (&dw, &db), &update, &what);
         grad = dx;
     }
     let dx = gpu.read_f32(&dx_buf, 0, batch * in_p).unwrap();
@@ -186,6 +277,13 @@ fn mlp_registers_matches_twin() {
 #[test]
 fn mlp_tiled_matches_twin() {
     check(GemmVariant::Tiled, false);
+}
+
+/// The GPU class's products with Adagrad: the arena update's Adagrad path and the transposed
+/// copies it writes.
+#[test]
+fn mlp_split_adagrad_matches_twin() {
+    check_with(GemmVariant::Split, true, true);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use crate::data::SyntheticCriteo;
 use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterClass, Gpu};
+use crate::graph::NodeCount;
 
 /// One measurement's setup.
 #[derive(Clone, Debug)]
@@ -56,7 +57,7 @@ pub struct DlrmBenchResult {
     /// Per-node GPU times of one step (label, microseconds), when profiled.
     pub profile: Vec<(String, f64)>,
     /// Per node of the step's plan, its structure (when profiled; the same order as `profile`).
-    pub counts: Vec<crate::graph::NodeCount>,
+    pub counts: Vec<NodeCount>,
 }
 
 /// Blocks the back-to-back throughput is measured in (for its spread).
@@ -100,6 +101,11 @@ impl DlrmBenchResult {
         });
         if let serde_json::Value::Object(m) = rest {
             obj.extend(m);
+        }
+        if !self.counts.is_empty() {
+            let sum = StepCounts::of(&self.counts);
+            obj.insert("commands".into(), sum.commands.into());
+            obj.insert("dispatches".into(), sum.dispatches.into());
         }
         serde_json::Value::Object(obj)
     }
@@ -266,5 +272,334 @@ pub fn node_part(label: &str) -> &'static str {
         "MLP update"
     } else {
         "other"
+    }
+}
+
+/// A GPU as the counts see it ([`step_by_counts`]): peak rates from its data sheet and a fixed
+/// cost per command, both assumptions, printed with every report. Nothing here is measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceModel {
+    pub name: &'static str,
+    /// Compute units (SMs, GPU cores): a node with fewer workgroups fills only that many.
+    pub units: u32,
+    /// fp32 FLOP/s.
+    pub flops: f64,
+    /// Memory bytes/s.
+    pub bytes: f64,
+    /// Clock (Hz), for the serial chain's latency.
+    pub clock_hz: f64,
+    /// Microseconds every command (dispatch, clear, copy) costs on top of its work: launch and
+    /// the barrier before the next.
+    pub command_us: f64,
+}
+
+/// NVIDIA H100 SXM: 132 SMs, 67 TFLOP/s fp32, 3.35 TB/s, 1.98 GHz boost.
+pub const H100: DeviceModel = DeviceModel {
+    name: "H100",
+    units: 132,
+    flops: 67e12,
+    bytes: 3.35e12,
+    clock_hz: 1.98e9,
+    command_us: 3.0,
+};
+
+/// An Apple M2-class laptop GPU: 10 cores, 3.6 TFLOP/s fp32, 100 GB/s, 1.4 GHz.
+pub const M2: DeviceModel = DeviceModel {
+    name: "M2",
+    units: 10,
+    flops: 3.6e12,
+    bytes: 100e9,
+    clock_hz: 1.4e9,
+    command_us: 5.0,
+};
+
+/// Cycles of one dependent multiply-add in a serial chain (fp32 FMA latency).
+pub const FMA_LATENCY_CYCLES: f64 = 4.0;
+
+impl DeviceModel {
+    /// The time node `c` implies, in microseconds, by its counts: the longest of its FLOPs at
+    /// peak, its bytes at full bandwidth (both scaled by the share of the compute units its
+    /// workgroups fill) and its serial chain at [`FMA_LATENCY_CYCLES`] a step, plus
+    /// [`DeviceModel::command_us`]. None where the launcher counted nothing (no cost function
+    /// yet, or a transfer).
+    pub fn node_us(&self, c: &NodeCount) -> Option<f64> {
+        let cost = c.cost?;
+        let fill = (c.workgroups as f64 / self.units as f64).clamp(1.0 / self.units as f64, 1.0);
+        let compute = cost.flops / (self.flops * fill);
+        let memory = cost.bytes / (self.bytes * fill);
+        let serial = cost.serial as f64 * FMA_LATENCY_CYCLES / self.clock_hz;
+        Some(compute.max(memory).max(serial) * 1e6 + self.command_us)
+    }
+
+    /// One line saying what the model assumes.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: {} units, {} TFLOP/s, {} GB/s, {:.2} GHz, {} us per command",
+            self.name,
+            self.units,
+            self.flops / 1e12,
+            self.bytes / 1e9,
+            self.clock_hz / 1e9,
+            self.command_us
+        )
+    }
+}
+
+/// A step's implied time on one device model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepEstimate {
+    pub device: &'static str,
+    /// Per node: its time (None: no cost, counted at the command cost only).
+    pub node_us: Vec<Option<f64>>,
+    pub step_us: f64,
+    pub samples_per_s: f64,
+}
+
+/// A step's structure summed: commands, dispatches, nodes without a cost, FLOPs and bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepCounts {
+    pub commands: usize,
+    pub dispatches: usize,
+    pub uncosted: usize,
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl StepCounts {
+    pub fn of(counts: &[NodeCount]) -> Self {
+        let costs = counts.iter().filter_map(|c| c.cost);
+        StepCounts {
+            commands: counts.len(),
+            dispatches: counts.iter().filter(|c| c.kernel.is_some()).count(),
+            uncosted: counts.iter().filter(|c| c.cost.is_none()).count(),
+            flops: costs.clone().map(|c| c.flops).sum(),
+            bytes: costs.map(|c| c.bytes).sum(),
+        }
+    }
+}
+
+/// The time a step of `batch` samples with nodes `counts` implies on `device`, by the counts
+/// (NOT measured): each node's [`DeviceModel::node_us`], nodes without a cost at the command
+/// cost alone (so the total is a lower bound where nodes lack one).
+pub fn step_by_counts(device: &DeviceModel, counts: &[NodeCount], batch: usize) -> StepEstimate {
+    let node_us: Vec<Option<f64>> = counts.iter().map(|c| device.node_us(c)).collect();
+    let step_us: f64 = node_us.iter().map(|t| t.unwrap_or(device.command_us)).sum();
+    StepEstimate {
+        device: device.name,
+        node_us,
+        step_us,
+        samples_per_s: batch as f64 / (step_us * 1e-6),
+    }
+}
+
+/// The devices of the counts report.
+pub const COUNT_DEVICES: [DeviceModel; 2] = [H100, M2];
+
+/// The report of `ttrec bench dlrm --counts` for one step's `counts`: a node table (or one
+/// `bench_dlrm_count` record per node) and the step's totals (`bench_dlrm_counts`), each time
+/// labelled as implied by the counts.
+pub fn counts_report(
+    counts: &[NodeCount],
+    variant: &str,
+    batch: usize,
+    kernels: &str,
+    json: bool,
+) -> Vec<String> {
+    let est: Vec<StepEstimate> = COUNT_DEVICES
+        .iter()
+        .map(|d| step_by_counts(d, counts, batch))
+        .collect();
+    let sum = StepCounts::of(counts);
+    let time = |t: Option<f64>| t.map_or("no cost".to_string(), |t| format!("{t:.1}"));
+    let mut lines = Vec::new();
+    if !json {
+        lines.push(format!(
+            "{variant} batch {batch}, {kernels} kernels: by the counts, NOT measured"
+        ));
+        lines.push(format!(
+            "  {:<52} {:<22} {:>7} {:>6} {:>9} {:>8} {:>9} {:>9}",
+            "node", "kernel", "wgs", "serial", "MFLOP", "MB", "H100 us", "M2 us"
+        ));
+    }
+    for (i, c) in counts.iter().enumerate() {
+        let (h100, m2) = (est[0].node_us[i], est[1].node_us[i]);
+        if json {
+            lines.push(
+                serde_json::json!({
+                    "type": "bench_dlrm_count", "variant": variant, "batch": batch,
+                    "kernels": kernels, "node": c.label, "kernel": c.kernel,
+                    "workgroups": c.workgroups, "invocations": c.invocations,
+                    "serial": c.cost.map(|k| k.serial), "flops": c.cost.map(|k| k.flops),
+                    "bytes": c.cost.map(|k| k.bytes), "h100_us": h100, "m2_us": m2,
+                })
+                .to_string(),
+            );
+            continue;
+        }
+        let num =
+            |f: Option<f64>, scale: f64| f.map_or("-".into(), |x| format!("{:.3}", x / scale));
+        lines.push(format!(
+            "  {:<52} {:<22} {:>7} {:>6} {:>9} {:>8} {:>9} {:>9}",
+            c.label,
+            c.kernel.unwrap_or("(transfer)"),
+            c.workgroups,
+            c.cost.map_or("-".into(), |k| k.serial.to_string()),
+            num(c.cost.map(|k| k.flops), 1e6),
+            num(c.cost.map(|k| k.bytes), 1e6),
+            time(h100),
+            time(m2),
+        ));
+    }
+    if json {
+        let mut rec = serde_json::json!({
+            "type": "bench_dlrm_counts", "variant": variant, "batch": batch, "kernels": kernels,
+            "measured": false, "commands": sum.commands, "dispatches": sum.dispatches,
+            "uncosted": sum.uncosted, "flops": sum.flops, "bytes": sum.bytes,
+        });
+        for (d, e) in COUNT_DEVICES.iter().zip(&est) {
+            let key = d.name.to_lowercase();
+            rec[format!("{key}_step_us")] = e.step_us.into();
+            rec[format!("{key}_samples_per_s")] = e.samples_per_s.into();
+            rec[format!("{key}_model")] = d.describe().into();
+        }
+        lines.push(rec.to_string());
+    } else {
+        lines.push(format!(
+            "  step: {} commands ({} dispatches, {} without a cost), {:.1} MFLOP, {:.1} MB",
+            sum.commands,
+            sum.dispatches,
+            sum.uncosted,
+            sum.flops / 1e6,
+            sum.bytes / 1e6
+        ));
+        for e in &est {
+            lines.push(format!(
+                "  implied on {}: {:.1} us a step, {:.0} samples/s (NOT measured)",
+                e.device, e.step_us, e.samples_per_s
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Cost;
+
+    fn node(label: &str, workgroups: u64, cost: Option<Cost>) -> NodeCount {
+        NodeCount {
+            label: label.into(),
+            kernel: Some("k"),
+            workgroups,
+            invocations: Some(workgroups * 64),
+            cost,
+        }
+    }
+
+    /// The model's three bounds and the command cost, by hand; a node without a cost costs its
+    /// command only and prints "no cost".
+    #[test]
+    fn counts_imply_times_by_hand() {
+        let full = node(
+            "compute",
+            264,
+            Some(Cost {
+                flops: 67e6,
+                bytes: 1e3,
+                serial: 1,
+            }),
+        );
+        // 67 MFLOP at 67 TFLOP/s: 1 us, plus 3 us.
+        assert!((H100.node_us(&full).unwrap() - 4.0).abs() < 1e-9);
+        let memory = node(
+            "memory",
+            1000,
+            Some(Cost {
+                flops: 1.0,
+                bytes: 100e6,
+                serial: 1,
+            }),
+        );
+        // 100 MB at 100 GB/s: 1,000 us, plus 5 us.
+        assert!((M2.node_us(&memory).unwrap() - 1005.0).abs() < 1e-9);
+        // One workgroup of 132 SMs: the same FLOPs take 132 times as long.
+        let narrow = NodeCount {
+            workgroups: 1,
+            ..full.clone()
+        };
+        assert!((H100.node_us(&narrow).unwrap() - (132.0 + 3.0)).abs() < 1e-6);
+        let chain = node(
+            "chain",
+            1000,
+            Some(Cost {
+                flops: 1.0,
+                bytes: 1.0,
+                serial: 1_980_000,
+            }),
+        );
+        // 1.98 M dependent steps of 4 cycles at 1.98 GHz: 4,000 us.
+        assert!((H100.node_us(&chain).unwrap() - 4003.0).abs() < 1e-6);
+        let unknown = node("routing", 2, None);
+        assert_eq!(H100.node_us(&unknown), None);
+        let counts = vec![full, memory, unknown];
+        let e = step_by_counts(&H100, &counts, 1000);
+        let want = 4.0 + (100e6 / 3.35e12 * 1e6 + 3.0) + 3.0;
+        assert!((e.step_us - want).abs() < 1e-9, "{e:?}");
+        assert!((e.samples_per_s - 1000.0 / (want * 1e-6)).abs() < 1e-3);
+        let text = counts_report(&counts, "tt", 1000, "gpu", false);
+        assert!(text[0].contains("NOT measured"));
+        assert!(text
+            .iter()
+            .any(|l| l.contains("routing") && l.contains("no cost")));
+        assert!(text
+            .iter()
+            .any(|l| l.contains("3 commands (3 dispatches, 1 without a cost)")));
+        let json = counts_report(&counts, "tt", 1000, "gpu", true);
+        assert_eq!(json.len(), 4);
+        let total: serde_json::Value = serde_json::from_str(&json[3]).unwrap();
+        assert_eq!(total["type"], "bench_dlrm_counts");
+        assert_eq!(total["measured"], false);
+        assert_eq!(total["uncosted"], 1);
+        assert!((total["h100_step_us"].as_f64().unwrap() - want).abs() < 1e-9);
+        let routing: serde_json::Value = serde_json::from_str(&json[2]).unwrap();
+        assert!(routing["h100_us"].is_null());
+    }
+
+    /// The report of a real step's plan (built, not run; GPU class, tiny tables): a row per
+    /// node, the products with their implied times, and no transposes left in the step.
+    #[test]
+    fn a_step_plan_reports_by_the_counts() {
+        let gpu = Gpu::new().expect("an adapter (lavapipe works)");
+        let cfg = DlrmBenchConfig {
+            variant: "tt".into(),
+            batch: 64,
+            scale: 0.001,
+            rank: 4,
+        };
+        let mut model = bench_model(&gpu, &cfg, None, crate::gpu::KernelClass::Gpu).unwrap();
+        let counts = model.train_counts(64).unwrap();
+        let json = counts_report(&counts, "tt", 64, "gpu", true);
+        assert_eq!(json.len(), counts.len() + 1);
+        let recs: Vec<serde_json::Value> = json
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let products: Vec<&serde_json::Value> = recs
+            .iter()
+            .filter(|r| r["kernel"].as_str().is_some_and(|k| k.starts_with("gemm")))
+            .collect();
+        assert!(products.len() >= 18, "{} products", products.len());
+        for p in &products {
+            assert!(p["h100_us"].as_f64().unwrap() >= H100.command_us, "{p}");
+            assert!(p["m2_us"].as_f64().unwrap() >= M2.command_us, "{p}");
+        }
+        assert!(!recs.iter().any(|r| r["kernel"] == "transpose"));
+        assert!(recs.iter().any(|r| r["kernel"] == "optim_arena"));
+        let total = recs.last().unwrap();
+        assert_eq!(total["commands"], counts.len());
+        assert!(total["h100_samples_per_s"].as_f64().unwrap() > 0.0);
+        let text = counts_report(&counts, "tt", 64, "gpu", false);
+        assert_eq!(text.len(), counts.len() + 2 + 1 + COUNT_DEVICES.len());
     }
 }

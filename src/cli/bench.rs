@@ -8,7 +8,8 @@ use serde_json::json;
 
 use ttrec::bench::cache::run_cache;
 use ttrec::bench::dlrm::{
-    bench_model, default_scale, node_part, run_dlrm, DlrmBenchConfig, DlrmBenchResult,
+    bench_model, counts_report, default_scale, node_part, run_dlrm, DlrmBenchConfig,
+    DlrmBenchResult, StepCounts, COUNT_DEVICES, FMA_LATENCY_CYCLES,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
 use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu, KernelClass};
@@ -203,10 +204,59 @@ pub struct BenchDlrmArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
     pub kernels: KernelClass,
+    /// Run nothing: build each step's plan and print per node its kernel, workgroups, serial
+    /// chain, FLOPs, bytes and the time they imply on an H100 and an M2-class GPU, and the
+    /// step's implied samples/s (by the counts, NOT measured).
+    #[arg(long)]
+    pub counts: bool,
+}
+
+/// The product variant `--gemm` names (None: the kernel class's).
+fn gemm_flag(a: &BenchDlrmArgs) -> Option<GemmVariant> {
+    a.gemm.as_deref().map(|g| match g {
+        "registers" => GemmVariant::Registers,
+        "split" => GemmVariant::Split,
+        _ => GemmVariant::Tiled,
+    })
+}
+
+/// `ttrec bench dlrm --counts`: the structural report of each (variant, batch) step.
+fn bench_dlrm_counts(a: &BenchDlrmArgs, gpu: &Gpu) -> anyhow::Result<()> {
+    if !a.run.json {
+        println!("adapter: {} (plans built, nothing run)", gpu.adapter_name());
+        for d in COUNT_DEVICES {
+            println!("model {}", d.describe());
+        }
+        println!("node time = max(FLOPs at peak, bytes at bandwidth, serial x {FMA_LATENCY_CYCLES} cycles) + command cost; peak and bandwidth scaled by min(1, workgroups / units)");
+    }
+    let kernels = a.kernels.resolve(gpu);
+    for variant in &a.variant {
+        let cfg = |batch| DlrmBenchConfig {
+            variant: variant.clone(),
+            batch,
+            scale: a.scale.unwrap_or_else(|| default_scale(gpu, variant)),
+            rank: a.rank,
+        };
+        let mut model = bench_model(gpu, &cfg(a.batch[0]), gemm_flag(a), a.kernels)
+            .with_context(|| format!("dlrm {variant} model"))?;
+        for &batch in &a.batch {
+            let counts = model
+                .train_counts(batch)
+                .with_context(|| format!("dlrm {variant} batch {batch} plan"))?;
+            let class = format!("{kernels:?}").to_lowercase();
+            for l in counts_report(&counts, variant, batch, &class, a.run.json) {
+                println!("{l}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
     let gpu = a.run.gpu()?;
+    if a.counts {
+        return bench_dlrm_counts(&a, &gpu);
+    }
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
         println!(
@@ -236,13 +286,8 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             progress.set_message(format!("{variant} batch {batch}"));
             progress.set(done);
             if model.is_none() {
-                let gemm = a.gemm.as_deref().map(|g| match g {
-                    "registers" => GemmVariant::Registers,
-                    "split" => GemmVariant::Split,
-                    _ => GemmVariant::Tiled,
-                });
                 model = Some(
-                    bench_model(&gpu, &cfg, gemm, a.kernels)
+                    bench_model(&gpu, &cfg, gemm_flag(&a), a.kernels)
                         .with_context(|| format!("dlrm {variant} model"))?,
                 );
             }
@@ -324,6 +369,13 @@ fn dlrm_profile_lines(r: &DlrmBenchResult, variant: &str, batch: usize, json: bo
         }
     }
     let total: f64 = parts.iter().map(|p| p.1).sum();
+    if !json && !r.counts.is_empty() {
+        let sum = StepCounts::of(&r.counts);
+        lines.push(format!(
+            "    step: {} commands ({} dispatches)",
+            sum.commands, sum.dispatches
+        ));
+    }
     for (p, us, n) in &parts {
         let flops = r
             .flops_per_sample

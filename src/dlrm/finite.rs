@@ -30,13 +30,20 @@ pub(super) fn region_names(tt: &[&TtParams], dense: Option<&DenseBagGroup>) -> V
     names
 }
 
+/// The code of the MLPs' parameters (the first region), for the check fused into their update
+/// ([`crate::nn::ParamArena::record_update_checked`]).
+pub(super) fn mlp_code(tt: &[&TtParams], dense: Option<&DenseBagGroup>) -> u32 {
+    region_names(tt, dense).len() as u32
+}
+
 /// The region with `code`, if any (0: none).
 pub(super) fn region_of(code: u32, names: &[String]) -> Option<String> {
     let i = (names.len() as u32).checked_sub(code)?;
     names.get(i as usize).cloned().filter(|_| code > 0)
 }
 
-/// Records every check into `g`: `step` is the plan's step uniform, `stats` the ring.
+/// Records every check into `g`: `step` is the plan's step uniform, `stats` the ring. The MLPs'
+/// parameters are skipped when `mlp_checked` (their update checked them, one pass fewer).
 pub(super) fn record_checks(
     g: &mut GraphBuilder,
     step: &Buf,
@@ -44,6 +51,7 @@ pub(super) fn record_checks(
     arena: &ParamArena,
     tt: &[&TtParams],
     dense: Option<(&DenseBagGroup, &DenseBagLookups)>,
+    mlp_checked: bool,
 ) -> Result<()> {
     let regions = region_names(tt, dense.map(|(group, _)| group)).len() as u32;
     let mut code = regions;
@@ -70,7 +78,9 @@ pub(super) fn record_checks(
             stats.clone(),
         )
     };
-    span(g, "finite mlp".into(), arena.params_buffer(), code)?;
+    if !mlp_checked {
+        span(g, "finite mlp".into(), arena.params_buffer(), code)?;
+    }
     code -= 1;
     for (gi, params) in tt.iter().enumerate() {
         for k in 0..params.shape().d() {

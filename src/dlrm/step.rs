@@ -3,7 +3,7 @@
 //! the intermediate T and R for tracing). Each plan is built from a [`Net`] and kept by
 //! `Dlrm` in a [`crate::graph::PlanCache`] per batch size.
 
-use crate::dlrm::finite::record_checks;
+use crate::dlrm::finite::{mlp_code, record_checks};
 use crate::dlrm::inputs::{declare, BatchInputs};
 use crate::dlrm::net::Net;
 use crate::error::Result;
@@ -12,6 +12,7 @@ use crate::kernels::interaction::{
     record_interaction_bwd, record_interaction_fwd, InteractionShape,
 };
 use crate::kernels::loss::{record_bce, record_probabilities};
+use crate::kernels::optim::FiniteFlag;
 use crate::kernels::MatrixAt;
 use crate::nn::mlp::pad4;
 use crate::nn::{act_transient, Act, MlpActivations};
@@ -60,7 +61,6 @@ fn record_forward(net: &Net, g: &mut GraphBuilder, inputs: &BatchInputs) -> Resu
     let r = act_transient(g, "R (interaction)", b, ldr);
     let ldz = net.top.output_stride();
     let logits = g.transient("logits", (b * ldz) as u64 * 4);
-    net.arena.record_transposes(g, "mlp")?;
     let in_p = net.bottom.input_stride();
     let bottom = net.bottom.record_forward(
         g,
@@ -195,17 +195,27 @@ pub(super) fn build_train_plan(net: &Net, stats: &wgpu::Buffer, batch: usize) ->
     for ((grp, lk), saved) in net.tt.iter().zip(&inputs.tt).zip(fw.saved) {
         lk.record_backward(&mut g, &grp.params, &dt, Some(saved), true)?;
     }
-    net.arena.record_update(&mut g, "mlp")?;
-    // Every parameter checked finite after the update, into the step's stats slot.
+    // Every parameter checked finite after the update, into the step's stats slot; the MLPs'
+    // by their update itself.
     let tt: Vec<&TtParams> = net.tt.iter().map(|grp| &grp.params).collect();
     let dense = net.dense.as_ref().zip(inputs.dense.as_ref());
+    let step = inputs.step.clone().expect("train inputs");
+    let check = FiniteFlag {
+        step: step.clone(),
+        stats: Buf::from(stats),
+        code: mlp_code(&tt, dense.map(|(group, _)| group)),
+    };
+    let mlp_checked = net
+        .arena
+        .record_update_checked(&mut g, "mlp", Some(check))?;
     record_checks(
         &mut g,
-        inputs.step.as_ref().expect("train inputs"),
+        &step,
         &Buf::from(stats),
         &net.arena,
         &tt,
         dense,
+        mlp_checked,
     )?;
     let plan = g.build()?;
     let input = plan.new_input();

@@ -1,5 +1,6 @@
-//! Launcher of `shaders/matmul.wgsl`: the MLPs' matrix products C = A^T B with fused epilogues,
-//! and the transposes that give every product that form.
+//! Launcher of `shaders/matmul.wgsl`: the MLPs' matrix products C = A^T B with fused epilogues.
+//! The weights' transposed copies the forward reads are written by the MLPs' update
+//! (`crate::nn::ParamArena`), so no step transposes.
 
 use crate::error::{Error, Result};
 use crate::gpu::shaders::Kernel;
@@ -17,10 +18,11 @@ pub enum GemmVariant {
     /// 64 x 64 tiles through workgroup memory: kept for GPUs where it may win (slower on the H100
     /// so far).
     Tiled,
-    /// The GPU class's products: 64 x 64 tiles through workgroup memory as vec4s, a 4 x 4
-    /// register block per invocation, and split-K where the output tiles are too few to fill a
-    /// GPU or K is long ([`k_split`]): partial sums to scratch, added in a fixed order by a
-    /// combine kernel (bitwise deterministic, no atomics).
+    /// The GPU class's products: 64 x 64 tiles through workgroup memory as vec4s (loaded as
+    /// vec4s where the operands are aligned), a 4 x 4 register block per invocation, and split-K
+    /// where the output tiles are too few to fill a GPU or K is long ([`k_split`]): partial sums
+    /// to scratch, added in a fixed order by a combine kernel (bitwise deterministic, no
+    /// atomics). Short-K products with few tiles ([`is_thin`]) run `gemm_thin` instead.
     Split,
 }
 
@@ -300,45 +302,6 @@ pub fn record_weight_grad(
     Ok(())
 }
 
-/// Adds out = input^T for a `rows x cols` matrix (dimensions, strides and offsets multiples
-/// of 4).
-pub fn record_transpose(
-    g: &mut GraphBuilder,
-    label: impl Into<String>,
-    rows: usize,
-    cols: usize,
-    input: &MatrixAt,
-    output: &MatrixAt,
-) -> Result<()> {
-    if !(quad(rows) && quad(cols) && aligned(input) && aligned(output)) {
-        return Err(Error::shape(
-            None,
-            format!("transpose of {rows} x {cols} needs dimensions, strides and offsets in multiples of 4"),
-        ));
-    }
-    launch(
-        g,
-        label,
-        Kernel::Transpose,
-        &[
-            ("ROWS", rows as f64),
-            ("COLS", cols as f64),
-            ("IN_LD", input.stride as f64),
-            ("OUT_LD", output.stride as f64),
-            ("IN_OFF", input.offset as f64),
-            ("OUT_OFF", output.offset as f64),
-        ],
-        named![input = input.buf.clone(), output = output.buf.clone()],
-        (rows * cols / 16) as u64,
-    )?;
-    g.set_cost(Cost {
-        flops: 0.0,
-        bytes: 8.0 * (rows * cols) as f64,
-        serial: 1,
-    });
-    Ok(())
-}
-
 /// Bytes the forward epilogue moves: C and/or C^T written, the mask and the bias read.
 fn forward_out_bytes(p: &Gemm) -> f64 {
     let mn = (p.m * p.n) as f64;
@@ -351,6 +314,7 @@ fn forward_out_bytes(p: &Gemm) -> f64 {
 fn note_product(g: &mut GraphBuilder, l: &Launch, [m, n, k]: [usize; 3], serial: usize, out: f64) {
     let invocations = match l.kernel {
         Kernel::GemmTn | Kernel::GemmTnWgrad => (m.div_ceil(l.tm) * (n / (4 * l.tn))) as u64,
+        Kernel::GemmThin => (m * n) as u64,
         _ => l.groups.iter().map(|&x| x as u64).product::<u64>() * 256,
     };
     if let Some(meta) = g.last_meta() {
@@ -370,6 +334,12 @@ pub const GPU_MIN_WORKGROUPS: usize = 256;
 pub const GPU_MAX_SERIAL: usize = 512;
 /// Products under this many FLOPs are split only to bound the serial chain.
 pub const GPU_FILL_FLOPS: f64 = 1e6;
+/// Shortest K range worth a part of its own: a part shorter than this costs its combine more
+/// than it saves (a thin K of 4 is never cut in 2).
+pub const GPU_MIN_PART: usize = 8;
+/// Forward and input-gradient products with K at most this and too few 64 x 64 tiles to fill
+/// the GPU run [`Kernel::GemmThin`]: one output per invocation, no split, no combine.
+pub const GPU_THIN_K: usize = 64;
 /// The GPU kernels' output tile (64 x 64).
 const GPU_TILE: usize = 64;
 
@@ -381,12 +351,13 @@ pub struct KSplit {
 }
 
 /// The split of an `m x n x k` product: enough parts that its tiles times parts reach
-/// [`GPU_MIN_WORKGROUPS`] (products over [`GPU_FILL_FLOPS`]) and no part is longer than
-/// [`GPU_MAX_SERIAL`]; one part where neither asks for more. Chosen once, when the plan is built.
+/// [`GPU_MIN_WORKGROUPS`] (products over [`GPU_FILL_FLOPS`]), but no part shorter than
+/// [`GPU_MIN_PART`], and no part longer than [`GPU_MAX_SERIAL`]; one part where neither asks
+/// for more. Chosen once, when the plan is built.
 pub fn k_split(m: usize, n: usize, k: usize) -> KSplit {
     let tiles = m.div_ceil(GPU_TILE) * n.div_ceil(GPU_TILE);
     let fill = if 2.0 * (m * n * k) as f64 > GPU_FILL_FLOPS {
-        GPU_MIN_WORKGROUPS.div_ceil(tiles)
+        GPU_MIN_WORKGROUPS.div_ceil(tiles).min(k / GPU_MIN_PART)
     } else {
         1
     };
@@ -396,6 +367,20 @@ pub fn k_split(m: usize, n: usize, k: usize) -> KSplit {
         parts: k.div_ceil(kc),
         kc,
     }
+}
+
+/// Whether a GPU-class forward or input-gradient product runs [`Kernel::GemmThin`]: K at most
+/// [`GPU_THIN_K`] and fewer output tiles than [`GPU_MIN_WORKGROUPS`] (with more, the tiles
+/// fill the GPU unsplit).
+pub fn is_thin(m: usize, n: usize, k: usize) -> bool {
+    k <= GPU_THIN_K && m.div_ceil(GPU_TILE) * n.div_ceil(GPU_TILE) < GPU_MIN_WORKGROUPS
+}
+
+/// Whether `gemm_gpu` and `gemm_gpu_wgrad` can load `a` and `b` as vec4s (else their `_any`
+/// twins load scalars): strides and offsets multiples
+/// of 4 and rows at least pad4(M) and pad4(N) long.
+fn fits_v4(m: usize, n: usize, a: &MatrixAt, b: &MatrixAt) -> bool {
+    aligned(a) && aligned(b) && a.stride >= m.div_ceil(4) * 4 && b.stride >= n.div_ceil(4) * 4
 }
 
 /// The grid of a GPU-class product: output tiles in x (n) and y (m), parts in z.
@@ -452,8 +437,20 @@ fn split_constants(s: KSplit, split: bool) -> [(&'static str, f64); 3] {
 /// [`record_gemm`] with [`GemmVariant::Split`]: `gemm_gpu` with the epilogue in one part, or
 /// `gemm_gpu` into scratch and `gemm_combine`.
 fn record_gemm_split(g: &mut GraphBuilder, label: String, p: &Gemm) -> Result<()> {
-    let s = k_split(p.m, p.n, p.k);
+    let thin = is_thin(p.m, p.n, p.k);
+    let s = if thin {
+        KSplit { parts: 1, kc: p.k }
+    } else {
+        k_split(p.m, p.n, p.k)
+    };
     let grid = split_grid(g, p.m, p.n, s)?;
+    let kernel = if thin {
+        Kernel::GemmThin
+    } else if fits_v4(p.m, p.n, &p.a, &p.b) {
+        Kernel::GemmGpu
+    } else {
+        Kernel::GemmGpuAny
+    };
     let ro = Buf::from(g.gpu().placeholder());
     let rw = Buf::from(g.gpu().placeholder_rw());
     let none = |buf: &Buf| MatrixAt::dense(buf.clone(), 4);
@@ -468,7 +465,7 @@ fn record_gemm_split(g: &mut GraphBuilder, label: String, p: &Gemm) -> Result<()
         .clone()
         .map_or(c.clone(), |b| MatrixAt::dense(b, p.n));
     let tiles = Launch {
-        kernel: Kernel::GemmGpu,
+        kernel,
         groups: grid,
         tm: 4,
         tn: 1,
@@ -496,21 +493,21 @@ fn record_gemm_split(g: &mut GraphBuilder, label: String, p: &Gemm) -> Result<()
     } else {
         (bias.clone(), mask.buf.clone(), ct.buf.clone())
     };
-    launch_grid(
-        g,
-        format!("{label} (gemm_gpu)"),
-        Kernel::GemmGpu,
-        &constants,
-        named![
-            a = p.a.buf.clone(),
-            b = p.b.buf.clone(),
-            c = tile_c.buf,
-            bias = tile_bias,
-            mask = tile_mask,
-            ct = tile_ct,
-        ],
-        grid,
-    )?;
+    let bindings = named![
+        a = p.a.buf.clone(),
+        b = p.b.buf.clone(),
+        c = tile_c.buf,
+        bias = tile_bias,
+        mask = tile_mask,
+        ct = tile_ct,
+    ];
+    let node = format!("{label} ({})", kernel.entry());
+    if thin {
+        launch(g, node, kernel, &constants, bindings, (p.m * p.n) as u64)?;
+        note_product(g, &tiles, [p.m, p.n, p.k], p.k, forward_out_bytes(p));
+        return Ok(());
+    }
+    launch_grid(g, node, kernel, &constants, bindings, grid)?;
     let Some(parts) = scratch else {
         note_split_product(g, grid, [p.m, p.n, p.k], s, forward_out_bytes(p));
         return Ok(());
@@ -551,8 +548,13 @@ fn record_weight_grad_split(g: &mut GraphBuilder, label: String, p: &WeightGrad)
     let tile_c = scratch
         .clone()
         .map_or(p.c.clone(), |b| MatrixAt::dense(b, p.n));
+    let kernel = if fits_v4(p.m, p.n, &p.a, &p.b) {
+        Kernel::GemmGpuWgrad
+    } else {
+        Kernel::GemmGpuWgradAny
+    };
     let tiles = Launch {
-        kernel: Kernel::GemmGpuWgrad,
+        kernel,
         groups: grid,
         tm: 4,
         tn: 1,
@@ -563,8 +565,8 @@ fn record_weight_grad_split(g: &mut GraphBuilder, label: String, p: &WeightGrad)
     let out = 4.0 * (p.m * p.n + p.bias_grad.as_ref().map_or(0, |_| p.m)) as f64;
     launch_grid(
         g,
-        format!("{label} (gemm_gpu_wgrad)"),
-        Kernel::GemmGpuWgrad,
+        format!("{label} ({})", kernel.entry()),
+        kernel,
         &constants,
         named![
             a = p.a.buf.clone(),

@@ -6,10 +6,10 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::matmul::{
-    record_gemm, record_transpose, record_weight_grad, Gemm, GemmVariant, WeightGrad,
+use crate::kernels::matmul::{record_gemm, record_weight_grad, Gemm, GemmVariant, WeightGrad};
+use crate::kernels::optim::{
+    arena_blocks, record_arena_update, ArenaSpan, ArenaUpdate, FiniteFlag, UpdateKind,
 };
-use crate::kernels::optim::{record_update, UpdateKind};
 use crate::kernels::MatrixAt;
 use crate::tt::init::Gauss;
 use crate::tt::Optimizer;
@@ -106,12 +106,16 @@ pub struct ParamArena {
     tensors: Vec<ArenaTensor>,
     len: usize,
     params: wgpu::Buffer,
-    /// Every weight transposed ([in, out] at the weight's offset), refreshed each step.
+    /// Every weight transposed ([in, out] at the weight's offset): written with the weights,
+    /// by [`ParamArena::set`] and by the update, so the step never transposes.
     params_t: wgpu::Buffer,
     grads: wgpu::Buffer,
     state: wgpu::Buffer,
     optimizer: Optimizer,
     opt_params: wgpu::Buffer,
+    /// The update's table of tensors ([`arena_blocks`]) and its block count.
+    blocks: wgpu::Buffer,
+    block_count: usize,
 }
 
 impl std::fmt::Debug for ParamArena {
@@ -138,6 +142,7 @@ impl ParamArena {
             ));
         }
         let adagrad = matches!(optimizer, Optimizer::Adagrad { .. });
+        let (table, block_count) = arena_blocks(&Self::spans(&layout.tensors));
         let a = ParamArena {
             gpu: gpu.clone(),
             len: layout.len,
@@ -148,9 +153,23 @@ impl ParamArena {
             tensors: layout.tensors,
             optimizer,
             opt_params: gpu.uniform("mlp opt", 16),
+            blocks: gpu.storage_from("mlp update blocks", &table),
+            block_count,
         };
         a.write_opt_params();
         Ok(a)
+    }
+
+    /// The tensors as the update sees them.
+    fn spans(tensors: &[ArenaTensor]) -> Vec<ArenaSpan> {
+        tensors
+            .iter()
+            .map(|t| ArenaSpan {
+                offset: t.offset,
+                stride: t.stride,
+                stored_rows: (!t.vector).then_some(t.stored_rows),
+            })
+            .collect()
     }
 
     fn write_opt_params(&self) {
@@ -236,10 +255,24 @@ impl ParamArena {
         self.gpu
             .queue()
             .write_buffer(buf, t.offset as u64 * 4, bytemuck::cast_slice(&stored));
+        if buf == &self.params && !t.vector {
+            // The weight's transposed copy: [stride, stored_rows] at the same offset.
+            let mut tr = vec![0f32; t.stored_len()];
+            for r in 0..t.stored_rows {
+                for c in 0..t.stride {
+                    tr[c * t.stored_rows + r] = stored[r * t.stride + c];
+                }
+            }
+            self.gpu.queue().write_buffer(
+                &self.params_t,
+                t.offset as u64 * 4,
+                bytemuck::cast_slice(&tr),
+            );
+        }
         Ok(())
     }
 
-    /// Replaces parameter `name` (logical layout).
+    /// Replaces parameter `name` (logical layout), and a weight's transposed copy with it.
     pub fn set(&mut self, name: &str, values: &[f32]) -> Result<()> {
         self.write(&self.params, name, values, "parameter")
     }
@@ -254,38 +287,68 @@ impl ParamArena {
         self.write(&self.state, name, values, "state")
     }
 
-    /// Adds the update of every parameter from its gradient: one dispatch.
+    /// Adds the update of every parameter from its gradient, each weight's transposed copy
+    /// written with it: one dispatch.
     pub fn record_update(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
+        self.record_update_checked(g, tag, None).map(|_| ())
+    }
+
+    /// [`ParamArena::record_update`] with the finiteness check of the new values fused into it
+    /// (`check`: where it reports). Returns whether an update (and so the check) was recorded:
+    /// false for [`Optimizer::None`], whose parameters the step does not change.
+    pub fn record_update_checked(
+        &self,
+        g: &mut GraphBuilder,
+        tag: &str,
+        check: Option<FiniteFlag>,
+    ) -> Result<bool> {
         let kind = match self.optimizer {
-            Optimizer::None => return Ok(()),
+            Optimizer::None => return Ok(false),
             Optimizer::Sgd { .. } => UpdateKind::Sgd,
             Optimizer::Adagrad { .. } => UpdateKind::Adagrad,
         };
-        record_update(
+        let stored = |m: bool| -> usize {
+            self.tensors
+                .iter()
+                .filter(|t| t.vector != m)
+                .map(|t| t.stored_len())
+                .sum()
+        };
+        record_arena_update(
             g,
             &format!("{tag} update"),
-            kind,
-            Buf::from(&self.opt_params),
-            Buf::from(&self.grads),
-            Buf::from(&self.params),
-            Buf::from(&self.state),
-            self.len,
-        )
+            &ArenaUpdate {
+                kind,
+                params: Buf::from(&self.opt_params),
+                grad: Buf::from(&self.grads),
+                weight: Buf::from(&self.params),
+                state: Buf::from(&self.state),
+                weight_t: Buf::from(&self.params_t),
+                tensors: Buf::from(&self.blocks),
+                tensor_count: self.tensors.len(),
+                blocks: self.block_count,
+                values: stored(true) + stored(false),
+                matrix_values: stored(true),
+                check,
+            },
+        )?;
+        Ok(true)
     }
 
-    /// Adds the refresh of every weight's transposed copy (the forward's right operand).
-    pub fn record_transposes(&self, g: &mut GraphBuilder, tag: &str) -> Result<()> {
-        for t in self.tensors.iter().filter(|t| !t.vector) {
-            record_transpose(
-                g,
-                format!("{tag} transpose {}", t.name),
-                t.stored_rows,
-                t.stride,
-                &self.at(&self.params, t),
-                &self.at_t(t),
-            )?;
-        }
-        Ok(())
+    /// The transposed copy of weight `name` (logical layout `[in, out]`), as the forward reads
+    /// it.
+    pub fn get_transposed(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        let stored = self
+            .gpu
+            .read_f32(&self.params_t, t.offset, t.stored_len())?;
+        Ok((0..t.cols)
+            .flat_map(|c| {
+                stored[c * t.stored_rows..c * t.stored_rows + t.rows]
+                    .iter()
+                    .copied()
+            })
+            .collect())
     }
 
     /// Where weight `t`'s transposed copy lives: [stride, stored_rows] at its offset.
@@ -441,8 +504,8 @@ impl Mlp {
 
     /// Adds the forward of `batch` samples of `input` (pad columns zero). Layer outputs go to
     /// transients; the last one's batch-major copy to `output` when given, and its
-    /// feature-major copy to `output_t` when given. Reads the weights' transposed copies
-    /// ([`ParamArena::record_transposes`] must run earlier in the step).
+    /// feature-major copy to `output_t` when given. Reads the weights' transposed copies (kept
+    /// by [`ParamArena::set`] and [`ParamArena::record_update`]).
     #[allow(clippy::too_many_arguments)]
     pub fn record_forward(
         &self,
