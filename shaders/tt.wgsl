@@ -195,6 +195,34 @@ fn fused_update(i: u32, g: f32) {
 @group(0) @binding(5) var<storage, read> cg_dp: array<f32>;
 @group(0) @binding(6) var<storage, read_write> cg_grad: array<f32>;
 
+// Lookup g's product P^T dP over core_grad's 4 x 4 tile (rows r0..r3, columns c), its QK
+// terms summed in order from zero: one vec4 of columns per row.
+fn core_grad_lookup(g: u32, r0: u32, r1: u32, r2: u32, r3: u32, c: vec4<u32>)
+    -> array<vec4<f32>, 4> {
+    let n = g - chunk.start;
+    var p_base = n * QK * RK;
+    if (P_MODE == 1u) {
+        p_base = cg_digits[g] * QK * RK;
+    }
+    let dp_base = n * QK * NK;
+    var one = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
+                                  vec4<f32>(0.0));
+    for (var a = 0u; a < QK; a = a + 1u) {
+        let d = dp_base + a * NK;
+        let dpv = vec4<f32>(cg_dp[d + c.x], cg_dp[d + c.y], cg_dp[d + c.z], cg_dp[d + c.w]);
+        var pv = vec4<f32>(1.0);
+        if (P_MODE != 0u) {
+            let p = p_base + a * RK;
+            pv = vec4<f32>(cg_p[p + r0], cg_p[p + r1], cg_p[p + r2], cg_p[p + r3]);
+        }
+        one[0] = one[0] + pv.x * dpv;
+        one[1] = one[1] + pv.y * dpv;
+        one[2] = one[2] + pv.z * dpv;
+        one[3] = one[3] + pv.w * dpv;
+    }
+    return one;
+}
+
 @compute @workgroup_size(64)
 fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
@@ -231,26 +259,13 @@ fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         var acc2 = vec4<f32>(0.0);
         var acc3 = vec4<f32>(0.0);
         for (var s = b0; s < min(b0 + BLOCK, s1); s = s + 1u) {
-            let g = cg_sorted[core_section + s];
-            let n = g - chunk.start;
-            var p_base = n * QK * RK;
-            if (P_MODE == 1u) {
-                p_base = cg_digits[g] * QK * RK;
-            }
-            let dp_base = n * QK * NK;
-            for (var a = 0u; a < QK; a = a + 1u) {
-                let d = dp_base + a * NK;
-                let dpv = vec4<f32>(cg_dp[d + c0], cg_dp[d + c1], cg_dp[d + c2], cg_dp[d + c3]);
-                var pv = vec4<f32>(1.0);
-                if (P_MODE != 0u) {
-                    let p = p_base + a * RK;
-                    pv = vec4<f32>(cg_p[p + r0], cg_p[p + r1], cg_p[p + r2], cg_p[p + r3]);
-                }
-                acc0 = acc0 + pv.x * dpv;
-                acc1 = acc1 + pv.y * dpv;
-                acc2 = acc2 + pv.z * dpv;
-                acc3 = acc3 + pv.w * dpv;
-            }
+            // Each lookup's product summed on its own, then added (see core_grad_block_v4).
+            let one = core_grad_lookup(cg_sorted[core_section + s], r0, r1, r2, r3,
+                                       vec4<u32>(c0, c1, c2, c3));
+            acc0 = acc0 + one[0];
+            acc1 = acc1 + one[1];
+            acc2 = acc2 + one[2];
+            acc3 = acc3 + one[3];
         }
         let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
         for (var i = 0u; i < 4u; i = i + 1u) {
@@ -475,44 +490,74 @@ override TRQ: u32 = 1u;
 // One block's sum, shared by core_grad_v4 and core_grad_pieces_v4 so that both add the same
 // terms in the same order (bitwise equal results): acc[16 i + j + 4 e] for i < TRQ, j < TNQ,
 // e < 4 is row r0 + 4 i + e, vec4 column cq + j ntiles of the core row's [RK, NK] gradient,
-// summed over the sorted lookups s0 <= s < s1 in order, from zero.
+// summed over the sorted lookups s0 <= s < s1 in order, from zero. Each lookup's product is
+// summed on its own (core_grad_lookup_v4) and then added to the block's sum: the running sum,
+// which grows with the lookups, meets one rounding per lookup instead of one per term (QK
+// times fewer), as the reference adds each lookup's product to the gradient. A single serial
+// sum over the block was 2-4x less accurate on the last core at ranks 32, D 64 (BENCHMARKS.md,
+// "Exactness").
 fn core_grad_block_v4(acc: ptr<function, array<vec4<f32>, 64>>, s0: u32, s1: u32, r0: u32,
                       cq: u32, ntiles: u32) {
+    for (var i = 0u; i < TRQ; i = i + 1u) {
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            for (var e = 0u; e < 16u; e = e + 4u) {
+                (*acc)[16u * i + j + e] = vec4<f32>(0.0);
+            }
+        }
+    }
+    var one: array<vec4<f32>, 64>;
+    for (var s = s0; s < s1; s = s + 1u) {
+        core_grad_lookup_v4(&one, cg_sorted[CORE_K * chunk.cap + s], r0, cq, ntiles);
+        for (var i = 0u; i < TRQ; i = i + 1u) {
+            for (var j = 0u; j < TNQ; j = j + 1u) {
+                for (var e = 0u; e < 16u; e = e + 4u) {
+                    let t = 16u * i + j + e;
+                    (*acc)[t] = (*acc)[t] + one[t];
+                }
+            }
+        }
+    }
+}
+
+// Lookup g's product P^T dP over the tile of core_grad_block_v4 (same layout), its QK terms
+// summed in order from zero.
+fn core_grad_lookup_v4(one: ptr<function, array<vec4<f32>, 64>>, g: u32, r0: u32, cq: u32,
+                       ntiles: u32) {
     let nq = NK / 4u;
     let rq = RK / 4u;
-    let core_section = CORE_K * chunk.cap;
-    for (var t = 0u; t < 4u * TRQ * TNQ; t = t + 1u) {
-        (*acc)[t] = vec4<f32>(0.0);
+    for (var i = 0u; i < TRQ; i = i + 1u) {
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            for (var e = 0u; e < 16u; e = e + 4u) {
+                (*one)[16u * i + j + e] = vec4<f32>(0.0);
+            }
+        }
     }
-    for (var s = s0; s < s1; s = s + 1u) {
-        let g = cg_sorted[core_section + s];
-        let n = g - chunk.start;
-        var p_base = n * QK * rq + r0 / 4u;
-        if (P_MODE == 1u) {
-            p_base = cg_digits[g] * QK * rq + r0 / 4u;
+    let n = g - chunk.start;
+    var p_base = n * QK * rq + r0 / 4u;
+    if (P_MODE == 1u) {
+        p_base = cg_digits[g] * QK * rq + r0 / 4u;
+    }
+    var d = n * QK * nq + cq;
+    for (var a = 0u; a < QK; a = a + 1u) {
+        var pvs: array<vec4<f32>, 4>;
+        for (var i = 0u; i < TRQ; i = i + 1u) {
+            pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+            if (P_MODE != 0u) {
+                pvs[i] = cg4_p[p_base + a * rq + i];
+            }
         }
-        var d = n * QK * nq + cq;
-        for (var a = 0u; a < QK; a = a + 1u) {
-            var pvs: array<vec4<f32>, 4>;
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            let dpv = cg4_dp[d + j * ntiles];
             for (var i = 0u; i < TRQ; i = i + 1u) {
-                pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-                if (P_MODE != 0u) {
-                    pvs[i] = cg4_p[p_base + a * rq + i];
-                }
+                let pv = pvs[i];
+                let t = 16u * i + j;
+                (*one)[t] = (*one)[t] + pv.x * dpv;
+                (*one)[t + 4u] = (*one)[t + 4u] + pv.y * dpv;
+                (*one)[t + 8u] = (*one)[t + 8u] + pv.z * dpv;
+                (*one)[t + 12u] = (*one)[t + 12u] + pv.w * dpv;
             }
-            for (var j = 0u; j < TNQ; j = j + 1u) {
-                let dpv = cg4_dp[d + j * ntiles];
-                for (var i = 0u; i < TRQ; i = i + 1u) {
-                    let pv = pvs[i];
-                    let t = 16u * i + j;
-                    (*acc)[t] = (*acc)[t] + pv.x * dpv;
-                    (*acc)[t + 4u] = (*acc)[t + 4u] + pv.y * dpv;
-                    (*acc)[t + 8u] = (*acc)[t + 8u] + pv.z * dpv;
-                    (*acc)[t + 12u] = (*acc)[t + 12u] + pv.w * dpv;
-                }
-            }
-            d = d + nq;
         }
+        d = d + nq;
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::tt::TtKernels;
 use crate::tt::checkpoint::{parse_list, read_safetensors, write_safetensors, Tensor};
 use crate::tt::{Bags, Optimizer, Pooling, TtEmbeddingBag, TtOptions, TtShape};
 
@@ -237,6 +238,102 @@ pub fn check_close(name: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) 
     }
 }
 
+/// [`check_close`] at the parity tolerance where element i may also be off by `slack[i]`:
+/// |got - want| <= RTOL * max|want| + ATOL + slack[i]. The worst element is the one furthest
+/// past its own bound; the check reports its error and its bound.
+pub fn check_close_with_slack(name: &str, got: &[f64], want: &[f64], slack: &[f64]) -> TensorCheck {
+    let mut check = check_close(name, got, want, RTOL, ATOL);
+    if got.len() != want.len() || slack.len() != want.len() || check.worst_abs.is_nan() {
+        check.pass = false;
+        return check;
+    }
+    let base = check.tolerance;
+    let (mut worst, mut worst_excess) = (0, f64::NEG_INFINITY);
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(slack).enumerate() {
+        let excess = (g - w).abs() - (base + s);
+        if excess > worst_excess {
+            (worst, worst_excess) = (i, excess);
+        }
+    }
+    check.worst_index = worst;
+    check.worst_abs = (got[worst] - want[worst]).abs();
+    check.tolerance = base + slack[worst];
+    check.pass = worst_excess <= 0.0;
+    check
+}
+
+/// The tensors a step produces from a gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepOutput {
+    /// `expected.updated.cores.K`.
+    Updated,
+    /// `expected.state.cores.K` (Adagrad's accumulator).
+    State,
+}
+
+/// Per element, how far a step's output may move when its gradient moves by up to `grad_tol`
+/// (the gradient's own parity tolerance): the gradient's allowed error carried through the
+/// update, which the fixtures take from a zero state. SGD `w - lr g`: lr * grad_tol. Adagrad
+/// `w - lr f(g)` with f(g) = g / (|g| + eps): lr * max |f(g +- grad_tol) - f(g)| (f is
+/// monotone), which is about lr eps grad_tol / g^2 where |g| >> eps, grad_tol (next to nothing)
+/// but up to 2 lr where |g| <= grad_tol: there the gradient's rounding alone decides the step.
+/// State g^2: (|g| + grad_tol)^2 - g^2.
+///
+/// Why (BENCHMARKS.md, "Exactness"): the step's output is a function of the gradient, so a
+/// check of it can only be as tight as the gradient's check mapped through that function. The
+/// plain rule (RTOL * max|w|) ignores the conditioning of g / sqrt(G + eps) when G is small: a
+/// gradient element within a few eps of zero with a float32 rounding error of 1e-10 moves its
+/// update by up to lr * 1e-10 / eps (1e-3 at lr 0.1, eps 1e-8), which fails the plain rule
+/// although the gradient passes its own. The float32 reference op misses it by 6.7x on the committed
+/// `d3_padded_adagrad` fixture (tools/parity/accuracy.py).
+pub fn step_slack(
+    optimizer: Optimizer,
+    output: StepOutput,
+    grad: &[f32],
+    grad_tol: f64,
+) -> Vec<f64> {
+    match (optimizer, output) {
+        (Optimizer::Sgd { lr }, StepOutput::Updated) => vec![lr as f64 * grad_tol; grad.len()],
+        (Optimizer::Adagrad { lr, eps }, StepOutput::Updated) => {
+            let (lr, eps) = (lr as f64, eps as f64);
+            let f = |x: f64| if x == 0.0 { 0.0 } else { x / (x.abs() + eps) };
+            grad.iter()
+                .map(|&g| {
+                    let g = g as f64;
+                    let up = f(g + grad_tol) - f(g);
+                    let down = f(g) - f(g - grad_tol);
+                    lr * up.max(down)
+                })
+                .collect()
+        }
+        (Optimizer::Adagrad { .. }, StepOutput::State) => grad
+            .iter()
+            .map(|&g| {
+                let g = (g as f64).abs();
+                (g + grad_tol).powi(2) - g * g
+            })
+            .collect(),
+        _ => vec![0.0; grad.len()],
+    }
+}
+
+/// The slack of a fixture's step output `name` (`expected.updated.cores.K`,
+/// `expected.state.cores.K`) from its expected gradient of core K; None for other tensors or
+/// where the fixture has no gradient of that core (the plain rule then).
+fn step_slack_of(fx: &Fixture, name: &str) -> Option<Vec<f64>> {
+    let (output, core) = if let Some(k) = name.strip_prefix("expected.updated.cores.") {
+        (StepOutput::Updated, k)
+    } else if let Some(k) = name.strip_prefix("expected.state.cores.") {
+        (StepOutput::State, k)
+    } else {
+        return None;
+    };
+    let grad_name = format!("expected.grad.cores.{core}");
+    let (_, _, grad) = fx.expected.iter().find(|(n, _, _)| *n == grad_name)?;
+    let grad_tol = RTOL * grad.iter().fold(0f64, |m, &x| m.max((x as f64).abs())) + ATOL;
+    Some(step_slack(fx.optimizer, output, grad, grad_tol))
+}
+
 fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
@@ -249,9 +346,19 @@ pub fn compare(name: &str, got: &[f32], want: &[f32]) -> TensorCheck {
 /// Runs a fixture on `gpu`: one forward+backward (with the fixture's fused optimizer) in one
 /// submit, then compares output, gradients, updated cores and optimizer state.
 pub fn run_fixture(gpu: &Gpu, fx: &Fixture) -> Result<ParityReport> {
+    run_fixture_with(gpu, fx, None)
+}
+
+/// [`run_fixture`] with given kernel variants (None: the adapter's, as a table chooses).
+pub fn run_fixture_with(
+    gpu: &Gpu,
+    fx: &Fixture,
+    kernels: Option<TtKernels>,
+) -> Result<ParityReport> {
     let options = TtOptions {
         pooling: fx.pooling,
         optimizer: fx.optimizer,
+        kernels,
         ..TtOptions::default()
     };
     let mut table = TtEmbeddingBag::from_cores(gpu, fx.shape.clone(), &fx.cores, options)?;
@@ -295,7 +402,10 @@ pub fn run_fixture(gpu: &Gpu, fx: &Fixture) -> Result<ParityReport> {
         let actual_name = name.replacen("expected.", "actual.", 1);
         let got = actual.iter().find(|(n, _, _)| *n == actual_name);
         let check = match got {
-            Some((_, gshape, got)) if gshape == shape => compare(name, got, want),
+            Some((_, gshape, got)) if gshape == shape => match step_slack_of(fx, name) {
+                Some(slack) => check_close_with_slack(name, &widen(got), &widen(want), &slack),
+                None => compare(name, got, want),
+            },
             Some((_, gshape, _)) => TensorCheck {
                 name: format!("{name} (shape {gshape:?} computed, {shape:?} expected)"),
                 worst_abs: f64::INFINITY,
@@ -451,4 +561,70 @@ pub fn run_dlrm_fixture(
         checks,
         actual,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain rule contradicts the gradient's own check where Adagrad's first step is
+    /// ill-conditioned; the slack rule does not, and still rejects a moved element.
+    #[test]
+    fn adagrad_slack_follows_the_gradients_tolerance() {
+        let (lr, eps) = (0.1f32, 1e-8f32);
+        let adagrad = Optimizer::Adagrad { lr, eps };
+        let grad = [1.0f32, 3e-8, -0.5];
+        let grad_tol = RTOL * 1.0 + ATOL;
+        let w = [0.5f64, -0.25, 1.0];
+        let step = |g: &[f64]| -> Vec<f64> {
+            let f = |x: f64| x / (x.abs() + eps as f64);
+            w.iter()
+                .zip(g)
+                .map(|(w, &g)| w - lr as f64 * f(g))
+                .collect()
+        };
+        let g64: Vec<f64> = grad.iter().map(|&g| g as f64).collect();
+        let want = step(&g64);
+        // A gradient within its tolerance (element 1 moved by half of it) ...
+        let moved: Vec<f64> = g64
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| if i == 1 { g + 0.5 * grad_tol } else { g })
+            .collect();
+        assert!(check_close("g", &moved, &g64, RTOL, ATOL).pass);
+        let got = step(&moved);
+        // ... fails the plain rule on the update but passes with the slack.
+        assert!(!check_close("w", &got, &want, RTOL, ATOL).pass);
+        let slack = step_slack(adagrad, StepOutput::Updated, &grad, grad_tol);
+        assert!(check_close_with_slack("w", &got, &want, &slack).pass);
+        // Well-conditioned elements get next to no slack: moving one fails, at that element.
+        assert!(slack[0] < 1e-6 * check_close("w", &want, &want, RTOL, ATOL).tolerance);
+        let mut off = want.clone();
+        off[2] += 2.0 * (RTOL * 1.0 + ATOL);
+        let c = check_close_with_slack("w", &off, &want, &slack);
+        assert!(!c.pass);
+        assert_eq!(c.worst_index, 2);
+        // A length mismatch or a NaN still fails.
+        assert!(!check_close_with_slack("w", &off[..2], &want, &slack).pass);
+        off[0] = f64::NAN;
+        assert!(!check_close_with_slack("w", &off, &want, &slack).pass);
+    }
+
+    #[test]
+    fn sgd_and_state_slack() {
+        let g = [2.0f32, -1.0, 0.0];
+        let s = step_slack(Optimizer::Sgd { lr: 0.5 }, StepOutput::Updated, &g, 1e-3);
+        assert_eq!(s, vec![0.5e-3; 3]);
+        let adagrad = Optimizer::Adagrad {
+            lr: 0.1,
+            eps: 1e-10,
+        };
+        let s = step_slack(adagrad, StepOutput::State, &g, 1e-3);
+        assert!((s[0] - (2.001f64.powi(2) - 4.0)).abs() < 1e-12);
+        assert!((s[2] - 1e-6).abs() < 1e-15);
+        assert_eq!(
+            step_slack(Optimizer::None, StepOutput::Updated, &g, 1e-3),
+            vec![0.0; 3]
+        );
+    }
 }

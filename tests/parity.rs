@@ -166,3 +166,74 @@ fn bad_fixtures_are_errors_not_passes() {
     assert_eq!(failed, vec![("expected.output".to_string(), 5)]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The step's tolerance follows its gradient's (`ttrec::parity::step_slack`), and still fails
+/// what it should: on the committed Adagrad fixture with padded rows, an element of updated core
+/// 1 whose gradient lies within the gradient's tolerance of zero gets a slack larger than the
+/// plain tolerance (what the fixture was made for), a well-conditioned element moved past its
+/// bound is rejected at that element, and moving the ill-conditioned element by half its slack
+/// still passes.
+#[test]
+fn adagrad_step_tolerance_follows_the_gradient_and_still_rejects() {
+    use ttrec::parity::{step_slack, StepOutput, ATOL, RTOL};
+    let src = PathBuf::from(FIXTURES).join("parity/d3_padded_adagrad.safetensors");
+    let fx = Fixture::read(&src).unwrap();
+    let tensor = |name: &str| {
+        fx.expected
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, v)| (s.clone(), v.clone()))
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let (_, grad) = tensor("expected.grad.cores.1");
+    let (shape, want) = tensor("expected.updated.cores.1");
+    let max_abs = |v: &[f32]| v.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+    let grad_tol = RTOL * max_abs(&grad) + ATOL;
+    let plain = RTOL * max_abs(&want) + ATOL;
+    let slack = step_slack(fx.optimizer, StepOutput::Updated, &grad, grad_tol);
+    let argmax = |v: &[f64]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+    let ill = argmax(&slack);
+    let well = argmax(&grad.iter().map(|&g| (g as f64).abs()).collect::<Vec<_>>());
+    assert!(
+        slack[ill] > plain,
+        "no ill-conditioned element: {:.2e}",
+        slack[ill]
+    );
+    assert!(slack[well] < 1e-3 * plain, "slack {:.2e}", slack[well]);
+
+    let dir = std::env::temp_dir().join(format!("ttrec-parity-step-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gpu = common::gpu();
+    let run_with = |at: usize, delta: f64| {
+        let mut vals = want.clone();
+        vals[at] += delta as f32;
+        let path = dir.join(format!("moved_{at}.safetensors"));
+        patched(
+            &src,
+            &path,
+            "expected.updated.cores.1",
+            safetensors::Dtype::F32,
+            shape.clone(),
+            bytemuck::cast_slice(&vals).to_vec(),
+        );
+        let report = run_fixture(&gpu, &Fixture::read(&path).unwrap()).unwrap();
+        let check = report
+            .checks
+            .into_iter()
+            .find(|c| c.name == "expected.updated.cores.1")
+            .unwrap();
+        (check.pass, check.worst_index)
+    };
+    let (pass, at) = run_with(well, 2.0 * (plain + slack[well]));
+    assert!(
+        !pass,
+        "a well-conditioned element moved past its bound passed"
+    );
+    assert_eq!(at, well);
+    let (pass, _) = run_with(ill, 0.5 * slack[ill]);
+    assert!(
+        pass,
+        "the ill-conditioned element's own uncertainty was rejected"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

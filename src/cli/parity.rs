@@ -9,8 +9,9 @@ use clap::Args;
 use serde_json::json;
 
 use ttrec::bench::BenchEnv;
-use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu};
-use ttrec::parity::{dump, run_fixture, Fixture, ParityReport};
+use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu, KernelClass};
+use ttrec::kernels::tt::TtKernels;
+use ttrec::parity::{dump, run_fixture_with, Fixture, ParityReport};
 
 /// `ttrec parity FILE...`
 #[derive(Debug, Args)]
@@ -29,6 +30,20 @@ pub struct ParityArgs {
     /// The device's limits: the adapter's own, or WebGPU's defaults.
     #[arg(long, value_enum, default_value_t = DeviceLimits::Adapter)]
     pub limits: DeviceLimits,
+    /// Which TT kernels run: the adapter's class (auto), the CPU-shaped or the GPU-shaped ones
+    /// (every class must pass; their errors differ by their order of additions).
+    #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
+    pub kernels: KernelClass,
+    /// Use the subgroup chain where the adapter has it (on) or the portable kernels only (off).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub subgroups: OnOff,
+}
+
+/// A switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// One fixture's JSON record.
@@ -78,8 +93,13 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
         bail!("no fixture files found in {:?}", args.files);
     }
     let gpu = Gpu::with_options(&AdapterOptions::with_limits(args.limits))?;
+    let kernels = TtKernels {
+        subgroups: args.subgroups == OnOff::On,
+        ..TtKernels::for_class(args.kernels.resolve(&gpu))
+    };
     if !args.json {
         println!("adapter: {}", gpu.adapter_name());
+        println!("TT kernels: {}", kernels.describe());
     }
     let mut failed = 0;
     for path in &files {
@@ -89,7 +109,7 @@ pub fn parity(args: ParityArgs) -> anyhow::Result<()> {
                     let fx = ttrec::dlrm::fixture::DlrmFixture::read(path)?;
                     ttrec::parity::run_dlrm_fixture(&gpu, &fx, Default::default())
                 } else {
-                    Fixture::read(path).and_then(|fx| run_fixture(&gpu, &fx))
+                    Fixture::read(path).and_then(|fx| run_fixture_with(&gpu, &fx, Some(kernels)))
                 }
             })
             .map_err(|e| e.to_string());
