@@ -726,15 +726,24 @@ fn core_grad_pieces_row(@builtin(workgroup_id) wid: vec3<u32>,
             p_base = cg_digits[g] * QK * RK + r;
         }
         var d = n * QK * nq + cq;
+        // Each lookup's QK terms summed on their own, then added to the piece's sum: the
+        // additions of core_grad_block_v4 (see core_grad_lookup_v4), so both stay bitwise equal.
+        var one: array<vec4<f32>, 4>;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            one[j] = vec4<f32>(0.0);
+        }
         for (var a = 0u; a < QK; a = a + 1u) {
             var pv = 1.0;
             if (P_MODE != 0u) {
                 pv = cg_p[p_base + a * RK];
             }
             for (var j = 0u; j < TNQ; j = j + 1u) {
-                acc[j] = acc[j] + pv * cg4_dp[d + j * ntiles];
+                one[j] = one[j] + pv * cg4_dp[d + j * ntiles];
             }
             d = d + nq;
+        }
+        for (var j = 0u; j < TNQ; j = j + 1u) {
+            acc[j] = acc[j] + one[j];
         }
     }
     let o = piece * RK * nq + r * nq + cq;
