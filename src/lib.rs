@@ -68,6 +68,7 @@
 pub mod bench;
 pub mod cache;
 pub mod data;
+pub mod dist;
 pub mod dlrm;
 pub mod error;
 pub mod export;

@@ -12,5 +12,7 @@ pub mod bench;
 pub mod data;
 pub mod info;
 pub mod kernels;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod parity;
 pub mod train;

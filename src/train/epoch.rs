@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::data::Batch;
+use crate::dist::{self, Collective};
 use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, StepStats};
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, Evaluation};
@@ -45,7 +47,13 @@ pub(super) struct Counters {
     pub eval_seconds: f64,
     /// The loop's seconds spent evaluating and writing checkpoints (not training).
     pub not_training: f64,
+    /// Seconds of data-parallel steps spent exchanging gradients (0 in one process).
+    pub exchange_seconds: f64,
 }
+
+/// Steps between the data-parallel ranks' comparisons of their parameters' hash (also compared
+/// at every evaluation).
+const HASH_EVERY: u64 = 200;
 
 /// The print interval in progress: its clock, samples, and the running statistics shown on the
 /// bar (loss sum, correct, samples of the last printed interval).
@@ -92,6 +100,8 @@ pub(super) struct Trainer<'a> {
     /// Step statistics read (and checked) before an evaluation, for the next printed interval.
     pending: Vec<StepStats>,
     steps_this_run: u64,
+    /// The data-parallel group this rank trains in (None: one process).
+    pub group: Option<&'a dyn Collective>,
 }
 
 impl<'a> Trainer<'a> {
@@ -121,6 +131,7 @@ impl<'a> Trainer<'a> {
             last_saved: None,
             pending: Vec::new(),
             steps_this_run: 0,
+            group: None,
         }
     }
 
@@ -160,16 +171,17 @@ impl<'a> Trainer<'a> {
             batches as u64,
             self.pos.batch,
         );
+        // A data-parallel step takes the global batch of P B rows; this rank trains on its part.
         let loader = self.data.train_batches(
             self.pos.epoch,
-            bs,
+            bs * self.ranks(),
             self.pos.batch as usize,
             batches - self.pos.batch as usize,
         )?;
         let mut interval = Interval::new();
         for b in loader {
             let b = b?;
-            self.model.train_step(&DlrmBatch::from(&b))?;
+            self.train_step(&b)?;
             self.counters.train_samples += b.len() as u64;
             interval.samples += b.len() as u64;
             self.pos.batch += 1;
@@ -190,6 +202,14 @@ impl<'a> Trainer<'a> {
                     .args
                     .stop_after_steps
                     .is_some_and(|n| self.steps_this_run >= n);
+            // Every rank stops after the same step (a signal may reach them steps apart).
+            let stop = match self.group {
+                Some(g) => dist::any(g, stop)?,
+                None => stop,
+            };
+            if self.pos.step.is_multiple_of(HASH_EVERY) {
+                self.check_same_parameters()?;
+            }
             if self.pos.batch.is_multiple_of(self.args.print_freq as u64) || at_end || stop {
                 self.print_interval(&mut interval)?;
             }
@@ -218,6 +238,7 @@ impl<'a> Trainer<'a> {
         let n: usize = stats.iter().map(|s| s.samples).sum();
         let loss = stats.iter().map(|s| s.loss * s.samples as f64).sum::<f64>();
         let correct: usize = stats.iter().map(|s| s.correct).sum();
+        let (loss, correct, n) = self.combine_stats(loss, correct, n)?;
         interval.running = (loss, correct, n);
         if n > 0 {
             let rate = interval.samples as f64 / interval.start.elapsed().as_secs_f64();
@@ -335,6 +356,10 @@ impl<'a> Trainer<'a> {
         if let Err(e) = self.save(self.pos, &path) {
             return e;
         }
+        // The other ranks end only once rank 0 has written the checkpoint.
+        if let Some(Err(e)) = self.group.map(dist::barrier) {
+            return e;
+        }
         let by = match signals::received() {
             Some(s) => signals::name(s),
             None => "--stop-after-steps",
@@ -356,6 +381,7 @@ impl<'a> Trainer<'a> {
         // Nothing non-finite is evaluated or saved: the steps since the last print first.
         self.read_stats()?;
         let ev = self.evaluate()?;
+        self.check_same_parameters()?;
         let p = self.pos;
         self.record(MetricPoint::Test {
             epoch: p.epoch,
@@ -382,13 +408,22 @@ impl<'a> Trainer<'a> {
         let eval_batch = self.schedule.eval_batch;
         let mut labels = Vec::with_capacity(self.data.test_samples() as usize);
         let mut probs = Vec::with_capacity(self.data.test_samples() as usize);
-        for b in self.data.test_batches(eval_batch)? {
+        let mut sizes = Vec::new();
+        // Data-parallel: rank r scores the batches r, r + P, ...; the scores are gathered.
+        let (rank, ranks) = self.group.map_or((0, 1), |g| (g.rank(), g.size()));
+        for (i, b) in self.data.test_batches(eval_batch)?.enumerate() {
             let b = b?;
-            probs.extend(
-                self.model
-                    .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
-            );
+            if i % ranks == rank {
+                probs.extend(
+                    self.model
+                        .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
+                );
+            }
+            sizes.push(b.len());
             labels.extend_from_slice(&b.labels);
+        }
+        if let Some(g) = self.group {
+            probs = gather_scores(g, &probs, &sizes)?;
         }
         let ev = evaluate(&labels, &probs)?;
         self.counters.eval_seconds += t.elapsed().as_secs_f64();
@@ -413,6 +448,9 @@ impl<'a> Trainer<'a> {
     /// Writes the model at position `pos` to `path` (atomically), after checking every value
     /// finite on the host: a non-finite model stops the run instead.
     pub(super) fn save(&mut self, pos: Position, path: &Path) -> Result<()> {
+        if !self.is_lead() {
+            return Ok(());
+        }
         let tensors = checkpoint::parameters(&self.model)?;
         if let Some(bad) = checkpoint::first_non_finite(&tensors) {
             let what = format!(
@@ -445,5 +483,104 @@ impl<'a> Trainer<'a> {
         }
         self.points.push(p);
         Ok(())
+    }
+}
+
+/// This rank's part of global batch `b` (`per_rank` samples of every rank, in rank order).
+fn rank_part(b: &Batch, rank: usize, per_rank: usize) -> Batch {
+    let n = b.len().max(1);
+    let (features, tables) = (b.dense.len() / n, b.sparse.len() / n);
+    let rows = dist::rank_rows(rank, per_rank);
+    Batch {
+        dense: b.dense[rows.start * features..rows.end * features].to_vec(),
+        sparse: b.sparse[rows.start * tables..rows.end * tables].to_vec(),
+        labels: b.labels[rows.clone()].to_vec(),
+    }
+}
+
+/// Every rank's scores of its evaluation batches (rank r scored batches r, r + P, ...) put
+/// back in batch order; `sizes` are the batches' sample counts.
+fn gather_scores(g: &dyn Collective, mine: &[f32], sizes: &[usize]) -> Result<Vec<f32>> {
+    let parts = g.all_gather_bytes(bytemuck::cast_slice(mine))?;
+    let parts: Vec<Vec<f32>> = parts
+        .iter()
+        .map(|p| {
+            p.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect()
+        })
+        .collect();
+    let mut at = vec![0usize; parts.len()];
+    let mut all = Vec::with_capacity(sizes.iter().sum());
+    for (i, &n) in sizes.iter().enumerate() {
+        let r = i % parts.len();
+        let part = parts[r].get(at[r]..at[r] + n).ok_or_else(|| {
+            Error::input(
+                None,
+                format!("rank {r} returned too few evaluation scores (batch {i})"),
+            )
+        })?;
+        all.extend_from_slice(part);
+        at[r] += n;
+    }
+    Ok(all)
+}
+
+impl Trainer<'_> {
+    /// Ranks training together (1 in one process).
+    fn ranks(&self) -> usize {
+        self.group.map_or(1, |g| g.size())
+    }
+
+    /// Whether this process prints and writes (rank 0, or the only process).
+    pub(super) fn is_lead(&self) -> bool {
+        self.group.is_none_or(|g| g.rank() == 0)
+    }
+
+    /// One step on global batch `b`: the whole batch in one process, this rank's part of it in a
+    /// data-parallel run.
+    fn train_step(&mut self, b: &Batch) -> Result<()> {
+        match self.group {
+            None => self.model.train_step(&DlrmBatch::from(b)),
+            Some(g) => {
+                let part = rank_part(b, g.rank(), self.schedule.batch_size);
+                let secs = self.model.train_step_parallel(&DlrmBatch::from(&part), g)?;
+                self.counters.exchange_seconds += secs;
+                Ok(())
+            }
+        }
+    }
+
+    /// The interval's (loss sum, correct, samples) over every rank (in rank order).
+    fn combine_stats(&self, loss: f64, correct: usize, n: usize) -> Result<(f64, usize, usize)> {
+        let Some(g) = self.group else {
+            return Ok((loss, correct, n));
+        };
+        let all = dist::gather_f64(g, &[loss, correct as f64, n as f64])?;
+        let (mut l, mut c, mut k) = (0.0, 0.0, 0.0);
+        for r in all.chunks_exact(3) {
+            l += r[0];
+            c += r[1];
+            k += r[2];
+        }
+        Ok((l, c as usize, k as usize))
+    }
+
+    /// Data-parallel: stops the run, naming the step and the ranks, when a rank's parameters
+    /// differ from rank 0's (their hashes compared).
+    fn check_same_parameters(&mut self) -> Result<()> {
+        let Some(g) = self.group else {
+            return Ok(());
+        };
+        let tensors = checkpoint::parameters(&self.model)?;
+        let hash = dist::hash_tensors(tensors.iter().map(|t| &t.2[..]));
+        let differ = dist::differing_ranks(g, hash)?;
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Stopped(format!(
+            "training stopped at step {}: the parameters of rank(s) {differ:?} differ from rank 0's (the data-parallel ranks diverged)",
+            self.pos.step
+        )))
     }
 }

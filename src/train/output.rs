@@ -9,15 +9,31 @@ use crate::progress::{bar_style, Style};
 /// The run's printer: plain lines, or one progress bar per epoch with lines printed above it.
 pub(super) struct Output {
     pub(super) bar: Option<ProgressBar>,
+    /// Prints nothing (the ranks other than 0 of a data-parallel run).
+    muted: bool,
 }
 
 impl Output {
     pub(super) fn new() -> Self {
-        Output { bar: None }
+        Output {
+            bar: None,
+            muted: false,
+        }
+    }
+
+    /// An output that prints nothing.
+    pub(super) fn muted() -> Self {
+        Output {
+            bar: None,
+            muted: true,
+        }
     }
 
     /// One line of output, above the bar when there is one.
     pub(super) fn line(&self, s: &str) {
+        if self.muted {
+            return;
+        }
         match &self.bar {
             Some(b) => b.println(s),
             None => println!("{s}"),
@@ -26,7 +42,7 @@ impl Output {
 
     pub(super) fn start_epoch(&mut self, epoch: u64, epochs: u64, total: u64, done: u64) {
         // A bar where every progress has one (a terminal, unless TTREC_PROGRESS says otherwise).
-        if Style::from_env() == Style::Bar {
+        if !self.muted && Style::from_env() == Style::Bar {
             let bar = ProgressBar::new(total).with_position(done);
             bar.set_style(bar_style("{pos}/{len} batches, {msg}"));
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));

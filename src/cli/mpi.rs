@@ -1,0 +1,58 @@
+//! `ttrec train` under `mpirun` (feature `mpi`): this process is one rank of a data-parallel
+//! run ([`ttrec::train::run_group`]) on the adapter its local rank picks. A rank that fails
+//! prints its error, naming its rank, and ends the whole job (MPI_Abort), so that no rank waits
+//! for it forever.
+
+use ttrec::dist::mpi::MpiGroup;
+use ttrec::dist::Collective;
+use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu};
+
+/// The adapter of the rank with index `local_rank` on its machine: `TTREC_ADAPTER` when set,
+/// else the machine's GPUs (discrete, then integrated) dealt out by local rank, else the one
+/// adapter ttrec would pick alone (a CPU adapter shared by the ranks).
+fn gpu_for(local_rank: usize, limits: DeviceLimits) -> ttrec::Result<Gpu> {
+    let opts = AdapterOptions::with_limits(limits);
+    if opts.name.is_some() {
+        return Gpu::with_options(&opts);
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    for kind in [
+        wgpu::DeviceType::DiscreteGpu,
+        wgpu::DeviceType::IntegratedGpu,
+    ] {
+        let mut gpus: Vec<_> = adapters
+            .iter()
+            .filter(|a| a.get_info().device_type == kind)
+            .collect();
+        if !gpus.is_empty() {
+            gpus.sort_by_key(|a| (a.get_info().name, a.get_info().device));
+            return Gpu::from_adapter_with(gpus[local_rank % gpus.len()], limits);
+        }
+    }
+    Gpu::with_options(&opts)
+}
+
+/// Trains as this rank of the job; exits the process (every rank's exit code is the job's).
+pub fn train(args: &ttrec::train::TrainArgs) -> anyhow::Result<()> {
+    let group = match MpiGroup::init() {
+        Ok(g) => g,
+        Err(e) => return Err(e.into()),
+    };
+    let result = gpu_for(group.local_rank(), args.limits)
+        .and_then(|gpu| ttrec::train::run_group(&gpu, args, &group));
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!(
+                "error: rank {} of {}: {e:#}; ending the job",
+                group.rank(),
+                group.size()
+            );
+            let code = ttrec::signals::exit_code().map_or(1, i32::from);
+            group.abort(code)
+        }
+    }
+}
