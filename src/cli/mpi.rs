@@ -45,6 +45,16 @@ pub fn train(args: &ttrec::train::TrainArgs) -> anyhow::Result<()> {
         .and_then(|gpu| ttrec::train::run_group(&gpu, args, &group));
     match result {
         Ok(_) => Ok(()),
+        // Every rank stopped after the same step and rank 0 wrote the checkpoint: the ranks end
+        // normally (MPI finalised), rank 0 names the error and the exit code says why.
+        Err(e) if ttrec::dist::stopped_together() => {
+            let lead = group.rank() == 0;
+            drop(group);
+            if lead {
+                return Err(e.into());
+            }
+            std::process::exit(ttrec::signals::exit_code().map_or(1, i32::from))
+        }
         Err(e) => {
             eprintln!(
                 "error: rank {} of {}: {e:#}; ending the job",

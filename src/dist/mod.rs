@@ -187,6 +187,43 @@ pub fn rank_rows(rank: usize, b: usize) -> std::ops::Range<usize> {
     rank * b..(rank + 1) * b
 }
 
+/// Set once every rank of this process's group has agreed to stop (a signal or
+/// `--stop-after-steps`) and rank 0 has written its checkpoint: the run's error is then the
+/// whole group's, and the ranks end normally instead of aborting the job.
+static STOPPED_TOGETHER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the group's stop as agreed (see [`stopped_together`]).
+pub fn mark_stopped_together() {
+    STOPPED_TOGETHER.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether every rank agreed to stop (the run's error is no single rank's failure).
+pub fn stopped_together() -> bool {
+    STOPPED_TOGETHER.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The test hook of rank failures: `TTREC_DIST_FAULT=RANK:STEP` makes rank RANK fail with an
+/// error before global step STEP, `RANK:STEP:crash` makes it abort the process there (as a
+/// killed rank). The tests check that the job then ends, non-zero, without hanging.
+pub fn injected_fault(rank: usize, step: u64) -> Result<()> {
+    let Ok(spec) = std::env::var("TTREC_DIST_FAULT") else {
+        return Ok(());
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let at = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok());
+    if at(0) != Some(rank as u64) || at(1) != Some(step) {
+        return Ok(());
+    }
+    if parts.get(2) == Some(&"crash") {
+        eprintln!("rank {rank}: crashing at step {step} (TTREC_DIST_FAULT)");
+        std::process::abort();
+    }
+    Err(Error::input(
+        None,
+        format!("rank {rank}: injected failure at step {step} (TTREC_DIST_FAULT)"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

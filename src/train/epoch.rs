@@ -357,8 +357,11 @@ impl<'a> Trainer<'a> {
             return e;
         }
         // The other ranks end only once rank 0 has written the checkpoint.
-        if let Some(Err(e)) = self.group.map(dist::barrier) {
-            return e;
+        if let Some(g) = self.group {
+            if let Err(e) = dist::barrier(g) {
+                return e;
+            }
+            dist::mark_stopped_together();
         }
         let by = match signals::received() {
             Some(s) => signals::name(s),
@@ -543,6 +546,7 @@ impl Trainer<'_> {
         match self.group {
             None => self.model.train_step(&DlrmBatch::from(b)),
             Some(g) => {
+                dist::injected_fault(g.rank(), self.pos.step)?;
                 let part = rank_part(b, g.rank(), self.schedule.batch_size);
                 let secs = self.model.train_step_parallel(&DlrmBatch::from(&part), g)?;
                 self.counters.exchange_seconds += secs;
@@ -568,15 +572,15 @@ impl Trainer<'_> {
 
     /// Data-parallel: stops the run, naming the step and the ranks, when a rank's parameters
     /// differ from rank 0's (their hashes compared).
-    fn check_same_parameters(&mut self) -> Result<()> {
+    pub(super) fn check_same_parameters(&mut self) -> Result<u64> {
         let Some(g) = self.group else {
-            return Ok(());
+            return Ok(0);
         };
         let tensors = checkpoint::parameters(&self.model)?;
         let hash = dist::hash_tensors(tensors.iter().map(|t| &t.2[..]));
         let differ = dist::differing_ranks(g, hash)?;
         if differ.is_empty() {
-            return Ok(());
+            return Ok(hash);
         }
         Err(Error::Stopped(format!(
             "training stopped at step {}: the parameters of rank(s) {differ:?} differ from rank 0's (the data-parallel ranks diverged)",

@@ -130,8 +130,9 @@ pub fn run_group(gpu: &Gpu, args: &TrainArgs, group: &dyn Collective) -> Result<
     trainer.group = Some(group);
     let train_seconds = trainer.run_epochs()?;
     let exchange = trainer.counters.exchange_seconds;
+    let hash = trainer.check_same_parameters()?;
     trainer.out.line(&format!(
-        "data-parallel: {ranks} ranks, {:.2} s of {:.2} s training in the gradient exchange",
+        "data-parallel: {ranks} ranks, {:.2} s of {:.2} s training in the gradient exchange; parameters identical on every rank (hash {hash:016x})",
         exchange, train_seconds
     ));
     finish(trainer, train_seconds)
