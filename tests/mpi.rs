@@ -132,14 +132,26 @@ fn metrics(path: &str) -> Vec<serde_json::Value> {
 }
 
 fn auc(path: &str) -> f64 {
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     s["auc"].as_f64().unwrap()
 }
 
 /// A 2-rank run at batch 32 in `dir` (checkpoint, summary, metrics), asserted successful.
 fn two_ranks(dir: &PathBuf, extra: &[&str]) -> Run {
-    let (ck, sum, met) = (p(dir, "ck.safetensors"), p(dir, "s.json"), p(dir, "m.jsonl"));
-    let mut args = vec!["--save-model", &ck, "--summary-json", &sum, "--metrics-jsonl", &met];
+    let (ck, sum, met) = (
+        p(dir, "ck.safetensors"),
+        p(dir, "s.json"),
+        p(dir, "m.jsonl"),
+    );
+    let mut args = vec![
+        "--save-model",
+        &ck,
+        "--summary-json",
+        &sum,
+        "--metrics-jsonl",
+        &met,
+    ];
     args.extend_from_slice(extra);
     let r = run(dir, 2, &small(32, &args), &[]);
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
@@ -163,10 +175,18 @@ fn two_ranks_agree_rerun_bitwise_match_one_process_and_resume_bitwise() {
     );
     assert!(r.stdout.contains("rank 0 of 2"), "{}", r.stdout);
     // Only rank 0 prints: one summary.
-    assert_eq!(r.stdout.matches("final evaluation").count(), 1, "{}", r.stdout);
+    assert_eq!(
+        r.stdout.matches("final evaluation").count(),
+        1,
+        "{}",
+        r.stdout
+    );
 
     two_ranks(&a2, &[]);
-    let (ta, ta2) = (tensors(&p(&a, "ck.safetensors")), tensors(&p(&a2, "ck.safetensors")));
+    let (ta, ta2) = (
+        tensors(&p(&a, "ck.safetensors")),
+        tensors(&p(&a2, "ck.safetensors")),
+    );
     for ((n, x), (_, y)) in ta.iter().zip(&ta2) {
         assert_eq!(bits(x), bits(y), "{n}: a rerun differs");
     }
@@ -174,7 +194,12 @@ fn two_ranks_agree_rerun_bitwise_match_one_process_and_resume_bitwise() {
 
     // One process at batch 64 sees the same batches.
     let (ck1, sum1) = (p(&one, "ck.safetensors"), p(&one, "s.json"));
-    let r1 = run(&one, 0, &small(64, &["--save-model", &ck1, "--summary-json", &sum1]), &[]);
+    let r1 = run(
+        &one,
+        0,
+        &small(64, &["--save-model", &ck1, "--summary-json", &sum1]),
+        &[],
+    );
     assert!(r1.ok, "{}\n{}", r1.stdout, r1.stderr);
     for ((n, x), (_, y)) in ta.iter().zip(&tensors(&ck1)) {
         let c = compare_with(n, x, y, DLRM_RTOL, DLRM_ATOL);
@@ -185,11 +210,29 @@ fn two_ranks_agree_rerun_bitwise_match_one_process_and_resume_bitwise() {
 
     // Stopped after 13 steps by every rank, then resumed: bitwise the uninterrupted run.
     let ck = p(&cut, "ck.safetensors");
-    let stop = run(&cut, 2, &small(32, &["--save-model", &ck, "--stop-after-steps", "13"]), &[]);
+    let stop = run(
+        &cut,
+        2,
+        &small(32, &["--save-model", &ck, "--stop-after-steps", "13"]),
+        &[],
+    );
     assert!(!stop.ok, "{}", stop.stdout);
-    assert!(stop.stderr.contains("resume with --load-model"), "{}", stop.stderr);
-    assert!(!stop.stderr.contains("MPI_ABORT"), "an agreed stop is no abort: {}", stop.stderr);
-    let res = run(&cut, 2, &small(32, &["--load-model", &ck, "--save-model", &ck]), &[]);
+    assert!(
+        stop.stderr.contains("resume with --load-model"),
+        "{}",
+        stop.stderr
+    );
+    assert!(
+        !stop.stderr.contains("MPI_ABORT"),
+        "an agreed stop is no abort: {}",
+        stop.stderr
+    );
+    let res = run(
+        &cut,
+        2,
+        &small(32, &["--load-model", &ck, "--save-model", &ck]),
+        &[],
+    );
     assert!(res.ok, "{}\n{}", res.stdout, res.stderr);
     assert!(res.stdout.contains("(step 13)"), "{}", res.stdout);
     for ((n, x), (_, y)) in ta.iter().zip(&tensors(&ck)) {
@@ -207,7 +250,12 @@ fn a_failing_or_crashing_rank_ends_the_job_without_hanging() {
         "{}",
         r.stderr
     );
-    let r = run(&dir, 2, &small(32, &[]), &[("TTREC_DIST_FAULT", "1:7:crash")]);
+    let r = run(
+        &dir,
+        2,
+        &small(32, &[]),
+        &[("TTREC_DIST_FAULT", "1:7:crash")],
+    );
     assert!(!r.ok, "exit {:?}: {}", r.code, r.stdout);
     assert!(r.stderr.contains("crashing at step 7"), "{}", r.stderr);
     // Rank 0 never finished the run.

@@ -203,9 +203,17 @@ pub struct BenchDlrmArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
     pub kernels: KernelClass,
+    /// Under mpirun: also print every rank's samples/s and exchange time.
+    #[arg(long)]
+    pub per_rank: bool,
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
+    // Under mpirun (feature `mpi`): the data-parallel step, every rank measuring.
+    #[cfg(feature = "mpi")]
+    if ttrec::dist::mpi::launched() {
+        return super::mpi::bench_dlrm(a);
+    }
     let gpu = a.run.gpu()?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());

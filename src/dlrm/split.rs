@@ -147,7 +147,8 @@ pub(super) fn build_split_plan(
 }
 
 /// Runs one data-parallel step of `batch` (validated; this rank's part) with statistics slot
-/// `slot`: returns the seconds spent in the exchange (the host's sums and gathers).
+/// `slot`: returns the seconds spent in the exchange (the host's sums and gathers, after every
+/// rank has its gradients).
 pub(super) fn run_split(
     net: &Net,
     sp: &mut SplitPlan,
@@ -163,6 +164,10 @@ pub(super) fn run_split(
         Some(d) => Some(net.gpu.read_f32(d, 0, b * net.t_stride())?),
         None => None,
     };
+    // The exchange's own time, not the wait for the slowest rank's backward.
+    if sp.ranks > 1 {
+        crate::dist::barrier(group)?;
+    }
     let start = Instant::now();
     fixed_sum(group, &mut grads)?;
     // The mean over the global batch: each rank's loss is the mean over its own part.

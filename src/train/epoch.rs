@@ -156,7 +156,12 @@ impl<'a> Trainer<'a> {
             self.train_epoch()?;
         }
         self.model.gpu().wait()?;
-        if signals::received().is_some() {
+        // Data-parallel: a signal after the last step's check stops every rank or none.
+        let signalled = match self.group {
+            Some(g) => dist::any(g, signals::received().is_some())?,
+            None => signals::received().is_some(),
+        };
+        if signalled {
             return Err(self.stop_interrupted());
         }
         Ok(loop_start.elapsed().as_secs_f64() - self.counters.not_training)
