@@ -58,7 +58,8 @@
 //! plan of dispatches built once and replayed); `kernels`, launchers of the WGSL kernels under
 //! `shaders/`, one file per shader; `tt`; `nn` (dense tables, MLPs); `dlrm`; `train`; `parity`,
 //! `bench`; `dist`, data-parallel training's rank group (fixed-order sums and gathers, plain
-Rust; MPI behind the feature `mpi`), used by `dlrm`'s split step and `train`. The modules `twin`, `graph`, `kernels`, `nn` and `bench` are unstable internals:
+//! Rust; MPI behind the feature `mpi`), used by `dlrm`'s split step and `train`. The modules
+//! `twin`, `graph`, `kernels`, `nn` and `bench` are unstable internals:
 //! public so the crate's tests, benchmarks and binary can reach them, hidden from these docs,
 //! without any stability promise.
 

@@ -58,6 +58,17 @@ struct Run {
 /// Runs the binary (under `mpirun -np ranks`, or alone for 0 ranks) with output to files; a hang
 /// guard of 3 minutes kills it and fails.
 fn run(dir: &Path, ranks: usize, args: &[String], env: &[(&str, &str)]) -> Run {
+    run_with(dir, ranks, args, env, None)
+}
+
+/// [`run`], calling `during` with mpirun's pid and the stdout file once it started.
+fn run_with(
+    dir: &Path,
+    ranks: usize,
+    args: &[String],
+    env: &[(&str, &str)],
+    during: Option<&dyn Fn(u32, &Path)>,
+) -> Run {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
     let mut cmd = if ranks == 0 {
         Command::new(BIN)
@@ -78,6 +89,9 @@ fn run(dir: &Path, ranks: usize, args: &[String], env: &[(&str, &str)]) -> Run {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("running mpirun (is OpenMPI installed?)");
+    if let Some(during) = during {
+        during(child.id(), &out);
+    }
     let limit = Duration::from_secs(180);
     let start = Instant::now();
     let status = loop {
@@ -260,4 +274,59 @@ fn a_failing_or_crashing_rank_ends_the_job_without_hanging() {
     assert!(r.stderr.contains("crashing at step 7"), "{}", r.stderr);
     // Rank 0 never finished the run.
     assert!(!r.stdout.contains("final evaluation"), "{}", r.stdout);
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_every_rank_with_one_checkpoint() {
+    let dir = temp_dir("mpi-signal");
+    let ck = p(&dir, "ck.safetensors");
+    // Long enough (500 epochs of 20 steps) that the signal comes mid-run.
+    let args = small(32, &["--save-model", &ck, "--nepochs", "500"]);
+    let send = |mpirun: u32, out: &Path| {
+        let start = Instant::now();
+        while std::fs::read_to_string(out)
+            .unwrap_or_default()
+            .matches("Finished training it")
+            .count()
+            < 3
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "hang guard: no training progress"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // mpirun's own SIGTERM ends the ranks at once (OpenMPI); a rank's stops them together.
+        let ranks = Command::new("pgrep")
+            .args(["-P", &mpirun.to_string()])
+            .output()
+            .unwrap();
+        let pids = String::from_utf8_lossy(&ranks.stdout).into_owned();
+        let last = pids.lines().last().expect("the ranks' pids").to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &last])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let r = run_with(&dir, 2, &args, &[], Some(&send));
+    assert_eq!(r.code, Some(143), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("SIGTERM") && r.stderr.contains("resume with --load-model"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("MPI_ABORT"), "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("training interrupted").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    let saved = ttrec::train::checkpoint::load(Path::new(&ck)).unwrap();
+    assert!(saved.meta.position.step >= 15, "{:?}", saved.meta.position);
+    assert_eq!(
+        saved.meta.batch_size, 64,
+        "the checkpoint counts global batches"
+    );
 }

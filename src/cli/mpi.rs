@@ -35,6 +35,12 @@ fn gpu_for(local_rank: usize, limits: DeviceLimits) -> ttrec::Result<Gpu> {
     Gpu::with_options(&opts)
 }
 
+/// 128 + the signal this rank or (agreed) another rank received, else 1.
+fn exit_code() -> i32 {
+    let signal = ttrec::signals::received().or_else(ttrec::dist::agreed_signal);
+    signal.map_or(1, |s| 128 + s)
+}
+
 /// Trains as this rank of the job; exits the process (every rank's exit code is the job's).
 pub fn train(args: &ttrec::train::TrainArgs) -> anyhow::Result<()> {
     let group = match MpiGroup::init() {
@@ -51,9 +57,9 @@ pub fn train(args: &ttrec::train::TrainArgs) -> anyhow::Result<()> {
             let lead = group.rank() == 0;
             drop(group);
             if lead {
-                return Err(e.into());
+                eprintln!("error: {e:#}");
             }
-            std::process::exit(ttrec::signals::exit_code().map_or(1, i32::from))
+            std::process::exit(exit_code())
         }
         Err(e) => {
             eprintln!(
@@ -61,8 +67,7 @@ pub fn train(args: &ttrec::train::TrainArgs) -> anyhow::Result<()> {
                 group.rank(),
                 group.size()
             );
-            let code = ttrec::signals::exit_code().map_or(1, i32::from);
-            group.abort(code)
+            group.abort(exit_code())
         }
     }
 }

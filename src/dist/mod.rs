@@ -202,6 +202,35 @@ pub fn stopped_together() -> bool {
     STOPPED_TOGETHER.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// The signal that stopped the group (0: none), as agreed by [`agree_stop`].
+static AGREED_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Whether any rank wants to stop (`stop`), and the first signal any rank received (`signal`,
+/// in rank order): every rank gets the same answer. The signal is kept for
+/// [`agreed_signal`] (the run's message and exit code on ranks the signal did not reach).
+pub fn agree_stop(
+    group: &dyn Collective,
+    stop: bool,
+    signal: Option<i32>,
+) -> Result<(bool, Option<i32>)> {
+    let mine = [u32::from(stop), signal.unwrap_or(0) as u32];
+    let all = gather_u32(group, &mine)?;
+    let stop = all.chunks_exact(2).any(|c| c[0] != 0);
+    let signal = all.chunks_exact(2).map(|c| c[1]).find(|&s| s != 0);
+    if let Some(s) = signal {
+        AGREED_SIGNAL.store(s as i32, std::sync::atomic::Ordering::SeqCst);
+    }
+    Ok((stop, signal.map(|s| s as i32)))
+}
+
+/// The signal some rank of the group received, once the ranks agreed on it (None before).
+pub fn agreed_signal() -> Option<i32> {
+    match AGREED_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 /// The test hook of rank failures: `TTREC_DIST_FAULT=RANK:STEP` makes rank RANK fail with an
 /// error before global step STEP, `RANK:STEP:crash` makes it abort the process there (as a
 /// killed rank). The tests check that the job then ends, non-zero, without hanging.

@@ -158,7 +158,7 @@ impl<'a> Trainer<'a> {
         self.model.gpu().wait()?;
         // Data-parallel: a signal after the last step's check stops every rank or none.
         let signalled = match self.group {
-            Some(g) => dist::any(g, signals::received().is_some())?,
+            Some(g) => dist::agree_stop(g, false, signals::received())?.1.is_some(),
             None => signals::received().is_some(),
         };
         if signalled {
@@ -207,9 +207,10 @@ impl<'a> Trainer<'a> {
                     .args
                     .stop_after_steps
                     .is_some_and(|n| self.steps_this_run >= n);
-            // Every rank stops after the same step (a signal may reach them steps apart).
+            // Every rank stops after the same step (a signal may reach them steps apart, or
+            // only one of them).
             let stop = match self.group {
-                Some(g) => dist::any(g, stop)?,
+                Some(g) => dist::agree_stop(g, stop, signals::received())?.0,
                 None => stop,
             };
             if self.pos.step.is_multiple_of(HASH_EVERY) {
@@ -368,7 +369,7 @@ impl<'a> Trainer<'a> {
             }
             dist::mark_stopped_together();
         }
-        let by = match signals::received() {
+        let by = match signals::received().or_else(dist::agreed_signal) {
             Some(s) => signals::name(s),
             None => "--stop-after-steps",
         };
