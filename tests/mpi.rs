@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,13 +61,16 @@ fn run(dir: &Path, ranks: usize, args: &[String], env: &[(&str, &str)]) -> Run {
     run_with(dir, ranks, args, env, None)
 }
 
+/// What a test does while mpirun runs: given mpirun's pid and the stdout file.
+type During<'a> = &'a dyn Fn(u32, &Path);
+
 /// [`run`], calling `during` with mpirun's pid and the stdout file once it started.
 fn run_with(
     dir: &Path,
     ranks: usize,
     args: &[String],
     env: &[(&str, &str)],
-    during: Option<&dyn Fn(u32, &Path)>,
+    during: Option<During>,
 ) -> Run {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
     let mut cmd = if ranks == 0 {
@@ -152,7 +155,7 @@ fn auc(path: &str) -> f64 {
 }
 
 /// A 2-rank run at batch 32 in `dir` (checkpoint, summary, metrics), asserted successful.
-fn two_ranks(dir: &PathBuf, extra: &[&str]) -> Run {
+fn two_ranks(dir: &Path, extra: &[&str]) -> Run {
     let (ck, sum, met) = (
         p(dir, "ck.safetensors"),
         p(dir, "s.json"),

@@ -43,10 +43,7 @@ fn exit_code() -> i32 {
 
 /// Trains as this rank of the job; exits the process (every rank's exit code is the job's).
 pub fn train(args: &ttrec::train::TrainArgs) -> anyhow::Result<()> {
-    let group = match MpiGroup::init() {
-        Ok(g) => g,
-        Err(e) => return Err(e.into()),
-    };
+    let group = MpiGroup::init()?;
     let result = gpu_for(group.local_rank(), args.limits)
         .and_then(|gpu| ttrec::train::run_group(&gpu, args, &group));
     match result {
