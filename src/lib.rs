@@ -59,9 +59,11 @@
 //! plan of dispatches built once and replayed); `kernels`, launchers of the WGSL kernels under
 //! `shaders/`, one file per shader; `tt`; `nn` (dense tables, MLPs); `dlrm`; `train` and
 //! `predict` (it reads `train`'s checkpoints, and `train --inference-only` scores through it:
-//! file by file, no cycle); `parity`, `bench`. The modules `twin`, `graph`, `kernels`, `nn`
-//! and `bench` are unstable internals: public so the crate's tests, benchmarks and binary can
-//! reach them, hidden from these docs, without any stability promise.
+//! file by file, no cycle); `parity`, `bench`; `compress` (TT-SVD, the table planner); `dist`,
+//! data-parallel training's rank group (fixed-order sums and gathers, plain Rust; MPI behind
+//! the feature `mpi`), used by `dlrm`'s split step and `train`. The modules `twin`, `graph`,
+//! `kernels`, `nn` and `bench` are unstable internals: public so the crate's tests, benchmarks
+//! and binary can reach them, hidden from these docs, without any stability promise.
 
 #![warn(missing_debug_implementations)]
 
@@ -71,6 +73,7 @@ pub mod bench;
 pub mod cache;
 pub mod compress;
 pub mod data;
+pub mod dist;
 pub mod dlrm;
 pub mod error;
 pub mod export;

@@ -75,6 +75,9 @@ fn main() -> std::process::ExitCode {
         Command::Info(a) => cli::info::info(a),
         Command::Kernels(a) => cli::kernels::kernels(a),
         Command::Data(cmd) => cli::data::run(cmd),
+        // Under mpirun (feature `mpi`): one rank of a data-parallel run; it never returns.
+        #[cfg(feature = "mpi")]
+        Command::Train(args) if ttrec::dist::mpi::launched() => cli::mpi::train(&args),
         Command::Train(args) => cli::train::train(&args),
         Command::Tt(cmd) => cli::tt::run(cmd),
         Command::Plan(args) => cli::plan::plan(*args),

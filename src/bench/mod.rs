@@ -3,6 +3,7 @@
 //! training step ([`dlrm`]).
 
 pub mod cache;
+pub mod dist;
 pub mod dlrm;
 pub mod gemm;
 

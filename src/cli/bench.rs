@@ -209,6 +209,9 @@ pub struct BenchDlrmArgs {
     /// step's implied samples/s (by the counts, NOT measured).
     #[arg(long)]
     pub counts: bool,
+    /// Under mpirun: also print every rank's samples/s and exchange time.
+    #[arg(long)]
+    pub per_rank: bool,
 }
 
 /// The product variant `--gemm` names (None: the kernel class's).
@@ -253,6 +256,11 @@ fn bench_dlrm_counts(a: &BenchDlrmArgs, gpu: &Gpu) -> anyhow::Result<()> {
 }
 
 fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
+    // Under mpirun (feature `mpi`): the data-parallel step, every rank measuring.
+    #[cfg(feature = "mpi")]
+    if ttrec::dist::mpi::launched() {
+        return super::mpi::bench_dlrm(a);
+    }
     let gpu = a.run.gpu()?;
     if a.counts {
         return bench_dlrm_counts(&a, &gpu);

@@ -14,6 +14,8 @@ pub mod bench;
 pub mod data;
 pub mod info;
 pub mod kernels;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod parity;
 pub mod plan;
 pub mod predict;

@@ -23,6 +23,7 @@ pub mod fixture;
 mod inputs;
 pub mod model;
 mod net;
+mod split;
 mod state_dict;
 mod step;
 

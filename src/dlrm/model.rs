@@ -20,6 +20,7 @@ use crate::cache::CacheStats;
 use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
 use crate::dlrm::inputs::{fill, validate, DlrmBatch};
 use crate::dlrm::net::Net;
+use crate::dlrm::split::{build_split_plan, run_split, SplitPlan};
 use crate::dlrm::state_dict::{self, LastDenseStep};
 use crate::dlrm::step::{build_eval_plan, build_train_plan, EvalPlan, StepPlan};
 use crate::error::{Error, Result};
@@ -78,6 +79,8 @@ pub struct Dlrm {
     eval_plans: PlanCache<EvalKey, EvalPlan>,
     /// The dense tables' ids of the last training batch (for [`Dlrm::gradient`]).
     last_dense_ids: Option<Vec<Vec<u32>>>,
+    /// Data-parallel steps' plans by (batch per rank, ranks).
+    split_plans: PlanCache<(usize, usize), SplitPlan>,
 }
 
 impl std::fmt::Debug for Dlrm {
@@ -125,6 +128,7 @@ impl Dlrm {
             train_plans: PlanCache::new(PLANS_PER_KIND),
             eval_plans: PlanCache::new(PLANS_PER_KIND),
             last_dense_ids: None,
+            split_plans: PlanCache::new(PLANS_PER_KIND),
         })
     }
 
@@ -260,6 +264,54 @@ impl Dlrm {
             grp.params.cache_step()?;
         }
         Ok(out)
+    }
+
+    /// Builds the data-parallel step's plans for `batch` samples per rank and `ranks` ranks.
+    pub fn prepare_parallel(&mut self, batch: usize, ranks: usize) -> Result<()> {
+        if batch == 0 || ranks == 0 {
+            return Err(Error::input(
+                None,
+                "batch size and ranks must be at least 1",
+            ));
+        }
+        let (net, stats) = (&self.net, &self.stats);
+        self.split_plans.get_or_build((batch, ranks), || {
+            build_split_plan(net, stats, batch, ranks)
+        })?;
+        Ok(())
+    }
+
+    /// One data-parallel step on this rank's `batch` (every rank of `group` calls it with its
+    /// part of the global batch, same size): gradients computed here, summed across the ranks
+    /// in a fixed order, then the same update on every rank (the TT cores' update unfused, see
+    /// `dlrm::split`). Waits for the GPU. Returns the seconds spent exchanging. With one rank
+    /// ([`crate::dist::Solo`]) it is the unfused form of [`Dlrm::train_step`].
+    pub fn train_step_parallel(
+        &mut self,
+        batch: &DlrmBatch,
+        group: &dyn crate::dist::Collective,
+    ) -> Result<f64> {
+        let b = self.validate(batch, true)?;
+        if self.net.tt.iter().any(|g| g.params.cache().is_some()) {
+            return Err(Error::input(
+                None,
+                "the TT row cache (--cache-rows) is not supported in data-parallel runs",
+            ));
+        }
+        if self.unread.len() >= self.options.stats_ring {
+            self.flush_stats()?;
+        }
+        let slot = (self.steps % self.options.stats_ring as u64) as u32;
+        let ranks = group.size();
+        let (net, stats) = (&self.net, &self.stats);
+        let sp = self
+            .split_plans
+            .get_or_build((b, ranks), || build_split_plan(net, stats, b, ranks))?;
+        let seconds = run_split(net, sp, batch, slot, group)?;
+        self.last_dense_ids = None;
+        self.unread.push_back((self.steps, b));
+        self.steps += 1;
+        Ok(seconds)
     }
 
     /// The TT groups' caches together: lookups, hits and drops summed since the start, members

@@ -122,6 +122,23 @@ fn record_forward(net: &Net, g: &mut GraphBuilder, inputs: &BatchInputs) -> Resu
 /// The training step for batches of `batch` samples: forward, BCE (its loss and correct count
 /// written to `stats` at the slot the input names), backward and every update.
 pub(super) fn build_train_plan(net: &Net, stats: &wgpu::Buffer, batch: usize) -> Result<StepPlan> {
+    build_step_plan(net, stats, batch, None)
+}
+
+/// What a data-parallel step records after its backward instead of the updates: given the
+/// graph and dT, the copies of the gradients out (see `dlrm::split`).
+pub(super) type GradientsOut<'a> = &'a dyn Fn(&mut GraphBuilder, &Buf) -> Result<()>;
+
+/// [`build_train_plan`], or with `gradients_out` the gradients-only step of a data-parallel run:
+/// no dense-table backward (its rows are exchanged), TT core gradients without their update
+/// (the unfused mode), no MLP update or checks; `gradients_out` records the copies out.
+pub(super) fn build_step_plan(
+    net: &Net,
+    stats: &wgpu::Buffer,
+    batch: usize,
+    gradients_out: Option<GradientsOut>,
+) -> Result<StepPlan> {
+    let update = gradients_out.is_none();
     let cfg = &net.config;
     let mut g = GraphBuilder::new(&net.gpu);
     let inputs = declare(net, &mut g, batch, true)?;
@@ -189,11 +206,21 @@ pub(super) fn build_train_plan(net: &Net, stats: &wgpu::Buffer, batch: usize) ->
         net.variant,
         "bottom",
     )?;
-    if let (Some(group), Some(lk)) = (&net.dense, &inputs.dense) {
+    if let (Some(group), Some(lk), true) = (&net.dense, &inputs.dense, update) {
         lk.record_backward(&mut g, group, dt.clone())?;
     }
     for ((grp, lk), saved) in net.tt.iter().zip(&inputs.tt).zip(fw.saved) {
-        lk.record_backward(&mut g, &grp.params, &dt, Some(saved), true)?;
+        lk.record_backward(&mut g, &grp.params, &dt, Some(saved), update)?;
+    }
+    if let Some(out) = gradients_out {
+        out(&mut g, &dt)?;
+        let plan = g.build()?;
+        let input = plan.new_input();
+        return Ok(StepPlan {
+            plan,
+            input,
+            inputs,
+        });
     }
     // Every parameter checked finite after the update, into the step's stats slot; the MLPs'
     // by their update itself.

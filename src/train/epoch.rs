@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::data::Batch;
+use crate::dist::{self, Collective};
 use crate::dlrm::{Dlrm, DlrmBatch, DlrmConfig, StepStats};
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, Evaluation};
@@ -52,7 +54,13 @@ pub(super) struct Counters {
     pub eval_seconds: f64,
     /// The loop's seconds spent evaluating and writing checkpoints (not training).
     pub not_training: f64,
+    /// Seconds of data-parallel steps spent exchanging gradients (0 in one process).
+    pub exchange_seconds: f64,
 }
+
+/// Steps between the data-parallel ranks' comparisons of their parameters' hash (also compared
+/// at every evaluation).
+const HASH_EVERY: u64 = 200;
 
 /// The print interval in progress: its clock, samples, and the running statistics shown on the
 /// bar (loss sum, correct, samples of the last printed interval).
@@ -105,6 +113,8 @@ pub(super) struct Trainer<'a> {
     best_accuracy: f64,
     /// An MLPerf target was reached: training ends after this evaluation.
     pub target_reached: bool,
+    /// The data-parallel group this rank trains in (None: one process).
+    pub group: Option<&'a dyn Collective>,
 }
 
 impl<'a> Trainer<'a> {
@@ -137,6 +147,7 @@ impl<'a> Trainer<'a> {
             lr_now: config.learning_rate,
             best_accuracy: f64::NAN,
             target_reached: false,
+            group: None,
         }
     }
 
@@ -161,7 +172,12 @@ impl<'a> Trainer<'a> {
             self.train_epoch()?;
         }
         self.model.gpu().wait()?;
-        if signals::received().is_some() {
+        // Data-parallel: a signal after the last step's check stops every rank or none.
+        let signalled = match self.group {
+            Some(g) => dist::agree_stop(g, false, signals::received())?.1.is_some(),
+            None => signals::received().is_some(),
+        };
+        if signalled {
             return Err(self.stop_interrupted());
         }
         Ok(loop_start.elapsed().as_secs_f64() - self.counters.not_training)
@@ -176,9 +192,10 @@ impl<'a> Trainer<'a> {
             batches as u64,
             self.pos.batch,
         );
+        // A data-parallel step takes the global batch of P B rows; this rank trains on its part.
         let loader = self.data.train_batches(
             self.pos.epoch,
-            bs,
+            bs * self.ranks(),
             self.pos.batch as usize,
             batches - self.pos.batch as usize,
         )?;
@@ -186,7 +203,7 @@ impl<'a> Trainer<'a> {
         for b in loader {
             let b = b?;
             self.set_step_rate()?;
-            self.model.train_step(&DlrmBatch::from(&b))?;
+            self.train_step(&b)?;
             self.counters.train_samples += b.len() as u64;
             interval.samples += b.len() as u64;
             self.pos.batch += 1;
@@ -207,6 +224,15 @@ impl<'a> Trainer<'a> {
                     .args
                     .stop_after_steps
                     .is_some_and(|n| self.steps_this_run >= n);
+            // Every rank stops after the same step (a signal may reach them steps apart, or
+            // only one of them).
+            let stop = match self.group {
+                Some(g) => dist::agree_stop(g, stop, signals::received())?.0,
+                None => stop,
+            };
+            if self.pos.step.is_multiple_of(HASH_EVERY) {
+                self.check_same_parameters()?;
+            }
             if self.pos.batch.is_multiple_of(self.args.print_freq as u64) || at_end || stop {
                 self.print_interval(&mut interval)?;
             }
@@ -270,6 +296,7 @@ impl<'a> Trainer<'a> {
         let n: usize = stats.iter().map(|s| s.samples).sum();
         let loss = stats.iter().map(|s| s.loss * s.samples as f64).sum::<f64>();
         let correct: usize = stats.iter().map(|s| s.correct).sum();
+        let (loss, correct, n) = self.combine_stats(loss, correct, n)?;
         interval.running = (loss, correct, n);
         if n > 0 {
             let rate = interval.samples as f64 / interval.start.elapsed().as_secs_f64();
@@ -388,7 +415,14 @@ impl<'a> Trainer<'a> {
         if let Err(e) = self.save(self.pos, &path) {
             return e;
         }
-        let by = match signals::received() {
+        // The other ranks end only once rank 0 has written the checkpoint.
+        if let Some(g) = self.group {
+            if let Err(e) = dist::barrier(g) {
+                return e;
+            }
+            dist::mark_stopped_together();
+        }
+        let by = match signals::received().or_else(dist::agreed_signal) {
             Some(s) => signals::name(s),
             None => "--stop-after-steps",
         };
@@ -409,6 +443,7 @@ impl<'a> Trainer<'a> {
         // Nothing non-finite is evaluated or saved: the steps since the last print first.
         self.read_stats()?;
         let ev = self.evaluate()?;
+        self.check_same_parameters()?;
         let p = self.pos;
         self.record(MetricPoint::Test {
             epoch: p.epoch,
@@ -438,16 +473,25 @@ impl<'a> Trainer<'a> {
         let mut probs = Vec::with_capacity(self.data.test_samples() as usize);
         self.out
             .start_eval(self.data.test_samples().div_ceil(eval_batch as u64));
-        for b in self.data.test_batches(eval_batch)? {
+        let mut sizes = Vec::new();
+        // Data-parallel: rank r scores the batches r, r + P, ...; the scores are gathered.
+        let (rank, ranks) = self.group.map_or((0, 1), |g| (g.rank(), g.size()));
+        for (i, b) in self.data.test_batches(eval_batch)?.enumerate() {
             let b = b?;
-            probs.extend(
-                self.model
-                    .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
-            );
+            if i % ranks == rank {
+                probs.extend(
+                    self.model
+                        .predict_padded(&DlrmBatch::from(&b), eval_batch)?,
+                );
+            }
+            sizes.push(b.len());
             labels.extend_from_slice(&b.labels);
             self.out.eval_step();
         }
         self.out.end_eval();
+        if let Some(g) = self.group {
+            probs = gather_scores(g, &probs, &sizes)?;
+        }
         let ev = evaluate(&labels, &probs)?;
         self.counters.eval_seconds += t.elapsed().as_secs_f64();
         self.counters.eval_samples += labels.len() as u64;
@@ -471,6 +515,9 @@ impl<'a> Trainer<'a> {
     /// Writes the model at position `pos` to `path` (atomically), after checking every value
     /// finite on the host: a non-finite model stops the run instead.
     pub(super) fn save(&mut self, pos: Position, path: &Path) -> Result<()> {
+        if !self.is_lead() {
+            return Ok(());
+        }
         let tensors = checkpoint::parameters(&self.model)?;
         if let Some(bad) = checkpoint::first_non_finite(&tensors) {
             let what = format!(
@@ -504,5 +551,105 @@ impl<'a> Trainer<'a> {
         }
         self.points.push(p);
         Ok(())
+    }
+}
+
+/// This rank's part of global batch `b` (`per_rank` samples of every rank, in rank order).
+fn rank_part(b: &Batch, rank: usize, per_rank: usize) -> Batch {
+    let n = b.len().max(1);
+    let (features, tables) = (b.dense.len() / n, b.sparse.len() / n);
+    let rows = dist::rank_rows(rank, per_rank);
+    Batch {
+        dense: b.dense[rows.start * features..rows.end * features].to_vec(),
+        sparse: b.sparse[rows.start * tables..rows.end * tables].to_vec(),
+        labels: b.labels[rows.clone()].to_vec(),
+    }
+}
+
+/// Every rank's scores of its evaluation batches (rank r scored batches r, r + P, ...) put
+/// back in batch order; `sizes` are the batches' sample counts.
+fn gather_scores(g: &dyn Collective, mine: &[f32], sizes: &[usize]) -> Result<Vec<f32>> {
+    let parts = g.all_gather_bytes(bytemuck::cast_slice(mine))?;
+    let parts: Vec<Vec<f32>> = parts
+        .iter()
+        .map(|p| {
+            p.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect()
+        })
+        .collect();
+    let mut at = vec![0usize; parts.len()];
+    let mut all = Vec::with_capacity(sizes.iter().sum());
+    for (i, &n) in sizes.iter().enumerate() {
+        let r = i % parts.len();
+        let part = parts[r].get(at[r]..at[r] + n).ok_or_else(|| {
+            Error::input(
+                None,
+                format!("rank {r} returned too few evaluation scores (batch {i})"),
+            )
+        })?;
+        all.extend_from_slice(part);
+        at[r] += n;
+    }
+    Ok(all)
+}
+
+impl Trainer<'_> {
+    /// Ranks training together (1 in one process).
+    fn ranks(&self) -> usize {
+        self.group.map_or(1, |g| g.size())
+    }
+
+    /// Whether this process prints and writes (rank 0, or the only process).
+    pub(super) fn is_lead(&self) -> bool {
+        self.group.is_none_or(|g| g.rank() == 0)
+    }
+
+    /// One step on global batch `b`: the whole batch in one process, this rank's part of it in a
+    /// data-parallel run.
+    fn train_step(&mut self, b: &Batch) -> Result<()> {
+        match self.group {
+            None => self.model.train_step(&DlrmBatch::from(b)),
+            Some(g) => {
+                dist::injected_fault(g.rank(), self.pos.step)?;
+                let part = rank_part(b, g.rank(), self.schedule.batch_size);
+                let secs = self.model.train_step_parallel(&DlrmBatch::from(&part), g)?;
+                self.counters.exchange_seconds += secs;
+                Ok(())
+            }
+        }
+    }
+
+    /// The interval's (loss sum, correct, samples) over every rank (in rank order).
+    fn combine_stats(&self, loss: f64, correct: usize, n: usize) -> Result<(f64, usize, usize)> {
+        let Some(g) = self.group else {
+            return Ok((loss, correct, n));
+        };
+        let all = dist::gather_f64(g, &[loss, correct as f64, n as f64])?;
+        let (mut l, mut c, mut k) = (0.0, 0.0, 0.0);
+        for r in all.chunks_exact(3) {
+            l += r[0];
+            c += r[1];
+            k += r[2];
+        }
+        Ok((l, c as usize, k as usize))
+    }
+
+    /// Data-parallel: stops the run, naming the step and the ranks, when a rank's parameters
+    /// differ from rank 0's (their hashes compared).
+    pub(super) fn check_same_parameters(&mut self) -> Result<u64> {
+        let Some(g) = self.group else {
+            return Ok(0);
+        };
+        let tensors = checkpoint::parameters(&self.model)?;
+        let hash = dist::hash_tensors(tensors.iter().map(|t| &t.2[..]));
+        let differ = dist::differing_ranks(g, hash)?;
+        if differ.is_empty() {
+            return Ok(hash);
+        }
+        Err(Error::Stopped(format!(
+            "training stopped at step {}: the parameters of rank(s) {differ:?} differ from rank 0's (the data-parallel ranks diverged)",
+            self.pos.step
+        )))
     }
 }

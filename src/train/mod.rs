@@ -31,6 +31,7 @@ mod setup;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::dist::{self, Collective};
 use crate::dlrm::{Dlrm, DlrmConfig, OptimizerKind};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -41,6 +42,104 @@ use options::Checked;
 pub use options::{EmbeddingKind, TrainArgs};
 use output::Output;
 use report::{MetricsLog, TrainSummary};
+
+/// [`run_on`] as one rank of a data-parallel group (`mpirun -np P ttrec train ...`, see
+/// [`crate::dist`]): every rank trains on its `--mini-batch-size` rows of each global batch of
+/// P times as many, so positions, schedules and checkpoints count global batches (a checkpoint
+/// records the global batch and resumes under any P and B with the same product). Rank 0 builds
+/// the data store (the others wait for it), reads a checkpoint to resume from (the others get
+/// its bytes), prints and writes; every rank returns the same summary. An error is this rank's
+/// alone: the caller ends the job ([`Collective::abort`]).
+pub fn run_group(gpu: &Gpu, args: &TrainArgs, group: &dyn Collective) -> Result<TrainSummary> {
+    let checked = args.check()?;
+    crate::signals::install();
+    if args.cache_rows.is_some() {
+        return Err(Error::input(
+            None,
+            "--cache-rows (the TT row cache) is not supported in data-parallel runs",
+        ));
+    }
+    let (rank, ranks) = (group.rank(), group.size());
+    let lead = rank == 0;
+    let _locks = if lead {
+        lock_outputs(args)?
+    } else {
+        Vec::new()
+    };
+    let out = if lead { Output::new() } else { Output::muted() };
+    out.line(&format!(
+        "adapter: {} (rank 0 of {ranks} data-parallel ranks, {} samples per rank per step)",
+        gpu.adapter_name(),
+        args.mini_batch_size
+    ));
+    // The data store is built once, by rank 0; the others open it after.
+    let data = if lead {
+        let d = setup::load_data(args, &out)?;
+        dist::barrier(group)?;
+        d
+    } else {
+        dist::barrier(group)?;
+        setup::load_data(args, &out)?
+    };
+    // The run as one process sees it: batches of P B samples; only rank 0 writes.
+    let mut global = args.clone();
+    global.mini_batch_size = args.mini_batch_size * ranks;
+    if !lead {
+        global.metrics_jsonl = None;
+        global.summary_json = None;
+        global.plot = None;
+    }
+    // Resuming: rank 0 reads the checkpoint; every other rank restores from its bytes.
+    let _copy = match &args.load_model {
+        Some(path) => {
+            let bytes = if lead {
+                std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?
+            } else {
+                Vec::new()
+            };
+            let bytes = group.broadcast_bytes(bytes)?;
+            if lead {
+                None
+            } else {
+                let copy = tempfile::NamedTempFile::new()
+                    .map_err(|e| Error::input(None, format!("a temporary file: {e}")))?;
+                std::fs::write(copy.path(), &bytes)
+                    .map_err(|e| Error::file(copy.path(), format!("cannot write: {e}")))?;
+                global.load_model = Some(copy.path().to_path_buf());
+                Some(copy)
+            }
+        }
+        None => None,
+    };
+    let config = setup::config_of(&global, &checked, &data.table_sizes())?;
+    let mut schedule = schedule(&global, &data)?;
+    schedule.batch_size = args.mini_batch_size;
+    limits::check(gpu, args, &config, &schedule)?;
+    let (mut model, pos) = setup::build_model(gpu, &global, &config, &data, &out)?;
+    let log = match (&global.metrics_jsonl, lead) {
+        (Some(p), true) => Some(MetricsLog::open(p)?),
+        _ => None,
+    };
+    let t = Instant::now();
+    model.prepare_parallel(schedule.batch_size, ranks)?;
+    model.prepare_eval(schedule.eval_batch)?;
+    out.line(&format!(
+        "plans built in {:.1} s (data-parallel step for {} samples per rank, evaluation of {})",
+        t.elapsed().as_secs_f64(),
+        schedule.batch_size,
+        schedule.eval_batch
+    ));
+    let mut trainer = Trainer::new(&global, &data, &config, model, out, pos, schedule, log);
+    trainer.group = Some(group);
+    let train_seconds = trainer.run_epochs()?;
+    let exchange = trainer.counters.exchange_seconds;
+    let hash = trainer.check_same_parameters()?;
+    trainer.out.line(&format!(
+        "data-parallel: {ranks} ranks, {:.2} s of {:.2} s training in the gradient exchange; parameters identical on every rank (hash {hash:016x})",
+        exchange, train_seconds
+    ));
+    finish(trainer, train_seconds)
+}
 
 /// The model configuration of a run over data with `table_sizes`.
 pub fn model_config(args: &TrainArgs, table_sizes: &[u64]) -> Result<DlrmConfig> {
@@ -191,6 +290,9 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
         t.save(t.pos, path)?;
     }
     let summary = summary(&mut t, eval, train_seconds)?;
+    if !t.is_lead() {
+        return Ok(summary);
+    }
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {
         let text = serde_json::to_string_pretty(&summary.json()).expect("JSON");

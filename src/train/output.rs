@@ -14,6 +14,8 @@ pub(super) struct Output {
     multi: Option<MultiProgress>,
     pub(super) bar: Option<ProgressBar>,
     eval_bar: Option<ProgressBar>,
+    /// Prints nothing (the ranks other than 0 of a data-parallel run).
+    muted: bool,
 }
 
 impl Output {
@@ -25,11 +27,25 @@ impl Output {
             multi,
             bar: None,
             eval_bar: None,
+            muted: false,
+        }
+    }
+
+    /// An output that prints nothing.
+    pub(super) fn muted() -> Self {
+        Output {
+            multi: None,
+            bar: None,
+            eval_bar: None,
+            muted: true,
         }
     }
 
     /// One line of output, above the bars when there are any.
     pub(super) fn line(&self, s: &str) {
+        if self.muted {
+            return;
+        }
         // To stdout (the run's log, even when only stderr is a terminal), with the bars
         // cleared meanwhile and redrawn under it.
         match &self.multi {
