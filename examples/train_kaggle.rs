@@ -4,6 +4,10 @@
 //! and the compression of the embeddings.
 //!
 //! cargo run --release --example train_kaggle [-- --data train.txt --processed-data-file kaggle.ttcache ...]
+//!
+//! Data-parallel on P processes (one rank each; see the README's MPI section):
+//! cargo build --release --features mpi --example train_kaggle &&
+//! mpirun -np P target/release/examples/train_kaggle [options]
 
 use clap::Parser;
 
@@ -24,6 +28,17 @@ fn main() -> std::process::ExitCode {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
+    // Under mpirun (built with `--features mpi`): one rank of a data-parallel run.
+    #[cfg(feature = "mpi")]
+    if ttrec::dist::mpi::launched() {
+        return match ttrec::train::mpi_rank::train_as_rank(&cli.args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match ttrec::train::run(&cli.args) {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -130,6 +130,7 @@ pub(super) fn build_split_plan(
         &net.arena,
         &tt,
         checked_dense,
+        false,
     )?;
     let update = g.build()?;
     let update_input = update.new_input();

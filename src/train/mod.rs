@@ -23,6 +23,8 @@ mod epoch;
 mod inference;
 mod limits;
 pub mod lr;
+#[cfg(feature = "mpi")]
+pub mod mpi_rank;
 pub mod options;
 mod output;
 pub mod report;
@@ -67,6 +69,11 @@ pub fn run_group(gpu: &Gpu, args: &TrainArgs, group: &dyn Collective) -> Result<
         Vec::new()
     };
     let out = if lead { Output::new() } else { Output::muted() };
+    if lead {
+        for note in &checked.notes {
+            eprintln!("note: {note}");
+        }
+    }
     out.line(&format!(
         "adapter: {} (rank 0 of {ranks} data-parallel ranks, {} samples per rank per step)",
         gpu.adapter_name(),
@@ -74,12 +81,17 @@ pub fn run_group(gpu: &Gpu, args: &TrainArgs, group: &dyn Collective) -> Result<
     ));
     // The data store is built once, by rank 0; the others open it after.
     let data = if lead {
-        let d = setup::load_data(args, &out)?;
+        let d = setup::load_data(args, &checked, &out)?;
         dist::barrier(group)?;
         d
     } else {
         dist::barrier(group)?;
-        setup::load_data(args, &out)?
+        // Rank 0 has just built (or rebuilt) the store: open it as it is.
+        let opener = TrainArgs {
+            rebuild_data_store: false,
+            ..args.clone()
+        };
+        setup::load_data(&opener, &checked, &out)?
     };
     // The run as one process sees it: batches of P B samples; only rank 0 writes.
     let mut global = args.clone();
@@ -111,11 +123,14 @@ pub fn run_group(gpu: &Gpu, args: &TrainArgs, group: &dyn Collective) -> Result<
         }
         None => None,
     };
-    let config = setup::config_of(&global, &checked, &data.table_sizes())?;
-    let mut schedule = schedule(&global, &data)?;
+    let (config, notes) = setup::planned_config(&global, &checked, &data.table_sizes())?;
+    for note in &notes {
+        out.line(note);
+    }
+    let mut schedule = schedule(&global, &checked, &data)?;
     schedule.batch_size = args.mini_batch_size;
     limits::check(gpu, args, &config, &schedule)?;
-    let (mut model, pos) = setup::build_model(gpu, &global, &config, &data, &out)?;
+    let (mut model, pos) = setup::build_model(gpu, &global, &checked, &config, &data, &out)?;
     let log = match (&global.metrics_jsonl, lead) {
         (Some(p), true) => Some(MetricsLog::open(p)?),
         _ => None,
