@@ -320,11 +320,15 @@ impl DeviceModel {
     /// The time node `c` implies, in microseconds, by its counts: the longest of its FLOPs at
     /// peak, its bytes at full bandwidth (both scaled by the share of the compute units its
     /// workgroups fill) and its serial chain at [`FMA_LATENCY_CYCLES`] a step, plus
-    /// [`DeviceModel::command_us`]. None where the launcher counted nothing (no cost function
-    /// yet, or a transfer).
+    /// [`DeviceModel::command_us`]. A transfer (a clear or copy: no kernel, no workgroups) moves
+    /// its bytes at full bandwidth. None where the launcher counted nothing.
     pub fn node_us(&self, c: &NodeCount) -> Option<f64> {
         let cost = c.cost?;
-        let fill = (c.workgroups as f64 / self.units as f64).clamp(1.0 / self.units as f64, 1.0);
+        let fill = if c.kernel.is_none() {
+            1.0
+        } else {
+            (c.workgroups as f64 / self.units as f64).clamp(1.0 / self.units as f64, 1.0)
+        };
         let compute = cost.flops / (self.flops * fill);
         let memory = cost.bytes / (self.bytes * fill);
         let serial = cost.serial as f64 * FMA_LATENCY_CYCLES / self.clock_hz;
@@ -540,6 +544,19 @@ mod tests {
         );
         // 1.98 M dependent steps of 4 cycles at 1.98 GHz: 4,000 us.
         assert!((H100.node_us(&chain).unwrap() - 4003.0).abs() < 1e-6);
+        // A clear (no kernel, no workgroups) at full bandwidth: 33.5 MB at 3.35 TB/s, 10 us.
+        let clear = NodeCount {
+            label: "zero grad".into(),
+            kernel: None,
+            workgroups: 0,
+            invocations: None,
+            cost: Some(Cost {
+                flops: 0.0,
+                bytes: 33.5e6,
+                serial: 1,
+            }),
+        };
+        assert!((H100.node_us(&clear).unwrap() - 13.0).abs() < 1e-6);
         let unknown = node("routing", 2, None);
         assert_eq!(H100.node_us(&unknown), None);
         let counts = vec![full, memory, unknown];
