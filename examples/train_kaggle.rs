@@ -17,6 +17,10 @@ use clap::Parser;
     about = "Train a DLRM with TT-compressed tables (dlrm's options)"
 )]
 struct Cli {
+    /// The adapter to use: a part of its name, any case (as TTREC_ADAPTER); `ttrec info --list`
+    /// lists them.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
     #[command(flatten)]
     args: ttrec::train::TrainArgs,
 }
@@ -28,6 +32,10 @@ fn main() -> std::process::ExitCode {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
+    if let Some(name) = &cli.adapter {
+        // Read wherever an adapter is opened; set before any is, single-threaded.
+        std::env::set_var("TTREC_ADAPTER", name);
+    }
     // Under mpirun (built with `--features mpi`): one rank of a data-parallel run.
     #[cfg(feature = "mpi")]
     if ttrec::dist::mpi::launched() {

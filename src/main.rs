@@ -58,7 +58,25 @@ fn init_logging() {
         .init();
 }
 
+/// Output piped into a reader that stops early (`ttrec info --list | head -1`) ends ttrec
+/// quietly, as it does any Unix tool: Rust ignores SIGPIPE, so a print to the closed pipe would
+/// panic. Not under an MPI launcher, whose transports expect SIGPIPE ignored.
+#[cfg(unix)]
+fn default_sigpipe() {
+    let under_mpi = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !under_mpi {
+        // SAFETY: sets the disposition of one signal before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    #[cfg(unix)]
+    default_sigpipe();
     // Before anything else runs (it sets an environment variable): before any GPU is created.
     ttrec::gpu::ensure_runtime_dir();
     init_logging();

@@ -159,3 +159,29 @@ fn inspect_and_preprocess_json_count_every_kind_of_malformed_line() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Output piped into a reader that has already gone (`ttrec info --list | head -0`): ttrec ends
+/// quietly, killed by SIGPIPE as any Unix tool, never a "failed printing to stdout" panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_ends_quietly_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ttrec"))
+        .args(["info", "--list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ttrec runs");
+    // The reader goes before ttrec has enumerated the adapters and printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("ttrec ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {err}",
+        out.status
+    );
+}
