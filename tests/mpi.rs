@@ -208,6 +208,8 @@ fn two_ranks_agree_rerun_bitwise_match_one_process_and_resume_bitwise() {
         assert_eq!(bits(x), bits(y), "{n}: a rerun differs");
     }
     assert_eq!(metrics(&p(&a, "m.jsonl")), metrics(&p(&a2, "m.jsonl")));
+    let saved = ttrec::train::checkpoint::load(Path::new(&p(&a, "ck.safetensors"))).unwrap();
+    assert_eq!((saved.meta.ranks, saved.meta.batch_size), (2, 64));
 
     // One process at batch 64 sees the same batches.
     let (ck1, sum1) = (p(&one, "ck.safetensors"), p(&one, "s.json"));
@@ -218,6 +220,8 @@ fn two_ranks_agree_rerun_bitwise_match_one_process_and_resume_bitwise() {
         &[],
     );
     assert!(r1.ok, "{}\n{}", r1.stdout, r1.stderr);
+    let one_ck = ttrec::train::checkpoint::load(Path::new(&ck1)).unwrap();
+    assert_eq!((one_ck.meta.ranks, one_ck.meta.batch_size), (1, 64));
     for ((n, x), (_, y)) in ta.iter().zip(&tensors(&ck1)) {
         let c = compare_with(n, x, y, DLRM_RTOL, DLRM_ATOL);
         assert!(c.pass, "2 ranks at 32 vs 1 process at 64: {c:?}");
@@ -329,7 +333,8 @@ fn sigterm_to_one_rank_stops_every_rank_with_one_checkpoint() {
     let saved = ttrec::train::checkpoint::load(Path::new(&ck)).unwrap();
     assert!(saved.meta.position.step >= 15, "{:?}", saved.meta.position);
     assert_eq!(
-        saved.meta.batch_size, 64,
-        "the checkpoint counts global batches"
+        (saved.meta.ranks, saved.meta.batch_size),
+        (2, 64),
+        "the checkpoint records its ranks and their global batch"
     );
 }

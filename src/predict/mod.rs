@@ -80,6 +80,7 @@ pub fn save_model(path: &Path, model: &Dlrm, encoding: &Encoding) -> Result<()> 
             best_auc: f64::NAN,
         },
         batch_size: 0,
+        ranks: 1,
         data: "saved by an application".into(),
         seed: model.config().seed,
         encoding: Some(encoding.clone()),

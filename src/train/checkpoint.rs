@@ -63,6 +63,10 @@ pub struct CheckpointMeta {
     pub config: DlrmConfig,
     pub position: Position,
     pub batch_size: usize,
+    /// The data-parallel ranks that trained it (1: one process); `batch_size` is their global
+    /// batch, ranks x each rank's `--mini-batch-size`, so any ranks and per-rank batch with the
+    /// same product resume it.
+    pub ranks: usize,
     /// The data's fingerprint (see `TrainData::fingerprint`).
     pub data: String,
     pub seed: u64,
@@ -204,6 +208,7 @@ pub fn write(
         .to_string(),
     );
     m.insert("batch_size".to_string(), meta.batch_size.to_string());
+    m.insert("ranks".to_string(), meta.ranks.to_string());
     m.insert("data".to_string(), meta.data.clone());
     m.insert("seed".to_string(), meta.seed.to_string());
     if let Some(e) = &meta.encoding {
@@ -306,6 +311,11 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             config,
             position,
             batch_size: parse_u("batch_size")? as usize,
+            // Written since data-parallel training; older checkpoints came from one process.
+            ranks: match m.get("ranks") {
+                Some(_) => parse_u("ranks")? as usize,
+                None => 1,
+            },
             data: get("data")?.clone(),
             seed: parse_u("seed")?,
             encoding: read_encoding(&m, dictionaries, path)?,
@@ -491,6 +501,7 @@ mod tests {
                 best_auc: 0.75,
             },
             batch_size: 8,
+            ranks: 2,
             data: "test".into(),
             seed: 1,
             encoding: Some(encoding.clone()),
@@ -498,6 +509,7 @@ mod tests {
         write(&path, &tensors, &meta).unwrap();
         let ck = load(&path).unwrap();
         assert_eq!(ck.meta.encoding, Some(encoding));
+        assert_eq!((ck.meta.ranks, ck.meta.batch_size), (2, 8));
         assert_eq!(ck.tensors, tensors);
 
         // A flipped byte in a dictionary is caught by the checksum.

@@ -530,6 +530,7 @@ impl<'a> Trainer<'a> {
             config: self.config.clone(),
             position: pos,
             batch_size: self.args.mini_batch_size,
+            ranks: self.group.map_or(1, |g| g.size()),
             data: self.data.fingerprint(),
             seed: self.args.seed,
             encoding: Some(self.data.encoding()),
