@@ -8,44 +8,12 @@ mod common;
 use common::*;
 use rand::Rng;
 use ttrec::dist::{Collective, Solo, ThreadGroup};
-use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions};
 use ttrec::parity::{compare_with, DLRM_ATOL, DLRM_RTOL};
 
 /// A small model with dense and TT tables (two TT groups).
 fn config() -> DlrmConfig {
-    DlrmConfig {
-        bottom_mlp: vec![13, 24, 8],
-        top_mlp: vec![12, 1],
-        tables: vec![
-            TableConfig {
-                rows: 30,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 200,
-                kind: TableKind::Tt {
-                    p: vec![5, 6, 7],
-                    q: vec![2, 2, 2],
-                    ranks: vec![4, 8],
-                },
-            },
-            TableConfig {
-                rows: 7,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 99,
-                kind: TableKind::Tt {
-                    p: vec![9, 11],
-                    q: vec![2, 4],
-                    ranks: vec![6],
-                },
-            },
-        ],
-        learning_rate: 0.2,
-        tt_init: ttrec::tt::TtInit::SampledGaussian,
-        seed: 5,
-    }
+    small_dlrm_config(5, true)
 }
 
 /// Batch `step` of `b` samples: (dense, sparse, labels).

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use common::*;
 use ttrec::dlrm::fixture::DlrmFixture;
-use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions};
 use ttrec::gpu::KernelClass;
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::tt::{CoreGradStrategy, SortStrategy, TtKernels};
@@ -240,39 +240,7 @@ fn gpu_step_matches_pytorch_fixtures_gpu_kernels() {
 
 /// A small model with dense and TT tables of odd sizes.
 fn small_config(seed: u64) -> DlrmConfig {
-    DlrmConfig {
-        bottom_mlp: vec![13, 24, 8],
-        top_mlp: vec![12, 1],
-        tables: vec![
-            TableConfig {
-                rows: 30,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 200,
-                kind: TableKind::Tt {
-                    p: vec![5, 6, 7],
-                    q: vec![2, 2, 2],
-                    ranks: vec![4, 8],
-                },
-            },
-            TableConfig {
-                rows: 7,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 99,
-                kind: TableKind::Tt {
-                    p: vec![9, 11],
-                    q: vec![2, 4],
-                    ranks: vec![6],
-                },
-            },
-        ],
-        learning_rate: 0.2,
-        tt_init: ttrec::tt::TtInit::SampledGaussian,
-        seed,
-    }
+    small_dlrm_config(seed, true)
 }
 
 fn random_batch(config: &DlrmConfig, b: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<f32>) {

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use rand::Rng;
-use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions};
 use ttrec::gpu::Gpu;
 use ttrec::kernels::matmul::GemmVariant;
 use ttrec::tt::{
@@ -70,35 +70,7 @@ fn tt_steps(g: &Gpu, kernels: TtKernels, tag: &str) -> Results {
 }
 
 fn dlrm_config() -> DlrmConfig {
-    DlrmConfig {
-        bottom_mlp: vec![13, 24, 8],
-        top_mlp: vec![12, 1],
-        tables: vec![
-            TableConfig {
-                rows: 30,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 200,
-                kind: TableKind::Tt {
-                    p: vec![5, 6, 7],
-                    q: vec![2, 2, 2],
-                    ranks: vec![4, 8],
-                },
-            },
-            TableConfig {
-                rows: 99,
-                kind: TableKind::Tt {
-                    p: vec![9, 11],
-                    q: vec![2, 4],
-                    ranks: vec![6],
-                },
-            },
-        ],
-        learning_rate: 0.2,
-        tt_init: ttrec::tt::TtInit::SampledGaussian,
-        seed: 9,
-    }
+    small_dlrm_config(9, false)
 }
 
 /// Three DLRM steps: losses, every parameter, then predictions.

@@ -9,40 +9,12 @@ use std::collections::HashMap;
 use common::twins::dlrm as dtwin;
 use common::*;
 use rand::Rng;
-use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions};
 use ttrec::kernels::matmul::GemmVariant;
 
 /// Dense and TT tables of odd sizes (two TT groups), MLPs off the kernels' tiles.
 fn config() -> DlrmConfig {
-    DlrmConfig {
-        bottom_mlp: vec![13, 24, 8],
-        top_mlp: vec![12, 1],
-        tables: vec![
-            TableConfig {
-                rows: 30,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 200,
-                kind: TableKind::Tt {
-                    p: vec![5, 6, 7],
-                    q: vec![2, 2, 2],
-                    ranks: vec![4, 8],
-                },
-            },
-            TableConfig {
-                rows: 99,
-                kind: TableKind::Tt {
-                    p: vec![9, 11],
-                    q: vec![2, 4],
-                    ranks: vec![6],
-                },
-            },
-        ],
-        learning_rate: 0.2,
-        tt_init: ttrec::tt::TtInit::SampledGaussian,
-        seed: 8,
-    }
+    small_dlrm_config(8, false)
 }
 
 /// `b` samples with ids over every row.

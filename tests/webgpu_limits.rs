@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use ttrec::cache::CacheConfig;
-use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, TableConfig, TableKind};
+use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions};
 use ttrec::gpu::reflect::Access;
 use ttrec::gpu::shaders::Kernel;
 use ttrec::gpu::{AdapterOptions, DeviceLimits, Gpu};
@@ -106,35 +106,7 @@ fn writable_aliasing_is_refused_when_recorded() {
 
 /// A small DLRM with two TT tables and two dense ones.
 fn dlrm_config() -> DlrmConfig {
-    DlrmConfig {
-        bottom_mlp: vec![13, 24, 8],
-        top_mlp: vec![12, 1],
-        tables: vec![
-            TableConfig {
-                rows: 30,
-                kind: TableKind::Dense,
-            },
-            TableConfig {
-                rows: 200,
-                kind: TableKind::Tt {
-                    p: vec![5, 6, 7],
-                    q: vec![2, 2, 2],
-                    ranks: vec![4, 8],
-                },
-            },
-            TableConfig {
-                rows: 99,
-                kind: TableKind::Tt {
-                    p: vec![9, 11],
-                    q: vec![2, 4],
-                    ranks: vec![6],
-                },
-            },
-        ],
-        learning_rate: 0.2,
-        tt_init: ttrec::tt::TtInit::SampledGaussian,
-        seed: 3,
-    }
+    small_dlrm_config(3, false)
 }
 
 /// The TT kernel variants of a CPU adapter and of a GPU (with and without subgroups).

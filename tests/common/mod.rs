@@ -85,6 +85,52 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The small DLRM the model tests share: MLPs off the kernels' tiles, a 30-row dense table and
+/// two TT tables of odd sizes in two TT groups (200 rows: p 5x6x7, ranks 4,8; 99 rows: p 9x11,
+/// rank 6); with `second_dense`, a 7-row dense table between the TT ones.
+pub fn small_dlrm_config(seed: u64, second_dense: bool) -> ttrec::dlrm::DlrmConfig {
+    use ttrec::dlrm::{TableConfig, TableKind};
+    let mut tables = vec![
+        TableConfig {
+            rows: 30,
+            kind: TableKind::Dense,
+        },
+        TableConfig {
+            rows: 200,
+            kind: TableKind::Tt {
+                p: vec![5, 6, 7],
+                q: vec![2, 2, 2],
+                ranks: vec![4, 8],
+            },
+        },
+        TableConfig {
+            rows: 99,
+            kind: TableKind::Tt {
+                p: vec![9, 11],
+                q: vec![2, 4],
+                ranks: vec![6],
+            },
+        },
+    ];
+    if second_dense {
+        tables.insert(
+            2,
+            TableConfig {
+                rows: 7,
+                kind: TableKind::Dense,
+            },
+        );
+    }
+    ttrec::dlrm::DlrmConfig {
+        bottom_mlp: vec![13, 24, 8],
+        top_mlp: vec![12, 1],
+        tables,
+        learning_rate: 0.2,
+        tt_init: ttrec::tt::TtInit::SampledGaussian,
+        seed,
+    }
+}
+
 pub mod criteo;
 /// The 200-line Criteo-format sample the tests write themselves (see `criteo.rs`).
 #[allow(unused_imports)] // not every test file uses both
