@@ -69,6 +69,32 @@ fn bag_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @group(0) @binding(5) var<storage, read_write> bag_state: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> bag_seg_grad: array<vec4<f32>>;
 
+const NO_ROW: u32 = 0xffffffffu;
+
+// Segment u's group row when it has lookups and lies in this shard; NO_ROW otherwise.
+fn bag_segment_row(u: u32) -> u32 {
+    let row = bag_segs[2u * u + 1u];
+    if (bag_segs[2u * u] >= bag_segs[2u * u + 2u] || row < SHARD_LO || row - SHARD_LO >= SHARD_ROWS) {
+        return NO_ROW;
+    }
+    return row;
+}
+
+// Keeps segment u's row gradient g (vec4 column c) and applies OPTIMIZER's update to the row
+// (bag_bwd and bag_bwd_combine alike).
+fn bag_update_row(u: u32, c: u32, row: u32, g: vec4<f32>) {
+    let dq = D / 4u;
+    bag_seg_grad[u * dq + c] = g;
+    let w = (row - SHARD_LO) * dq + c;
+    if (OPTIMIZER == 0u) {
+        bag_w[w] = bag_w[w] - bag_opt.lr * g;
+    } else {
+        let st = bag_state[w] + g * g;
+        bag_state[w] = st;
+        bag_w[w] = bag_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
+    }
+}
+
 // One invocation per (segment, vec4 column): the row's gradient, kept in seg_grad, then the
 // fused update of the row.
 @compute @workgroup_size(64)
@@ -81,25 +107,15 @@ fn bag_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (u >= SEGMENTS) {
         return;
     }
-    let s0 = bag_segs[2u * u];
-    let s1 = bag_segs[2u * u + 2u];
-    let row = bag_segs[2u * u + 1u];
-    if (s0 >= s1 || row < SHARD_LO || row - SHARD_LO >= SHARD_ROWS) {
+    let row = bag_segment_row(u);
+    if (row == NO_ROW) {
         return;
     }
     var g = vec4<f32>(0.0);
-    for (var s = s0; s < s1; s = s + 1u) {
+    for (var s = bag_segs[2u * u]; s < bag_segs[2u * u + 2u]; s = s + 1u) {
         g = g + bag_dout[bag_dest[s] / 4u + c];
     }
-    bag_seg_grad[u * dq + c] = g;
-    let w = (row - SHARD_LO) * dq + c;
-    if (OPTIMIZER == 0u) {
-        bag_w[w] = bag_w[w] - bag_opt.lr * g;
-    } else {
-        let st = bag_state[w] + g * g;
-        bag_state[w] = st;
-        bag_w[w] = bag_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
-    }
+    bag_update_row(u, c, row, g);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,23 +171,13 @@ fn bag_bwd_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (u >= SEGMENTS) {
         return;
     }
-    let s0 = bag_segs[2u * u];
-    let s1 = bag_segs[2u * u + 2u];
-    let row = bag_segs[2u * u + 1u];
-    if (s0 >= s1 || row < SHARD_LO || row - SHARD_LO >= SHARD_ROWS) {
+    let row = bag_segment_row(u);
+    if (row == NO_ROW) {
         return;
     }
     var g = vec4<f32>(0.0);
     for (var p = bc_seg_pieces[u]; p < bc_seg_pieces[u + 1u]; p = p + 1u) {
         g = g + bc_partial[p * dq + c];
     }
-    bag_seg_grad[u * dq + c] = g;
-    let w = (row - SHARD_LO) * dq + c;
-    if (OPTIMIZER == 0u) {
-        bag_w[w] = bag_w[w] - bag_opt.lr * g;
-    } else {
-        let st = bag_state[w] + g * g;
-        bag_state[w] = st;
-        bag_w[w] = bag_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
-    }
+    bag_update_row(u, c, row, g);
 }

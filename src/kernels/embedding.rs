@@ -99,21 +99,11 @@ pub fn record_bag_bwd(
     seg_grad: Buf,
     row_run: usize,
 ) -> Result<()> {
-    let code = match kind {
-        UpdateKind::Sgd => 0.0,
-        UpdateKind::Adagrad => 1.0,
-    };
     launch(
         g,
         label,
         Kernel::BagBwd,
-        &[
-            ("D", dim as f64),
-            ("SEGMENTS", segments as f64),
-            ("SHARD_LO", shard.lo as f64),
-            ("SHARD_ROWS", shard.rows as f64),
-            ("OPTIMIZER", code),
-        ],
+        &update_overrides(dim, segments, kind, shard),
         named![
             opt,
             segs,
@@ -133,6 +123,26 @@ pub fn record_bag_bwd(
         serial: row_run as u64,
     });
     Ok(())
+}
+
+/// The override constants of a row update over one shard (`bag_bwd`, `bag_bwd_combine`).
+fn update_overrides(
+    dim: usize,
+    segments: usize,
+    kind: UpdateKind,
+    shard: &ShardAt,
+) -> [(&'static str, f64); 5] {
+    let optimizer = match kind {
+        UpdateKind::Sgd => 0.0,
+        UpdateKind::Adagrad => 1.0,
+    };
+    [
+        ("D", dim as f64),
+        ("SEGMENTS", segments as f64),
+        ("SHARD_LO", shard.lo as f64),
+        ("SHARD_ROWS", shard.rows as f64),
+        ("OPTIMIZER", optimizer),
+    ]
 }
 
 /// Most lookups of one piece of the GPU class's backward (`bag_bwd_pieces`).
@@ -211,21 +221,11 @@ pub fn record_bag_bwd_combine(
     seg_grad: Buf,
     row_run: usize,
 ) -> Result<()> {
-    let code = match kind {
-        UpdateKind::Sgd => 0.0,
-        UpdateKind::Adagrad => 1.0,
-    };
     launch(
         g,
         label,
         Kernel::BagBwdCombine,
-        &[
-            ("D", dim as f64),
-            ("SEGMENTS", segments as f64),
-            ("SHARD_LO", shard.lo as f64),
-            ("SHARD_ROWS", shard.rows as f64),
-            ("OPTIMIZER", code),
-        ],
+        &update_overrides(dim, segments, kind, shard),
         named![
             opt,
             segs,
