@@ -23,6 +23,78 @@ pub enum TableKind {
         q: Vec<usize>,
         ranks: Vec<usize>,
     },
+    /// dlrm's quotient-remainder embedding (`QREmbeddingBag`): a quotient table of
+    /// ceil(rows / collisions) rows and a remainder table of `collisions` rows, each bag pooled
+    /// in both and the two pooled vectors combined by `operation`.
+    Qr {
+        collisions: u64,
+        operation: QrOperation,
+    },
+    /// dlrm's mixed-dimension embedding (`PrEmbeddingBag`): rows of `dim` < D columns, the pooled
+    /// vector projected to D by a bias-free linear layer.
+    Md { dim: usize },
+}
+
+/// How a quotient-remainder table combines its two pooled vectors (dlrm's `--qr-operation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum QrOperation {
+    /// Elementwise product (dlrm's default).
+    Mult,
+    /// Elementwise sum.
+    Add,
+    /// The two side by side: each part is D/2 wide (dlrm: the bottom MLP ends in twice
+    /// `--arch-sparse-feature-size`).
+    Concat,
+}
+
+impl QrOperation {
+    /// dlrm's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            QrOperation::Mult => "mult",
+            QrOperation::Add => "add",
+            QrOperation::Concat => "concat",
+        }
+    }
+    /// Columns of each of the two tables at embedding dimension `dim`.
+    pub fn part_dim(self, dim: usize) -> usize {
+        match self {
+            QrOperation::Concat => dim / 2,
+            _ => dim,
+        }
+    }
+}
+
+impl std::str::FromStr for QrOperation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mult" => Ok(QrOperation::Mult),
+            "add" => Ok(QrOperation::Add),
+            "concat" => Ok(QrOperation::Concat),
+            other => Err(Error::input(
+                None,
+                format!("QR operation {other:?}: mult, add or concat"),
+            )),
+        }
+    }
+}
+
+impl TableKind {
+    /// The kind's short name: dense, tt, qr, md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TableKind::Dense => "dense",
+            TableKind::Tt { .. } => "tt",
+            TableKind::Qr { .. } => "qr",
+            TableKind::Md { .. } => "md",
+        }
+    }
+
+    /// Rows of the quotient table of a QR table of `rows` rows (dlrm: ceil(rows / collisions)).
+    pub fn qr_quotient_rows(rows: u64, collisions: u64) -> u64 {
+        rows.div_ceil(collisions)
+    }
 }
 
 /// One embedding table.
@@ -254,7 +326,7 @@ impl DlrmConfig {
     /// The TT shape of table `t` (None for a dense table).
     pub fn tt_shape(&self, t: usize) -> Result<Option<TtShape>> {
         match &self.tables[t].kind {
-            TableKind::Dense => Ok(None),
+            TableKind::Dense | TableKind::Qr { .. } | TableKind::Md { .. } => Ok(None),
             TableKind::Tt { p, q, ranks } => {
                 TtShape::with_dim(self.tables[t].rows, self.dim(), p, q, ranks)
                     .map(Some)
@@ -361,6 +433,7 @@ impl DlrmConfig {
                 ));
             }
             self.tt_shape(t)?;
+            self.check_compositional(t)?;
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad(format!(
@@ -371,14 +444,69 @@ impl DlrmConfig {
         Ok(())
     }
 
-    /// Parameters of the embeddings as stored (TT cores for TT tables).
+    /// A QR or MD table's own checks (other kinds pass): what the kind needs of the
+    /// dimension, its collisions or its width, naming the table.
+    fn check_compositional(&self, t: usize) -> Result<()> {
+        let d = self.dim();
+        match &self.tables[t].kind {
+            TableKind::Qr {
+                collisions,
+                operation,
+            } => {
+                if *collisions == 0 {
+                    return Err(Error::shape(Some(t), "QR collisions must be at least 1"));
+                }
+                if *operation == QrOperation::Concat && !d.is_multiple_of(8) {
+                    return Err(Error::shape(
+                        Some(t),
+                        format!(
+                            "QR concat splits the embedding dimension {d} in two halves; it must be a multiple of 8"
+                        ),
+                    ));
+                }
+            }
+            TableKind::Md { dim } => {
+                if *dim == 0 || *dim >= d {
+                    return Err(Error::shape(
+                        Some(t),
+                        format!(
+                            "a mixed-dimension table's width {dim} must be between 1 and the embedding dimension {d} (excluded: at {d} it is dense)"
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Parameters of table `t` as stored: TT cores, both QR tables, an MD table and its
+    /// projection, or the dense rows.
+    pub fn table_params(&self, t: usize) -> Result<u64> {
+        let d = self.dim() as u64;
+        let rows = self.tables[t].rows;
+        Ok(match &self.tables[t].kind {
+            TableKind::Dense => rows * d,
+            TableKind::Tt { .. } => self
+                .tt_shape(t)?
+                .map(|s| s.num_params() as u64)
+                .unwrap_or(0),
+            TableKind::Qr {
+                collisions,
+                operation,
+            } => {
+                (TableKind::qr_quotient_rows(rows, *collisions) + collisions)
+                    * operation.part_dim(d as usize) as u64
+            }
+            TableKind::Md { dim } => rows * *dim as u64 + *dim as u64 * d,
+        })
+    }
+
+    /// Parameters of the embeddings as stored (TT cores for TT tables, and so on).
     pub fn embedding_params(&self) -> Result<u64> {
         let mut n = 0;
         for t in 0..self.tables.len() {
-            n += match self.tt_shape(t)? {
-                Some(s) => s.num_params() as u64,
-                None => self.tables[t].rows * self.dim() as u64,
-            };
+            n += self.table_params(t)?;
         }
         Ok(n)
     }
@@ -409,6 +537,16 @@ impl DlrmConfig {
                 TableKind::Dense => serde_json::json!({"rows": t.rows, "kind": "dense"}),
                 TableKind::Tt { p, q, ranks } => serde_json::json!({
                     "rows": t.rows, "kind": "tt", "p": p, "q": q, "ranks": ranks
+                }),
+                TableKind::Qr {
+                    collisions,
+                    operation,
+                } => serde_json::json!({
+                    "rows": t.rows, "kind": "qr", "collisions": collisions,
+                    "operation": operation.name()
+                }),
+                TableKind::Md { dim } => serde_json::json!({
+                    "rows": t.rows, "kind": "md", "dim": dim
                 }),
             })
             .collect();
@@ -458,6 +596,23 @@ impl DlrmConfig {
                     p: list(t, "p")?,
                     q: list(t, "q")?,
                     ranks: list(t, "ranks")?,
+                },
+                Some("qr") => TableKind::Qr {
+                    collisions: t
+                        .get("collisions")
+                        .and_then(|x| x.as_u64())
+                        .ok_or_else(|| bad("table collisions"))?,
+                    operation: t
+                        .get("operation")
+                        .and_then(|x| x.as_str())
+                        .ok_or_else(|| bad("table operation"))?
+                        .parse()?,
+                },
+                Some("md") => TableKind::Md {
+                    dim: t
+                        .get("dim")
+                        .and_then(|x| x.as_u64())
+                        .ok_or_else(|| bad("table dim"))? as usize,
                 },
                 other => return Err(bad(&format!("table kind {other:?}"))),
             };
@@ -516,6 +671,15 @@ impl DlrmConfig {
                 format_widths(q),
                 format_widths(ranks)
             ),
+            TableKind::Qr {
+                collisions,
+                operation,
+            } => format!(
+                "{} rows qr {} collisions {collisions}",
+                t.rows,
+                operation.name()
+            ),
+            TableKind::Md { dim } => format!("{} rows md dim {dim}", t.rows),
         };
         for (i, (a, b)) in self.tables.iter().zip(&other.tables).enumerate() {
             if a != b {

@@ -1,6 +1,8 @@
 //! dlrm's DLRM with TT-compressed tables, trained end to end on the GPU.
 //! - [`config`]: model shapes, dlrm's Kaggle and Terabyte presets, which tables are TT; the
 //!   options that do not change the math.
+//! - [`baselines`]: which tables dlrm's quotient-remainder and mixed-dimension options turn
+//!   into those kinds (the compression baselines TT is compared against).
 //! - [`model`]: [`Dlrm`], the model on the GPU: building, the public calls, the plan caches and
 //!   the statistics ring; a training step is one replayed plan, one submit.
 //! - `net` (internal): the layers and parameters as one value the rooms below take explicitly.
@@ -13,10 +15,11 @@
 //!
 //! The CPU twin of a whole step (f64, the tests' oracle) is `twin::dlrm`, with the other twins.
 //!
-//! Imports run one way, each file using only those before it: config, net, inputs, finite,
+//! Imports run one way, each file using only those before it: config, baselines, net, inputs, finite,
 //! step, state_dict, model. The rooms after net take it (or the config) as an explicit argument;
 //! none reaches back into model.rs.
 
+pub mod baselines;
 pub mod config;
 mod finite;
 pub mod fixture;
@@ -27,6 +30,9 @@ mod split;
 mod state_dict;
 mod step;
 
-pub use config::{DlrmConfig, DlrmOptions, OptimizerKind, TableConfig, TableKind, TtCacheOptions};
+pub use baselines::Baseline;
+pub use config::{
+    DlrmConfig, DlrmOptions, OptimizerKind, QrOperation, TableConfig, TableKind, TtCacheOptions,
+};
 pub use inputs::DlrmBatch;
 pub use model::{Dlrm, StepStats, Trace};

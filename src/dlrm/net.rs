@@ -4,8 +4,8 @@
 //! (`inputs`) and the state dict (`state_dict`), which take it as an explicit part, so that none
 //! of them reaches back into `Dlrm` (no import cycle).
 
-use crate::dlrm::config::{DlrmConfig, DlrmOptions};
-use crate::error::Result;
+use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::matmul::GemmVariant;
 use crate::nn::{ArenaLayout, DenseBagGroup, Mlp, ParamArena};
@@ -54,6 +54,12 @@ fn place_tables(config: &DlrmConfig) -> Result<TablePlacement> {
     let mut groups: Vec<Vec<(usize, TtShape)>> = Vec::new();
     let mut tt_of = vec![None; config.tables.len()];
     for (t, table) in config.tables.iter().enumerate() {
+        if matches!(table.kind, TableKind::Qr { .. } | TableKind::Md { .. }) {
+            return Err(Error::input(
+                Some(t),
+                format!("{} tables are not built yet", table.kind.name()),
+            ));
+        }
         match config.tt_shape(t)? {
             None => {
                 dense_index.push(Some(dense_rows.len()));

@@ -16,6 +16,7 @@
 //! and 143 (elsewhere they stop at once, removing temp files); a failed optional plot is
 //! reported and leaves the exit code 0.
 
+pub mod baseline_flags;
 pub mod checkpoint;
 pub mod data;
 pub mod dlrm_flags;

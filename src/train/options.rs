@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::DeviceLimits;
 use crate::tt::TtInit;
 
+use super::baseline_flags::BaselineFlags;
 use super::dlrm_flags::{raw_data_files, store_for_processed, DlrmFlags};
 use super::lr::LrPolicy;
 
@@ -27,6 +28,22 @@ pub enum EmbeddingKind {
     Tt,
     /// Every table uncompressed, as dlrm.
     Dense,
+    /// dlrm's quotient-remainder tables for the tables above --qr-threshold rows (`--qr-*`).
+    Qr,
+    /// dlrm's mixed-dimension tables for the tables above --md-threshold rows (`--md-*`).
+    Md,
+}
+
+impl EmbeddingKind {
+    /// The name `--embedding` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddingKind::Tt => "tt",
+            EmbeddingKind::Dense => "dense",
+            EmbeddingKind::Qr => "qr",
+            EmbeddingKind::Md => "md",
+        }
+    }
 }
 
 /// Options of a DLRM training run.
@@ -188,6 +205,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FACTOR", value_parser = crate::compress::plan::parse_compression,
           conflicts_with_all = ["tt_tables", "tt_threshold"])]
     pub compression: Option<f64>,
+    /// dlrm's quotient-remainder and mixed-dimension options.
+    #[command(flatten)]
+    pub baselines: BaselineFlags,
     /// dlrm's flags that have no ttrec option of their own.
     #[command(flatten)]
     pub dlrm: DlrmFlags,
@@ -234,6 +254,10 @@ pub struct Checked {
     pub budget: Option<crate::compress::Budget>,
     /// `--tt-init from-dense:PATH`: the dense checkpoint TT tables start from.
     pub tt_from_dense: Option<PathBuf>,
+    /// The embedding method (`--embedding`, or dlrm's `--qr-flag` / `--md-flag`).
+    pub embedding: EmbeddingKind,
+    /// The QR or MD baseline with its options, for `--embedding qr|md`.
+    pub baseline: Option<crate::dlrm::Baseline>,
 }
 
 /// FBTT's `--tt-ranks`, `--tt-p-shapes`, `--tt-q-shapes`, parsed.
@@ -267,6 +291,8 @@ impl TrainArgs {
     /// Checks every option and combination before any work; the error names the option.
     pub fn check(&self) -> Result<Checked> {
         self.dlrm.check()?;
+        let embedding = self.baselines.embedding(self.embedding);
+        let baseline = self.baselines.check(embedding)?;
         let (bottom, top) = self.check_model()?;
         if self.mini_batch_size == 0 || self.test_mini_batch_size == 0 {
             return Err(bad(
@@ -304,7 +330,7 @@ impl TrainArgs {
                     "--cache-rows must be a fraction in (0, 1) or a row count of at least 1, got {r}"
                 )));
             }
-            if self.embedding == EmbeddingKind::Dense {
+            if self.baselines.embedding(self.embedding) != EmbeddingKind::Tt {
                 return Err(bad(
                     "--cache-rows needs --embedding tt (it caches TT tables' rows)",
                 ));
@@ -366,7 +392,7 @@ impl TrainArgs {
             top,
             tt_rank,
             tt_init,
-            tt_tables: match (self.embedding, self.tt_tables, self.tt_threshold) {
+            tt_tables: match (embedding, self.tt_tables, self.tt_threshold) {
                 (EmbeddingKind::Tt, None, None) => Some(7),
                 (_, t, _) => t,
             },
@@ -393,6 +419,8 @@ impl TrainArgs {
                 (None, None) => None,
             },
             tt_from_dense,
+            embedding,
+            baseline,
         })
     }
 
@@ -408,11 +436,22 @@ impl TrainArgs {
                 self.arch_mlp_bot
             )));
         }
-        if bottom.len() < 2 || bottom.last() != Some(&self.arch_sparse_feature_size) {
-            return Err(bad(format!(
-                "--arch-mlp-bot {} must end with --arch-sparse-feature-size {} (the bottom MLP's output meets the embeddings)",
-                self.arch_mlp_bot, self.arch_sparse_feature_size
-            )));
+        let concat = self
+            .baselines
+            .concat(self.baselines.embedding(self.embedding));
+        let want = self.arch_sparse_feature_size * if concat { 2 } else { 1 };
+        if bottom.len() < 2 || bottom.last() != Some(&want) {
+            return Err(bad(if concat {
+                format!(
+                    "--arch-mlp-bot {} must end with twice --arch-sparse-feature-size {} (QR concat puts two vectors of that size side by side, as in dlrm)",
+                    self.arch_mlp_bot, self.arch_sparse_feature_size
+                )
+            } else {
+                format!(
+                    "--arch-mlp-bot {} must end with --arch-sparse-feature-size {} (the bottom MLP's output meets the embeddings)",
+                    self.arch_mlp_bot, self.arch_sparse_feature_size
+                )
+            }));
         }
         if !self.arch_sparse_feature_size.is_multiple_of(4) {
             return Err(bad(format!(
@@ -441,7 +480,7 @@ impl TrainArgs {
             || self.tt_q_shapes.is_some()
             || self.embedding_budget.is_some()
             || self.compression.is_some();
-        if self.embedding == EmbeddingKind::Dense && tt_options {
+        if self.baselines.embedding(self.embedding) != EmbeddingKind::Tt && tt_options {
             return Err(bad(
                 "--tt-tables, --tt-threshold, --tt-rank(s), --tt-p-shapes, --tt-q-shapes, --tt-init, --embedding-budget and --compression need --embedding tt",
             ));
@@ -632,7 +671,13 @@ impl TrainArgs {
             "test_freq": self.test_freq,
             "print_freq": self.print_freq,
             "seed": self.seed,
-            "embedding": format!("{:?}", self.embedding).to_lowercase(),
+            "embedding": self.baselines.embedding(self.embedding).name(),
+            "qr_threshold": self.baselines.qr_threshold,
+            "qr_operation": self.baselines.qr_operation.map(|o| o.name()),
+            "qr_collisions": self.baselines.qr_collisions,
+            "md_threshold": self.baselines.md_threshold,
+            "md_temperature": self.baselines.md_temperature,
+            "md_round_dims": self.baselines.md_round_dims,
             "tt_tables": self.tt_tables,
             "tt_threshold": self.tt_threshold,
             "tt_rank": self.tt_rank,

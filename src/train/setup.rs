@@ -97,9 +97,10 @@ pub(super) fn planned_config(
         (None, None, Some(rows)) => Selection::Threshold(rows),
         (None, None, None) => Selection::Default,
     };
-    let (config, notes) = match args.embedding {
-        super::EmbeddingKind::Dense => (base, vec![]),
-        super::EmbeddingKind::Tt => choose_tables(&base, selection, c.tt_rank)?,
+    let (config, notes) = match (c.embedding, c.baseline) {
+        (super::EmbeddingKind::Tt, _) => choose_tables(&base, selection, c.tt_rank)?,
+        (_, Some(b)) => (base.with_baseline(b)?, vec![]),
+        (_, None) => (base, vec![]),
     };
     let config = with_tt_shapes(config, &c.tt_shapes)?;
     config.validate()?;
