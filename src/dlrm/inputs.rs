@@ -11,7 +11,7 @@ use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::loss::StepParams;
 use crate::kernels::matmul::GemmVariant;
 use crate::nn::mlp::pad4;
-use crate::nn::DenseBagLookups;
+use crate::nn::{DenseBagLookups, QrLookups};
 use crate::tt::lookups::LookupSource;
 use crate::tt::Placement;
 use crate::tt::{Bags, Pooling, TtLookups};
@@ -46,6 +46,8 @@ pub(super) struct BatchInputs {
     pub(super) dense: Option<DenseBagLookups>,
     /// One per TT group.
     pub(super) tt: Vec<TtLookups>,
+    /// The quotient-remainder tables' lookups.
+    pub(super) qr: Option<QrLookups>,
 }
 
 /// Declares the input regions of a plan for batches of `batch` samples (with labels and the
@@ -100,7 +102,18 @@ pub(super) fn declare(
                 .assume_one_hot(batch)
         })
         .collect();
+    let qr = match &net.qr {
+        Some(q) => Some(q.declare(
+            g,
+            batch,
+            net.t_stride(),
+            |t| net.slot_col(t),
+            net.variant == GemmVariant::Split,
+        )?),
+        None => None,
+    };
     Ok(BatchInputs {
+        qr,
         batch,
         dense_x,
         dense_x_t,
@@ -236,6 +249,9 @@ pub(super) fn fill(
             stride: vec![net.t_stride(); grp.tables.len()],
         };
         lk.fill(input, &grp.params, &bags, &place, Pooling::Sum)?;
+    }
+    if let (Some(q), Some(lk)) = (&net.qr, &inputs.qr) {
+        q.fill(input, lk, &q.ids(batch.sparse, tables, b))?;
     }
     Ok(dense_ids)
 }

@@ -5,6 +5,7 @@
 //!   into those kinds (the compression baselines TT is compared against).
 //! - [`model`]: [`Dlrm`], the model on the GPU: building, the public calls, the plan caches and
 //!   the statistics ring; a training step is one replayed plan, one submit.
+//! - `qr` (internal): the quotient-remainder tables as one group, their lookups and names.
 //! - `net` (internal): the layers and parameters as one value the rooms below take explicitly.
 //! - `inputs` (internal): [`DlrmBatch`], its checks, its input regions and their filling.
 //! - `step` (internal): recording the training and evaluation plans.
@@ -15,7 +16,7 @@
 //!
 //! The CPU twin of a whole step (f64, the tests' oracle) is `twin::dlrm`, with the other twins.
 //!
-//! Imports run one way, each file using only those before it: config, baselines, net, inputs, finite,
+//! Imports run one way, each file using only those before it: config, baselines, qr, net, inputs, finite,
 //! step, state_dict, model. The rooms after net take it (or the config) as an explicit argument;
 //! none reaches back into model.rs.
 
@@ -26,6 +27,7 @@ pub mod fixture;
 mod inputs;
 pub mod model;
 mod net;
+mod qr;
 mod split;
 mod state_dict;
 mod step;

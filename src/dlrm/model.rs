@@ -81,6 +81,8 @@ pub struct Dlrm {
     last_dense_ids: Option<Vec<Vec<u32>>>,
     /// Data-parallel steps' plans by (batch per rank, ranks).
     split_plans: PlanCache<(usize, usize), SplitPlan>,
+    /// The QR tables' ids of the last training batch (for [`Dlrm::gradient`]).
+    last_qr_ids: Option<Vec<Vec<u32>>>,
 }
 
 impl std::fmt::Debug for Dlrm {
@@ -129,6 +131,7 @@ impl Dlrm {
             eval_plans: PlanCache::new(PLANS_PER_KIND),
             last_dense_ids: None,
             split_plans: PlanCache::new(PLANS_PER_KIND),
+            last_qr_ids: None,
         })
     }
 
@@ -257,6 +260,8 @@ impl Dlrm {
             .train_plans
             .get_or_build(b, || build_train_plan(net, stats, b))?;
         self.last_dense_ids = fill(net, &mut sp.input, &sp.inputs, batch, Some(slot))?;
+        let tables = net.config.tables.len();
+        self.last_qr_ids = net.qr.as_ref().map(|q| q.ids(batch.sparse, tables, b));
         let out = replay(&sp.plan, &sp.input)?;
         self.unread.push_back((self.steps, b));
         self.steps += 1;
@@ -292,6 +297,12 @@ impl Dlrm {
         group: &dyn crate::dist::Collective,
     ) -> Result<f64> {
         let b = self.validate(batch, true)?;
+        if self.net.qr.is_some() {
+            return Err(Error::input(
+                None,
+                "--embedding qr is not supported in data-parallel runs yet",
+            ));
+        }
         if self.net.tt.iter().any(|g| g.params.cache().is_some()) {
             return Err(Error::input(
                 None,
@@ -309,6 +320,7 @@ impl Dlrm {
             .get_or_build((b, ranks), || build_split_plan(net, stats, b, ranks))?;
         let seconds = run_split(net, sp, batch, slot, group)?;
         self.last_dense_ids = None;
+        self.last_qr_ids = None;
         self.unread.push_back((self.steps, b));
         self.steps += 1;
         Ok(seconds)
@@ -401,7 +413,8 @@ impl Dlrm {
     /// The parameter region that a step's [`StepStats::non_finite_code`] names (None for 0).
     pub fn non_finite_region(&self, code: u32) -> Option<String> {
         let tt: Vec<&TtParams> = self.net.tt.iter().map(|grp| &grp.params).collect();
-        let names = super::finite::region_names(&tt, self.net.dense.as_ref());
+        let qr = self.net.qr.as_ref().map(|q| q.group.group());
+        let names = super::finite::region_names(&tt, self.net.dense.as_ref(), qr);
         super::finite::region_of(code, &names)
     }
 
@@ -549,7 +562,27 @@ impl Dlrm {
                 lookups: sp.inputs.dense.as_ref().expect("dense lookups"),
             })
         });
+        if let Some((t, part)) = super::qr::parse_name(name) {
+            return self.qr_gradient(t, part);
+        }
         state_dict::gradient(&self.net, name, last_dense)
+    }
+
+    /// The gradient of QR table `t`'s `part` in the last training step.
+    fn qr_gradient(&self, t: usize, part: crate::nn::QrPart) -> Result<Vec<f32>> {
+        let q = self.net.qr.as_ref().ok_or_else(|| {
+            Error::input(Some(t), "the table is not a quotient-remainder table")
+        })?;
+        let ids = self
+            .last_qr_ids
+            .as_ref()
+            .ok_or_else(|| Error::input(None, "no training step yet"))?;
+        let sp = self
+            .train_plans
+            .get(&ids[0].len())
+            .ok_or_else(|| Error::input(None, "the last training step's plan was dropped"))?;
+        let lk = sp.inputs.qr.as_ref().expect("QR lookups");
+        q.gradient(lk, ids, t, part)
     }
 
     /// Number of parameters (values, not bytes): (MLPs, dense tables, TT cores).

@@ -5,6 +5,7 @@
 //! of them reaches back into `Dlrm` (no import cycle).
 
 use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
+use crate::dlrm::qr::QrTables;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::matmul::GemmVariant;
@@ -34,6 +35,8 @@ pub(super) struct Net {
     pub(super) tt: Vec<TtGroup>,
     /// Per model table: its TT group and position in it (None for dense tables).
     pub(super) tt_of: Vec<Option<(usize, usize)>>,
+    /// dlrm's quotient-remainder tables, as one group (None without any).
+    pub(super) qr: Option<QrTables>,
 }
 
 /// Where the model's tables go: the dense tables' rows, and the TT tables grouped by (column
@@ -54,7 +57,12 @@ fn place_tables(config: &DlrmConfig) -> Result<TablePlacement> {
     let mut groups: Vec<Vec<(usize, TtShape)>> = Vec::new();
     let mut tt_of = vec![None; config.tables.len()];
     for (t, table) in config.tables.iter().enumerate() {
-        if matches!(table.kind, TableKind::Qr { .. } | TableKind::Md { .. }) {
+        if matches!(table.kind, TableKind::Qr { .. }) {
+            // Built apart (`QrTables`).
+            dense_index.push(None);
+            continue;
+        }
+        if matches!(table.kind, TableKind::Md { .. }) {
             return Err(Error::input(
                 Some(t),
                 format!("{} tables are not built yet", table.kind.name()),
@@ -192,6 +200,7 @@ impl Net {
                 options.max_shard_bytes,
             )?)
         };
+        let qr = QrTables::build(gpu, &config, opt, init, options.max_shard_bytes)?;
         let variant = options
             .gemm
             .unwrap_or_else(|| GemmVariant::for_class(options.kernels.resolve(gpu)));
@@ -206,6 +215,7 @@ impl Net {
             dense_index: placement.dense_index,
             tt,
             tt_of: placement.tt_of,
+            qr,
         })
     }
 
@@ -234,6 +244,9 @@ impl Net {
         }
         for g in &mut self.tt {
             g.params.set_learning_rate(lr);
+        }
+        if let Some(q) = &mut self.qr {
+            q.group.set_learning_rate(lr);
         }
     }
 }

@@ -130,6 +130,7 @@ pub(super) fn build_split_plan(
         &net.arena,
         &tt,
         checked_dense,
+        None, // QR tables: refused in data-parallel runs (`Dlrm::train_step_parallel`)
         false,
     )?;
     let update = g.build()?;

@@ -4,6 +4,8 @@
 //! names, so the grouping of tables on the GPU stays an internal matter of the [`Net`].
 
 use crate::dlrm::net::Net;
+use crate::dlrm::qr::{param_name as qr_name, parse_name as parse_qr};
+use crate::nn::QrPart;
 use crate::error::{Error, Result};
 use crate::nn::{DenseBagGroup, DenseBagLookups};
 use crate::tt::{Bags, TtParams};
@@ -51,6 +53,19 @@ pub(super) fn parameter_names(net: &Net) -> Vec<(String, Vec<usize>)> {
         .map(|t| (t.name.clone(), t.shape()))
         .collect();
     for (t, table) in net.config.tables.iter().enumerate() {
+        if let Some(q) = net.qr.as_ref().filter(|q| q.tables.contains(&t)) {
+            let part = q.group.part();
+            let spec = q.group.specs()[q.index(t).expect("a QR table")];
+            out.push((
+                qr_name(t, QrPart::Quotient),
+                vec![spec.quotient_rows() as usize, part],
+            ));
+            out.push((
+                qr_name(t, QrPart::Remainder),
+                vec![spec.collisions as usize, part],
+            ));
+            continue;
+        }
         match tt_table(net, t) {
             Ok((p, i)) => {
                 let shape = &p.tables()[i].shape;
@@ -85,6 +100,10 @@ fn dense_table(net: &Net, t: usize) -> Result<(&DenseBagGroup, usize)> {
 
 /// Parameter `name` read back (logical layout, row-major).
 pub(super) fn parameter(net: &Net, name: &str) -> Result<Vec<f32>> {
+    if let Some((t, part)) = parse_qr(name) {
+        let q = qr_tables(net, t)?;
+        return q.group.table(q.index(t)?, part);
+    }
     match parse_name(name) {
         Param::Dense(t) => {
             let (g, i) = dense_table(net, t)?;
@@ -100,6 +119,14 @@ pub(super) fn parameter(net: &Net, name: &str) -> Result<Vec<f32>> {
 
 /// Replaces parameter `name` (logical layout); the shape must match.
 pub(super) fn set_parameter(net: &mut Net, name: &str, values: &[f32]) -> Result<()> {
+    if let Some((t, part)) = parse_qr(name) {
+        let j = qr_tables(net, t)?.index(t)?;
+        let q = net.qr.as_mut().expect("QR tables");
+        return q
+            .group
+            .set_table(j, part, values)
+            .map_err(|e| e.with_table(t));
+    }
     match parse_name(name) {
         Param::Dense(t) => {
             let i = dense_table(net, t)?.1;
@@ -144,10 +171,20 @@ pub(super) fn gradient(
     }
 }
 
-/// Number of parameters (values, not bytes): (MLPs, dense tables, TT cores).
+/// The QR tables, when model table `t` is one of them.
+fn qr_tables(net: &Net, t: usize) -> Result<&crate::dlrm::qr::QrTables> {
+    net.qr
+        .as_ref()
+        .filter(|q| q.tables.contains(&t))
+        .ok_or_else(|| Error::input(Some(t), "the table is not a quotient-remainder table"))
+}
+
+/// Number of parameters (values, not bytes): (MLPs, dense tables and QR tables' parts, TT
+/// cores).
 pub(super) fn parameter_counts(net: &Net) -> (u64, u64, u64) {
     let mlp = net.arena.num_params() as u64;
-    let dense = net.dense.as_ref().map_or(0, |d| d.num_params());
+    let dense = net.dense.as_ref().map_or(0, |d| d.num_params())
+        + net.qr.as_ref().map_or(0, |q| q.group.num_params());
     let tt = net.tt.iter().map(|g| g.params.num_params() as u64).sum();
     (mlp, dense, tt)
 }

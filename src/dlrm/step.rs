@@ -82,6 +82,9 @@ fn record_forward(net: &Net, g: &mut GraphBuilder, inputs: &BatchInputs) -> Resu
     if let (Some(group), Some(lk)) = (&net.dense, &inputs.dense) {
         lk.record_forward(g, group, t.clone())?;
     }
+    if let (Some(q), Some(lk)) = (&net.qr, &inputs.qr) {
+        lk.record_forward(g, &q.group, t.clone())?;
+    }
     let mut saved = Vec::with_capacity(net.tt.len());
     for (grp, lk) in net.tt.iter().zip(&inputs.tt) {
         saved.push(lk.record_forward(g, &grp.params, &t)?);
@@ -209,6 +212,9 @@ pub(super) fn build_step_plan(
     if let (Some(group), Some(lk), true) = (&net.dense, &inputs.dense, update) {
         lk.record_backward(&mut g, group, dt.clone())?;
     }
+    if let (Some(q), Some(lk), true) = (&net.qr, &inputs.qr, update) {
+        lk.record_backward(&mut g, &q.group, dt.clone())?;
+    }
     for ((grp, lk), saved) in net.tt.iter().zip(&inputs.tt).zip(fw.saved) {
         lk.record_backward(&mut g, &grp.params, &dt, Some(saved), update)?;
     }
@@ -226,11 +232,16 @@ pub(super) fn build_step_plan(
     // by their update itself.
     let tt: Vec<&TtParams> = net.tt.iter().map(|grp| &grp.params).collect();
     let dense = net.dense.as_ref().zip(inputs.dense.as_ref());
+    let qr = net
+        .qr
+        .as_ref()
+        .zip(inputs.qr.as_ref())
+        .map(|(q, lk)| (q.group.group(), lk.part_lookups()));
     let step = inputs.step.clone().expect("train inputs");
     let check = FiniteFlag {
         step: step.clone(),
         stats: Buf::from(stats),
-        code: mlp_code(&tt, dense.map(|(group, _)| group)),
+        code: mlp_code(&tt, dense.map(|(group, _)| group), qr.map(|(group, _)| group)),
     };
     let mlp_checked = net
         .arena
@@ -242,6 +253,7 @@ pub(super) fn build_step_plan(
         &net.arena,
         &tt,
         dense,
+        qr,
         mlp_checked,
     )?;
     let plan = g.build()?;

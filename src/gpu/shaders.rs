@@ -21,10 +21,11 @@ pub enum Shader {
     Loss,
     Embedding,
     Finite,
+    Qr,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Tt,
         Shader::TtSubgroup,
         Shader::TtRoute,
@@ -35,6 +36,7 @@ impl Shader {
         Shader::Loss,
         Shader::Embedding,
         Shader::Finite,
+        Shader::Qr,
     ];
 
     /// The file's stem under `shaders/`.
@@ -50,6 +52,7 @@ impl Shader {
             Shader::Loss => "loss",
             Shader::Embedding => "embedding",
             Shader::Finite => "finite",
+            Shader::Qr => "qr",
         }
     }
 
@@ -66,6 +69,7 @@ impl Shader {
             Shader::Loss => include_str!("../../shaders/loss.wgsl"),
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Finite => include_str!("../../shaders/finite.wgsl"),
+            Shader::Qr => include_str!("../../shaders/qr.wgsl"),
         }
     }
 
@@ -196,4 +200,6 @@ kernels! {
     BagBwdCombine => Embedding::"bag_bwd_combine" [opt, segs, seg_pieces, partial, weight, state, seg_grad],
     FiniteSpan => Finite::"finite_span" [step, region, values, stats],
     FiniteRows => Finite::"finite_rows" [step, region, segs, weight, stats],
+    QrCombine => Qr::"qr_combine" [meta, e, t],
+    QrSplit => Qr::"qr_split" [meta, e, dt, de],
 }

@@ -8,6 +8,7 @@ pub mod interaction;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
+pub mod qr;
 pub mod tt;
 pub mod tt_cache;
 pub mod tt_route;

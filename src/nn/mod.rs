@@ -1,6 +1,7 @@
 //! Neural-network modules built from the kernels: each declares its parameters and adds its
 //! forward, backward and update nodes to a step graph.
 //! - [`embedding`]: uncompressed embedding tables (EmbeddingBag, sum) as one sharded group.
+//! - [`qr`]: dlrm's quotient-remainder tables (two dense tables each, combined per bag).
 //! - [`mlp`]: linear layers with ReLU, every parameter of a model in one arena.
 //!
 //! **Unstable internals**: public for the crate's tests and benchmarks only, hidden from the
@@ -8,6 +9,8 @@
 
 pub mod embedding;
 pub mod mlp;
+pub mod qr;
 
 pub use embedding::{DenseBagGroup, DenseBagLookups};
+pub use qr::{QrBagGroup, QrLookups, QrPart, QrTableSpec};
 pub use mlp::{act_transient, Act, ArenaLayout, ArenaTensor, Mlp, MlpActivations, ParamArena};

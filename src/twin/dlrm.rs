@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{nn, tt};
+use super::{nn, qr, tt};
 use crate::error::{Error, Result};
 use crate::tt_shape::{Pooling, TtShape};
 
@@ -31,6 +31,47 @@ pub enum TwinTable {
     Dense { rows: u64 },
     /// A TT table, parameters `emb_l.{t}.tt_cores.{k}`.
     Tt(TtShape),
+    /// dlrm's quotient-remainder table of `rows` ids, parameters `emb_l.{t}.weight_q`
+    /// `[ceil(rows / collisions), part]` and `emb_l.{t}.weight_r` `[collisions, part]` (part:
+    /// D, or D / 2 for concat).
+    Qr {
+        rows: u64,
+        collisions: u64,
+        operation: qr::QrOperation,
+    },
+}
+
+/// Table `t`'s QR parameters from `params` (f64), when it is a QR table.
+fn qr_weights(
+    model: &TwinModel,
+    params: &HashMap<String, Vec<f32>>,
+    t: usize,
+) -> Result<Option<(Vec<f64>, Vec<f64>, usize, u64, qr::QrOperation)>> {
+    let TwinTable::Qr {
+        collisions,
+        operation,
+        ..
+    } = &model.tables[t]
+    else {
+        return Ok(None);
+    };
+    let get = |name: String| -> Result<Vec<f64>> {
+        params
+            .get(&name)
+            .map(|v| f64s(v))
+            .ok_or_else(|| Error::input(None, format!("the twin has no parameter {name}")))
+    };
+    let part = match operation {
+        qr::QrOperation::Concat => model.dim / 2,
+        _ => model.dim,
+    };
+    Ok(Some((
+        get(format!("emb_l.{t}.weight_q"))?,
+        get(format!("emb_l.{t}.weight_r"))?,
+        part,
+        *collisions,
+        *operation,
+    )))
 }
 
 /// Everything one step computes.
@@ -86,9 +127,24 @@ pub fn step(
     let offsets: Vec<u64> = (0..=b as u64).collect();
     let ids = |t: usize| -> Vec<u64> { (0..b).map(|s| sparse[s * tables + t] as u64).collect() };
     let mut emb = Vec::with_capacity(tables);
+    let mut qr_pooled = HashMap::new();
     for t in 0..tables {
         let idx = ids(t);
         emb.push(match &model.tables[t] {
+            TwinTable::Qr { .. } => {
+                let (q, r, part, collisions, operation) =
+                    qr_weights(model, params, t)?.expect("a QR table");
+                let w = qr::QrWeights {
+                    q: &q,
+                    r: &r,
+                    part,
+                    collisions,
+                    operation,
+                };
+                let (out, pooled) = qr::forward(&w, &idx, &offsets);
+                qr_pooled.insert(t, pooled);
+                out
+            }
             TwinTable::Dense { .. } => {
                 nn::bag_forward(&f64s(get(&format!("emb_l.{t}.weight"))?), d, &idx, &offsets)
             }
@@ -151,6 +207,20 @@ pub fn step(
             .flat_map(|s| dt[(s * f + t + 1) * d..(s * f + t + 2) * d].to_vec())
             .collect();
         match &model.tables[t] {
+            TwinTable::Qr { .. } => {
+                let (q, r, part, collisions, operation) =
+                    qr_weights(model, params, t)?.expect("a QR table");
+                let w = qr::QrWeights {
+                    q: &q,
+                    r: &r,
+                    part,
+                    collisions,
+                    operation,
+                };
+                let (gq, gr) = qr::backward(&w, &idx, &offsets, &qr_pooled[&t], &de);
+                grads.insert(format!("emb_l.{t}.weight_q"), gq);
+                grads.insert(format!("emb_l.{t}.weight_r"), gr);
+            }
             TwinTable::Dense { rows } => {
                 let rows = *rows as usize;
                 grads.insert(

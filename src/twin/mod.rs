@@ -2,7 +2,7 @@
 //! from the math rather than from the kernels' blocking, the oracle of every test. One file per
 //! shader family, named after it: `tt` (`shaders/tt.wgsl`, `tt_subgroup.wgsl` and the TT
 //! optimizers), `tt_route` (`tt_route.wgsl`), `tt_cache` (`tt_cache.wgsl`), `nn` (`matmul`,
-//! `interaction`, `loss`, `embedding`), and `dlrm`, a whole DLRM step composed from them.
+//! `interaction`, `loss`, `embedding`), `qr` (`qr.wgsl` with the dense pooling), and `dlrm`, a whole DLRM step composed from them.
 //!
 //! Layering: the twins use only the plain types below them (`tt_shape`, `tt_bags`, the row
 //! cache's constants in `cache`, `error`), never the GPU code they check. Their functions assume valid input (the GPU path validates).
@@ -10,6 +10,7 @@
 pub mod dlrm;
 pub mod finite;
 pub mod nn;
+pub mod qr;
 pub mod tt;
 pub mod tt_cache;
 pub mod tt_route;
