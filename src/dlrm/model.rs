@@ -570,9 +570,10 @@ impl Dlrm {
 
     /// The gradient of QR table `t`'s `part` in the last training step.
     fn qr_gradient(&self, t: usize, part: crate::nn::QrPart) -> Result<Vec<f32>> {
-        let q = self.net.qr.as_ref().ok_or_else(|| {
-            Error::input(Some(t), "the table is not a quotient-remainder table")
-        })?;
+        let q =
+            self.net.qr.as_ref().ok_or_else(|| {
+                Error::input(Some(t), "the table is not a quotient-remainder table")
+            })?;
         let ids = self
             .last_qr_ids
             .as_ref()

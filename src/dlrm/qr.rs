@@ -74,15 +74,8 @@ impl QrTables {
             return Ok(None);
         }
         let seed = init.then(|| config.seed.wrapping_add(QR_SEED));
-        let group = QrBagGroup::new(
-            gpu,
-            config.dim(),
-            &specs,
-            optimizer,
-            seed,
-            max_shard_bytes,
-        )
-        .map_err(|e| e.with_table(tables[0]))?;
+        let group = QrBagGroup::new(gpu, config.dim(), &specs, optimizer, seed, max_shard_bytes)
+            .map_err(|e| e.with_table(tables[0]))?;
         Ok(Some(QrTables { group, tables }))
     }
 
@@ -131,7 +124,12 @@ impl QrTables {
     }
 
     /// Writes the QR tables' ids (validated, one list per QR table) into a plan's input.
-    pub(super) fn fill(&self, input: &mut PlanInput, lk: &QrLookups, ids: &[Vec<u32>]) -> Result<()> {
+    pub(super) fn fill(
+        &self,
+        input: &mut PlanInput,
+        lk: &QrLookups,
+        ids: &[Vec<u32>],
+    ) -> Result<()> {
         let offsets: Vec<u32> = (0..=ids[0].len() as u32).collect();
         let bags: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
         lk.fill(input, &self.group, &bags)

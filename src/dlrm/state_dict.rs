@@ -5,8 +5,8 @@
 
 use crate::dlrm::net::Net;
 use crate::dlrm::qr::{param_name as qr_name, parse_name as parse_qr};
-use crate::nn::QrPart;
 use crate::error::{Error, Result};
+use crate::nn::QrPart;
 use crate::nn::{DenseBagGroup, DenseBagLookups};
 use crate::tt::{Bags, TtParams};
 

@@ -241,7 +241,11 @@ pub(super) fn build_step_plan(
     let check = FiniteFlag {
         step: step.clone(),
         stats: Buf::from(stats),
-        code: mlp_code(&tt, dense.map(|(group, _)| group), qr.map(|(group, _)| group)),
+        code: mlp_code(
+            &tt,
+            dense.map(|(group, _)| group),
+            qr.map(|(group, _)| group),
+        ),
     };
     let mlp_checked = net
         .arena

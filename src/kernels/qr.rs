@@ -79,7 +79,14 @@ pub fn record_qr_combine(
     t: Buf,
 ) -> Result<()> {
     let n = (s.bags * s.tables * s.dim) as u64;
-    launch(g, label, Kernel::QrCombine, &s.overrides(), named![meta, e, t], n)?;
+    launch(
+        g,
+        label,
+        Kernel::QrCombine,
+        &s.overrides(),
+        named![meta, e, t],
+        n,
+    )?;
     // Elementwise: one op per output value, two reads (one for concat) and a write.
     g.set_cost(Cost {
         flops: n as f64,
@@ -100,7 +107,14 @@ pub fn record_qr_split(
     de: Buf,
 ) -> Result<()> {
     let n = (s.bags * s.tables * 2 * s.part) as u64;
-    launch(g, label, Kernel::QrSplit, &s.overrides(), named![meta, e, dt, de], n)?;
+    launch(
+        g,
+        label,
+        Kernel::QrSplit,
+        &s.overrides(),
+        named![meta, e, dt, de],
+        n,
+    )?;
     // Elementwise: a product (mult) per value, dT and E read, dE written.
     g.set_cost(Cost {
         flops: n as f64,

@@ -12,5 +12,5 @@ pub mod mlp;
 pub mod qr;
 
 pub use embedding::{DenseBagGroup, DenseBagLookups};
-pub use qr::{QrBagGroup, QrLookups, QrPart, QrTableSpec};
 pub use mlp::{act_transient, Act, ArenaLayout, ArenaTensor, Mlp, MlpActivations, ParamArena};
+pub use qr::{QrBagGroup, QrLookups, QrPart, QrTableSpec};

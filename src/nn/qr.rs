@@ -102,7 +102,13 @@ impl QrBagGroup {
                     seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
                 );
                 let values: Vec<f32> = (0..n as usize * part)
-                    .map(|_| if lo < hi { rng.random_range(lo..hi) } else { hi })
+                    .map(|_| {
+                        if lo < hi {
+                            rng.random_range(lo..hi)
+                        } else {
+                            hi
+                        }
+                    })
                     .collect();
                 group.set_table(i, &values)?;
             }

@@ -62,6 +62,12 @@ pub fn run_group(gpu: &Gpu, args: &TrainArgs, group: &dyn Collective) -> Result<
             "--cache-rows (the TT row cache) is not supported in data-parallel runs",
         ));
     }
+    if checked.embedding == EmbeddingKind::Qr {
+        return Err(Error::input(
+            None,
+            "--embedding qr is not supported in data-parallel runs yet",
+        ));
+    }
     let (rank, ranks) = (group.rank(), group.size());
     let lead = rank == 0;
     let _locks = if lead {

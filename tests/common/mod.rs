@@ -159,6 +159,7 @@ pub mod tt_table;
 pub mod twins {
     pub use ttrec::twin::dlrm;
     pub use ttrec::twin::nn;
+    pub use ttrec::twin::qr;
     pub use ttrec::twin::tt;
     pub use ttrec::twin::tt_cache as cache;
 
@@ -173,14 +174,36 @@ pub mod twins {
             top_mlp: config.top_widths(),
             dim: config.dim(),
             tables: (0..config.tables.len())
-                .map(|t| match config.tt_shape(t).unwrap() {
-                    None => TwinTable::Dense {
-                        rows: config.tables[t].rows,
+                .map(
+                    |t| match (&config.tables[t].kind, config.tt_shape(t).unwrap()) {
+                        (
+                            ttrec::dlrm::TableKind::Qr {
+                                collisions,
+                                operation,
+                            },
+                            _,
+                        ) => TwinTable::Qr {
+                            rows: config.tables[t].rows,
+                            collisions: *collisions,
+                            operation: qr_operation(*operation),
+                        },
+                        (_, None) => TwinTable::Dense {
+                            rows: config.tables[t].rows,
+                        },
+                        (_, Some(shape)) => TwinTable::Tt(shape),
                     },
-                    Some(shape) => TwinTable::Tt(shape),
-                })
+                )
                 .collect(),
             learning_rate: config.learning_rate,
+        }
+    }
+
+    /// The twin's name of a QR operation.
+    pub fn qr_operation(op: ttrec::dlrm::QrOperation) -> qr::QrOperation {
+        match op {
+            ttrec::dlrm::QrOperation::Mult => qr::QrOperation::Mult,
+            ttrec::dlrm::QrOperation::Add => qr::QrOperation::Add,
+            ttrec::dlrm::QrOperation::Concat => qr::QrOperation::Concat,
         }
     }
 }
