@@ -41,12 +41,33 @@ pub enum TwinTable {
     },
 }
 
-/// Table `t`'s QR parameters from `params` (f64), when it is a QR table.
+/// A QR table's parameters in f64 (owned; [`QrOwned::weights`] lends them to the twin).
+struct QrOwned {
+    q: Vec<f64>,
+    r: Vec<f64>,
+    part: usize,
+    collisions: u64,
+    operation: qr::QrOperation,
+}
+
+impl QrOwned {
+    fn weights(&self) -> qr::QrWeights<'_> {
+        qr::QrWeights {
+            q: &self.q,
+            r: &self.r,
+            part: self.part,
+            collisions: self.collisions,
+            operation: self.operation,
+        }
+    }
+}
+
+/// Table `t`'s QR parameters from `params`, when it is a QR table.
 fn qr_weights(
     model: &TwinModel,
     params: &HashMap<String, Vec<f32>>,
     t: usize,
-) -> Result<Option<(Vec<f64>, Vec<f64>, usize, u64, qr::QrOperation)>> {
+) -> Result<Option<QrOwned>> {
     let TwinTable::Qr {
         collisions,
         operation,
@@ -65,13 +86,13 @@ fn qr_weights(
         qr::QrOperation::Concat => model.dim / 2,
         _ => model.dim,
     };
-    Ok(Some((
-        get(format!("emb_l.{t}.weight_q"))?,
-        get(format!("emb_l.{t}.weight_r"))?,
+    Ok(Some(QrOwned {
+        q: get(format!("emb_l.{t}.weight_q"))?,
+        r: get(format!("emb_l.{t}.weight_r"))?,
         part,
-        *collisions,
-        *operation,
-    )))
+        collisions: *collisions,
+        operation: *operation,
+    }))
 }
 
 /// Everything one step computes.
@@ -132,16 +153,8 @@ pub fn step(
         let idx = ids(t);
         emb.push(match &model.tables[t] {
             TwinTable::Qr { .. } => {
-                let (q, r, part, collisions, operation) =
-                    qr_weights(model, params, t)?.expect("a QR table");
-                let w = qr::QrWeights {
-                    q: &q,
-                    r: &r,
-                    part,
-                    collisions,
-                    operation,
-                };
-                let (out, pooled) = qr::forward(&w, &idx, &offsets);
+                let w = qr_weights(model, params, t)?.expect("a QR table");
+                let (out, pooled) = qr::forward(&w.weights(), &idx, &offsets);
                 qr_pooled.insert(t, pooled);
                 out
             }
@@ -208,16 +221,8 @@ pub fn step(
             .collect();
         match &model.tables[t] {
             TwinTable::Qr { .. } => {
-                let (q, r, part, collisions, operation) =
-                    qr_weights(model, params, t)?.expect("a QR table");
-                let w = qr::QrWeights {
-                    q: &q,
-                    r: &r,
-                    part,
-                    collisions,
-                    operation,
-                };
-                let (gq, gr) = qr::backward(&w, &idx, &offsets, &qr_pooled[&t], &de);
+                let w = qr_weights(model, params, t)?.expect("a QR table");
+                let (gq, gr) = qr::backward(&w.weights(), &idx, &offsets, &qr_pooled[&t], &de);
                 grads.insert(format!("emb_l.{t}.weight_q"), gq);
                 grads.insert(format!("emb_l.{t}.weight_r"), gr);
             }
