@@ -31,7 +31,9 @@ use crate::graph::{Buf, GraphBuilder};
 use crate::io::write_atomic;
 use crate::kernels::matmul::{record_gemm, record_weight_grad, Gemm, GemmVariant, WeightGrad};
 use crate::kernels::optim::{record_update, UpdateKind};
+use crate::kernels::qr::QrOp;
 use crate::kernels::MatrixAt;
+use crate::nn::{QrBagGroup, QrLookups, QrTableSpec};
 use crate::tt::{Mode, Optimizer, TtEmbeddingBag, TtKernels, TtOptions, TtShape};
 
 /// The format name in every manifest.
@@ -164,6 +166,10 @@ pub fn build_plans(gpu: &Gpu, options: &ExportOptions) -> Result<Vec<String>> {
     }
     record_other_shapes(gpu, gemm)?;
     plans.push("products at unaligned shapes, the element-wise optimizer".into());
+    record_qr_tables(gpu, batch, options.class)?;
+    plans.push(format!(
+        "dlrm's quotient-remainder tables (mult and concat), {batch} bags of 1 lookup"
+    ));
     plans.push(format!(
         "kernels: {}; tt: {}; gemm: {gemm:?}",
         class_name(options.class),
@@ -218,6 +224,35 @@ fn record_other_shapes(gpu: &Gpu, gemm: GemmVariant) -> Result<()> {
         m * n,
     )?;
     g.build()?;
+    Ok(())
+}
+
+/// Records (and builds) a DLRM's quotient-remainder tables at the Kaggle dimension, forward and
+/// backward (`--embedding qr`): two tables of mult (D parts) and of concat (D / 2 parts), as
+/// the DLRM's plans hold them.
+fn record_qr_tables(gpu: &Gpu, batch: usize, class: AdapterClass) -> Result<()> {
+    let dim = DlrmConfig::kaggle().dim();
+    for op in [QrOp::Mult, QrOp::Concat] {
+        let spec = QrTableSpec {
+            rows: 1000,
+            collisions: 4,
+            op,
+        };
+        let sgd = Optimizer::Sgd { lr: 0.1 };
+        let qr = QrBagGroup::new(gpu, dim, &[spec, spec], sgd, None, None)?;
+        let stride = 3 * dim;
+        let t = Buf::from(&gpu.storage("export qr T", (batch * stride) as u64 * 4));
+        let mut g = GraphBuilder::new(gpu);
+        let lk = QrLookups::declare(&mut g, &qr, batch, 2 * batch, stride, &[dim, 2 * dim], "qr")?
+            .assume_one_hot();
+        let lk = match class {
+            AdapterClass::Cpu => lk,
+            AdapterClass::Gpu => lk.use_pieces(&mut g, &qr),
+        };
+        lk.record_forward(&mut g, &qr, t.clone())?;
+        lk.record_backward(&mut g, &qr, t)?;
+        g.build()?;
+    }
     Ok(())
 }
 
