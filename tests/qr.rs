@@ -528,6 +528,7 @@ fn ttrec_train_runs_with_embedding_qr_and_with_dlrms_qr_flags_on_synthetic_data(
         args.extend(["--save-model", s(&ck), "--summary-json", s(&summary)]);
         let (ok, out, err) = ttrec(&args);
         assert!(ok, "{extra:?}\n{out}\n{err}");
+        assert!(out.contains(" quotient-remainder)"), "{out}");
         let sum: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
         assert!(sum["auc"].as_f64().unwrap().is_finite(), "{sum}");
         let names = tensor_names(&ck);

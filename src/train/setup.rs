@@ -297,7 +297,8 @@ pub(super) fn tt_table_count(config: &DlrmConfig) -> usize {
 }
 
 /// "model: bottom MLP ..., N tables (K TT, ranks R), N embedding parameters (Kx smaller than
-/// dense), M MLP parameters"; "(all dense)" and no TT details for a dense model.
+/// dense), M MLP parameters"; "(K TT, ..., Q quotient-remainder)" with QR tables; "(all
+/// dense)" and no compression for a dense model.
 fn model_line(config: &DlrmConfig, model: &Dlrm) -> Result<String> {
     let (mlp_params, _, _) = model.parameter_counts();
     let mut ranks: Vec<String> = Vec::new();
@@ -314,13 +315,25 @@ fn model_line(config: &DlrmConfig, model: &Dlrm) -> Result<String> {
         }
     }
     let tt = tt_table_count(config);
-    let tables = if tt == 0 {
+    let mut kinds = Vec::new();
+    if tt > 0 {
+        kinds.push(format!("{tt} TT, ranks {}", ranks.join(" / ")));
+    }
+    let qr = config
+        .tables
+        .iter()
+        .filter(|t| matches!(t.kind, TableKind::Qr { .. }))
+        .count();
+    if qr > 0 {
+        kinds.push(format!("{qr} quotient-remainder"));
+    }
+    let tables = if kinds.is_empty() {
         "all dense".to_string()
     } else {
-        format!("{tt} TT, ranks {}", ranks.join(" / "))
+        kinds.join(", ")
     };
     let embedding = config.embedding_params()?;
-    let size = if tt == 0 {
+    let size = if tt + qr == 0 {
         String::new()
     } else {
         format!(
