@@ -122,9 +122,9 @@ impl MethodRun {
 
     /// Embedding bytes of every table dense over this method's.
     pub fn x_smaller(&self) -> Option<f64> {
-        self.plan.as_ref().map(|p| {
-            p.dense_embedding_bytes() as f64 / p.embedding_bytes().max(1) as f64
-        })
+        self.plan
+            .as_ref()
+            .map(|p| p.dense_embedding_bytes() as f64 / p.embedding_bytes().max(1) as f64)
     }
 
     /// Parameter bytes of the whole model: embeddings and MLPs (what a checkpoint holds).

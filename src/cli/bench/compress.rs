@@ -37,7 +37,11 @@ pub struct BenchCompressArgs {
 /// Runs `ttrec bench compress`.
 pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
     let mut methods: Vec<EmbeddingKind> = Vec::new();
-    for &m in if a.methods.is_empty() { &ALL_METHODS[..] } else { &a.methods } {
+    for &m in if a.methods.is_empty() {
+        &ALL_METHODS[..]
+    } else {
+        &a.methods
+    } {
         if !methods.contains(&m) {
             methods.push(m);
         }
@@ -50,7 +54,8 @@ pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
     }
     // Every method plans over the same tables: those of the run's data (a Criteo file's store is
     // built here once, then every run opens it).
-    let sizes = super::super::plan::table_sizes(&method_args(&a.train, EmbeddingKind::Dense).0, None)?;
+    let sizes =
+        super::super::plan::table_sizes(&method_args(&a.train, EmbeddingKind::Dense).0, None)?;
     let gpu = Gpu::with_options(&AdapterOptions::with_limits(a.train.limits))?;
     let env = BenchEnv::of(&gpu);
     let settings = common_settings(&a.train);
@@ -66,7 +71,11 @@ pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for (i, &method) in methods.iter().enumerate() {
         let name = method.name();
-        eprintln!("bench compress: {name} ({}/{}): training", i + 1, methods.len());
+        eprintln!(
+            "bench compress: {name} ({}/{}): training",
+            i + 1,
+            methods.len()
+        );
         let t = std::time::Instant::now();
         let run = run_method(&gpu, &a.train, method, &sizes)?;
         if let Some(note) = &run.note {
@@ -79,7 +88,10 @@ pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
                 s.eval.roc_auc
             ),
             (_, e) => {
-                eprintln!("bench compress: {name} failed: {}", e.as_deref().unwrap_or("?"));
+                eprintln!(
+                    "bench compress: {name} failed: {}",
+                    e.as_deref().unwrap_or("?")
+                );
                 failed.push(name);
             }
         }
