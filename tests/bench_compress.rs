@@ -126,6 +126,11 @@ fn methods_side_by_side_match_plan_and_train() {
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(s["auc"], rows[0]["auc"]);
     assert_eq!(s["logloss"], rows[0]["logloss"]);
+    // The summary counts the tables of each kind, as the plan has them.
+    assert_eq!(s["tables_by_kind"]["tt"], rows[0]["tables_of_kind"]);
+    let tt = rows[0]["tables_of_kind"].as_u64().unwrap();
+    assert_eq!(s["tables_by_kind"]["dense"], 26 - tt);
+    assert_eq!(s["tables_by_kind"]["qr"], 0);
     std::fs::remove_dir_all(&dir).ok();
 }
 
