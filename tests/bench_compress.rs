@@ -180,6 +180,14 @@ fn a_failing_method_is_reported_and_the_others_run() {
             && r.stderr
                 .contains("--summary-json is not an option of bench compress")
     );
+    let r = ttrec(&["bench", "compress", "--out", "/nonexistent-dir/table.txt"]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("cannot write in the directory /nonexistent-dir"),
+        "{}",
+        r.stderr
+    );
     let r = ttrec(&["bench", "compress", "--embedding", "dense"]);
     assert!(
         !r.ok && r.stderr.contains("takes --methods"),

@@ -48,9 +48,7 @@ pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
     }
     check_base(&a.train)?;
     if let Some(out) = &a.out {
-        if out.is_dir() {
-            bail!("--out {}: is a directory", out.display());
-        }
+        check_out(out)?;
     }
     // Every method plans over the same tables: those of the run's data (a Criteo file's store is
     // built here once, then every run opens it).
@@ -112,6 +110,29 @@ pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
             failed.len(),
             methods.len(),
             failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `--out` is checked before any training: not a directory, in a directory that takes a new
+/// file (tried, as train checks its outputs).
+fn check_out(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.is_dir() {
+        bail!("--out {}: is a directory", out.display());
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".ttrec-write-check.")
+        .tempfile_in(dir)
+    {
+        bail!(
+            "--out {}: cannot write in the directory {}: {e}",
+            out.display(),
+            dir.display()
         );
     }
     Ok(())
