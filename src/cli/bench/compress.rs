@@ -36,12 +36,14 @@ pub struct BenchCompressArgs {
 
 /// Runs `ttrec bench compress`.
 pub fn bench_compress(a: BenchCompressArgs) -> anyhow::Result<()> {
-    let mut methods: Vec<EmbeddingKind> = Vec::new();
-    for &m in if a.methods.is_empty() {
-        &ALL_METHODS[..]
+    let asked = if a.methods.is_empty() {
+        ALL_METHODS.to_vec()
     } else {
-        &a.methods
-    } {
+        a.methods.clone()
+    };
+    // Each method once, in the order given.
+    let mut methods: Vec<EmbeddingKind> = Vec::new();
+    for m in asked {
         if !methods.contains(&m) {
             methods.push(m);
         }
