@@ -1,8 +1,9 @@
 //! Benchmarks behind `ttrec bench` and `cargo bench`: the TT-EmbeddingBag configurations of the
 //! reference's benchmark (FBTT-Embedding) and of the TT-Rec paper's Kaggle tables; the DLRM
-//! training step ([`dlrm`]).
+//! training step ([`dlrm`]); the compression methods compared in training ([`compress`]).
 
 pub mod cache;
+pub mod compress;
 pub mod dist;
 pub mod dlrm;
 pub mod gemm;

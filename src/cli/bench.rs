@@ -1,4 +1,4 @@
-//! `ttrec bench tt|dlrm|cache`: runs the benchmarks of [`ttrec::bench`] and prints their
+//! `ttrec bench tt|dlrm|cache|gemm|compress`: runs the benchmarks of [`ttrec::bench`] and prints their
 //! tables (or JSON records), with a progress bar on stderr. The flags every benchmark shares
 //! (how long each measurement runs, per-kernel times, JSON) are one struct, [`RunFlags`].
 
@@ -17,6 +17,8 @@ use ttrec::kernels::matmul::GemmVariant;
 use ttrec::progress::{Progress, Unit};
 
 use super::args::{non_negative_f64, positive_f64, positive_usize};
+
+mod compress;
 
 /// How long each measurement runs, and what is printed: shared by every `ttrec bench`
 /// subcommand (flattened into each; a subcommand renames or re-describes a flag where its
@@ -62,6 +64,10 @@ pub enum BenchCommand {
     /// The LFU row cache on the kaggle-r32 table with Zipf-skewed lookups: hit rate and
     /// training step time per lookup by cache size.
     Cache(BenchCacheArgs),
+    /// Compression methods compared: the same model trained once per method (tt, dense, qr,
+    /// md) with everything else fixed; per method its tables, bytes, AUC, log loss, accuracy,
+    /// samples/s (takes train's options).
+    Compress(Box<compress::BenchCompressArgs>),
 }
 
 /// `ttrec bench cache`
@@ -592,6 +598,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Tt(a) => bench_tt(a),
         BenchCommand::Cache(a) => bench_cache(a),
         BenchCommand::Gemm(a) => bench_gemm(a),
+        BenchCommand::Compress(a) => compress::bench_compress(*a),
     }
 }
 

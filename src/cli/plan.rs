@@ -1,7 +1,10 @@
 //! `ttrec plan`: what a training run's model will occupy, before any work: per embedding table
-//! its rows, form (dense or TT), shapes, ranks and bytes of parameters, optimizer state and row
-//! cache beside its dense size, and the MLPs' bytes. It takes `ttrec train`'s options, so
-//! `--embedding-budget`, `--compression`, `--tt-tables`, `--tt-rank` plan exactly the run.
+//! its rows, form (dense, TT, QR or MD) with the form's sizes (TT shapes and ranks, QR quotient
+//! and remainder rows and operation, MD width and projection) and bytes of parameters, optimizer
+//! state and row cache beside its dense size, and the MLPs' bytes. It takes `ttrec train`'s
+//! options and plans through the run's own configuration, so `--embedding-budget`,
+//! `--compression`, `--tt-tables`, `--tt-rank`, `--embedding qr|md` and the `--qr-*` / `--md-*`
+//! flags plan exactly the run.
 
 use std::io::Write;
 
@@ -25,9 +28,10 @@ pub struct PlanArgs {
     pub train: TrainArgs,
 }
 
-fn table_sizes(a: &PlanArgs) -> anyhow::Result<Vec<u64>> {
-    let t = &a.train;
-    Ok(match a.table_sizes.as_deref() {
+/// The tables' rows of a run of `t`: `sizes` as `--table-sizes` takes it, or by default those of
+/// the run's data (`ttrec bench compress` plans every method over the same).
+pub fn table_sizes(t: &TrainArgs, sizes: Option<&str>) -> anyhow::Result<Vec<u64>> {
+    Ok(match sizes {
         Some("kaggle") => KAGGLE_TABLE_SIZES.to_vec(),
         Some("terabyte") => TERABYTE_TABLE_SIZES.to_vec(),
         Some(list) => list
@@ -59,7 +63,7 @@ fn table_sizes(a: &PlanArgs) -> anyhow::Result<Vec<u64>> {
 
 /// Runs `ttrec plan`.
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
-    let sizes = table_sizes(&a)?;
+    let sizes = table_sizes(&a.train, a.table_sizes.as_deref())?;
     let (plan, notes) = ttrec::train::plan(&a.train, &sizes)?;
     let text = if a.json {
         let mut v = plan.to_json();

@@ -9,9 +9,10 @@
 //!   takes the highest rank of a ladder (from `--tt-rank`, default 32, down to 1) at which
 //!   turning the tables where TT pays into TT, largest saving first, fits, and turns only as many
 //!   as needed. Shapes are the reference's automatic ones (3 cores).
-//! - [`ModelPlan`]: per table its rows, form, shapes, ranks and bytes of parameters, optimizer
-//!   state and row cache beside its dense size, and the MLPs' bytes (`ttrec plan`, and the
-//!   `plan` field of the training summary).
+//! - [`ModelPlan`]: per table its rows, form (dense, TT, quotient-remainder or mixed-dimension),
+//!   the form's sizes (TT shapes and ranks; QR quotient and remainder rows and operation; MD width
+//!   and projection) and bytes of parameters, optimizer state and row cache beside its dense size,
+//!   and the MLPs' bytes (`ttrec plan`, and the `plan` field of the training summary).
 
 use crate::cache::CacheConfig;
 use crate::dlrm::{DlrmConfig, TableKind, TtCacheOptions};
@@ -256,16 +257,42 @@ fn plan_budget(
     ))
 }
 
+/// A quotient-remainder table's two tables (dlrm's `QREmbeddingBag`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QrPlan {
+    /// Rows of the quotient table: ceil(rows / collisions).
+    pub quotient_rows: u64,
+    /// Rows of the remainder table: the collisions.
+    pub remainder_rows: u64,
+    /// How the two pooled vectors combine: mult, add or concat.
+    pub operation: &'static str,
+    /// Columns of each of the two tables (D, or D/2 for concat).
+    pub part_dim: usize,
+}
+
+/// A mixed-dimension table (dlrm's `PrEmbeddingBag`): its rows' width and the projection to D.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MdPlan {
+    pub width: usize,
+    /// The bias-free projection's shape, `[width, D]`.
+    pub projection: [usize; 2],
+}
+
 /// One table's line of the plan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TablePlan {
     pub name: String,
     pub rows: u64,
-    /// "dense" or "tt".
+    /// The table's kind: "dense", "tt", "qr" or "md" ([`TableKind::name`]).
     pub form: &'static str,
+    /// TT tables: row factors, column factors, interior ranks (empty for the other kinds).
     pub p: Vec<usize>,
     pub q: Vec<usize>,
     pub ranks: Vec<usize>,
+    /// QR tables: their two tables.
+    pub qr: Option<QrPlan>,
+    /// MD tables: their width and projection.
+    pub md: Option<MdPlan>,
     pub param_bytes: u64,
     pub optimizer_bytes: u64,
     pub cache_bytes: u64,
@@ -302,40 +329,52 @@ pub fn model_plan(
     let mut tables = Vec::with_capacity(config.tables.len());
     for (t, table) in config.tables.iter().enumerate() {
         let dense_bytes = 4 * table.rows * dim as u64;
-        let plan = match config.tt_shape(t)? {
-            None => TablePlan {
-                name: table_name(t),
-                rows: table.rows,
-                form: "dense",
-                p: vec![],
-                q: vec![],
-                ranks: vec![],
-                param_bytes: dense_bytes,
-                optimizer_bytes: state(dense_bytes),
-                cache_bytes: 0,
-                dense_bytes,
-            },
-            Some(shape) => {
-                let bytes = 4 * shape.num_params() as u64;
-                TablePlan {
-                    name: table_name(t),
-                    rows: table.rows,
-                    form: "tt",
-                    p: shape.p.clone(),
-                    q: shape.q.clone(),
-                    ranks: shape.interior_ranks().to_vec(),
-                    param_bytes: bytes,
-                    optimizer_bytes: state(bytes),
-                    cache_bytes: match cache {
-                        Some(c) => {
-                            cache_bytes(c, table.rows, dim, adagrad).map_err(|e| e.with_table(t))?
-                        }
-                        None => 0,
-                    },
-                    dense_bytes,
+        let param_bytes = 4 * config.table_params(t).map_err(|e| e.with_table(t))?;
+        let mut plan = TablePlan {
+            name: table_name(t),
+            rows: table.rows,
+            form: table.kind.name(),
+            p: vec![],
+            q: vec![],
+            ranks: vec![],
+            qr: None,
+            md: None,
+            param_bytes,
+            optimizer_bytes: state(param_bytes),
+            cache_bytes: 0,
+            dense_bytes,
+        };
+        match &table.kind {
+            TableKind::Dense => {}
+            TableKind::Tt { .. } => {
+                if let Some(shape) = config.tt_shape(t)? {
+                    plan.p = shape.p.clone();
+                    plan.q = shape.q.clone();
+                    plan.ranks = shape.interior_ranks().to_vec();
+                }
+                if let Some(c) = cache {
+                    plan.cache_bytes =
+                        cache_bytes(c, table.rows, dim, adagrad).map_err(|e| e.with_table(t))?;
                 }
             }
-        };
+            TableKind::Qr {
+                collisions,
+                operation,
+            } => {
+                plan.qr = Some(QrPlan {
+                    quotient_rows: TableKind::qr_quotient_rows(table.rows, *collisions),
+                    remainder_rows: *collisions,
+                    operation: operation.name(),
+                    part_dim: operation.part_dim(dim),
+                })
+            }
+            TableKind::Md { dim: width } => {
+                plan.md = Some(MdPlan {
+                    width: *width,
+                    projection: [*width, dim],
+                })
+            }
+        }
         tables.push(plan);
     }
     let mlp_bytes = 4 * config.mlp_params();
@@ -348,6 +387,23 @@ pub fn model_plan(
 }
 
 impl ModelPlan {
+    /// Tables of `form` ("dense", "tt", "qr", "md").
+    pub fn tables_of(&self, form: &str) -> usize {
+        self.tables.iter().filter(|t| t.form == form).count()
+    }
+
+    /// "7 TT" (and ", 3 QR" / ", 2 MD" where the model has them): the compressed kinds.
+    fn kinds_line(&self) -> String {
+        let mut parts = vec![format!("{} TT", self.tables_of("tt"))];
+        for form in ["qr", "md"] {
+            let n = self.tables_of(form);
+            if n > 0 {
+                parts.push(format!("{n} {}", form.to_uppercase()));
+            }
+        }
+        parts.join(", ")
+    }
+
     /// Parameter bytes of every table.
     pub fn embedding_bytes(&self) -> u64 {
         self.tables.iter().map(|t| t.param_bytes).sum()
@@ -372,12 +428,24 @@ impl ModelPlan {
             .tables
             .iter()
             .map(|t| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "name": t.name, "rows": t.rows, "form": t.form,
                     "p": t.p, "q": t.q, "ranks": t.ranks,
                     "param_bytes": t.param_bytes, "optimizer_bytes": t.optimizer_bytes,
                     "cache_bytes": t.cache_bytes, "dense_bytes": t.dense_bytes,
-                })
+                });
+                if let Some(qr) = &t.qr {
+                    v["qr"] = serde_json::json!({
+                        "quotient_rows": qr.quotient_rows,
+                        "remainder_rows": qr.remainder_rows,
+                        "operation": qr.operation,
+                        "part_dim": qr.part_dim,
+                    });
+                }
+                if let Some(md) = &t.md {
+                    v["md"] = serde_json::json!({"width": md.width, "projection": md.projection});
+                }
+                v
             })
             .collect();
         serde_json::json!({
@@ -405,25 +473,40 @@ impl ModelPlan {
             "table", "rows", "form", "p", "q", "ranks", "params", "optimizer", "cache", "dense"
         );
         for t in &self.tables {
+            // The TT columns; a QR or MD table's sizes span them.
+            let shape = match (&t.qr, &t.md) {
+                (Some(qr), _) => format!(
+                    "{:<32}",
+                    format!(
+                        "{} + {} rows x {}, {}",
+                        qr.quotient_rows, qr.remainder_rows, qr.part_dim, qr.operation
+                    )
+                ),
+                (_, Some(md)) => format!(
+                    "{:<32}",
+                    format!(
+                        "width {}, projection {}x{}",
+                        md.width, md.projection[0], md.projection[1]
+                    )
+                ),
+                _ => format!("{:<14} {:<8} {:<8}", list(&t.p), list(&t.q), list(&t.ranks)),
+            };
             s += &format!(
-                "{:<5} {:>10} {:<6} {:<14} {:<8} {:<8} {:>10} {:>10} {:>10} {:>10}\n",
+                "{:<5} {:>10} {:<6} {shape} {:>10} {:>10} {:>10} {:>10}\n",
                 t.name,
                 t.rows,
                 t.form,
-                list(&t.p),
-                list(&t.q),
-                list(&t.ranks),
                 b(t.param_bytes),
                 b(t.optimizer_bytes),
                 b(t.cache_bytes),
                 b(t.dense_bytes)
             );
         }
-        let tt = self.tables.iter().filter(|t| t.form == "tt").count();
         s += &format!(
-            "embeddings: {} in {} tables ({tt} TT), {} dense, {:.1}x smaller\n",
+            "embeddings: {} in {} tables ({}), {} dense, {:.1}x smaller\n",
             b(self.embedding_bytes()),
             self.tables.len(),
+            self.kinds_line(),
             b(self.dense_embedding_bytes()),
             self.dense_embedding_bytes() as f64 / self.embedding_bytes().max(1) as f64
         );

@@ -199,7 +199,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary> {
     crate::signals::install();
     let _locks = lock_outputs(args)?;
     let gpu = Gpu::with_options(&crate::gpu::AdapterOptions::with_limits(args.limits))?;
-    run_checked(&gpu, args, &checked)
+    run_checked(&gpu, args, &checked, Output::new())
 }
 
 /// [`run`] on a given adapter.
@@ -207,7 +207,17 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     let checked = args.check()?;
     crate::signals::install();
     let _locks = lock_outputs(args)?;
-    run_checked(gpu, args, &checked)
+    run_checked(gpu, args, &checked, Output::new())
+}
+
+/// [`run_on`] printing nothing on stdout (no log lines, no summary): one run of a comparison
+/// (`ttrec bench compress`), whose caller prints the results. Notes on the options still go to
+/// stderr; the run's outputs (`--summary-json`, checkpoints) are written as asked.
+pub fn run_quiet(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
+    let checked = args.check()?;
+    crate::signals::install();
+    let _locks = lock_outputs(args)?;
+    run_checked(gpu, args, &checked, Output::muted())
 }
 
 /// An advisory lock on every output of the run, or the error naming the run that holds one.
@@ -218,9 +228,13 @@ fn lock_outputs(args: &TrainArgs) -> Result<Vec<crate::io::OutputLock>> {
         .collect()
 }
 
-/// [`run`] with options already checked.
-fn run_checked(gpu: &Gpu, args: &TrainArgs, checked: &Checked) -> Result<TrainSummary> {
-    let out = Output::new();
+/// [`run`] with options already checked, printing through `out`.
+fn run_checked(
+    gpu: &Gpu,
+    args: &TrainArgs,
+    checked: &Checked,
+    out: Output,
+) -> Result<TrainSummary> {
     for note in &checked.notes {
         eprintln!("note: {note}");
     }
@@ -315,7 +329,10 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
     if !t.is_lead() {
         return Ok(summary);
     }
-    print!("{}", summary.text());
+    let quiet = t.out.is_muted();
+    if !quiet {
+        print!("{}", summary.text());
+    }
     if let Some(p) = &args.summary_json {
         let text = serde_json::to_string_pretty(&summary.json()).expect("JSON");
         crate::io::write_atomic(p, text.as_bytes())?;
@@ -330,12 +347,13 @@ fn finish(mut t: Trainer, train_seconds: f64) -> Result<TrainSummary> {
     };
     if let Some((path, asked)) = plot {
         match report::plot(&t.points, &path) {
+            Ok(()) if quiet => {}
             Ok(()) => println!("plot of loss and AUC: {}", path.display()),
             Err(e) if !asked => eprintln!("warning: the plot was not written: {e}"),
             Err(e) => return Err(e),
         }
     }
-    if matches!(t.data, TrainData::Synthetic { .. }) {
+    if matches!(t.data, TrainData::Synthetic { .. }) && !quiet {
         println!(
             "This was synthetic Criteo-shaped data. To train on Criteo Kaggle, download its train.txt and run:\n  cargo run --release --example train_kaggle -- --data train.txt --processed-data-file kaggle.ttcache --test-freq 10000"
         );

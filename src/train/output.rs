@@ -41,6 +41,11 @@ impl Output {
         }
     }
 
+    /// Whether this output prints nothing.
+    pub(super) fn is_muted(&self) -> bool {
+        self.muted
+    }
+
     /// One line of output, above the bars when there are any.
     pub(super) fn line(&self, s: &str) {
         if self.muted {

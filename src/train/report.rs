@@ -235,6 +235,18 @@ impl TrainSummary {
         self.malformed.iter().map(|(_, n)| n).sum()
     }
 
+    /// Tables of each kind (dense, tt, qr, md), from the plan's per-table forms.
+    pub fn tables_by_kind(&self) -> Vec<(&'static str, usize)> {
+        let forms: Vec<&str> = self.plan["tables"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["form"].as_str()).collect())
+            .unwrap_or_default();
+        ["dense", "tt", "qr", "md"]
+            .into_iter()
+            .map(|kind| (kind, forms.iter().filter(|&&f| f == kind).count()))
+            .collect()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         let malformed: serde_json::Map<String, serde_json::Value> = self
             .malformed
@@ -258,6 +270,11 @@ impl TrainSummary {
             "uncompressed_embedding_params": self.uncompressed_embedding_params,
             "compression_ratio": self.compression_ratio(),
             "tt_tables": self.tt_tables,
+            "tables_by_kind": self
+                .tables_by_kind()
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), serde_json::json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
             "tt_core_params": self.tt_params,
             "dense_table_params": self.dense_table_params,
             "mlp_params": self.mlp_params,
@@ -324,6 +341,19 @@ impl TrainSummary {
             self.mlp_params,
             bytes(4 * self.mlp_params)
         );
+        // Quotient-remainder and mixed-dimension tables: every kind's count.
+        let kinds = self.tables_by_kind();
+        if kinds
+            .iter()
+            .any(|&(k, n)| (k == "qr" || k == "md") && n > 0)
+        {
+            let each: Vec<String> = kinds
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            s += &format!("tables: {}\n", each.join(", "));
+        }
         s += &format!(
             "embeddings: {} params ({}) against {} uncompressed ({}): {:.1}x smaller\n",
             self.embedding_params,
