@@ -28,6 +28,18 @@ fn non_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
+// finite_span over a buffer of f16 values (TT cores with `--tt-precision f16`): each 32-bit
+// word holds two, each tested on its own exponent bits.
+override HALVES: bool = false;
+
+fn non_finite_span(v: f32) -> bool {
+    if (HALVES) {
+        let b = bitcast<u32>(v);
+        return (b & 0x7c00u) == 0x7c00u || (b & 0x7c000000u) == 0x7c000000u;
+    }
+    return non_finite(v);
+}
+
 @group(0) @binding(0) var<uniform> fin_step: StepParams;
 @group(0) @binding(1) var<uniform> fin_region: FiniteRegion;
 @group(0) @binding(2) var<storage, read> fin_values: array<f32>;
@@ -40,7 +52,7 @@ fn finite_span(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let threads = nwg.x * nwg.y * WG;
     var bad = false;
     for (var i = linear_id(wid, nwg, lid); i < fin_region.len; i = i + threads) {
-        bad = bad || non_finite(fin_values[fin_region.offset + i]);
+        bad = bad || non_finite_span(fin_values[fin_region.offset + i]);
     }
     if (bad) {
         atomicMax(&fin_stats[SLOT_WORDS * fin_step.slot + NON_FINITE_WORD], fin_region.code);

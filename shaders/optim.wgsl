@@ -11,7 +11,7 @@ override OPTIMIZER: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> opt: OptParams;
 @group(0) @binding(1) var<storage, read> opt_grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> opt_weight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> opt_weight: array<core_t>; // f32, or TT cores as f16
 @group(0) @binding(3) var<storage, read_write> opt_state: array<f32>;
 
 @compute @workgroup_size(64)
@@ -23,11 +23,11 @@ fn optim(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     let g = opt_grad[i];
     if (OPTIMIZER == 0u) {
-        opt_weight[i] = opt_weight[i] - opt.lr * g;
+        opt_weight[i] = core_t(f32(opt_weight[i]) - opt.lr * g);
     } else {
         let s = opt_state[i] + g * g;
         opt_state[i] = s;
-        opt_weight[i] = opt_weight[i] - opt.lr * g / (sqrt(s) + opt.eps);
+        opt_weight[i] = core_t(f32(opt_weight[i]) - opt.lr * g / (sqrt(s) + opt.eps));
     }
 }
 

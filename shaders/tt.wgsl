@@ -7,6 +7,11 @@
 // reduces its terms in a fixed order (lookups of a row in the order of the GPU's stable sort,
 // shaders/tt_route.wgsl; chunks one after the other). No atomics.
 //
+// Storage: bindings typed `core_t` hold TT cores (f32, or f16 with `--tt-precision f16`),
+// `lead_t` the chain's A and the core gradient's P (core 0 where A_FROM_CORE / P_MODE 1, else
+// f32 scratch): aliases that src/gpu/shaders.rs (ShaderTypes) prepends. Values are read into
+// f32, all arithmetic is f32, and a core written back is rounded to core_t once.
+//
 // Layout: core k is [p_k, R_k * q_k * R_{k+1}]; the slice of digit i is row-major [R_k, q_k, R_{k+1}].
 // Per-lookup prefixes P_k are [Q_k, R_k] (Q_k = q_0 ... q_{k-1}), row-major.
 
@@ -27,8 +32,8 @@ override A_FROM_CORE: bool = false;
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> digits: array<u32>;
-@group(0) @binding(2) var<storage, read> chain_a: array<f32>;
-@group(0) @binding(3) var<storage, read> chain_b: array<f32>;
+@group(0) @binding(2) var<storage, read> chain_a: array<lead_t>;
+@group(0) @binding(3) var<storage, read> chain_b: array<core_t>;
 @group(0) @binding(4) var<storage, read_write> chain_out: array<f32>;
 
 @compute @workgroup_size(64)
@@ -65,16 +70,16 @@ fn chain(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var kk = 0u; kk < K; kk = kk + 1u) {
         var b: vec4<f32>;
         if (TRANS_B) {
-            b = vec4<f32>(chain_b[b_base + c0 * K + kk], chain_b[b_base + c1 * K + kk],
-                          chain_b[b_base + c2 * K + kk], chain_b[b_base + c3 * K + kk]);
+            b = vec4<f32>(f32(chain_b[b_base + c0 * K + kk]), f32(chain_b[b_base + c1 * K + kk]),
+                          f32(chain_b[b_base + c2 * K + kk]), f32(chain_b[b_base + c3 * K + kk]));
         } else {
             let row = b_base + kk * N;
-            b = vec4<f32>(chain_b[row + c0], chain_b[row + c1], chain_b[row + c2], chain_b[row + c3]);
+            b = vec4<f32>(f32(chain_b[row + c0]), f32(chain_b[row + c1]), f32(chain_b[row + c2]), f32(chain_b[row + c3]));
         }
-        acc0 = acc0 + chain_a[a_base + m0 * K + kk] * b;
-        acc1 = acc1 + chain_a[a_base + m1 * K + kk] * b;
-        acc2 = acc2 + chain_a[a_base + m2 * K + kk] * b;
-        acc3 = acc3 + chain_a[a_base + m3 * K + kk] * b;
+        acc0 = acc0 + f32(chain_a[a_base + m0 * K + kk]) * b;
+        acc1 = acc1 + f32(chain_a[a_base + m1 * K + kk]) * b;
+        acc2 = acc2 + f32(chain_a[a_base + m2 * K + kk]) * b;
+        acc3 = acc3 + f32(chain_a[a_base + m3 * K + kk]) * b;
     }
     let o = n * M * N;
     let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
@@ -174,24 +179,24 @@ override FUSED_UPDATE: u32 = 0u;
 override BLOCK: u32 = 16u;
 
 @group(0) @binding(7) var<uniform> cg_opt: OptParams;
-@group(0) @binding(8) var<storage, read_write> cg_weight: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cg_weight: array<core_t>;
 @group(0) @binding(9) var<storage, read_write> cg_state: array<f32>;
 
 // Applies the fused update to element i of the core with gradient g.
 fn fused_update(i: u32, g: f32) {
     if (FUSED_UPDATE == 1u) {
-        cg_weight[i] = cg_weight[i] - cg_opt.lr * g;
+        cg_weight[i] = core_t(f32(cg_weight[i]) - cg_opt.lr * g);
     } else if (FUSED_UPDATE == 2u) {
         let st = cg_state[i] + g * g;
         cg_state[i] = st;
-        cg_weight[i] = cg_weight[i] - cg_opt.lr * g / (sqrt(st) + cg_opt.eps);
+        cg_weight[i] = core_t(f32(cg_weight[i]) - cg_opt.lr * g / (sqrt(st) + cg_opt.eps));
     }
 }
 
 @group(0) @binding(1) var<storage, read> cg_digits: array<u32>;
 @group(0) @binding(2) var<storage, read> cg_sorted: array<u32>;
 @group(0) @binding(3) var<storage, read> cg_segments: array<u32>;
-@group(0) @binding(4) var<storage, read> cg_p: array<f32>;
+@group(0) @binding(4) var<storage, read> cg_p: array<lead_t>;
 @group(0) @binding(5) var<storage, read> cg_dp: array<f32>;
 @group(0) @binding(6) var<storage, read_write> cg_grad: array<f32>;
 
@@ -213,7 +218,7 @@ fn core_grad_lookup(g: u32, r0: u32, r1: u32, r2: u32, r3: u32, c: vec4<u32>)
         var pv = vec4<f32>(1.0);
         if (P_MODE != 0u) {
             let p = p_base + a * RK;
-            pv = vec4<f32>(cg_p[p + r0], cg_p[p + r1], cg_p[p + r2], cg_p[p + r3]);
+            pv = vec4<f32>(f32(cg_p[p + r0]), f32(cg_p[p + r1]), f32(cg_p[p + r2]), f32(cg_p[p + r3]));
         }
         one[0] = one[0] + pv.x * dpv;
         one[1] = one[1] + pv.y * dpv;
@@ -303,8 +308,8 @@ fn core_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 // adapters (SIMD lanes) and GPUs (wide loads) execute far faster than scalar gathers. The
 // launcher picks them; the scalar kernels above remain for any other shape.
 
-@group(0) @binding(2) var<storage, read> v4_a: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v4_b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v4_a: array<vec4<lead_t>>;
+@group(0) @binding(3) var<storage, read> v4_b: array<vec4<core_t>>;
 @group(0) @binding(4) var<storage, read_write> v4_out: array<vec4<f32>>;
 
 // C = A * B with K % 4 == 0 and N % (4 TNQ) == 0: each invocation owns 4 rows x TNQ vec4 columns.
@@ -343,17 +348,17 @@ fn chain_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         acc[t] = vec4<f32>(0.0);
     }
     for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
-        let x0 = v4_a[a0 + k4];
-        let x1 = v4_a[a1 + k4];
-        let x2 = v4_a[a2 + k4];
-        let x3 = v4_a[a3 + k4];
+        let x0 = vec4<f32>(v4_a[a0 + k4]);
+        let x1 = vec4<f32>(v4_a[a1 + k4]);
+        let x2 = vec4<f32>(v4_a[a2 + k4]);
+        let x3 = vec4<f32>(v4_a[a3 + k4]);
         let row = b_base + 4u * k4 * nq;
         for (var j = 0u; j < TNQ; j = j + 1u) {
             let col = row + j * ntiles;
-            let b0 = v4_b[col];
-            let b1 = v4_b[col + nq];
-            let b2 = v4_b[col + 2u * nq];
-            let b3 = v4_b[col + 3u * nq];
+            let b0 = vec4<f32>(v4_b[col]);
+            let b1 = vec4<f32>(v4_b[col + nq]);
+            let b2 = vec4<f32>(v4_b[col + 2u * nq]);
+            let b3 = vec4<f32>(v4_b[col + 3u * nq]);
             acc[j] = acc[j] + x0.x * b0 + x0.y * b1 + x0.z * b2 + x0.w * b3;
             acc[4u + j] = acc[4u + j] + x1.x * b0 + x1.y * b1 + x1.z * b2 + x1.w * b3;
             acc[8u + j] = acc[8u + j] + x2.x * b0 + x2.y * b1 + x2.z * b2 + x2.w * b3;
@@ -400,14 +405,14 @@ fn chain_row_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         acc[t] = vec4<f32>(0.0);
     }
     for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
-        let x0 = v4_a[a0 + k4];
+        let x0 = vec4<f32>(v4_a[a0 + k4]);
         let row = b_base + 4u * k4 * nq;
         for (var j = 0u; j < TNQ; j = j + 1u) {
             let col = row + j * ntiles;
-            let b0 = v4_b[col];
-            let b1 = v4_b[col + nq];
-            let b2 = v4_b[col + 2u * nq];
-            let b3 = v4_b[col + 3u * nq];
+            let b0 = vec4<f32>(v4_b[col]);
+            let b1 = vec4<f32>(v4_b[col + nq]);
+            let b2 = vec4<f32>(v4_b[col + 2u * nq]);
+            let b3 = vec4<f32>(v4_b[col + 3u * nq]);
             acc[j] = acc[j] + x0.x * b0 + x0.y * b1 + x0.z * b2 + x0.w * b3;
         }
     }
@@ -446,16 +451,16 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         acc[t] = vec4<f32>(0.0);
     }
     for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
-        let x0 = v4_a[a0 + k4];
-        let x1 = v4_a[a1 + k4];
-        let x2 = v4_a[a2 + k4];
-        let x3 = v4_a[a3 + k4];
+        let x0 = vec4<f32>(v4_a[a0 + k4]);
+        let x1 = vec4<f32>(v4_a[a1 + k4]);
+        let x2 = vec4<f32>(v4_a[a2 + k4]);
+        let x3 = vec4<f32>(v4_a[a3 + k4]);
         for (var j = 0u; j < TNQ; j = j + 1u) {
             let c = c0 + 4u * j;
-            let y0 = v4_b[b_base + min(c, N - 1u) * kq + k4];
-            let y1 = v4_b[b_base + min(c + 1u, N - 1u) * kq + k4];
-            let y2 = v4_b[b_base + min(c + 2u, N - 1u) * kq + k4];
-            let y3 = v4_b[b_base + min(c + 3u, N - 1u) * kq + k4];
+            let y0 = vec4<f32>(v4_b[b_base + min(c, N - 1u) * kq + k4]);
+            let y1 = vec4<f32>(v4_b[b_base + min(c + 1u, N - 1u) * kq + k4]);
+            let y2 = vec4<f32>(v4_b[b_base + min(c + 2u, N - 1u) * kq + k4]);
+            let y3 = vec4<f32>(v4_b[b_base + min(c + 3u, N - 1u) * kq + k4]);
             acc[j] = acc[j] + vec4<f32>(dot(x0, y0), dot(x0, y1), dot(x0, y2), dot(x0, y3));
             acc[4u + j] = acc[4u + j] + vec4<f32>(dot(x1, y0), dot(x1, y1), dot(x1, y2), dot(x1, y3));
             acc[8u + j] = acc[8u + j] + vec4<f32>(dot(x2, y0), dot(x2, y1), dot(x2, y2), dot(x2, y3));
@@ -476,10 +481,10 @@ fn chain_t_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-@group(0) @binding(4) var<storage, read> cg4_p: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> cg4_p: array<vec4<lead_t>>;
 @group(0) @binding(5) var<storage, read> cg4_dp: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> cg4_grad: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> cg4_weight: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> cg4_weight: array<vec4<core_t>>;
 @group(0) @binding(9) var<storage, read_write> cg4_state: array<vec4<f32>>;
 
 // core_grad with NK % (4 TNQ) == 0, RK % (4 TRQ) == 0 (or P_MODE == 0 with TRQ == 1): each
@@ -543,7 +548,7 @@ fn core_grad_lookup_v4(one: ptr<function, array<vec4<f32>, 64>>, g: u32, r0: u32
         for (var i = 0u; i < TRQ; i = i + 1u) {
             pvs[i] = vec4<f32>(1.0, 0.0, 0.0, 0.0);
             if (P_MODE != 0u) {
-                pvs[i] = cg4_p[p_base + a * rq + i];
+                pvs[i] = vec4<f32>(cg4_p[p_base + a * rq + i]);
             }
         }
         for (var j = 0u; j < TNQ; j = j + 1u) {
@@ -604,11 +609,11 @@ fn core_grad_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                     let at = o + (r0 + i) * nq + j * ntiles;
                     let g = cg4_grad[at];
                     if (FUSED_UPDATE == 1u) {
-                        cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g;
+                        cg4_weight[at] = vec4<core_t>(vec4<f32>(cg4_weight[at]) - cg_opt.lr * g);
                     } else {
                         let st = cg4_state[at] + g * g;
                         cg4_state[at] = st;
-                        cg4_weight[at] = cg4_weight[at] - cg_opt.lr * g / (sqrt(st) + cg_opt.eps);
+                        cg4_weight[at] = vec4<core_t>(vec4<f32>(cg4_weight[at]) - cg_opt.lr * g / (sqrt(st) + cg_opt.eps));
                     }
                 }
             }
@@ -735,7 +740,7 @@ fn core_grad_pieces_row(@builtin(workgroup_id) wid: vec3<u32>,
         for (var a = 0u; a < QK; a = a + 1u) {
             var pv = 1.0;
             if (P_MODE != 0u) {
-                pv = cg_p[p_base + a * RK];
+                pv = f32(cg_p[p_base + a * RK]);
             }
             for (var j = 0u; j < TNQ; j = j + 1u) {
                 one[j] = one[j] + pv * cg4_dp[d + j * ntiles];
@@ -756,7 +761,7 @@ fn core_grad_pieces_row(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(2) var<storage, read> cc_partial: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> cc_grad: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> cc_opt: OptParams;
-@group(0) @binding(5) var<storage, read_write> cc_weight: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> cc_weight: array<vec4<core_t>>;
 @group(0) @binding(6) var<storage, read_write> cc_state: array<vec4<f32>>;
 
 // One invocation per vec4 of a row's gradient: adds the row's partials in piece order, then
@@ -785,11 +790,11 @@ fn core_grad_combine(@builtin(workgroup_id) wid: vec3<u32>,
     }
     cc_grad[at] = g;
     if (FUSED_UPDATE == 1u) {
-        cc_weight[at] = cc_weight[at] - cc_opt.lr * g;
+        cc_weight[at] = vec4<core_t>(vec4<f32>(cc_weight[at]) - cc_opt.lr * g);
     } else if (FUSED_UPDATE == 2u) {
         let st = cc_state[at] + g * g;
         cc_state[at] = st;
-        cc_weight[at] = cc_weight[at] - cc_opt.lr * g / (sqrt(st) + cc_opt.eps);
+        cc_weight[at] = vec4<core_t>(vec4<f32>(cc_weight[at]) - cc_opt.lr * g / (sqrt(st) + cc_opt.eps));
     }
 }
 
@@ -797,8 +802,8 @@ fn core_grad_combine(@builtin(workgroup_id) wid: vec3<u32>,
 // transpose_slices: out[i] = core[i]^T for every row digit i: [RK, NK] -> [NK, RK]. Run once per
 // backward so that dP_k = dP_{k+1} G_k^T becomes a plain chain_v4 product over contiguous rows.
 
-@group(0) @binding(0) var<storage, read> tr_in: array<f32>;
-@group(0) @binding(1) var<storage, read_write> tr_out: array<f32>;
+@group(0) @binding(0) var<storage, read> tr_in: array<core_t>;
+@group(0) @binding(1) var<storage, read_write> tr_out: array<core_t>;
 
 @compute @workgroup_size(64)
 fn transpose_slices(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

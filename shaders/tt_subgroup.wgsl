@@ -33,8 +33,8 @@ override A_FROM_CORE: bool = false;
 @group(0) @binding(0) var<uniform> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> digits: array<u32>;
 @group(0) @binding(2) var<storage, read> pieces: array<u32>;
-@group(0) @binding(3) var<storage, read> sg_a: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> sg_b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> sg_a: array<vec4<lead_t>>;
+@group(0) @binding(4) var<storage, read> sg_b: array<vec4<core_t>>;
 @group(0) @binding(5) var<storage, read_write> sg_out: array<vec4<f32>>;
 
 @compute @workgroup_size(SG)
@@ -81,13 +81,13 @@ fn chain_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     for (var k4 = 0u; k4 < kq; k4 = k4 + 1u) {
         var mine: array<vec4<f32>, MAX_OWN>;
         for (var i = 0u; i < own; i = i + 1u) {
-            mine[i] = sg_a[own_at[i] + k4];
+            mine[i] = vec4<f32>(sg_a[own_at[i] + k4]);
         }
         let row = b_base + 4u * k4 * nq;
-        let b0 = sg_b[row];
-        let b1 = sg_b[row + nq];
-        let b2 = sg_b[row + 2u * nq];
-        let b3 = sg_b[row + 3u * nq];
+        let b0 = vec4<f32>(sg_b[row]);
+        let b1 = vec4<f32>(sg_b[row + nq]);
+        let b2 = vec4<f32>(sg_b[row + 2u * nq]);
+        let b3 = vec4<f32>(sg_b[row + 3u * nq]);
         for (var e = 0u; e < rows; e = e + 1u) {
             let x = subgroupShuffle(mine[e / SG], e % SG);
             acc[e] = acc[e] + x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;

@@ -297,17 +297,45 @@ pub fn safetensors_bytes_with_u32(
     u32_tensors: &[(String, Vec<usize>, Vec<u32>)],
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>> {
+    safetensors_bytes_with_f16(tensors, &|_| false, u32_tensors, metadata)
+}
+
+/// [`safetensors_bytes_with_u32`] where the f32 tensors named by `f16` are written as F16
+/// (rounded to nearest, ties to even: TT cores stored as f16, whose values are f16 already).
+pub fn safetensors_bytes_with_f16(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    f16: &dyn Fn(&str) -> bool,
+    u32_tensors: &[(String, Vec<usize>, Vec<u32>)],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    use std::borrow::Cow;
     let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
     /// A tensor to write: name, shape, dtype, number of values, bytes.
-    type Entry<'a> = (&'a String, &'a Vec<usize>, &'static str, usize, &'a [u8]);
+    type Entry<'a> = (
+        &'a String,
+        &'a Vec<usize>,
+        &'static str,
+        usize,
+        Cow<'a, [u8]>,
+    );
     let mut order: Vec<Entry> = tensors
         .iter()
-        .map(|(n, s, d)| (n, s, "F32", d.len(), bytemuck::cast_slice::<f32, u8>(d)))
-        .chain(
-            u32_tensors
-                .iter()
-                .map(|(n, s, d)| (n, s, "U32", d.len(), bytemuck::cast_slice::<u32, u8>(d))),
-        )
+        .map(|(n, s, d)| {
+            if f16(n) {
+                let bytes: Vec<u8> = d
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
+                    .collect();
+                (n, s, "F16", d.len(), Cow::Owned(bytes))
+            } else {
+                let bytes = bytemuck::cast_slice::<f32, u8>(d);
+                (n, s, "F32", d.len(), Cow::Borrowed(bytes))
+            }
+        })
+        .chain(u32_tensors.iter().map(|(n, s, d)| {
+            let bytes = bytemuck::cast_slice::<u32, u8>(d);
+            (n, s, "U32", d.len(), Cow::Borrowed(bytes))
+        }))
         .collect();
     order.sort_by(|a, b| a.0.cmp(b.0));
     let mut header = String::from("{");
@@ -320,7 +348,7 @@ pub fn safetensors_bytes_with_u32(
         header += &format!("\"__metadata__\":{{{}}}", entries.join(","));
     }
     let mut offset = 0usize;
-    for (i, (name, shape, dtype, len, _)) in order.iter().enumerate() {
+    for (i, (name, shape, dtype, len, bytes)) in order.iter().enumerate() {
         if i > 0 && order[i - 1].0 == *name {
             return Err(Error::input(None, format!("two tensors are named {name}")));
         }
@@ -331,7 +359,7 @@ pub fn safetensors_bytes_with_u32(
             ));
         }
         let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let end = offset + 4 * len;
+        let end = offset + bytes.len();
         if header.len() > 1 {
             header.push(',');
         }
@@ -350,7 +378,7 @@ pub fn safetensors_bytes_with_u32(
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     for (_, _, _, _, bytes) in order {
-        out.extend_from_slice(bytes);
+        out.extend_from_slice(&bytes);
     }
     Ok(out)
 }

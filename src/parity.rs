@@ -17,6 +17,22 @@ pub const RTOL: f64 = 2e-6;
 /// Absolute tolerance.
 pub const ATOL: f64 = 1e-7;
 
+/// The unit roundoff of f16 storage (`--tt-precision f16`): a core value stored as f16 is off by
+/// at most 2^-11 of itself (round to nearest; 10 stored mantissa bits), outside the subnormal
+/// range (below 2^-14, an absolute 2^-25, far under [`ATOL`]).
+pub const F16_UNIT_ROUNDOFF: f64 = 1.0 / 2048.0;
+
+/// How far each value computed from f16-stored cores may be from the same computation on the
+/// f32 cores, beyond the f32 rule: a product of `factors` stored values is off by at most
+/// (1 + u)^factors - 1 of itself (u = [`F16_UNIT_ROUNDOFF`]), so a sum of such products by at
+/// most that of the sum of the products' magnitudes, `magnitude[i]` (the f64 twin over the
+/// absolute values of cores, weights and gradients). A TT row is a sum of products of d core
+/// values (outputs: `factors` = d); core k's gradient of products of the other d - 1.
+pub fn f16_storage_slack(factors: usize, magnitude: &[f64]) -> Vec<f64> {
+    let rel = (1.0 + F16_UNIT_ROUNDOFF).powi(factors as i32) - 1.0;
+    magnitude.iter().map(|m| rel * m).collect()
+}
+
 /// A parsed fixture.
 #[derive(Clone, Debug)]
 pub struct Fixture {

@@ -119,6 +119,17 @@ pub fn bench_model(
     gemm: Option<crate::kernels::matmul::GemmVariant>,
     kernels: crate::gpu::KernelClass,
 ) -> Result<Dlrm> {
+    bench_model_as(gpu, cfg, gemm, kernels, crate::tt::CorePrecision::F32)
+}
+
+/// [`bench_model`] with its TT cores stored at `tt_precision` (`--tt-precision`).
+pub fn bench_model_as(
+    gpu: &Gpu,
+    cfg: &DlrmBenchConfig,
+    gemm: Option<crate::kernels::matmul::GemmVariant>,
+    kernels: crate::gpu::KernelClass,
+    tt_precision: crate::tt::CorePrecision,
+) -> Result<Dlrm> {
     let synth = SyntheticCriteo::new(1, cfg.scale)?;
     let base = DlrmConfig::kaggle_dense().with_table_sizes(synth.table_sizes());
     let config = match cfg.variant.as_str() {
@@ -137,6 +148,7 @@ pub fn bench_model(
         DlrmOptions {
             gemm,
             kernels,
+            tt_precision,
             ..DlrmOptions::default()
         },
     )

@@ -29,6 +29,8 @@ pub struct TtBenchConfig {
     pub bag_len: usize,
     /// The kernel class the table is built with (`--kernels`).
     pub kernels: crate::gpu::KernelClass,
+    /// How the cores are stored (`--tt-precision`).
+    pub precision: crate::tt::CorePrecision,
 }
 
 /// The configurations named in the project's benchmark.
@@ -42,6 +44,7 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
         bags: 2048,
         bag_len: 1,
         kernels: Default::default(),
+        precision: Default::default(),
     };
     vec![
         TtBenchConfig {
@@ -53,6 +56,7 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
             bags: 512,
             bag_len: 20,
             kernels: Default::default(),
+            precision: Default::default(),
         },
         kaggle("kaggle-r8", 8),
         kaggle("kaggle-r16", 16),
@@ -68,6 +72,7 @@ pub fn tt_configs() -> Vec<TtBenchConfig> {
             bags: 8192,
             bag_len: 20,
             kernels: Default::default(),
+            precision: Default::default(),
         },
         TtBenchConfig {
             bags: 65_536,
@@ -339,6 +344,7 @@ pub fn run_tt_with(
         optimizer: Optimizer::Sgd { lr: 0.1 },
         seed: 1,
         kernels: Some(crate::tt::TtKernels::for_class(cfg.kernels.resolve(gpu))),
+        precision: cfg.precision,
         ..TtOptions::default()
     };
     let mut table = TtEmbeddingBag::new(gpu, shape.clone(), options)?;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use ttrec::bench::cache::run_cache;
 use ttrec::bench::dlrm::{
-    bench_model, counts_report, default_scale, node_part, run_dlrm, DlrmBenchConfig,
+    bench_model_as, counts_report, default_scale, node_part, run_dlrm, DlrmBenchConfig,
     DlrmBenchResult, StepCounts, COUNT_DEVICES, FMA_LATENCY_CYCLES,
 };
 use ttrec::bench::{run_tt_with, tt_configs};
@@ -218,6 +218,9 @@ pub struct BenchDlrmArgs {
     /// Under mpirun: also print every rank's samples/s and exchange time.
     #[arg(long)]
     pub per_rank: bool,
+    /// How TT cores are stored: f32, or f16 (needs an adapter with SHADER_F16).
+    #[arg(long, default_value = "f32", value_name = "f32|f16", value_parser = ttrec::train::options::parse_tt_precision)]
+    pub tt_precision: ttrec::tt::CorePrecision,
 }
 
 /// The product variant `--gemm` names (None: the kernel class's).
@@ -246,8 +249,14 @@ fn bench_dlrm_counts(a: &BenchDlrmArgs, gpu: &Gpu) -> anyhow::Result<()> {
             scale: a.scale.unwrap_or_else(|| default_scale(gpu, variant)),
             rank: a.rank,
         };
-        let mut model = bench_model(gpu, &cfg(a.batch[0]), gemm_flag(a), a.kernels)
-            .with_context(|| format!("dlrm {variant} model"))?;
+        let mut model = bench_model_as(
+            gpu,
+            &cfg(a.batch[0]),
+            gemm_flag(a),
+            a.kernels,
+            a.tt_precision,
+        )
+        .with_context(|| format!("dlrm {variant} model"))?;
         for &batch in &a.batch {
             let counts = model
                 .train_counts(batch)
@@ -268,11 +277,13 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
         return super::mpi::bench_dlrm(a);
     }
     let gpu = a.run.gpu()?;
+    gpu.check_precision(a.tt_precision, "--tt-precision")?;
     if a.counts {
         return bench_dlrm_counts(&a, &gpu);
     }
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
+        println!("tt precision: {}", a.tt_precision.name());
         println!(
             "{:<7} {:>6} {:>7} {:>12} {:>12} {:>14} {:>10} {:>9}",
             "variant",
@@ -301,7 +312,7 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             progress.set(done);
             if model.is_none() {
                 model = Some(
-                    bench_model(&gpu, &cfg, gemm_flag(&a), a.kernels)
+                    bench_model_as(&gpu, &cfg, gemm_flag(&a), a.kernels, a.tt_precision)
                         .with_context(|| format!("dlrm {variant} model"))?,
                 );
             }
@@ -311,7 +322,9 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
             done += 1;
             let mut lines = Vec::new();
             if a.run.json {
-                lines.push(r.json().to_string());
+                let mut v = r.json();
+                v["tt_precision"] = json!(a.tt_precision.name());
+                lines.push(v.to_string());
             } else {
                 lines.push(format!(
                     "{:<7} {:>6} {:>7} {:>12} {:>12.0} {:>14.2} {:>10.3} {:>9.2}",
@@ -466,6 +479,9 @@ pub struct BenchTtArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = KernelClass::parse)]
     pub kernels: KernelClass,
+    /// How TT cores are stored: f32, or f16 (needs an adapter with SHADER_F16).
+    #[arg(long, default_value = "f32", value_name = "f32|f16", value_parser = ttrec::train::options::parse_tt_precision)]
+    pub tt_precision: ttrec::tt::CorePrecision,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -476,6 +492,7 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
         c.bags = a.bags.unwrap_or(c.bags);
         c.bag_len = a.bag_len.unwrap_or(c.bag_len);
         c.kernels = a.kernels;
+        c.precision = a.tt_precision;
     }
     let chosen: Vec<String> = if a.configs.is_empty() {
         ttrec::bench::default_tt_configs()
@@ -494,8 +511,10 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
         }
     }
     let gpu = a.run.gpu()?;
+    gpu.check_precision(a.tt_precision, "--tt-precision")?;
     if !a.run.json {
         println!("adapter: {}", gpu.adapter_name());
+        println!("tt precision: {}", a.tt_precision.name());
         println!(
             "{:<11} {:>10} {:>3} {:>7} {:>9} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10} {:>17}",
             "config",
@@ -547,6 +566,7 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
             v["p"] = json!(cfg.p);
             v["q"] = json!(cfg.q);
             v["ranks"] = json!(cfg.ranks);
+            v["tt_precision"] = json!(cfg.precision.name());
             lines.push(v.to_string());
         } else {
             lines.push(format!(

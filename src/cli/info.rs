@@ -109,6 +109,7 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
             "subgroup_min_size": i.subgroup_min_size,
             "subgroup_max_size": i.subgroup_max_size,
             "subgroup_kernels": gpu.subgroup_size().is_some(),
+            "shader_f16": gpu.has_f16(),
             "gemm_variant": format!("{gemm:?}"),
         });
         if let serde_json::Value::Object(m) = rest {
@@ -139,6 +140,11 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
         ),
     }
     println!("tt kernels: {}", env.tt_kernels);
+    if gpu.has_f16() {
+        println!("shader f16: yes (--tt-precision f16 stores TT cores as f16)");
+    } else {
+        println!("shader f16: no (--tt-precision f16 is refused on this adapter)");
+    }
     println!("matrix products: {gemm:?}");
     Ok(())
 }

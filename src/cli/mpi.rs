@@ -31,7 +31,7 @@ pub fn bench_dlrm(a: super::bench::BenchDlrmArgs) -> anyhow::Result<()> {
 }
 
 fn bench_ranks(a: &super::bench::BenchDlrmArgs, group: &MpiGroup) -> anyhow::Result<()> {
-    use ttrec::bench::dlrm::{bench_model, default_scale, DlrmBenchConfig};
+    use ttrec::bench::dlrm::{bench_model_as, default_scale, DlrmBenchConfig};
     let gpu = gpu_for(group.local_rank(), a.run.limits)?;
     let lead = group.rank() == 0;
     if lead && !a.run.json {
@@ -59,7 +59,7 @@ fn bench_ranks(a: &super::bench::BenchDlrmArgs, group: &MpiGroup) -> anyhow::Res
                 scale: a.scale.unwrap_or_else(|| default_scale(&gpu, variant)),
                 rank: a.rank,
             };
-            let mut model = bench_model(&gpu, &cfg, None, a.kernels)?;
+            let mut model = bench_model_as(&gpu, &cfg, None, a.kernels, a.tt_precision)?;
             let r = ttrec::bench::dist::run_dlrm_parallel(
                 &mut model,
                 cfg.scale,

@@ -143,6 +143,9 @@ pub struct DlrmOptions {
     /// The optimizer of every parameter (MLPs, dense tables, TT cores), at the configuration's
     /// learning rate.
     pub optimizer: OptimizerKind,
+    /// How the TT cores are stored (`--tt-precision`): f32, or f16 (f32 arithmetic; needs
+    /// `SHADER_F16`). It changes the model's values, so checkpoints record it, as the optimizer.
+    pub tt_precision: crate::tt::CorePrecision,
 }
 
 /// Which optimizer trains a model (dlrm's `--optimizer`).
@@ -186,6 +189,7 @@ impl Default for DlrmOptions {
             max_shard_bytes: None,
             tt_cache: None,
             optimizer: OptimizerKind::Sgd,
+            tt_precision: crate::tt::CorePrecision::F32,
         }
     }
 }

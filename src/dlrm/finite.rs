@@ -7,9 +7,9 @@
 
 use crate::error::Result;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::finite::{record_finite_span, FiniteRegion};
+use crate::kernels::finite::{record_finite_span_as, FiniteRegion};
 use crate::nn::{DenseBagGroup, DenseBagLookups, ParamArena};
-use crate::tt::TtParams;
+use crate::tt::{CorePrecision, TtParams};
 
 /// The regions checked, in code order (the first has the highest code).
 pub(super) fn region_names(
@@ -76,30 +76,33 @@ pub(super) fn record_checks(
     .len() as u32;
     let mut code = regions;
     let gpu = g.gpu().clone();
-    let span = |g: &mut GraphBuilder, label: String, buffer: &wgpu::Buffer, code: u32| {
-        let len = (buffer.size() / 4) as usize;
-        let region = gpu.uniform(&format!("{label} region"), 32);
-        gpu.write(
-            &region,
-            &[FiniteRegion {
-                offset: 0,
-                len: len as u32,
-                code,
-                ..FiniteRegion::default()
-            }],
-        );
-        record_finite_span(
-            g,
-            label,
-            len,
-            step.clone(),
-            Buf::from(&region),
-            Buf::from(buffer),
-            stats.clone(),
-        )
-    };
+    // `halves`: the buffer holds f16 values (TT cores stored as f16), two per word.
+    let span =
+        |g: &mut GraphBuilder, label: String, buffer: &wgpu::Buffer, code: u32, halves: bool| {
+            let len = (buffer.size() / 4) as usize;
+            let region = gpu.uniform(&format!("{label} region"), 32);
+            gpu.write(
+                &region,
+                &[FiniteRegion {
+                    offset: 0,
+                    len: len as u32,
+                    code,
+                    ..FiniteRegion::default()
+                }],
+            );
+            record_finite_span_as(
+                g,
+                label,
+                len,
+                step.clone(),
+                Buf::from(&region),
+                Buf::from(buffer),
+                stats.clone(),
+                halves,
+            )
+        };
     if !mlp_checked {
-        span(g, "finite mlp".into(), arena.params_buffer(), code)?;
+        span(g, "finite mlp".into(), arena.params_buffer(), code, false)?;
     }
     code -= 1;
     for (gi, params) in tt.iter().enumerate() {
@@ -109,6 +112,7 @@ pub(super) fn record_checks(
                 format!("finite tt group {gi} core {k}"),
                 params.core_buffer(k),
                 code,
+                params.precision() == CorePrecision::F16,
             )?;
             code -= 1;
         }
@@ -118,6 +122,7 @@ pub(super) fn record_checks(
                 format!("finite tt group {gi} cache"),
                 &cache.values,
                 code,
+                false,
             )?;
             code -= 1;
         }

@@ -130,6 +130,7 @@ fn build_tt_group(
                 .unwrap_or_else(|| TtKernels::for_class(options.kernels.resolve(gpu))),
         ),
         cache,
+        precision: options.tt_precision,
         ..TtOptions::default()
     };
     let cores: Vec<Vec<Vec<f32>>> = members

@@ -81,8 +81,9 @@ pub const RW_PLACEHOLDERS: usize = 4;
 /// How long a blocking wait on the GPU may take before it is reported as a hang.
 pub const GPU_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Key of a cached pipeline: shader, entry point and override constants (as f64 bits).
-type PipelineKey = (shaders::Kernel, Vec<(String, u64)>);
+/// Key of a cached pipeline: shader, entry point, storage types and override constants (as f64
+/// bits).
+type PipelineKey = (shaders::Kernel, shaders::ShaderTypes, Vec<(String, u64)>);
 
 struct Inner {
     device: wgpu::Device,
@@ -90,7 +91,7 @@ struct Inner {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     class: AdapterClass,
-    modules: Mutex<HashMap<shaders::Shader, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(shaders::Shader, shaders::ShaderTypes), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pool: Mutex<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -269,10 +270,12 @@ impl Gpu {
             DeviceLimits::Webgpu => wgpu::Limits::default(),
         };
         // Subgroup operations let the lanes of a subgroup share loaded operands (see
-        // shaders/tt_subgroup.wgsl); timestamps give per-node times.
+        // shaders/tt_subgroup.wgsl); timestamps give per-node times; f16 in shaders lets TT
+        // cores be stored in half precision (`--tt-precision f16`).
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-            | wgpu::Features::SUBGROUP;
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ttrec"),
@@ -373,6 +376,26 @@ impl Gpu {
             .features()
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
+    /// Whether shaders may use f16 (`wgpu::Features::SHADER_F16`): TT cores stored as f16 need it.
+    pub fn has_f16(&self) -> bool {
+        self.device()
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Checks that this device can store TT cores at `precision`: f16 needs `SHADER_F16`, and an
+    /// adapter without it is an error naming the adapter, the feature and `flag` (never a
+    /// silent fallback to f32).
+    pub fn check_precision(&self, precision: shaders::CorePrecision, flag: &str) -> Result<()> {
+        if precision == shaders::CorePrecision::F16 && !self.has_f16() {
+            return Err(Error::Gpu(format!(
+                "{flag} f16 needs the SHADER_F16 feature (f16 in shaders), which adapter {} lacks; use {flag} f32 or another adapter (--adapter, WGPU_BACKEND)",
+                self.adapter_name()
+            )));
+        }
+        Ok(())
+    }
+
     /// The subgroup size when the device has subgroup operations and every subgroup has the same
     /// size (lavapipe: the SIMD width, 8 with AVX2; NVIDIA: 32), which the subgroup kernels need
     /// for their fixed lane layout (tables turn them off with [`crate::tt::TtKernels`]). The
@@ -482,8 +505,19 @@ fn probe(@builtin(local_invocation_index) i: u32, @builtin(subgroup_invocation_i
         kernel: shaders::Kernel,
         constants: &[(&str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
+        self.pipeline_typed(kernel, shaders::ShaderTypes::F32, constants)
+    }
+
+    /// [`Gpu::pipeline`] for a module specialised for `types` (the storage of TT cores).
+    pub fn pipeline_typed(
+        &self,
+        kernel: shaders::Kernel,
+        types: shaders::ShaderTypes,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
         let key: PipelineKey = (
             kernel,
+            types,
             constants
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_bits()))
@@ -504,15 +538,15 @@ fn probe(@builtin(local_invocation_index) i: u32, @builtin(subgroup_invocation_i
         reflect::check_limits(kernel, self.limits())?;
         let module = {
             let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
-            match modules.get(&shader) {
+            match modules.get(&(shader, types)) {
                 Some(m) => m.clone(),
                 None => {
                     // The browser compiles the WGSL itself (Tint) and needs the `enable`
                     // directive of subgroup shaders; naga, on every native backend, rejects it.
                     let source = if self.info().backend == wgpu::Backend::BrowserWebGpu {
-                        shader.webgpu_source()
+                        shader.webgpu_source_typed(types)
                     } else {
-                        shader.source()
+                        shader.source_typed(types)
                     };
                     let m = self
                         .device()
@@ -520,7 +554,7 @@ fn probe(@builtin(local_invocation_index) i: u32, @builtin(subgroup_invocation_i
                             label: Some(shader.name()),
                             source: wgpu::ShaderSource::Wgsl(source.into()),
                         });
-                    modules.insert(shader, m.clone());
+                    modules.insert((shader, types), m.clone());
                     m
                 }
             }
@@ -558,7 +592,9 @@ fn probe(@builtin(local_invocation_index) i: u32, @builtin(subgroup_invocation_i
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .map(|(k, c)| {
+            // The export writes the f32 sources: f16 specialisations are not exported.
+            .filter(|(_, t, _)| *t == shaders::ShaderTypes::F32)
+            .map(|(k, _, c)| {
                 let c = c.iter().map(|(n, v)| (n.clone(), f64::from_bits(*v)));
                 (*k, c.collect())
             })

@@ -8,6 +8,96 @@ pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 /// The directive WebGPU (Tint) needs before a module that calls subgroup built-ins.
 pub const WEBGPU_SUBGROUPS: &str = "enable subgroups;";
 
+/// How TT cores are stored on the GPU (`--tt-precision`): f32, or f16 where the adapter has
+/// `wgpu::Features::SHADER_F16`. Arithmetic is f32 either way: kernels read a stored value into
+/// f32, accumulate in f32 and round a written value to the storage type once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CorePrecision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl CorePrecision {
+    /// The precision named `f32` or `f16` (command-line flags, checkpoints).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(CorePrecision::F32),
+            "f16" => Some(CorePrecision::F16),
+            _ => None,
+        }
+    }
+
+    /// The flag's spelling: `f32` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CorePrecision::F32 => "f32",
+            CorePrecision::F16 => "f16",
+        }
+    }
+
+    /// Bytes of one stored value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            CorePrecision::F32 => 4,
+            CorePrecision::F16 => 2,
+        }
+    }
+}
+
+/// The storage types a module is specialised for: WGSL aliases prepended to its source.
+/// `core_t` types the bindings that hold TT cores (and their transposed copies); `lead_t` the
+/// chain's left operand and the core gradient's prefix, which are core 0 itself for some
+/// launches (`A_FROM_CORE`, `P_MODE` 1) and f32 scratch for others. With [`CorePrecision::F32`]
+/// both are f32 and every `f32(x)` / `core_t(v)` conversion is the identity (naga emits none),
+/// so the f32 kernels compute exactly what they computed before the aliases existed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ShaderTypes {
+    pub core: CorePrecision,
+    /// `lead_t` is the core type (the launch binds core 0 there).
+    pub lead_is_core: bool,
+}
+
+impl ShaderTypes {
+    /// Every binding f32: what every kernel outside the TT family runs with.
+    pub const F32: ShaderTypes = ShaderTypes {
+        core: CorePrecision::F32,
+        lead_is_core: false,
+    };
+
+    /// Cores stored as `core`; `lead_t` the core type where `lead_is_core`.
+    pub fn new(core: CorePrecision, lead_is_core: bool) -> Self {
+        ShaderTypes {
+            core,
+            // With f32 cores both choices are one module.
+            lead_is_core: lead_is_core && core == CorePrecision::F16,
+        }
+    }
+
+    /// The WGSL lines that declare the aliases (and enable f16 where a type is f16).
+    pub fn header(self) -> String {
+        let ty = |p: CorePrecision| match p {
+            CorePrecision::F32 => "f32",
+            CorePrecision::F16 => "f16",
+        };
+        let lead = if self.lead_is_core {
+            self.core
+        } else {
+            CorePrecision::F32
+        };
+        let enable = if self.core == CorePrecision::F16 {
+            "enable f16;\n"
+        } else {
+            ""
+        };
+        format!(
+            "{enable}alias core_t = {};\nalias lead_t = {};\n",
+            ty(self.core),
+            ty(lead)
+        )
+    }
+}
+
 /// A kernel family: one WGSL file under `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -73,9 +163,15 @@ impl Shader {
         }
     }
 
-    /// The module's source: the prelude, then the file.
+    /// The module's source with f32 storage: the type aliases, the prelude, then the file.
     pub fn source(self) -> String {
-        format!("{PRELUDE}\n{}", self.file())
+        self.source_typed(ShaderTypes::F32)
+    }
+
+    /// The module's source specialised for `types`: its aliases (see [`ShaderTypes`]), the
+    /// prelude, then the file.
+    pub fn source_typed(self, types: ShaderTypes) -> String {
+        format!("{}{PRELUDE}\n{}", types.header(), self.file())
     }
 
     /// Whether the shader calls subgroup built-ins (needs `wgpu::Features::SUBGROUP`).
@@ -89,10 +185,15 @@ impl Shader {
     /// the WGSL of every native wgpu backend, rejects it ("not yet supported", gfx-rs/wgpu#5555),
     /// so one file serves both with the line added only here.
     pub fn webgpu_source(self) -> String {
+        self.webgpu_source_typed(ShaderTypes::F32)
+    }
+
+    /// [`Self::webgpu_source`] specialised for `types`.
+    pub fn webgpu_source_typed(self, types: ShaderTypes) -> String {
         if self.uses_subgroups() {
-            format!("{WEBGPU_SUBGROUPS}\n{}", self.source())
+            format!("{WEBGPU_SUBGROUPS}\n{}", self.source_typed(types))
         } else {
-            self.source()
+            self.source_typed(types)
         }
     }
 

@@ -42,11 +42,28 @@ pub fn record_finite_span(
     values: Buf,
     stats: Buf,
 ) -> Result<()> {
+    record_finite_span_as(g, label, len, step, region, values, stats, false)
+}
+
+/// [`record_finite_span`] over `len` 32-bit words that each hold two f16 values where `halves`
+/// (TT cores stored as f16).
+#[allow(clippy::too_many_arguments)]
+pub fn record_finite_span_as(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    len: usize,
+    step: Buf,
+    region: Buf,
+    values: Buf,
+    stats: Buf,
+    halves: bool,
+) -> Result<()> {
+    let constants: &[(&str, f64)] = if halves { &[("HALVES", 1.0)] } else { &[] };
     launch(
         g,
         label,
         Kernel::FiniteSpan,
-        &[],
+        constants,
         named![step, region, values, stats],
         (len as u64).clamp(1, SPAN_THREADS),
     )?;

@@ -16,7 +16,7 @@ pub mod tt_subgroup;
 
 use crate::error::{Error, Result};
 use crate::gpu::grid;
-use crate::gpu::shaders::Kernel;
+use crate::gpu::shaders::{Kernel, ShaderTypes};
 use crate::graph::{Binding, Buf, GraphBuilder};
 
 /// Threads per workgroup of every ttrec kernel (the WGSL `WG`).
@@ -68,8 +68,29 @@ pub(crate) fn launch(
     bindings: Named,
     invocations: u64,
 ) -> Result<()> {
+    launch_typed(
+        g,
+        label,
+        kernel,
+        ShaderTypes::F32,
+        constants,
+        bindings,
+        invocations,
+    )
+}
+
+/// [`launch`] of a module specialised for `types` (the storage of TT cores).
+pub(crate) fn launch_typed(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    kernel: Kernel,
+    types: ShaderTypes,
+    constants: &[(&str, f64)],
+    bindings: Named,
+    invocations: u64,
+) -> Result<()> {
     let grid = groups(g, invocations);
-    launch_grid(g, label, kernel, constants, bindings, grid)?;
+    launch_grid_typed(g, label, kernel, types, constants, bindings, grid)?;
     if let Some(m) = g.last_meta() {
         m.invocations = Some(invocations);
     }
@@ -81,6 +102,27 @@ pub(crate) fn launch_grid(
     g: &mut GraphBuilder,
     label: impl Into<String>,
     kernel: Kernel,
+    constants: &[(&str, f64)],
+    bindings: Named,
+    grid: [u32; 3],
+) -> Result<()> {
+    launch_grid_typed(
+        g,
+        label,
+        kernel,
+        ShaderTypes::F32,
+        constants,
+        bindings,
+        grid,
+    )
+}
+
+/// [`launch_grid`] of a module specialised for `types`.
+pub(crate) fn launch_grid_typed(
+    g: &mut GraphBuilder,
+    label: impl Into<String>,
+    kernel: Kernel,
+    types: ShaderTypes,
     constants: &[(&str, f64)],
     bindings: Named,
     grid: [u32; 3],
@@ -101,7 +143,7 @@ pub(crate) fn launch_grid(
             access.len()
         )));
     }
-    let pipeline = g.gpu().pipeline(kernel, constants)?;
+    let pipeline = g.gpu().pipeline_typed(kernel, types, constants)?;
     let bindings = bindings
         .into_iter()
         .zip(access)

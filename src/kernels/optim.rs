@@ -1,10 +1,10 @@
 //! Launcher of `shaders/optim.wgsl`: fused SGD and Adagrad over a whole parameter buffer.
 
 use crate::error::Result;
-use crate::gpu::shaders::Kernel;
+use crate::gpu::shaders::{CorePrecision, Kernel, ShaderTypes};
 use crate::graph::{Buf, Cost, GraphBuilder};
-use crate::kernels::launch;
 use crate::kernels::named;
+use crate::kernels::{launch, launch_typed};
 
 /// Uniform parameters of an update (the WGSL `OptParams`).
 #[repr(C)]
@@ -36,14 +36,42 @@ pub fn record_update(
     state: Buf,
     len: usize,
 ) -> Result<()> {
+    record_update_as(
+        g,
+        label,
+        kind,
+        params,
+        grad,
+        weight,
+        state,
+        len,
+        CorePrecision::F32,
+    )
+}
+
+/// [`record_update`] of a `weight` stored at `precision` (TT cores as f16: the new value is
+/// computed in f32 and rounded once when stored).
+#[allow(clippy::too_many_arguments)]
+pub fn record_update_as(
+    g: &mut GraphBuilder,
+    label: &str,
+    kind: UpdateKind,
+    params: Buf,
+    grad: Buf,
+    weight: Buf,
+    state: Buf,
+    len: usize,
+    precision: CorePrecision,
+) -> Result<()> {
     let code = match kind {
         UpdateKind::Sgd => 0.0,
         UpdateKind::Adagrad => 1.0,
     };
-    launch(
+    launch_typed(
         g,
         label,
         Kernel::Optim,
+        ShaderTypes::new(precision, false),
         &[("OPTIMIZER", code)],
         named![params, grad, weight, state],
         len as u64,

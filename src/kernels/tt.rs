@@ -4,13 +4,13 @@
 //! chain of `kernels::tt_subgroup`, the sort of `kernels::tt_route`).
 
 use crate::error::Result;
-use crate::gpu::shaders::Kernel;
+use crate::gpu::shaders::{CorePrecision, Kernel, ShaderTypes};
 use crate::gpu::{AdapterClass, Gpu};
 use crate::graph::{Buf, Cost, GraphBuilder};
-use crate::kernels::launch;
 use crate::kernels::named;
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::tt_route::SortStrategy;
+use crate::kernels::{launch, launch_typed};
 
 /// How the core gradients are reduced. Both sum each row's lookups in blocks of
 /// [`CORE_GRAD_BLOCK`] and add the block sums to the row's gradient in sorted order, so their
@@ -156,6 +156,7 @@ pub fn record_chain(
     out: Buf,
     max_lookups: usize,
     kernels: &TtKernels,
+    precision: CorePrecision,
 ) -> Result<()> {
     // Vectorised variants where the inner dimensions allow vec4 reads.
     let kernel = match (s.trans_b, s.k.is_multiple_of(4), s.n.is_multiple_of(4)) {
@@ -179,10 +180,11 @@ pub fn record_chain(
         Kernel::TtChainRowV4 => s.m,
         _ => s.m.div_ceil(4),
     };
-    launch(
+    launch_typed(
         g,
         label,
         kernel,
+        ShaderTypes::new(precision, s.a_from_core),
         &[
             ("M", s.m as f64),
             ("K", s.k as f64),
@@ -399,7 +401,9 @@ pub fn record_core_grad(
     pieces: Option<&GradPieces>,
     kernels: &TtKernels,
     runs: RunBounds,
+    precision: CorePrecision,
 ) -> Result<()> {
+    let types = ShaderTypes::new(precision, s.prefix == PrefixSource::Core0);
     let mode = match s.prefix {
         PrefixSource::One => 0.0,
         PrefixSource::Core0 => 1.0,
@@ -459,7 +463,7 @@ pub fn record_core_grad(
     let cost = CoreGradCost::new(&s, runs, update.is_some());
     if let (true, Some(pieces)) = (vec4, pieces) {
         constants.push(("PIECES", pieces.per_chunk as f64));
-        launch(
+        launch_typed(
             g,
             format!("{label} pieces"),
             if row_pieces {
@@ -467,6 +471,7 @@ pub fn record_core_grad(
             } else {
                 Kernel::TtCoreGradPiecesV4
             },
+            types,
             &constants,
             named![
                 chunk = chunk.clone(),
@@ -483,10 +488,11 @@ pub fn record_core_grad(
         g.set_cost(cost.pieces(pieces.per_chunk));
         constants.pop();
         constants.push(("FUSED_UPDATE", fused));
-        launch(
+        launch_typed(
             g,
             format!("{label} combine"),
             Kernel::TtCoreGradCombine,
+            types,
             &constants,
             named![
                 chunk,
@@ -503,7 +509,7 @@ pub fn record_core_grad(
         return Ok(());
     }
     constants.push(("FUSED_UPDATE", fused));
-    launch(
+    launch_typed(
         g,
         label,
         if vec4 {
@@ -511,6 +517,7 @@ pub fn record_core_grad(
         } else {
             Kernel::TtCoreGrad
         },
+        types,
         &constants,
         named![chunk, digits, sorted, segments, prefix, dp, grad, opt, weight, state],
         s.rows as u64 * tiles,
@@ -606,10 +613,27 @@ pub fn record_transpose(
     rk: usize,
     nk: usize,
 ) -> Result<()> {
-    launch(
+    record_transpose_as(g, label, core, out, rows, rk, nk, CorePrecision::F32)
+}
+
+/// [`record_transpose`] of a core stored at `precision` (the copy is stored alike: a plain
+/// copy, exact).
+#[allow(clippy::too_many_arguments)]
+pub fn record_transpose_as(
+    g: &mut GraphBuilder,
+    label: String,
+    core: Buf,
+    out: Buf,
+    rows: usize,
+    rk: usize,
+    nk: usize,
+    precision: CorePrecision,
+) -> Result<()> {
+    launch_typed(
         g,
         label,
         Kernel::TtTransposeSlices,
+        ShaderTypes::new(precision, false),
         &[("RK", rk as f64), ("NK", nk as f64), ("PK", rows as f64)],
         named![core, out],
         (rows * rk * nk) as u64,

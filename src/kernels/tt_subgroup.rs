@@ -6,10 +6,10 @@
 
 use crate::error::Result;
 use crate::gpu::grid;
-use crate::gpu::shaders::Kernel;
+use crate::gpu::shaders::{CorePrecision, Kernel, ShaderTypes};
 use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::tt::ChainShape;
-use crate::kernels::{launch_grid, named};
+use crate::kernels::{launch_grid_typed, named};
 
 /// How the lookups of a chunk are cut into pieces of one digit of core k for `chain_sg`
 /// (shaders/tt_subgroup.wgsl).
@@ -71,6 +71,7 @@ pub fn record_chain_sg(
     a: Buf,
     core: Buf,
     out: Buf,
+    precision: CorePrecision,
 ) -> Result<()> {
     let tasks = layout.per_chunk as u64 * (s.n / 4 / layout.lanes) as u64;
     let gr = grid(
@@ -78,10 +79,11 @@ pub fn record_chain_sg(
         layout.lanes as u32,
         g.gpu().limits().max_compute_workgroups_per_dimension,
     );
-    launch_grid(
+    launch_grid_typed(
         g,
         label,
         Kernel::TtChainSg,
+        ShaderTypes::new(precision, s.a_from_core),
         &[
             ("SG", layout.lanes as f64),
             ("L", layout.len as f64),

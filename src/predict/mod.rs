@@ -30,8 +30,10 @@ use crate::train::checkpoint::{self, CheckpointMeta, Position};
 
 /// A checkpoint's model on `gpu` and its encoding. A checkpoint without scoring data (format
 /// v2, written before ttrec carried it) is an error that says how to get one.
-pub fn load_model(gpu: &Gpu, path: &Path, options: DlrmOptions) -> Result<(Dlrm, Encoding)> {
+pub fn load_model(gpu: &Gpu, path: &Path, mut options: DlrmOptions) -> Result<(Dlrm, Encoding)> {
     let ck = checkpoint::load(path)?;
+    // The model's TT cores are stored as the checkpoint's were (f16 files give f16 models).
+    options.tt_precision = ck.meta.tt_precision;
     let encoding = ck.meta.encoding.clone().ok_or_else(|| {
         Error::file(
             path,
@@ -84,6 +86,7 @@ pub fn save_model(path: &Path, model: &Dlrm, encoding: &Encoding) -> Result<()> 
         data: "saved by an application".into(),
         seed: model.config().seed,
         encoding: Some(encoding.clone()),
+        tt_precision: model.options().tt_precision,
     };
     checkpoint::save(path, model, &meta)
 }

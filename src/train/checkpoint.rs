@@ -72,6 +72,9 @@ pub struct CheckpointMeta {
     pub seed: u64,
     /// How raw lines become this model's inputs (`None` in a v2 checkpoint).
     pub encoding: Option<Encoding>,
+    /// How the TT cores are stored: f16 cores are written as F16 tensors, with metadata
+    /// `tt_precision` f16 (absent: f32, as every file before it).
+    pub tt_precision: crate::tt::CorePrecision,
 }
 
 /// The dictionary tensor of column `c` (0-based).
@@ -214,10 +217,19 @@ pub fn write(
     if let Some(e) = &meta.encoding {
         m.insert("scoring".to_string(), e.to_json().to_string());
     }
+    let f16 = meta.tt_precision == crate::tt::CorePrecision::F16;
+    if f16 {
+        m.insert(
+            crate::tt::checkpoint::PRECISION_KEY.to_string(),
+            meta.tt_precision.name().to_string(),
+        );
+    }
     let dictionaries = dictionary_tensors(meta.encoding.as_ref());
     let sum = checksum(tensors, &dictionaries, &m);
     m.insert("checksum".to_string(), format!("{sum:016x}"));
-    let bytes = crate::io::safetensors_bytes_with_u32(tensors, &dictionaries, &m)
+    // The checksum covers the values (f16 ones widened exactly), whatever their dtype on disk.
+    let is_f16 = |name: &str| f16 && name.contains(".tt_cores.");
+    let bytes = crate::io::safetensors_bytes_with_f16(tensors, &is_f16, &dictionaries, &m)
         .map_err(|e| Error::file(path, format!("serialising: {e}")))?;
     crate::io::write_atomic(path, &bytes)
 }
@@ -319,6 +331,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             data: get("data")?.clone(),
             seed: parse_u("seed")?,
             encoding: read_encoding(&m, dictionaries, path)?,
+            tt_precision: crate::tt::checkpoint::precision_from_metadata(&m, path)?,
         },
         tensors,
     })
@@ -505,6 +518,7 @@ mod tests {
             data: "test".into(),
             seed: 1,
             encoding: Some(encoding.clone()),
+            tt_precision: Default::default(),
         };
         write(&path, &tensors, &meta).unwrap();
         let ck = load(&path).unwrap();

@@ -534,6 +534,7 @@ impl<'a> Trainer<'a> {
             data: self.data.fingerprint(),
             seed: self.args.seed,
             encoding: Some(self.data.encoding()),
+            tt_precision: self.model.options().tt_precision,
         };
         checkpoint::write(path, &tensors, &meta)?;
         self.last_saved = Some((path.to_path_buf(), pos.step));

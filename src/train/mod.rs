@@ -239,6 +239,10 @@ fn run_checked(
         eprintln!("note: {note}");
     }
     out.line(&format!("adapter: {}", gpu.adapter_name()));
+    // An adapter without f16 is refused before any data is read.
+    if let Some(p) = args.tt_precision {
+        gpu.check_precision(p, "--tt-precision")?;
+    }
     let data = setup::load_data(args, checked, &out)?;
     if args.inference_only {
         return inference::run(gpu, args, checked, &data, &out);
@@ -403,6 +407,8 @@ fn run_record(
         "adapter": gpu.adapter_name(),
         "kernel_class": format!("{class:?}").to_lowercase(),
         "tt_kernels": tt.describe(),
+        // What the TT cores were stored as (the flag's, or the resumed checkpoint's).
+        "tt_precision": model.options().tt_precision.name(),
         "gemm_variant": format!("{:?}", model.gemm_variant()),
     });
     if let (Some(r), serde_json::Value::Object(e)) = (record.as_object_mut(), extra) {

@@ -186,6 +186,10 @@ pub struct TrainArgs {
     /// Kernel class: auto (the adapter's), gpu or cpu (GPU-shaped kernels on any adapter).
     #[arg(long, default_value = "auto", value_parser = crate::gpu::KernelClass::parse)]
     pub kernels: crate::gpu::KernelClass,
+    /// How TT cores are stored on the GPU: f32, or f16 (half the memory; f32 arithmetic; needs
+    /// an adapter with SHADER_F16). Default: f32, or the --load-model checkpoint's.
+    #[arg(long, value_name = "f32|f16", value_parser = parse_tt_precision)]
+    pub tt_precision: Option<crate::tt::CorePrecision>,
     /// dlrm's evaluation-only run: score this run's evaluation samples with the --load-model
     /// checkpoint (mapped through its own dictionaries), print AUC, log loss and accuracy; no
     /// training.
@@ -281,6 +285,11 @@ fn factor_list(flag: &str, s: &str) -> Result<Vec<usize>> {
             "{flag} {s:?}: must be comma-separated whole numbers of at least 1"
         ))),
     }
+}
+
+/// `--tt-precision`: f32 or f16.
+pub fn parse_tt_precision(s: &str) -> std::result::Result<crate::tt::CorePrecision, String> {
+    crate::tt::CorePrecision::parse(s).ok_or_else(|| format!("{s:?}: f32 or f16"))
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -695,6 +704,7 @@ impl TrainArgs {
             "plot": path(&self.plot),
             "limits": format!("{:?}", self.limits).to_lowercase(),
             "kernels": format!("{:?}", self.kernels).to_lowercase(),
+            "tt_precision": self.tt_precision.map(|p| p.name()),
             "stop_after_steps": self.stop_after_steps,
             "dlrm_flags": self.dlrm.to_json(),
         });

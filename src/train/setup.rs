@@ -172,10 +172,20 @@ pub(super) fn build_model(
     data: &TrainData,
     out: &Output,
 ) -> Result<(Dlrm, Position)> {
+    let loaded = match &args.load_model {
+        Some(path) => Some((path, checkpoint::load(path)?)),
+        None => None,
+    };
+    // --tt-precision, else the checkpoint's (an f16 checkpoint resumes in f16), else f32.
+    let tt_precision = args
+        .tt_precision
+        .or(loaded.as_ref().map(|(_, ck)| ck.meta.tt_precision))
+        .unwrap_or_default();
     let options = DlrmOptions {
         kernels: args.kernels,
         optimizer: c.optimizer,
         tt_cache: cache_options(args),
+        tt_precision,
         ..DlrmOptions::default()
     };
     let mut model = Dlrm::new(gpu, config.clone(), options)?;
@@ -185,8 +195,7 @@ pub(super) fn build_model(
         step: 0,
         best_auc: f64::NAN,
     };
-    if let Some(path) = &args.load_model {
-        let ck = checkpoint::load(path)?;
+    if let Some((path, ck)) = loaded {
         ck.check_fits(config, args.mini_batch_size, &data.fingerprint(), path)?;
         ck.restore(&mut model, path)?;
         pos = ck.meta.position;

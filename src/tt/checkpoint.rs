@@ -34,7 +34,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::tt::options::{Optimizer, TtOptions};
+use crate::tt::options::{CorePrecision, Optimizer, TtOptions};
 use crate::tt::table::TtEmbeddingBag;
 use crate::tt_shape::TtShape;
 
@@ -54,15 +54,20 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// Values as f32 (the tensor must be F32).
+    /// Values as f32 (the tensor must be F32, or F16: TT cores stored as f16, widened exactly).
     pub fn f32s(&self, name: &str, path: &Path) -> Result<Vec<f32>> {
-        if self.dtype != Dtype::F32 {
-            return Err(Error::file(
+        match self.dtype {
+            Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(&self.data)),
+            Dtype::F16 => Ok(self
+                .data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+                .collect()),
+            d => Err(Error::file(
                 path,
-                format!("tensor {name} is {:?}; F32 expected", self.dtype),
-            ));
+                format!("tensor {name} is {d:?}; F32 expected"),
+            )),
         }
-        Ok(bytemuck::pod_collect_to_vec(&self.data))
     }
     /// Values as i64 (I64 or I32 tensors).
     pub fn i64s(&self, name: &str, path: &Path) -> Result<Vec<i64>> {
@@ -190,6 +195,15 @@ pub fn state_name(k: usize) -> String {
 
 /// Saves a checkpoint to `path` atomically (format [`FORMAT`]).
 pub fn save(path: &Path, ck: &TtCheckpoint) -> Result<()> {
+    save_as(path, ck, CorePrecision::F32)
+}
+
+/// The metadata key of a table's core storage (written for f16 only: an f32 file is as before).
+pub const PRECISION_KEY: &str = "tt_precision";
+
+/// [`save`] of cores stored at `precision`: f16 cores as F16 tensors (exact: their values are
+/// f16), with metadata [`PRECISION_KEY`] `f16`; the Adagrad state stays F32.
+pub fn save_as(path: &Path, ck: &TtCheckpoint, precision: CorePrecision) -> Result<()> {
     let shape = &ck.shape;
     shape.check_cores(&ck.cores)?;
     let mut tensors: Vec<_> = (0..shape.d())
@@ -209,7 +223,37 @@ pub fn save(path: &Path, ck: &TtCheckpoint) -> Result<()> {
             tensors.push((state_name(k), shape.core_shape(k).to_vec(), s.clone()));
         }
     }
-    write_safetensors(path, &tensors, shape_metadata(shape))
+    let mut meta = shape_metadata(shape);
+    if precision == CorePrecision::F16 {
+        meta.insert(PRECISION_KEY.to_string(), precision.name().to_string());
+    }
+    let f16 = |name: &str| precision == CorePrecision::F16 && name.starts_with("tt_cores.");
+    let bytes = crate::io::safetensors_bytes_with_f16(&tensors, &f16, &[], &meta)
+        .map_err(|e| Error::file(path, format!("serialising: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// The core storage a checkpoint's metadata records: f16 where [`PRECISION_KEY`] says so, f32
+/// otherwise (files without the key were all f32).
+pub fn precision_from_metadata(
+    meta: &HashMap<String, String>,
+    path: &Path,
+) -> Result<CorePrecision> {
+    match meta.get(PRECISION_KEY) {
+        None => Ok(CorePrecision::F32),
+        Some(s) => CorePrecision::parse(s).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("metadata {PRECISION_KEY} = {s:?}: f32 or f16 expected"),
+            )
+        }),
+    }
+}
+
+/// The core storage of the TT checkpoint at `path` (see [`precision_from_metadata`]).
+pub fn load_precision(path: &Path) -> Result<CorePrecision> {
+    let (meta, _) = read_safetensors(path)?;
+    precision_from_metadata(&meta, path)
 }
 
 /// Saves `cores` of `shape` to `path` (no optimizer state).
@@ -497,18 +541,27 @@ impl TtEmbeddingBag {
     }
 
     /// Saves the cores and (for Adagrad) the optimizer state as safetensors (atomically); see the
-    /// [module docs](self) for the layout.
+    /// [module docs](self) for the layout. Cores stored as f16 are saved as F16 tensors.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        save(path.as_ref(), &self.checkpoint()?)
+        save_as(
+            path.as_ref(),
+            &self.checkpoint()?,
+            self.params().precision(),
+        )
     }
 
     /// Loads a table saved by [`TtEmbeddingBag::save`] (or an older cores-only file, or one
     /// PyTorch wrote in the same layout); the Adagrad state as in
     /// [`TtEmbeddingBag::from_checkpoint`]. Loading then training gives bitwise what training on
     /// without the save would have.
-    pub fn load(gpu: &Gpu, path: impl AsRef<Path>, options: TtOptions) -> Result<Self> {
+    /// A file of f16 cores gives an f16 table whatever `options.precision` says (its values
+    /// are f16); an f32 file is stored as `options.precision` asks.
+    pub fn load(gpu: &Gpu, path: impl AsRef<Path>, mut options: TtOptions) -> Result<Self> {
         let path = path.as_ref();
         let ck = load(path)?;
+        if load_precision(path)? == CorePrecision::F16 {
+            options.precision = CorePrecision::F16;
+        }
         Self::from_checkpoint(gpu, &ck, options).map_err(|e| Error::file(path, e.to_string()))
     }
 

@@ -46,7 +46,7 @@ pub use crate::tt_shape::{Pooling, TtShape};
 pub use init::{init_cores, TtInit};
 #[doc(hidden)]
 pub use lookups::{TtLookups, TtSaved};
-pub use options::{Optimizer, TtOptions, DEFAULT_SCRATCH_BYTES};
+pub use options::{CorePrecision, Optimizer, TtOptions, DEFAULT_SCRATCH_BYTES};
 pub use params::TtParams;
 pub use row_cache::TtCache;
 pub use shapes::suggested_tt_shapes;

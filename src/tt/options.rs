@@ -4,6 +4,7 @@
 //! lookups.
 
 use crate::cache::CacheConfig;
+pub use crate::gpu::shaders::CorePrecision;
 use crate::kernels::optim::OptParams;
 use crate::kernels::tt::TtKernels;
 use crate::tt::init::TtInit;
@@ -43,6 +44,9 @@ pub struct TtOptions {
     /// An LFU row cache of the most looked-up rows (None: no cache); see [`crate::cache`].
     /// Needs SGD or Adagrad: cached rows train directly.
     pub cache: Option<CacheConfig>,
+    /// How the cores are stored on the GPU: f32, or f16 (half the memory, f32 arithmetic; needs
+    /// `wgpu::Features::SHADER_F16`). Gradients and the Adagrad state stay f32.
+    pub precision: CorePrecision,
 }
 
 impl Default for TtOptions {
@@ -56,6 +60,7 @@ impl Default for TtOptions {
             max_chunk_lookups: None,
             kernels: None,
             cache: None,
+            precision: CorePrecision::F32,
         }
     }
 }

@@ -8,9 +8,10 @@
 
 use crate::cache::CacheStats;
 use crate::error::{Error, Result};
+use crate::gpu::shaders::CorePrecision;
 use crate::gpu::Gpu;
 use crate::graph::{Buf, GraphBuilder};
-use crate::kernels::optim::{record_update, UpdateKind};
+use crate::kernels::optim::{record_update_as, UpdateKind};
 use crate::kernels::tt::TtKernels;
 use crate::tt::init::init_cores;
 use crate::tt::options::{Optimizer, TtOptions};
@@ -55,6 +56,36 @@ pub(crate) fn transposed_backward(shape: &TtShape, k: usize) -> bool {
     k >= 1
         && (shape.q[k] * shape.ranks[k + 1]).is_multiple_of(4)
         && shape.ranks[k].is_multiple_of(4)
+}
+
+/// `values` as stored at `precision` (f16: rounded to nearest, ties to even, as the `half` crate
+/// and the GPU's f32 -> f16 conversion do), as bytes.
+pub(crate) fn stored_bytes(precision: CorePrecision, values: &[f32]) -> Vec<u8> {
+    match precision {
+        CorePrecision::F32 => bytemuck::cast_slice(values).to_vec(),
+        CorePrecision::F16 => values
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
+            .collect(),
+    }
+}
+
+/// [`stored_bytes`] padded with zeros to whole 4-byte words (what a buffer write takes).
+fn stored_words(precision: CorePrecision, values: &[f32]) -> Vec<u8> {
+    let mut bytes = stored_bytes(precision, values);
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes
+}
+
+/// Values stored at `precision` read back as f32 (f16 widens exactly).
+pub(crate) fn stored_values(precision: CorePrecision, bytes: &[u8]) -> Vec<f32> {
+    match precision {
+        CorePrecision::F32 => bytemuck::pod_collect_to_vec(bytes),
+        CorePrecision::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect(),
+    }
 }
 
 fn check_finite(cores: &[Vec<f32>]) -> Result<()> {
@@ -159,9 +190,11 @@ impl TtParams {
         if let Some(0) = options.max_chunk_lookups {
             return Err(Error::input(None, "max_chunk_lookups is 0"));
         }
+        gpu.check_precision(options.precision, "--tt-precision")?;
+        let elem = options.precision.bytes();
         let d = shape.d();
         for k in 0..d {
-            let bytes = shape.core_len(k) as u64 * 4;
+            let bytes = shape.core_len(k) as u64 * elem;
             if bytes > gpu.max_binding() {
                 return Err(Error::shape(
                     None,
@@ -173,14 +206,21 @@ impl TtParams {
             }
         }
         let cores_buf: Vec<_> = (0..d)
-            .map(|k| gpu.storage_from(&format!("tt core {k}"), &cores[k]))
+            .map(|k| {
+                let bytes = stored_words(options.precision, &cores[k]);
+                let buf = gpu.storage(&format!("tt core {k}"), bytes.len() as u64);
+                if !bytes.is_empty() {
+                    gpu.queue().write_buffer(&buf, 0, &bytes);
+                }
+                buf
+            })
             .collect();
         let cores_t = (0..d)
             .map(|k| {
                 transposed_backward(&shape, k).then(|| {
                     gpu.storage(
                         &format!("tt core {k} transposed"),
-                        shape.core_len(k) as u64 * 4,
+                        shape.core_len(k) as u64 * elem,
                     )
                 })
             })
@@ -268,15 +308,46 @@ impl TtParams {
             .read_f32(&bufs[k], tb.bases[k] * cols, tb.shape.core_len(k))
     }
 
+    /// Table `t`'s part of core `k`, read back as f32 from its storage precision.
+    fn read_table_core_values(&self, t: usize, k: usize) -> Result<Vec<f32>> {
+        let tb = self.table(t)?;
+        if k >= self.shape.d() {
+            return Err(Error::input(
+                None,
+                format!("no core {k} in a {}-core table", self.shape.d()),
+            ));
+        }
+        let elem = self.options.precision.bytes();
+        let at = (tb.bases[k] * self.shape.core_cols(k)) as u64 * elem;
+        let len = tb.shape.core_len(k) as u64 * elem;
+        // Copies start on 4-byte boundaries: an f16 part may start mid-word.
+        let lead = at % 4;
+        let bytes = self.gpu.read_bytes(&self.cores[k], at - lead, len + lead)?;
+        Ok(stored_values(
+            self.options.precision,
+            &bytes[lead as usize..],
+        ))
+    }
+
+    /// How the cores are stored (f32 or f16).
+    pub fn precision(&self) -> CorePrecision {
+        self.options.precision
+    }
+
+    /// Bytes of the cores as stored on the GPU.
+    pub fn core_bytes(&self) -> u64 {
+        self.num_params() as u64 * self.options.precision.bytes()
+    }
+
     /// Table `t`'s cores (the reference layout of that table alone).
     pub fn table_cores(&self, t: usize) -> Result<Vec<Vec<f32>>> {
         (0..self.shape.d())
-            .map(|k| self.read_table_core(&self.cores, t, k))
+            .map(|k| self.read_table_core_values(t, k))
             .collect()
     }
     /// Table `t`'s core `k` alone (one read, for checkpoints).
     pub fn table_core(&self, t: usize, k: usize) -> Result<Vec<f32>> {
-        self.read_table_core(&self.cores, t, k)
+        self.read_table_core_values(t, k)
     }
     /// Table `t`'s dense core gradients of the last backward.
     pub fn table_grads(&self, t: usize) -> Result<Vec<Vec<f32>>> {
@@ -295,7 +366,7 @@ impl TtParams {
         tb.shape.check_cores(cores).map_err(|e| e.with_table(t))?;
         check_finite(cores).map_err(|e| e.with_table(t))?;
         for (k, core) in cores.iter().enumerate() {
-            self.write_table_core(&tb, k, core);
+            self.write_table_core(&tb, k, core)?;
         }
         Ok(())
     }
@@ -326,22 +397,36 @@ impl TtParams {
                 format!("core values must be finite; element {i} of core {k} is not"),
             ));
         }
-        self.write_table_core(&tb, k, core);
-        Ok(())
+        self.write_table_core(&tb, k, core)
     }
 
     /// Writes `core` as `tb`'s part of core `k` and zeroes that part's Adagrad state.
-    fn write_table_core(&self, tb: &GroupTable, k: usize, core: &[f32]) {
-        let at = (tb.bases[k] * self.shape.core_cols(k)) as u64 * 4;
+    fn write_table_core(&self, tb: &GroupTable, k: usize, core: &[f32]) -> Result<()> {
+        let at = (tb.bases[k] * self.shape.core_cols(k)) as u64;
         let queue = self.gpu.queue();
-        queue.write_buffer(&self.cores[k], at, bytemuck::cast_slice(core));
+        match self.options.precision {
+            CorePrecision::F32 => {
+                queue.write_buffer(&self.cores[k], at * 4, bytemuck::cast_slice(core))
+            }
+            // Writes are whole 4-byte words: the part goes into the core's stored bytes,
+            // which are written back whole (loading a checkpoint, not a training step).
+            CorePrecision::F16 => {
+                let len = self.shape.core_len(k) as u64 * 2;
+                let mut all = self.gpu.read_bytes(&self.cores[k], 0, len)?;
+                let part = stored_bytes(CorePrecision::F16, core);
+                all[at as usize * 2..at as usize * 2 + part.len()].copy_from_slice(&part);
+                all.resize(all.len().next_multiple_of(4), 0);
+                queue.write_buffer(&self.cores[k], 0, &all);
+            }
+        }
         if matches!(self.options.optimizer, Optimizer::Adagrad { .. }) {
             queue.write_buffer(
                 &self.state[k],
-                at,
+                at * 4,
                 bytemuck::cast_slice(&vec![0f32; core.len()]),
             );
         }
+        Ok(())
     }
     pub fn options(&self) -> &TtOptions {
         &self.options
@@ -421,8 +506,14 @@ impl TtParams {
 
     /// The cores, read back.
     pub fn cores(&self) -> Result<Vec<Vec<f32>>> {
+        let elem = self.options.precision.bytes();
         (0..self.shape.d())
-            .map(|k| self.gpu.read_f32(&self.cores[k], 0, self.shape.core_len(k)))
+            .map(|k| {
+                let bytes =
+                    self.gpu
+                        .read_bytes(&self.cores[k], 0, self.shape.core_len(k) as u64 * elem)?;
+                Ok(stored_values(self.options.precision, &bytes))
+            })
             .collect()
     }
     /// The dense core gradients of the last backward.
@@ -446,7 +537,10 @@ impl TtParams {
         self.shape.check_cores(cores)?;
         check_finite(cores)?;
         for (k, core) in cores.iter().enumerate() {
-            self.gpu.write(&self.cores[k], core);
+            let bytes = stored_words(self.options.precision, core);
+            if !bytes.is_empty() {
+                self.gpu.queue().write_buffer(&self.cores[k], 0, &bytes);
+            }
             if matches!(self.options.optimizer, Optimizer::Adagrad { .. }) {
                 self.gpu
                     .write(&self.state[k], &vec![0f32; self.shape.core_len(k)]);
@@ -488,7 +582,7 @@ impl TtParams {
             return Ok(());
         };
         for k in 0..self.shape.d() {
-            record_update(
+            record_update_as(
                 g,
                 &format!("{tag} update core {k}"),
                 kind,
@@ -497,6 +591,7 @@ impl TtParams {
                 Buf::from(&self.cores[k]),
                 Buf::from(&self.state[k]),
                 self.shape.core_len(k),
+                self.options.precision,
             )?;
         }
         Ok(())

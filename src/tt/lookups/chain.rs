@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::tt::{
-    record_chain, record_core_grad, record_pool, record_row_grad, record_transpose, ChainShape,
+    record_chain, record_core_grad, record_pool, record_row_grad, record_transpose_as, ChainShape,
     FusedUpdate,
 };
 use crate::kernels::tt_subgroup::record_chain_sg;
@@ -81,6 +81,7 @@ impl Chain<'_> {
                 a,
                 b,
                 out,
+                params.precision(),
             ),
             _ => record_chain(
                 g,
@@ -93,6 +94,7 @@ impl Chain<'_> {
                 out,
                 self.layout.chunk,
                 params.kernels(),
+                params.precision(),
             ),
         }
     }
@@ -311,7 +313,7 @@ impl Chain<'_> {
         }
         for k in 1..d {
             if let (true, Some(t)) = (self.layout.transposed[k], params.core_t_buffer(k)) {
-                record_transpose(
+                record_transpose_as(
                     g,
                     format!("{tag} transpose core {k}"),
                     Buf::from(params.core_buffer(k)),
@@ -319,6 +321,7 @@ impl Chain<'_> {
                     s.p[k],
                     s.ranks[k],
                     s.q[k] * s.ranks[k + 1],
+                    params.precision(),
                 )?;
             }
         }
@@ -407,6 +410,7 @@ impl Chain<'_> {
                 self.routing.grad_pieces[k].as_ref(),
                 params.kernels(),
                 self.layout.runs,
+                params.precision(),
             )?;
         }
         Ok(())
