@@ -342,6 +342,11 @@ fn bad_input_and_unsupported_uses_are_named_errors() {
         e.contains("--embedding qr is not supported in data-parallel"),
         "{e}"
     );
+    let e = m.prepare_parallel(4, 2).unwrap_err().to_string();
+    assert!(
+        e.contains("--embedding qr is not supported in data-parallel"),
+        "{e}"
+    );
     let e = m.gradient("emb_l.1.weight_q").unwrap_err().to_string();
     assert!(e.contains("no training step"), "{e}");
     let e = m.parameter("emb_l.0.weight_q").unwrap_err().to_string();

@@ -279,10 +279,22 @@ impl Dlrm {
                 "batch size and ranks must be at least 1",
             ));
         }
+        self.refuse_qr_in_parallel()?;
         let (net, stats) = (&self.net, &self.stats);
         self.split_plans.get_or_build((batch, ranks), || {
             build_split_plan(net, stats, batch, ranks)
         })?;
+        Ok(())
+    }
+
+    /// Quotient-remainder tables have no data-parallel step yet (their rows' exchange).
+    fn refuse_qr_in_parallel(&self) -> Result<()> {
+        if self.net.qr.is_some() {
+            return Err(Error::input(
+                None,
+                "--embedding qr is not supported in data-parallel runs yet",
+            ));
+        }
         Ok(())
     }
 
@@ -297,12 +309,7 @@ impl Dlrm {
         group: &dyn crate::dist::Collective,
     ) -> Result<f64> {
         let b = self.validate(batch, true)?;
-        if self.net.qr.is_some() {
-            return Err(Error::input(
-                None,
-                "--embedding qr is not supported in data-parallel runs yet",
-            ));
-        }
+        self.refuse_qr_in_parallel()?;
         if self.net.tt.iter().any(|g| g.params.cache().is_some()) {
             return Err(Error::input(
                 None,
