@@ -392,14 +392,17 @@ impl ModelPlan {
         self.tables.iter().filter(|t| t.form == form).count()
     }
 
-    /// "7 TT" (and ", 3 QR" / ", 2 MD" where the model has them): the compressed kinds.
+    /// The compressed kinds' counts: "7 TT" (also "0 TT" for an all-dense model), "18 QR",
+    /// "18 MD".
     fn kinds_line(&self) -> String {
-        let mut parts = vec![format!("{} TT", self.tables_of("tt"))];
-        for form in ["qr", "md"] {
-            let n = self.tables_of(form);
-            if n > 0 {
-                parts.push(format!("{n} {}", form.to_uppercase()));
-            }
+        let mut parts: Vec<String> = ["tt", "qr", "md"]
+            .into_iter()
+            .map(|form| (form, self.tables_of(form)))
+            .filter(|&(_, n)| n > 0)
+            .map(|(form, n)| format!("{n} {}", form.to_uppercase()))
+            .collect();
+        if parts.is_empty() {
+            parts.push("0 TT".into());
         }
         parts.join(", ")
     }

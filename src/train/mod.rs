@@ -211,13 +211,14 @@ pub fn run_on(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
 }
 
 /// [`run_on`] printing nothing on stdout (no log lines, no summary): one run of a comparison
-/// (`ttrec bench compress`), whose caller prints the results. Notes on the options still go to
-/// stderr; the run's outputs (`--summary-json`, checkpoints) are written as asked.
+/// (`ttrec bench compress`), whose caller prints the results. Notes on the options and, on a
+/// terminal, the progress bars still go to stderr; the run's outputs (`--summary-json`,
+/// checkpoints) are written as asked.
 pub fn run_quiet(gpu: &Gpu, args: &TrainArgs) -> Result<TrainSummary> {
     let checked = args.check()?;
     crate::signals::install();
     let _locks = lock_outputs(args)?;
-    run_checked(gpu, args, &checked, Output::muted())
+    run_checked(gpu, args, &checked, Output::bars_only())
 }
 
 /// An advisory lock on every output of the run, or the error naming the run that holds one.

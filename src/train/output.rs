@@ -31,6 +31,15 @@ impl Output {
         }
     }
 
+    /// An output that prints no lines, only the bars (on a terminal): a run whose caller prints
+    /// the results (`ttrec bench compress`).
+    pub(super) fn bars_only() -> Self {
+        Output {
+            muted: true,
+            ..Output::new()
+        }
+    }
+
     /// An output that prints nothing.
     pub(super) fn muted() -> Self {
         Output {
@@ -41,7 +50,7 @@ impl Output {
         }
     }
 
-    /// Whether this output prints nothing.
+    /// Whether this output prints no lines.
     pub(super) fn is_muted(&self) -> bool {
         self.muted
     }
