@@ -8,11 +8,16 @@
 use crate::error::Result;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::finite::{record_finite_span, FiniteRegion};
+use crate::nn::md::{finite_region_names, MdLookups, MdTables};
 use crate::nn::{DenseBagGroup, DenseBagLookups, ParamArena};
 use crate::tt::TtParams;
 
 /// The regions checked, in code order (the first has the highest code).
-pub(super) fn region_names(tt: &[&TtParams], dense: Option<&DenseBagGroup>) -> Vec<String> {
+pub(super) fn region_names(
+    tt: &[&TtParams],
+    dense: Option<&DenseBagGroup>,
+    md: Option<&MdTables>,
+) -> Vec<String> {
     let mut names = vec!["the MLPs' parameters".to_string()];
     for (g, params) in tt.iter().enumerate() {
         for k in 0..params.shape().d() {
@@ -27,13 +32,20 @@ pub(super) fn region_names(tt: &[&TtParams], dense: Option<&DenseBagGroup>) -> V
             names.push(format!("the updated rows of dense-table shard {s}"));
         }
     }
+    if let Some(md) = md {
+        names.extend(finite_region_names(md));
+    }
     names
 }
 
 /// The code of the MLPs' parameters (the first region), for the check fused into their update
 /// ([`crate::nn::ParamArena::record_update_checked`]).
-pub(super) fn mlp_code(tt: &[&TtParams], dense: Option<&DenseBagGroup>) -> u32 {
-    region_names(tt, dense).len() as u32
+pub(super) fn mlp_code(
+    tt: &[&TtParams],
+    dense: Option<&DenseBagGroup>,
+    md: Option<&MdTables>,
+) -> u32 {
+    region_names(tt, dense, md).len() as u32
 }
 
 /// The region with `code`, if any (0: none).
@@ -51,9 +63,10 @@ pub(super) fn record_checks(
     arena: &ParamArena,
     tt: &[&TtParams],
     dense: Option<(&DenseBagGroup, &DenseBagLookups)>,
+    md: Option<(&MdTables, &MdLookups)>,
     mlp_checked: bool,
 ) -> Result<()> {
-    let regions = region_names(tt, dense.map(|(group, _)| group)).len() as u32;
+    let regions = region_names(tt, dense.map(|(group, _)| group), md.map(|(m, _)| m)).len() as u32;
     let mut code = regions;
     let gpu = g.gpu().clone();
     let span = |g: &mut GraphBuilder, label: String, buffer: &wgpu::Buffer, code: u32| {
@@ -104,6 +117,10 @@ pub(super) fn record_checks(
     }
     if let Some((group, lookups)) = dense {
         lookups.record_finite_check(g, group, step, stats, code)?;
+        code -= group.num_shards() as u32;
+    }
+    if let Some((md, lookups)) = md {
+        lookups.record_finite_checks(g, md, step, stats, code)?;
     }
     Ok(())
 }

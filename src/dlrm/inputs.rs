@@ -5,11 +5,13 @@
 
 use crate::data::Batch;
 use crate::dlrm::config::DlrmConfig;
+use crate::dlrm::md::md_ids;
 use crate::dlrm::net::Net;
 use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::loss::StepParams;
 use crate::kernels::matmul::GemmVariant;
+use crate::nn::md::MdLookups;
 use crate::nn::mlp::pad4;
 use crate::nn::DenseBagLookups;
 use crate::tt::lookups::LookupSource;
@@ -46,6 +48,8 @@ pub(super) struct BatchInputs {
     pub(super) dense: Option<DenseBagLookups>,
     /// One per TT group.
     pub(super) tt: Vec<TtLookups>,
+    /// The MD tables' lookups (one per bag).
+    pub(super) md: Option<MdLookups>,
 }
 
 /// Declares the input regions of a plan for batches of `batch` samples (with labels and the
@@ -100,6 +104,18 @@ pub(super) fn declare(
                 .assume_one_hot(batch)
         })
         .collect();
+    let md = match &net.md {
+        Some(md) => Some(MdLookups::declare(
+            g,
+            md,
+            batch,
+            1,
+            true,
+            net.variant == GemmVariant::Split,
+            "md tables",
+        )?),
+        None => None,
+    };
     Ok(BatchInputs {
         batch,
         dense_x,
@@ -108,6 +124,7 @@ pub(super) fn declare(
         step,
         dense,
         tt,
+        md,
     })
 }
 
@@ -236,6 +253,11 @@ pub(super) fn fill(
             stride: vec![net.t_stride(); grp.tables.len()],
         };
         lk.fill(input, &grp.params, &bags, &place, Pooling::Sum)?;
+    }
+    if let (Some(md), Some(lk)) = (&net.md, &inputs.md) {
+        let ids = md_ids(&net.config, &net.md_index, batch.sparse);
+        let bags: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
+        lk.fill(input, md, &bags)?;
     }
     Ok(dense_ids)
 }

@@ -21,7 +21,7 @@ use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
 use crate::dlrm::inputs::{fill, validate, DlrmBatch};
 use crate::dlrm::net::Net;
 use crate::dlrm::split::{build_split_plan, run_split, SplitPlan};
-use crate::dlrm::state_dict::{self, LastDenseStep};
+use crate::dlrm::state_dict::{self, LastDenseStep, LastMdStep};
 use crate::dlrm::step::{build_eval_plan, build_train_plan, EvalPlan, StepPlan};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -79,6 +79,8 @@ pub struct Dlrm {
     eval_plans: PlanCache<EvalKey, EvalPlan>,
     /// The dense tables' ids of the last training batch (for [`Dlrm::gradient`]).
     last_dense_ids: Option<Vec<Vec<u32>>>,
+    /// The MD tables' ids of the last training batch (for [`Dlrm::gradient`]).
+    last_md_ids: Option<Vec<Vec<u32>>>,
     /// Data-parallel steps' plans by (batch per rank, ranks).
     split_plans: PlanCache<(usize, usize), SplitPlan>,
 }
@@ -128,6 +130,7 @@ impl Dlrm {
             train_plans: PlanCache::new(PLANS_PER_KIND),
             eval_plans: PlanCache::new(PLANS_PER_KIND),
             last_dense_ids: None,
+            last_md_ids: None,
             split_plans: PlanCache::new(PLANS_PER_KIND),
         })
     }
@@ -257,6 +260,10 @@ impl Dlrm {
             .train_plans
             .get_or_build(b, || build_train_plan(net, stats, b))?;
         self.last_dense_ids = fill(net, &mut sp.input, &sp.inputs, batch, Some(slot))?;
+        self.last_md_ids = net
+            .md
+            .as_ref()
+            .map(|_| crate::dlrm::md::md_ids(&net.config, &net.md_index, batch.sparse));
         let out = replay(&sp.plan, &sp.input)?;
         self.unread.push_back((self.steps, b));
         self.steps += 1;
@@ -401,7 +408,7 @@ impl Dlrm {
     /// The parameter region that a step's [`StepStats::non_finite_code`] names (None for 0).
     pub fn non_finite_region(&self, code: u32) -> Option<String> {
         let tt: Vec<&TtParams> = self.net.tt.iter().map(|grp| &grp.params).collect();
-        let names = super::finite::region_names(&tt, self.net.dense.as_ref());
+        let names = super::finite::region_names(&tt, self.net.dense.as_ref(), self.net.md.as_ref());
         super::finite::region_of(code, &names)
     }
 
@@ -549,7 +556,14 @@ impl Dlrm {
                 lookups: sp.inputs.dense.as_ref().expect("dense lookups"),
             })
         });
-        state_dict::gradient(&self.net, name, last_dense)
+        let last_md = self.last_md_ids.as_ref().and_then(|ids| {
+            let sp = self.train_plans.get(&ids[0].len())?;
+            Some(LastMdStep {
+                ids,
+                lookups: sp.inputs.md.as_ref()?,
+            })
+        });
+        state_dict::gradient(&self.net, name, last_dense, last_md)
     }
 
     /// Number of parameters (values, not bytes): (MLPs, dense tables, TT cores).

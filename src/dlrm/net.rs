@@ -5,9 +5,11 @@
 //! of them reaches back into `Dlrm` (no import cycle).
 
 use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
+use crate::dlrm::md::{md_specs, MD_SEED};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::matmul::GemmVariant;
+use crate::nn::md::MdTables;
 use crate::nn::{ArenaLayout, DenseBagGroup, Mlp, ParamArena};
 use crate::tt::{init_cores, Optimizer, Pooling, TtKernels, TtOptions, TtParams, TtShape};
 
@@ -34,6 +36,10 @@ pub(super) struct Net {
     pub(super) tt: Vec<TtGroup>,
     /// Per model table: its TT group and position in it (None for dense tables).
     pub(super) tt_of: Vec<Option<(usize, usize)>>,
+    /// The mixed-dimension tables (rows by width; projections in `arena`), if any.
+    pub(super) md: Option<MdTables>,
+    /// Per model table: its index among the MD tables.
+    pub(super) md_index: Vec<Option<usize>>,
 }
 
 /// Where the model's tables go: the dense tables' rows, and the TT tables grouped by (column
@@ -54,7 +60,12 @@ fn place_tables(config: &DlrmConfig) -> Result<TablePlacement> {
     let mut groups: Vec<Vec<(usize, TtShape)>> = Vec::new();
     let mut tt_of = vec![None; config.tables.len()];
     for (t, table) in config.tables.iter().enumerate() {
-        if matches!(table.kind, TableKind::Qr { .. } | TableKind::Md { .. }) {
+        if matches!(table.kind, TableKind::Md { .. }) {
+            // Built by `nn::md` (see `md_specs`).
+            dense_index.push(None);
+            continue;
+        }
+        if matches!(table.kind, TableKind::Qr { .. }) {
             return Err(Error::input(
                 Some(t),
                 format!("{} tables are not built yet", table.kind.name()),
@@ -160,6 +171,11 @@ impl Net {
         let mut layout = ArenaLayout::default();
         let bottom = Mlp::declare(&mut layout, "bot_l", &config.bottom_mlp, true)?;
         let top = Mlp::declare(&mut layout, "top_l", &config.top_widths(), false)?;
+        let (specs, md_index) = md_specs(&config);
+        // The MD projections follow the MLPs in the arena (none: the arena is unchanged).
+        let md_decl = (!specs.is_empty())
+            .then(|| MdTables::declare(&mut layout, &specs, config.dim()))
+            .transpose()?;
         let mut arena = ParamArena::new(gpu, layout, opt)?;
         if init {
             bottom.init(&mut arena, config.seed)?;
@@ -192,6 +208,17 @@ impl Net {
                 options.max_shard_bytes,
             )?)
         };
+        let md = match md_decl {
+            Some(decl) => Some(MdTables::new(
+                gpu,
+                decl,
+                &mut arena,
+                opt,
+                init.then(|| config.seed.wrapping_add(MD_SEED)),
+                options.max_shard_bytes,
+            )?),
+            None => None,
+        };
         let variant = options
             .gemm
             .unwrap_or_else(|| GemmVariant::for_class(options.kernels.resolve(gpu)));
@@ -206,6 +233,8 @@ impl Net {
             dense_index: placement.dense_index,
             tt,
             tt_of: placement.tt_of,
+            md,
+            md_index,
         })
     }
 
@@ -216,6 +245,13 @@ impl Net {
     /// Values in one row of T: (tables + 1) vectors of D.
     pub(super) fn t_stride(&self) -> usize {
         self.config.vectors() * self.config.dim()
+    }
+    /// Column in T of each MD table, in MD order.
+    pub(super) fn md_cols(&self) -> Vec<usize> {
+        (0..self.config.tables.len())
+            .filter(|&t| self.md_index[t].is_some())
+            .map(|t| self.slot_col(t))
+            .collect()
     }
     /// Column in T of each dense table, in dense-group order.
     pub(super) fn dense_col_offsets(&self) -> Vec<usize> {
@@ -234,6 +270,9 @@ impl Net {
         }
         for g in &mut self.tt {
             g.params.set_learning_rate(lr);
+        }
+        if let Some(md) = &mut self.md {
+            md.set_learning_rate(lr);
         }
     }
 }

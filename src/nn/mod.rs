@@ -2,11 +2,13 @@
 //! forward, backward and update nodes to a step graph.
 //! - [`embedding`]: uncompressed embedding tables (EmbeddingBag, sum) as one sharded group.
 //! - [`mlp`]: linear layers with ReLU, every parameter of a model in one arena.
+//! - [`md`]: dlrm's mixed-dimension tables (narrow rows, then a projection to D).
 //!
 //! **Unstable internals**: public for the crate's tests and benchmarks only, hidden from the
 //! docs, may change in any release.
 
 pub mod embedding;
+pub mod md;
 pub mod mlp;
 
 pub use embedding::{DenseBagGroup, DenseBagLookups};

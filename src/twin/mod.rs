@@ -2,13 +2,14 @@
 //! from the math rather than from the kernels' blocking, the oracle of every test. One file per
 //! shader family, named after it: `tt` (`shaders/tt.wgsl`, `tt_subgroup.wgsl` and the TT
 //! optimizers), `tt_route` (`tt_route.wgsl`), `tt_cache` (`tt_cache.wgsl`), `nn` (`matmul`,
-//! `interaction`, `loss`, `embedding`), and `dlrm`, a whole DLRM step composed from them.
+//! `interaction`, `loss`, `embedding`), `md` (the mixed-dimension tables), and `dlrm`, a whole DLRM step composed from them.
 //!
 //! Layering: the twins use only the plain types below them (`tt_shape`, `tt_bags`, the row
 //! cache's constants in `cache`, `error`), never the GPU code they check. Their functions assume valid input (the GPU path validates).
 
 pub mod dlrm;
 pub mod finite;
+pub mod md;
 pub mod nn;
 pub mod tt;
 pub mod tt_cache;
