@@ -542,3 +542,40 @@ fn md_trains_saves_and_predicts_from_the_cli() {
         "predict AUC {auc} vs the run's {run_auc}"
     );
 }
+
+/// The GPU class's step of a Kaggle-shaped MD model (table sizes x 0.05, dlrm's widths,
+/// batch 2,048), read from the plan's counts as tests/structure.rs reads the TT model's: every
+/// node has a cost, every node above 1 MFLOP launches at least 256 workgroups, no serial chain
+/// exceeds 512.
+#[test]
+fn gpu_class_md_step_is_gpu_shaped() {
+    let synth = ttrec::data::SyntheticCriteo::new(1, 0.05).unwrap();
+    let config = DlrmConfig::kaggle_dense()
+        .with_table_sizes(synth.table_sizes())
+        .with_baseline(ttrec::dlrm::Baseline::Md {
+            threshold: 200,
+            temperature: 0.3,
+            round_dims: false,
+        })
+        .unwrap();
+    let options = DlrmOptions {
+        kernels: KernelClass::Gpu,
+        ..Default::default()
+    };
+    let mut model = Dlrm::zeroed(&gpu(), config, options).unwrap();
+    let counts = model.train_counts(2048).unwrap();
+    assert!(counts.iter().any(|c| c.label.contains("md table")));
+    for c in &counts {
+        let cost = c
+            .cost
+            .unwrap_or_else(|| panic!("{}: a node without a cost", c.label));
+        assert!(
+            cost.flops <= 1e6 || c.workgroups >= 256,
+            "{}: {:.1} MFLOP in {} workgroups",
+            c.label,
+            cost.flops / 1e6,
+            c.workgroups
+        );
+        assert!(cost.serial <= 512, "{}: serial {}", c.label, cost.serial);
+    }
+}
