@@ -1,7 +1,7 @@
 //! dlrm's mixed-dimension tables (`TableKind::Md`, `--embedding md`): the layer (`nn::md`)
 //! against the float64 numpy reference (tests/fixtures/baselines/md_reference.json, made by
 //! tools/baselines/md_reference.py), `md_dims` against the reference's md_solver, a small DLRM
-//! with MD tables (widths 3, 4, 5: pad and no pad) against the CPU twin after SGD and Adagrad
+//! with MD tables (widths 3, 4, 5: scalar and vec4 kernels) against the CPU twin after SGD and Adagrad
 //! steps, bitwise reruns, named bad ids, and the CLI end to end (train, save, predict).
 
 mod common;
@@ -206,8 +206,8 @@ fn md_dims_match_dlrms_md_solver() {
     }
 }
 
-/// The small DLRM of the other tests with MD tables of widths 3 (padded to 4), 4, 5 (padded to
-/// 8) and 3 again (two groups, shared widths), beside dense and TT tables (D = 8).
+/// The small DLRM of the other tests with MD tables of widths 3 (scalar kernels), 4 (vec4), 5
+/// and 3 again (three groups, one of two tables), beside dense and TT tables (D = 8).
 fn md_config(seed: u64) -> DlrmConfig {
     let mut c = common::small_dlrm_config(seed, true);
     c.tables[2].kind = TableKind::Md { dim: 3 };

@@ -194,6 +194,10 @@ kernels! {
     BagBwd => Embedding::"bag_bwd" [opt, segs, dest, dout, weight, state, seg_grad],
     BagBwdPieces => Embedding::"bag_bwd_pieces" [cuts, dest, dout, partial],
     BagBwdCombine => Embedding::"bag_bwd_combine" [opt, segs, seg_pieces, partial, weight, state, seg_grad],
+    BagFwdS => Embedding::"bag_fwd_s" [offsets, rows, col_off, weight, out],
+    BagBwdS => Embedding::"bag_bwd_s" [opt, segs, dest, dout, weight, state, seg_grad],
+    BagBwdPiecesS => Embedding::"bag_bwd_pieces_s" [cuts, dest, dout, partial],
+    BagBwdCombineS => Embedding::"bag_bwd_combine_s" [opt, segs, seg_pieces, partial, weight, state, seg_grad],
     FiniteSpan => Finite::"finite_span" [step, region, values, stats],
     FiniteRows => Finite::"finite_rows" [step, region, segs, weight, stats],
 }

@@ -56,7 +56,8 @@ pub fn dlrm_uniform_bound(rows: u64) -> f32 {
 }
 
 impl DenseBagGroup {
-    /// Tables of `rows[t]` rows of `dim` values (a multiple of 4), initialised as dlrm does
+    /// Tables of `rows[t]` rows of `dim` values (any width: a multiple of 4 runs the vec4
+    /// kernels, others the scalar ones), initialised as dlrm does
     /// (U(-1/sqrt(N), 1/sqrt(N)), table t from its own stream of `seed`). `max_shard_bytes`
     /// caps a shard below the adapter's binding limit (None: the limit itself).
     pub fn new(
@@ -91,7 +92,7 @@ impl DenseBagGroup {
         Ok(group)
     }
 
-    /// Tables with all-zero rows (to be set with [`DenseBagGroup::set_table`]).
+    /// Tables with all-zero rows (to be set with [`DenseBagGroup::set_table`]), of any width.
     pub fn empty(
         gpu: &Gpu,
         dim: usize,
@@ -99,11 +100,9 @@ impl DenseBagGroup {
         optimizer: Optimizer,
         max_shard_bytes: Option<u64>,
     ) -> Result<Self> {
-        if dim == 0 || !dim.is_multiple_of(4) {
-            return Err(Error::shape(
-                None,
-                format!("dense embedding tables need D a multiple of 4, got {dim}"),
-            ));
+        // Widths that are not a multiple of 4 (mixed-dimension tables) run the scalar kernels.
+        if dim == 0 {
+            return Err(Error::shape(None, "dense embedding tables need D > 0"));
         }
         if let Some(t) = rows.iter().position(|&n| n == 0) {
             return Err(Error::shape(Some(t), "a dense table has 0 rows"));
@@ -352,7 +351,7 @@ struct HostLookups {
 impl DenseBagLookups {
     /// Declares the inputs of `bags` bags per table with up to `nnz_cap` lookups over all
     /// tables. Bag b of table t is pooled into row b of `out` at column `col_offsets[t]`
-    /// (`out.stride` and every column offset a multiple of 4; `out.offset` 0).
+    /// (`out.stride` and every column offset a multiple of 4 where the width is; `out.offset` 0).
     pub fn declare(
         g: &mut GraphBuilder,
         group: &DenseBagGroup,
@@ -372,7 +371,11 @@ impl DenseBagLookups {
                 ),
             ));
         }
-        if !out_stride.is_multiple_of(4) || col_offsets.iter().any(|c| !c.is_multiple_of(4)) {
+        // The vec4 kernels write whole vec4s; the scalar ones (widths not a multiple of 4) any column.
+        let vec4 = group.dim.is_multiple_of(4);
+        if vec4
+            && (!out_stride.is_multiple_of(4) || col_offsets.iter().any(|c| !c.is_multiple_of(4)))
+        {
             return Err(Error::shape(
                 None,
                 "dense tables pool into columns at multiples of 4",

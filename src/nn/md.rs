@@ -2,15 +2,14 @@
 //! N rows of its own width m < D, pooled per bag (sum), then projected to D by a bias-free
 //! linear layer: `out = pooled W^T`, W `[D, m]`.
 //!
-//! The rows of every MD table of one stored width live in one [`DenseBagGroup`] (its sharding,
-//! its fused sparse update); the projections are matrices of the model's [`ParamArena`], so the
-//! arena's optimizer and finiteness check cover them. A width that is not a multiple of 4 is
-//! stored padded to one (the group's vec4 kernels): the pad columns of the rows and of W start at
-//! zero, get zero gradients (the pooled pad is zero, so dW's pad is; W's pad is zero, so dE's
-//! pad is) and so stay zero under SGD and Adagrad: the arithmetic is the logical table's.
+//! The rows of every MD table of one width live in one [`DenseBagGroup`] (its sharding, its
+//! fused sparse update), stored at their own width (widths that are not a multiple of 4 run the
+//! group's scalar kernels): N x m values per table, as dlrm stores them. The projections are
+//! matrices of the model's [`ParamArena`], so the arena's optimizer and finiteness check cover
+//! them (the arena pads a matrix's rows to multiples of 4 with zeros that stay zero).
 //!
-//! Per step, group by group: pool into a scratch E `[tables, B, w]`, transpose it to
-//! `[tables, w, B]` (the products contract their operands' rows), then per table
+//! Per step, group by group: pool into a scratch E `[tables, B, m]`, transpose it to
+//! `[tables, m, B]` (the products contract their operands' rows), then per table
 //! `out_t = E_t W_t^T`. Backward: dout transposed once, then per table `dW_t = dout_t^T E_t`
 //! and `dE_t = dout_t W_t`, and the group's fused backward and update from dE.
 
@@ -24,7 +23,6 @@ use crate::kernels::matmul::{record_gemm, record_weight_grad, Gemm, GemmVariant,
 use crate::kernels::tt::record_transpose;
 use crate::kernels::MatrixAt;
 use crate::nn::embedding::{check_bags, dlrm_uniform_bound};
-use crate::nn::mlp::pad4;
 use crate::nn::{ArenaLayout, ArenaTensor, DenseBagGroup, DenseBagLookups, ParamArena};
 use crate::tt::{Bags, Optimizer};
 
@@ -38,7 +36,7 @@ pub struct MdTableSpec {
     pub dim: usize,
 }
 
-/// The MD tables of one stored width `w` (= pad4(m) of each member).
+/// The MD tables of one width m.
 #[derive(Debug)]
 pub struct MdGroup {
     pub rows: DenseBagGroup,
@@ -47,7 +45,7 @@ pub struct MdGroup {
     pub members: Vec<usize>,
 }
 
-/// Every MD table of a model: rows by stored width, projections in the arena.
+/// Every MD table of a model: rows by width, projections in the arena.
 pub struct MdTables {
     specs: Vec<MdTableSpec>,
     /// Embedding dimension D (the projections' outputs).
@@ -125,7 +123,7 @@ impl MdTables {
         let mut members: Vec<Vec<usize>> = Vec::new();
         let mut place = Vec::with_capacity(decl.specs.len());
         for (i, s) in decl.specs.iter().enumerate() {
-            let w = pad4(s.dim);
+            let w = s.dim;
             let gi = match widths.iter().position(|&x| x == w) {
                 Some(gi) => gi,
                 None => {
@@ -196,12 +194,9 @@ impl MdTables {
             .map(|s| (s.rows + self.out_dim as u64) * s.dim as u64)
             .sum()
     }
-    /// Bytes the rows take on the GPU (padded widths), without optimizer state.
+    /// Bytes the rows take on the GPU (N x m f32 per table), without optimizer state.
     pub fn stored_row_bytes(&self) -> u64 {
-        self.specs
-            .iter()
-            .map(|s| s.rows * pad4(s.dim) as u64 * 4)
-            .sum()
+        self.specs.iter().map(|s| s.rows * s.dim as u64 * 4).sum()
     }
 
     fn check(&self, i: usize) -> Result<&MdTableSpec> {
@@ -212,34 +207,39 @@ impl MdTables {
 
     /// Table `i`'s rows `[N, m]`.
     pub fn rows(&self, i: usize) -> Result<Vec<f32>> {
-        let s = self.check(i)?;
+        self.check(i)?;
         let (gi, at) = self.place[i];
-        let group = &self.groups[gi];
-        Ok(unpad(&group.rows.table(at)?, group.width, s.dim))
+        self.groups[gi].rows.table(at)
     }
 
     /// Replaces table `i`'s rows (`[N, m]`, finite).
     pub fn set_rows(&mut self, i: usize, values: &[f32]) -> Result<()> {
         let s = self.check(i)?.clone();
+        let name = rows_name(&s.prefix);
         if values.len() as u64 != s.rows * s.dim as u64 {
             return Err(Error::input(
-                None,
+                Some(s.table),
                 format!(
-                    "{}: {} values for a table of {} x {}",
-                    rows_name(&s.prefix),
+                    "{name}: {} values for a table of {} x {}",
                     values.len(),
                     s.rows,
                     s.dim
                 ),
             ));
         }
-        let (gi, at) = self.place[i];
-        let w = self.groups[gi].width;
-        let mut padded = vec![0f32; s.rows as usize * w];
-        for (r, row) in values.chunks(s.dim).enumerate() {
-            padded[r * w..r * w + s.dim].copy_from_slice(row);
+        if let Some(k) = values.iter().position(|x| !x.is_finite()) {
+            return Err(Error::input(
+                Some(s.table),
+                format!(
+                    "{name}: value {} at row {}, column {} is not finite",
+                    values[k],
+                    k / s.dim,
+                    k % s.dim
+                ),
+            ));
         }
-        self.groups[gi].rows.set_table(at, &padded)
+        let (gi, at) = self.place[i];
+        self.groups[gi].rows.set_table(at, values)
     }
 
     /// Changes the rows' learning rate (the projections' is the arena's).
@@ -250,12 +250,7 @@ impl MdTables {
     }
 }
 
-/// Columns `[0, m)` of each row of a `[_, w]` matrix.
-fn unpad(v: &[f32], w: usize, m: usize) -> Vec<f32> {
-    v.chunks(w).flat_map(|r| r[..m].iter().copied()).collect()
-}
-
-/// Where one batch's lookups of every MD group live in a plan (pooled into scratch E, bags of
+/// Where one batch's lookups of every MD group live in a plan (pooled into scratch E, bag b of
 /// group table j at `[j, b, :]`).
 #[derive(Debug, Clone)]
 pub struct MdLookups {
@@ -263,7 +258,7 @@ pub struct MdLookups {
     groups: Vec<DenseBagLookups>,
 }
 
-/// The scratch one forward leaves for the backward: each group's pooled E `[tables, B, w]`.
+/// The scratch one forward leaves for the backward: each group's pooled E `[tables, B, m]`.
 #[derive(Debug, Clone)]
 pub struct MdSaved {
     pooled: Vec<Buf>,
@@ -488,12 +483,11 @@ impl MdLookups {
     /// The dense gradient `[N, m]` of MD table `i`'s rows from the last backward of `bags`
     /// (the batch that was filled, one per MD table). For tests and small tables.
     pub fn rows_grad(&self, md: &MdTables, bags: &[Bags], i: usize) -> Result<Vec<f32>> {
-        let s = md.check(i)?;
+        md.check(i)?;
         let (gi, at) = md.place[i];
         let grp = &md.groups[gi];
         let mine: Vec<Bags> = grp.members.iter().map(|&i| bags[i].clone()).collect();
-        let g = self.groups[gi].table_grad(&grp.rows, &mine, at)?;
-        Ok(unpad(&g, grp.width, s.dim))
+        self.groups[gi].table_grad(&grp.rows, &mine, at)
     }
 
     /// Adds the finiteness checks of the rows the backward updated, group by group, shard by

@@ -321,18 +321,7 @@ fn model_line(config: &DlrmConfig, model: &Dlrm) -> Result<String> {
         })
         .collect();
     let tables = if !md_widths.is_empty() {
-        // Mixed-dimension rows are stored at widths padded to multiples of 4 (`nn::md`).
-        let stored: u64 = (config.tables.iter())
-            .filter_map(|t| match t.kind {
-                TableKind::Md { dim } => Some(t.rows * dim.next_multiple_of(4) as u64 * 4),
-                _ => None,
-            })
-            .sum();
-        format!(
-            "{} MD, widths {}, their rows stored padded to multiples of 4 in {stored} bytes",
-            md_widths.len(),
-            md_widths.join(",")
-        )
+        format!("{} MD, widths {}", md_widths.len(), md_widths.join(","))
     } else if tt == 0 {
         "all dense".to_string()
     } else {
