@@ -56,6 +56,7 @@ pub(super) fn region_of(code: u32, names: &[String]) -> Option<String> {
 
 /// Records every check into `g`: `step` is the plan's step uniform, `stats` the ring. The MLPs'
 /// parameters are skipped when `mlp_checked` (their update checked them, one pass fewer).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_checks(
     g: &mut GraphBuilder,
     step: &Buf,

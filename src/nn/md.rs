@@ -326,7 +326,7 @@ impl MdLookups {
                 let s = &md.specs[i];
                 check_bags(&bags[i], s.rows).map_err(|e| e.with_table(s.table))?;
             }
-            let mine: Vec<Bags> = grp.members.iter().map(|&i| bags[i].clone()).collect();
+            let mine: Vec<Bags> = grp.members.iter().map(|&i| bags[i]).collect();
             lk.validate(&grp.rows, &mine)?;
             lk.fill(input, &grp.rows, &mine)?;
         }
@@ -486,7 +486,7 @@ impl MdLookups {
         md.check(i)?;
         let (gi, at) = md.place[i];
         let grp = &md.groups[gi];
-        let mine: Vec<Bags> = grp.members.iter().map(|&i| bags[i].clone()).collect();
+        let mine: Vec<Bags> = grp.members.iter().map(|&i| bags[i]).collect();
         self.groups[gi].table_grad(&grp.rows, &mine, at)
     }
 
