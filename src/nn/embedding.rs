@@ -18,6 +18,7 @@ use crate::kernels::embedding::{
 use crate::kernels::finite::{record_finite_rows, FiniteRegion};
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::MatrixAt;
+use crate::nn::row_sort::sort_by_row;
 use crate::tt::{Bags, Optimizer};
 
 /// One shard of the group's rows.
@@ -56,8 +57,7 @@ pub fn dlrm_uniform_bound(rows: u64) -> f32 {
 }
 
 impl DenseBagGroup {
-    /// Tables of `rows[t]` rows of `dim` values (any width: a multiple of 4 runs the vec4
-    /// kernels, others the scalar ones), initialised as dlrm does
+    /// Tables of `rows[t]` rows of `dim` values (a multiple of 4), initialised as dlrm does
     /// (U(-1/sqrt(N), 1/sqrt(N)), table t from its own stream of `seed`). `max_shard_bytes`
     /// caps a shard below the adapter's binding limit (None: the limit itself).
     pub fn new(
@@ -92,7 +92,8 @@ impl DenseBagGroup {
         Ok(group)
     }
 
-    /// Tables with all-zero rows (to be set with [`DenseBagGroup::set_table`]), of any width.
+    /// Tables with all-zero rows (to be set with [`DenseBagGroup::set_table`]); D a multiple
+    /// of 4 (the vec4 kernels).
     pub fn empty(
         gpu: &Gpu,
         dim: usize,
@@ -100,7 +101,24 @@ impl DenseBagGroup {
         optimizer: Optimizer,
         max_shard_bytes: Option<u64>,
     ) -> Result<Self> {
-        // Widths that are not a multiple of 4 (mixed-dimension tables) run the scalar kernels.
+        if dim == 0 || !dim.is_multiple_of(4) {
+            return Err(Error::shape(
+                None,
+                format!("dense embedding tables need D a multiple of 4, got {dim}"),
+            ));
+        }
+        Self::empty_any_width(gpu, dim, rows, optimizer, max_shard_bytes)
+    }
+
+    /// [`DenseBagGroup::empty`] of any width: widths that are not a multiple of 4 run the
+    /// scalar kernels (dlrm's mixed-dimension tables, `nn::md`).
+    pub fn empty_any_width(
+        gpu: &Gpu,
+        dim: usize,
+        rows: &[u64],
+        optimizer: Optimizer,
+        max_shard_bytes: Option<u64>,
+    ) -> Result<Self> {
         if dim == 0 {
             return Err(Error::shape(None, "dense embedding tables need D > 0"));
         }
@@ -715,34 +733,6 @@ impl DenseBagLookups {
             }
         }
         Ok(out)
-    }
-}
-
-/// Sorts (row, position) pairs by row, keeping positions in order within a row: a comparison
-/// sort for small batches, two stable 16-bit radix passes (O(n)) for large ones.
-fn sort_by_row(v: &mut Vec<(u32, u32)>) {
-    if v.len() < 1 << 15 {
-        v.sort_unstable();
-        return;
-    }
-    let mut tmp = vec![(0u32, 0u32); v.len()];
-    for shift in [0u32, 16] {
-        let mut count = vec![0usize; 1 << 16];
-        for &(r, _) in v.iter() {
-            count[((r >> shift) & 0xffff) as usize] += 1;
-        }
-        let mut at = 0;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for &e in v.iter() {
-            let k = ((e.0 >> shift) & 0xffff) as usize;
-            tmp[count[k]] = e;
-            count[k] += 1;
-        }
-        std::mem::swap(v, &mut tmp);
     }
 }
 

@@ -141,7 +141,13 @@ impl MdTables {
             .map(|(w, members)| {
                 let rows: Vec<u64> = members.iter().map(|&i| decl.specs[i].rows).collect();
                 Ok(MdGroup {
-                    rows: DenseBagGroup::empty(gpu, w, &rows, optimizer, max_shard_bytes)?,
+                    rows: DenseBagGroup::empty_any_width(
+                        gpu,
+                        w,
+                        &rows,
+                        optimizer,
+                        max_shard_bytes,
+                    )?,
                     width: w,
                     members,
                 })

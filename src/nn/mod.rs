@@ -10,6 +10,7 @@
 pub mod embedding;
 pub mod md;
 pub mod mlp;
+mod row_sort;
 
 pub use embedding::{DenseBagGroup, DenseBagLookups};
 pub use mlp::{act_transient, Act, ArenaLayout, ArenaTensor, Mlp, MlpActivations, ParamArena};
