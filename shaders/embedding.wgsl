@@ -9,10 +9,10 @@
 // deterministic.
 
 
-override D: u32 = 4u;           // a multiple of 4
+override D: u32 = 4u;           // a multiple of 4 (any width in the scalar kernels, `_s`)
 override TABLES: u32 = 1u;
 override BAGS: u32 = 1u;
-override OUT_STRIDE: u32 = 4u;  // a multiple of 4
+override OUT_STRIDE: u32 = 4u;  // a multiple of 4 (any in the scalar kernels)
 override SHARD_LO: u32 = 0u;
 override SHARD_ROWS: u32 = 1u;
 // Later shards add to what the first shard wrote (which writes every bag, empty ones as zeros).
@@ -180,4 +180,125 @@ fn bag_bwd_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         g = g + bc_partial[p * dq + c];
     }
     bag_update_row(u, c, row, g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar forms of the four kernels above, for tables whose width is not a multiple of 4 (dlrm's
+// mixed-dimension tables, nn::md: widths 1, 2, 3, 5, ...): D any width, OUT_STRIDE and the column
+// offsets any values; one invocation per scalar column instead of per vec4 column. Every sum
+// runs in the same order and every update is the same as in the vec4 kernels.
+
+@group(0) @binding(3) var<storage, read> bags_weight: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bags_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn bag_fwd_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let tb = id / D;
+    let t = tb / BAGS;
+    if (t >= TABLES) {
+        return;
+    }
+    let b = tb - t * BAGS;
+    let c = id - tb * D;
+    let lo = bag_offsets[t * (BAGS + 1u) + b];
+    let hi = bag_offsets[t * (BAGS + 1u) + b + 1u];
+    var acc: f32 = 0.0;
+    for (var n = lo; n < hi; n = n + 1u) {
+        let row = bag_rows[n];
+        if (row >= SHARD_LO && row - SHARD_LO < SHARD_ROWS) {
+            acc = acc + bags_weight[(row - SHARD_LO) * D + c];
+        }
+    }
+    let o = b * OUT_STRIDE + bag_col_off[t] + c;
+    if (ACCUMULATE) {
+        bags_out[o] = bags_out[o] + acc;
+    } else {
+        bags_out[o] = acc;
+    }
+}
+
+@group(0) @binding(3) var<storage, read> bags_dout: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bags_w: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bags_state: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bags_seg_grad: array<f32>;
+
+// bag_update_row for one scalar column c.
+fn bag_update_row_s(u: u32, c: u32, row: u32, g: f32) {
+    bags_seg_grad[u * D + c] = g;
+    let w = (row - SHARD_LO) * D + c;
+    if (OPTIMIZER == 0u) {
+        bags_w[w] = bags_w[w] - bag_opt.lr * g;
+    } else {
+        let st = bags_state[w] + g * g;
+        bags_state[w] = st;
+        bags_w[w] = bags_w[w] - bag_opt.lr * g / (sqrt(st) + bag_opt.eps);
+    }
+}
+
+@compute @workgroup_size(64)
+fn bag_bwd_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let u = id / D;
+    let c = id - u * D;
+    if (u >= SEGMENTS) {
+        return;
+    }
+    let row = bag_segment_row(u);
+    if (row == NO_ROW) {
+        return;
+    }
+    var g: f32 = 0.0;
+    for (var s = bag_segs[2u * u]; s < bag_segs[2u * u + 2u]; s = s + 1u) {
+        g = g + bags_dout[bag_dest[s] + c];
+    }
+    bag_update_row_s(u, c, row, g);
+}
+
+@group(0) @binding(2) var<storage, read> bps_dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bps_partial: array<f32>; // [PIECES, D]
+
+@compute @workgroup_size(64)
+fn bag_bwd_pieces_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let p = id / D;
+    let c = id - p * D;
+    if (p >= PIECES) {
+        return;
+    }
+    let s0 = bp_cuts[p];
+    let s1 = bp_cuts[p + 1u];
+    if (s0 >= s1) {
+        return;
+    }
+    var g: f32 = 0.0;
+    for (var s = s0; s < s1; s = s + 1u) {
+        g = g + bps_dout[bp_dest[s] + c];
+    }
+    bps_partial[p * D + c] = g;
+}
+
+@group(0) @binding(3) var<storage, read> bcs_partial: array<f32>;
+
+@compute @workgroup_size(64)
+fn bag_bwd_combine_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wid, nwg, lid);
+    let u = id / D;
+    let c = id - u * D;
+    if (u >= SEGMENTS) {
+        return;
+    }
+    let row = bag_segment_row(u);
+    if (row == NO_ROW) {
+        return;
+    }
+    var g: f32 = 0.0;
+    for (var p = bc_seg_pieces[u]; p < bc_seg_pieces[u + 1u]; p = p + 1u) {
+        g = g + bcs_partial[p * D + c];
+    }
+    bag_update_row_s(u, c, row, g);
 }

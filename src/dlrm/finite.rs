@@ -8,6 +8,7 @@
 use crate::error::Result;
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::finite::{record_finite_span_as, FiniteRegion};
+use crate::nn::md::{finite_region_names, MdLookups, MdTables};
 use crate::nn::{DenseBagGroup, DenseBagLookups, ParamArena};
 use crate::tt::{CorePrecision, TtParams};
 
@@ -16,6 +17,7 @@ pub(super) fn region_names(
     tt: &[&TtParams],
     dense: Option<&DenseBagGroup>,
     qr: Option<&DenseBagGroup>,
+    md: Option<&MdTables>,
 ) -> Vec<String> {
     let mut names = vec!["the MLPs' parameters".to_string()];
     for (g, params) in tt.iter().enumerate() {
@@ -36,6 +38,9 @@ pub(super) fn region_names(
             names.push(format!("the updated rows of quotient-remainder shard {s}"));
         }
     }
+    if let Some(md) = md {
+        names.extend(finite_region_names(md));
+    }
     names
 }
 
@@ -45,8 +50,9 @@ pub(super) fn mlp_code(
     tt: &[&TtParams],
     dense: Option<&DenseBagGroup>,
     qr: Option<&DenseBagGroup>,
+    md: Option<&MdTables>,
 ) -> u32 {
-    region_names(tt, dense, qr).len() as u32
+    region_names(tt, dense, qr, md).len() as u32
 }
 
 /// The region with `code`, if any (0: none).
@@ -66,12 +72,14 @@ pub(super) fn record_checks(
     tt: &[&TtParams],
     dense: Option<(&DenseBagGroup, &DenseBagLookups)>,
     qr: Option<(&DenseBagGroup, &DenseBagLookups)>,
+    md: Option<(&MdTables, &MdLookups)>,
     mlp_checked: bool,
 ) -> Result<()> {
     let regions = region_names(
         tt,
         dense.map(|(group, _)| group),
         qr.map(|(group, _)| group),
+        md.map(|(m, _)| m),
     )
     .len() as u32;
     let mut code = regions;
@@ -133,6 +141,10 @@ pub(super) fn record_checks(
     }
     if let Some((group, lookups)) = qr {
         lookups.record_finite_check(g, group, step, stats, code)?;
+        code -= group.num_shards() as u32;
+    }
+    if let Some((md, lookups)) = md {
+        lookups.record_finite_checks(g, md, step, stats, code)?;
     }
     Ok(())
 }

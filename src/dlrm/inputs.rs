@@ -5,11 +5,13 @@
 
 use crate::data::Batch;
 use crate::dlrm::config::DlrmConfig;
+use crate::dlrm::md::md_ids;
 use crate::dlrm::net::Net;
 use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, PlanInput};
 use crate::kernels::loss::StepParams;
 use crate::kernels::matmul::GemmVariant;
+use crate::nn::md::MdLookups;
 use crate::nn::mlp::pad4;
 use crate::nn::{DenseBagLookups, QrLookups};
 use crate::tt::lookups::LookupSource;
@@ -48,6 +50,8 @@ pub(super) struct BatchInputs {
     pub(super) tt: Vec<TtLookups>,
     /// The quotient-remainder tables' lookups.
     pub(super) qr: Option<QrLookups>,
+    /// The MD tables' lookups (one per bag).
+    pub(super) md: Option<MdLookups>,
 }
 
 /// Declares the input regions of a plan for batches of `batch` samples (with labels and the
@@ -112,6 +116,18 @@ pub(super) fn declare(
         )?),
         None => None,
     };
+    let md = match &net.md {
+        Some(md) => Some(MdLookups::declare(
+            g,
+            md,
+            batch,
+            1,
+            true,
+            net.variant == GemmVariant::Split,
+            "md tables",
+        )?),
+        None => None,
+    };
     Ok(BatchInputs {
         qr,
         batch,
@@ -121,6 +137,7 @@ pub(super) fn declare(
         step,
         dense,
         tt,
+        md,
     })
 }
 
@@ -252,6 +269,11 @@ pub(super) fn fill(
     }
     if let (Some(q), Some(lk)) = (&net.qr, &inputs.qr) {
         q.fill(input, lk, &q.ids(batch.sparse, tables, b))?;
+    }
+    if let (Some(md), Some(lk)) = (&net.md, &inputs.md) {
+        let ids = md_ids(&net.config, &net.md_index, batch.sparse);
+        let bags: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
+        lk.fill(input, md, &bags)?;
     }
     Ok(dense_ids)
 }

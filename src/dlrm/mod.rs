@@ -16,7 +16,10 @@
 //!
 //! The CPU twin of a whole step (f64, the tests' oracle) is `twin::dlrm`, with the other twins.
 //!
-//! Imports run one way, each file using only those before it: config, baselines, qr, net, inputs, finite,
+//! - `md` (internal): the mixed-dimension tables' names and ids (the layer is `nn::md`).
+//!
+//! Imports run one way, each file using only those before it: config, baselines, md, qr, net,
+//! inputs, finite,
 //! step, state_dict, model. The rooms after net take it (or the config) as an explicit argument;
 //! none reaches back into model.rs.
 
@@ -25,6 +28,7 @@ pub mod config;
 mod finite;
 pub mod fixture;
 mod inputs;
+mod md;
 pub mod model;
 mod net;
 mod qr;

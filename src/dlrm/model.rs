@@ -21,7 +21,7 @@ use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
 use crate::dlrm::inputs::{fill, validate, DlrmBatch};
 use crate::dlrm::net::Net;
 use crate::dlrm::split::{build_split_plan, run_split, SplitPlan};
-use crate::dlrm::state_dict::{self, LastDenseStep};
+use crate::dlrm::state_dict::{self, LastDenseStep, LastMdStep};
 use crate::dlrm::step::{build_eval_plan, build_train_plan, EvalPlan, StepPlan};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -79,6 +79,8 @@ pub struct Dlrm {
     eval_plans: PlanCache<EvalKey, EvalPlan>,
     /// The dense tables' ids of the last training batch (for [`Dlrm::gradient`]).
     last_dense_ids: Option<Vec<Vec<u32>>>,
+    /// The MD tables' ids of the last training batch (for [`Dlrm::gradient`]).
+    last_md_ids: Option<Vec<Vec<u32>>>,
     /// Data-parallel steps' plans by (batch per rank, ranks).
     split_plans: PlanCache<(usize, usize), SplitPlan>,
     /// The QR tables' ids of the last training batch (for [`Dlrm::gradient`]).
@@ -130,6 +132,7 @@ impl Dlrm {
             train_plans: PlanCache::new(PLANS_PER_KIND),
             eval_plans: PlanCache::new(PLANS_PER_KIND),
             last_dense_ids: None,
+            last_md_ids: None,
             split_plans: PlanCache::new(PLANS_PER_KIND),
             last_qr_ids: None,
         })
@@ -262,6 +265,10 @@ impl Dlrm {
         self.last_dense_ids = fill(net, &mut sp.input, &sp.inputs, batch, Some(slot))?;
         let tables = net.config.tables.len();
         self.last_qr_ids = net.qr.as_ref().map(|q| q.ids(batch.sparse, tables, b));
+        self.last_md_ids = net
+            .md
+            .as_ref()
+            .map(|_| crate::dlrm::md::md_ids(&net.config, &net.md_index, batch.sparse));
         let out = replay(&sp.plan, &sp.input)?;
         self.unread.push_back((self.steps, b));
         self.steps += 1;
@@ -279,7 +286,7 @@ impl Dlrm {
                 "batch size and ranks must be at least 1",
             ));
         }
-        self.refuse_qr_in_parallel()?;
+        self.refuse_baselines_in_parallel()?;
         let (net, stats) = (&self.net, &self.stats);
         self.split_plans.get_or_build((batch, ranks), || {
             build_split_plan(net, stats, batch, ranks)
@@ -287,13 +294,16 @@ impl Dlrm {
         Ok(())
     }
 
-    /// Quotient-remainder tables have no data-parallel step yet (their rows' exchange).
-    fn refuse_qr_in_parallel(&self) -> Result<()> {
-        if self.net.qr.is_some() {
-            return Err(Error::input(
-                None,
-                "--embedding qr is not supported in data-parallel runs yet",
-            ));
+    /// Quotient-remainder and mixed-dimension tables have no data-parallel step yet (their
+    /// rows' exchange).
+    fn refuse_baselines_in_parallel(&self) -> Result<()> {
+        for (present, kind) in [(self.net.qr.is_some(), "qr"), (self.net.md.is_some(), "md")] {
+            if present {
+                return Err(Error::input(
+                    None,
+                    format!("--embedding {kind} is not supported in data-parallel runs yet"),
+                ));
+            }
         }
         Ok(())
     }
@@ -309,7 +319,7 @@ impl Dlrm {
         group: &dyn crate::dist::Collective,
     ) -> Result<f64> {
         let b = self.validate(batch, true)?;
-        self.refuse_qr_in_parallel()?;
+        self.refuse_baselines_in_parallel()?;
         if self.net.tt.iter().any(|g| g.params.cache().is_some()) {
             return Err(Error::input(
                 None,
@@ -421,7 +431,8 @@ impl Dlrm {
     pub fn non_finite_region(&self, code: u32) -> Option<String> {
         let tt: Vec<&TtParams> = self.net.tt.iter().map(|grp| &grp.params).collect();
         let qr = self.net.qr.as_ref().map(|q| q.group.group());
-        let names = super::finite::region_names(&tt, self.net.dense.as_ref(), qr);
+        let names =
+            super::finite::region_names(&tt, self.net.dense.as_ref(), qr, self.net.md.as_ref());
         super::finite::region_of(code, &names)
     }
 
@@ -572,7 +583,14 @@ impl Dlrm {
         if let Some((t, part)) = super::qr::parse_name(name) {
             return self.qr_gradient(t, part);
         }
-        state_dict::gradient(&self.net, name, last_dense)
+        let last_md = self.last_md_ids.as_ref().and_then(|ids| {
+            let sp = self.train_plans.get(&ids[0].len())?;
+            Some(LastMdStep {
+                ids,
+                lookups: sp.inputs.md.as_ref()?,
+            })
+        });
+        state_dict::gradient(&self.net, name, last_dense, last_md)
     }
 
     /// The gradient of QR table `t`'s `part` in the last training step.

@@ -5,10 +5,12 @@
 //! of them reaches back into `Dlrm` (no import cycle).
 
 use crate::dlrm::config::{DlrmConfig, DlrmOptions, TableKind};
+use crate::dlrm::md::{md_specs, MD_SEED};
 use crate::dlrm::qr::QrTables;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::matmul::GemmVariant;
+use crate::nn::md::MdTables;
 use crate::nn::{ArenaLayout, DenseBagGroup, Mlp, ParamArena};
 use crate::tt::{init_cores, Optimizer, Pooling, TtKernels, TtOptions, TtParams, TtShape};
 
@@ -37,6 +39,10 @@ pub(super) struct Net {
     pub(super) tt_of: Vec<Option<(usize, usize)>>,
     /// dlrm's quotient-remainder tables, as one group (None without any).
     pub(super) qr: Option<QrTables>,
+    /// The mixed-dimension tables (rows by width; projections in `arena`), if any.
+    pub(super) md: Option<MdTables>,
+    /// Per model table: its index among the MD tables.
+    pub(super) md_index: Vec<Option<usize>>,
 }
 
 /// Where the model's tables go: the dense tables' rows, and the TT tables grouped by (column
@@ -57,16 +63,10 @@ fn place_tables(config: &DlrmConfig) -> Result<TablePlacement> {
     let mut groups: Vec<Vec<(usize, TtShape)>> = Vec::new();
     let mut tt_of = vec![None; config.tables.len()];
     for (t, table) in config.tables.iter().enumerate() {
-        if matches!(table.kind, TableKind::Qr { .. }) {
-            // Built apart (`QrTables`).
+        if matches!(table.kind, TableKind::Qr { .. } | TableKind::Md { .. }) {
+            // Built apart: `QrTables` and `nn::md` (see `md_specs`).
             dense_index.push(None);
             continue;
-        }
-        if matches!(table.kind, TableKind::Md { .. }) {
-            return Err(Error::input(
-                Some(t),
-                format!("{} tables are not built yet", table.kind.name()),
-            ));
         }
         match config.tt_shape(t)? {
             None => {
@@ -169,6 +169,11 @@ impl Net {
         let mut layout = ArenaLayout::default();
         let bottom = Mlp::declare(&mut layout, "bot_l", &config.bottom_mlp, true)?;
         let top = Mlp::declare(&mut layout, "top_l", &config.top_widths(), false)?;
+        let (specs, md_index) = md_specs(&config);
+        // The MD projections follow the MLPs in the arena (none: the arena is unchanged).
+        let md_decl = (!specs.is_empty())
+            .then(|| MdTables::declare(&mut layout, &specs, config.dim()))
+            .transpose()?;
         let mut arena = ParamArena::new(gpu, layout, opt)?;
         if init {
             bottom.init(&mut arena, config.seed)?;
@@ -202,6 +207,17 @@ impl Net {
             )?)
         };
         let qr = QrTables::build(gpu, &config, opt, init, options.max_shard_bytes)?;
+        let md = match md_decl {
+            Some(decl) => Some(MdTables::new(
+                gpu,
+                decl,
+                &mut arena,
+                opt,
+                init.then(|| config.seed.wrapping_add(MD_SEED)),
+                options.max_shard_bytes,
+            )?),
+            None => None,
+        };
         let variant = options
             .gemm
             .unwrap_or_else(|| GemmVariant::for_class(options.kernels.resolve(gpu)));
@@ -217,6 +233,8 @@ impl Net {
             tt,
             tt_of: placement.tt_of,
             qr,
+            md,
+            md_index,
         })
     }
 
@@ -227,6 +245,13 @@ impl Net {
     /// Values in one row of T: (tables + 1) vectors of D.
     pub(super) fn t_stride(&self) -> usize {
         self.config.vectors() * self.config.dim()
+    }
+    /// Column in T of each MD table, in MD order.
+    pub(super) fn md_cols(&self) -> Vec<usize> {
+        (0..self.config.tables.len())
+            .filter(|&t| self.md_index[t].is_some())
+            .map(|t| self.slot_col(t))
+            .collect()
     }
     /// Column in T of each dense table, in dense-group order.
     pub(super) fn dense_col_offsets(&self) -> Vec<usize> {
@@ -248,6 +273,9 @@ impl Net {
         }
         if let Some(q) = &mut self.qr {
             q.group.set_learning_rate(lr);
+        }
+        if let Some(md) = &mut self.md {
+            md.set_learning_rate(lr);
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::dlrm::finite::record_checks;
 use crate::dlrm::inputs::{fill, DlrmBatch};
 use crate::dlrm::net::Net;
 use crate::dlrm::step::{build_step_plan, StepPlan};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
 use crate::kernels::loss::StepParams;
 use crate::nn::DenseBagLookups;
@@ -57,6 +57,12 @@ pub(super) fn build_split_plan(
     batch: usize,
     ranks: usize,
 ) -> Result<SplitPlan> {
+    if net.md.is_some() {
+        return Err(Error::input(
+            None,
+            "--embedding md is not supported in data-parallel runs yet",
+        ));
+    }
     let bufs = grad_buffers(net);
     let flat_bytes: u64 = bufs.iter().map(|b| b.size()).sum();
     let flat = net.gpu.storage("data-parallel gradients", flat_bytes);
@@ -131,6 +137,7 @@ pub(super) fn build_split_plan(
         &tt,
         checked_dense,
         None, // QR tables: refused in data-parallel runs (`Dlrm::train_step_parallel`)
+        None, // MD tables: refused likewise
         false,
     )?;
     let update = g.build()?;

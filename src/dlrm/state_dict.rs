@@ -6,6 +6,7 @@
 use crate::dlrm::net::Net;
 use crate::dlrm::qr::{param_name as qr_name, parse_name as parse_qr};
 use crate::error::{Error, Result};
+use crate::nn::md::{rows_name, MdLookups, MdTables};
 use crate::nn::QrPart;
 use crate::nn::{DenseBagGroup, DenseBagLookups};
 use crate::tt::{Bags, TtParams};
@@ -23,12 +24,15 @@ enum Param<'a> {
     Mlp(&'a str),
     Dense(usize),
     Core(usize, usize),
+    /// An MD table's rows (its projection is an arena tensor, reached as `Mlp`).
+    MdRows(usize),
 }
 
 fn parse_name(name: &str) -> Param<'_> {
     let parts: Vec<&str> = name.split('.').collect();
     match parts.as_slice() {
         ["emb_l", t, "weight"] => t.parse().map(Param::Dense).unwrap_or(Param::Mlp(name)),
+        ["emb_l", t, "embs", "weight"] => t.parse().map(Param::MdRows).unwrap_or(Param::Mlp(name)),
         ["emb_l", t, "tt_cores", k] => match (t.parse(), k.parse()) {
             (Ok(t), Ok(k)) => Param::Core(t, k),
             _ => Param::Mlp(name),
@@ -42,6 +46,13 @@ fn parse_name(name: &str) -> Param<'_> {
 pub(super) struct LastDenseStep<'a> {
     pub(super) ids: &'a [Vec<u32>],
     pub(super) lookups: &'a DenseBagLookups,
+}
+
+/// What the last training step leaves for the MD tables' row gradients: their ids (one list per
+/// MD table) and the step's MD lookups.
+pub(super) struct LastMdStep<'a> {
+    pub(super) ids: &'a [Vec<u32>],
+    pub(super) lookups: &'a MdLookups,
 }
 
 /// Every parameter's name and logical shape: MLP layers, then tables in order.
@@ -66,6 +77,11 @@ pub(super) fn parameter_names(net: &Net) -> Vec<(String, Vec<usize>)> {
             ));
             continue;
         }
+        if let Ok((md, i)) = md_table(net, t) {
+            let s = &md.specs()[i];
+            out.push((rows_name(&s.prefix), vec![s.rows as usize, s.dim]));
+            continue;
+        }
         match tt_table(net, t) {
             Ok((p, i)) => {
                 let shape = &p.tables()[i].shape;
@@ -84,6 +100,17 @@ fn tt_table(net: &Net, t: usize) -> Result<(&TtParams, usize)> {
     match net.tt_of.get(t).copied().flatten() {
         Some((g, i)) => Ok((&net.tt[g].params, i)),
         None => Err(Error::input(Some(t), "the table is not a TT table")),
+    }
+}
+
+/// The MD tables and table `t`'s index among them.
+fn md_table(net: &Net, t: usize) -> Result<(&MdTables, usize)> {
+    match (net.md.as_ref(), net.md_index.get(t).copied().flatten()) {
+        (Some(md), Some(i)) => Ok((md, i)),
+        _ => Err(Error::input(
+            Some(t),
+            "the table is not a mixed-dimension table",
+        )),
     }
 }
 
@@ -112,6 +139,10 @@ pub(super) fn parameter(net: &Net, name: &str) -> Result<Vec<f32>> {
         Param::Core(t, k) => {
             let (p, i) = tt_table(net, t)?;
             p.table_core(i, k).map_err(|e| e.with_table(t))
+        }
+        Param::MdRows(t) => {
+            let (md, i) = md_table(net, t)?;
+            md.rows(i).map_err(|e| e.with_table(t))
         }
         Param::Mlp(n) => net.arena.get(n),
     }
@@ -143,6 +174,11 @@ pub(super) fn set_parameter(net: &mut Net, name: &str, values: &[f32]) -> Result
                 .set_table_core(i, k, values)
                 .map_err(|e| e.with_table(t))
         }
+        Param::MdRows(t) => {
+            let i = md_table(net, t)?.1;
+            let md = net.md.as_mut().expect("MD tables");
+            md.set_rows(i, values).map_err(|e| e.with_table(t))
+        }
         Param::Mlp(n) => net.arena.set(n, values),
     }
 }
@@ -153,6 +189,7 @@ pub(super) fn gradient(
     net: &Net,
     name: &str,
     last_dense: Option<LastDenseStep>,
+    last_md: Option<LastMdStep>,
 ) -> Result<Vec<f32>> {
     match parse_name(name) {
         Param::Dense(t) => {
@@ -167,6 +204,14 @@ pub(super) fn gradient(
             let (p, i) = tt_table(net, t)?;
             p.table_grad(i, k).map_err(|e| e.with_table(t))
         }
+        Param::MdRows(t) => {
+            let (md, i) = md_table(net, t)?;
+            let last = last_md.ok_or_else(|| Error::input(None, "no training step yet"))?;
+            let b = last.ids[0].len();
+            let offsets: Vec<u32> = (0..=b as u32).collect();
+            let bags: Vec<Bags> = last.ids.iter().map(|v| Bags::new(v, &offsets)).collect();
+            last.lookups.rows_grad(md, &bags, i)
+        }
         Param::Mlp(n) => net.arena.grad(n),
     }
 }
@@ -179,12 +224,19 @@ fn qr_tables(net: &Net, t: usize) -> Result<&crate::dlrm::qr::QrTables> {
         .ok_or_else(|| Error::input(Some(t), "the table is not a quotient-remainder table"))
 }
 
-/// Number of parameters (values, not bytes): (MLPs, dense tables and QR tables' parts, TT
-/// cores).
+/// Number of parameters (values, not bytes): (MLPs, dense, QR and MD tables (MD rows and
+/// projections), TT cores).
 pub(super) fn parameter_counts(net: &Net) -> (u64, u64, u64) {
-    let mlp = net.arena.num_params() as u64;
+    let md = net.md.as_ref().map_or(0, |m| m.num_params());
+    let md_proj = net.md.as_ref().map_or(0, |m| {
+        (0..m.specs().len())
+            .map(|i| m.projection(i).len() as u64)
+            .sum::<u64>()
+    });
+    let mlp = net.arena.num_params() as u64 - md_proj;
     let dense = net.dense.as_ref().map_or(0, |d| d.num_params())
-        + net.qr.as_ref().map_or(0, |q| q.group.num_params());
+        + net.qr.as_ref().map_or(0, |q| q.group.num_params())
+        + md;
     let tt = net.tt.iter().map(|g| g.params.num_params() as u64).sum();
     (mlp, dense, tt)
 }

@@ -14,6 +14,7 @@ use crate::kernels::interaction::{
 use crate::kernels::loss::{record_bce, record_probabilities};
 use crate::kernels::optim::FiniteFlag;
 use crate::kernels::MatrixAt;
+use crate::nn::md::{MdOut, MdSaved};
 use crate::nn::mlp::pad4;
 use crate::nn::{act_transient, Act, MlpActivations};
 use crate::tt::{TtParams, TtSaved};
@@ -27,6 +28,8 @@ struct Forward {
     top: MlpActivations,
     /// One per TT group.
     saved: Vec<TtSaved>,
+    /// The MD tables' pooled rows.
+    md: Option<MdSaved>,
 }
 
 /// A built training step with its input image.
@@ -89,6 +92,18 @@ fn record_forward(net: &Net, g: &mut GraphBuilder, inputs: &BatchInputs) -> Resu
     for (grp, lk) in net.tt.iter().zip(&inputs.tt) {
         saved.push(lk.record_forward(g, &grp.params, &t)?);
     }
+    let md = match (&net.md, &inputs.md) {
+        (Some(md), Some(lk)) => {
+            let cols = net.md_cols();
+            let out = MdOut {
+                buf: &t,
+                stride: t_stride,
+                cols: &cols,
+            };
+            Some(lk.record_forward(g, md, &net.arena, &out, net.variant)?)
+        }
+        _ => None,
+    };
     record_interaction_fwd(
         g,
         "interaction",
@@ -119,6 +134,7 @@ fn record_forward(net: &Net, g: &mut GraphBuilder, inputs: &BatchInputs) -> Resu
         bottom,
         top,
         saved,
+        md,
     })
 }
 
@@ -218,6 +234,15 @@ pub(super) fn build_step_plan(
     for ((grp, lk), saved) in net.tt.iter().zip(&inputs.tt).zip(fw.saved) {
         lk.record_backward(&mut g, &grp.params, &dt, Some(saved), update)?;
     }
+    if let (Some(md), Some(lk), Some(saved)) = (&net.md, &inputs.md, &fw.md) {
+        let cols = net.md_cols();
+        let dout = MdOut {
+            buf: &dt,
+            stride: t_stride,
+            cols: &cols,
+        };
+        lk.record_backward(&mut g, md, &net.arena, &dout, saved, net.variant)?;
+    }
     if let Some(out) = gradients_out {
         out(&mut g, &dt)?;
         let plan = g.build()?;
@@ -245,6 +270,7 @@ pub(super) fn build_step_plan(
             &tt,
             dense.map(|(group, _)| group),
             qr.map(|(group, _)| group),
+            net.md.as_ref(),
         ),
     };
     let mlp_checked = net
@@ -258,6 +284,7 @@ pub(super) fn build_step_plan(
         &tt,
         dense,
         qr,
+        net.md.as_ref().zip(inputs.md.as_ref()),
         mlp_checked,
     )?;
     let plan = g.build()?;

@@ -1,5 +1,7 @@
 //! Launcher of `shaders/embedding.wgsl`: uncompressed EmbeddingBag (sum) over a group of tables,
-//! per shard of rows, forward and backward with the fused update.
+//! per shard of rows, forward and backward with the fused update. Widths that are a multiple of
+//! 4 run the vec4 kernels; other widths (dlrm's mixed-dimension tables) their scalar forms
+//! (`_s`): one invocation per scalar column, the same sums in the same order.
 
 use crate::error::Result;
 use crate::gpu::shaders::Kernel;
@@ -29,6 +31,15 @@ pub struct BagGroupShape {
     pub row_run: usize,
 }
 
+/// `vec4` when `dim` is a multiple of 4, else the scalar form; with the columns per invocation.
+fn pick(dim: usize, vec4: Kernel, scalar: Kernel) -> (Kernel, usize) {
+    if dim.is_multiple_of(4) {
+        (vec4, 4)
+    } else {
+        (scalar, 1)
+    }
+}
+
 /// Adds the pooling of one shard's rows: bag b of table t into `out` at
 /// `b * out.stride + col_off[t]` (`out.offset` must be 0; `col_off` holds the offsets).
 /// `accumulate`: add to what earlier shards wrote.
@@ -44,10 +55,11 @@ pub fn record_bag_fwd(
     out: &MatrixAt,
     accumulate: bool,
 ) -> Result<()> {
+    let (kernel, lanes) = pick(s.dim, Kernel::BagFwd, Kernel::BagFwdS);
     launch(
         g,
         label,
-        Kernel::BagFwd,
+        kernel,
         &[
             ("D", s.dim as f64),
             ("TABLES", s.tables as f64),
@@ -64,7 +76,7 @@ pub fn record_bag_fwd(
             weight = shard.weight.clone(),
             out = out.buf.clone()
         ],
-        (s.tables * s.bags * s.dim / 4) as u64,
+        (s.tables * s.bags * s.dim / lanes) as u64,
     )?;
     // One invocation per (table, bag, vec4 column) walks the bag's lookups; every lookup's
     // row is read (the shard's rows only are added).
@@ -99,10 +111,11 @@ pub fn record_bag_bwd(
     seg_grad: Buf,
     row_run: usize,
 ) -> Result<()> {
+    let (kernel, lanes) = pick(dim, Kernel::BagBwd, Kernel::BagBwdS);
     launch(
         g,
         label,
-        Kernel::BagBwd,
+        kernel,
         &update_overrides(dim, segments, kind, shard),
         named![
             opt,
@@ -113,7 +126,7 @@ pub fn record_bag_bwd(
             state = shard.state.clone(),
             seg_grad
         ],
-        (segments * dim / 4) as u64,
+        (segments * dim / lanes) as u64,
     )?;
     // One invocation per (segment, vec4 column) sums the row's lookups in order, then updates.
     let (u, d) = (segments as f64, dim as f64);
@@ -185,13 +198,14 @@ pub fn record_bag_bwd_pieces(
     dout: Buf,
     partial: Buf,
 ) -> Result<()> {
+    let (kernel, lanes) = pick(dim, Kernel::BagBwdPieces, Kernel::BagBwdPiecesS);
     launch(
         g,
         label,
-        Kernel::BagBwdPieces,
+        kernel,
         &[("D", dim as f64), ("PIECES", slots as f64)],
         named![cuts, dest, dout, partial],
-        (slots * dim / 4) as u64,
+        (slots * dim / lanes) as u64,
     )?;
     // Every lookup's gradient row read once, every piece's sum written once.
     let (p, d) = (slots as f64, dim as f64);
@@ -221,10 +235,11 @@ pub fn record_bag_bwd_combine(
     seg_grad: Buf,
     row_run: usize,
 ) -> Result<()> {
+    let (kernel, lanes) = pick(dim, Kernel::BagBwdCombine, Kernel::BagBwdCombineS);
     launch(
         g,
         label,
-        Kernel::BagBwdCombine,
+        kernel,
         &update_overrides(dim, segments, kind, shard),
         named![
             opt,
@@ -235,7 +250,7 @@ pub fn record_bag_bwd_combine(
             state = shard.state.clone(),
             seg_grad
         ],
-        (segments * dim / 4) as u64,
+        (segments * dim / lanes) as u64,
     )?;
     let (u, d) = (segments as f64, dim as f64);
     g.set_cost(Cost {

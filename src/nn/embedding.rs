@@ -18,6 +18,7 @@ use crate::kernels::embedding::{
 use crate::kernels::finite::{record_finite_rows, FiniteRegion};
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::MatrixAt;
+use crate::nn::row_sort::sort_by_row;
 use crate::tt::{Bags, Optimizer};
 
 /// One shard of the group's rows.
@@ -91,7 +92,8 @@ impl DenseBagGroup {
         Ok(group)
     }
 
-    /// Tables with all-zero rows (to be set with [`DenseBagGroup::set_table`]).
+    /// Tables with all-zero rows (to be set with [`DenseBagGroup::set_table`]); D a multiple
+    /// of 4 (the vec4 kernels).
     pub fn empty(
         gpu: &Gpu,
         dim: usize,
@@ -104,6 +106,21 @@ impl DenseBagGroup {
                 None,
                 format!("dense embedding tables need D a multiple of 4, got {dim}"),
             ));
+        }
+        Self::empty_any_width(gpu, dim, rows, optimizer, max_shard_bytes)
+    }
+
+    /// [`DenseBagGroup::empty`] of any width: widths that are not a multiple of 4 run the
+    /// scalar kernels (dlrm's mixed-dimension tables, `nn::md`).
+    pub fn empty_any_width(
+        gpu: &Gpu,
+        dim: usize,
+        rows: &[u64],
+        optimizer: Optimizer,
+        max_shard_bytes: Option<u64>,
+    ) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::shape(None, "dense embedding tables need D > 0"));
         }
         if let Some(t) = rows.iter().position(|&n| n == 0) {
             return Err(Error::shape(Some(t), "a dense table has 0 rows"));
@@ -352,7 +369,7 @@ struct HostLookups {
 impl DenseBagLookups {
     /// Declares the inputs of `bags` bags per table with up to `nnz_cap` lookups over all
     /// tables. Bag b of table t is pooled into row b of `out` at column `col_offsets[t]`
-    /// (`out.stride` and every column offset a multiple of 4; `out.offset` 0).
+    /// (`out.stride` and every column offset a multiple of 4 where the width is; `out.offset` 0).
     pub fn declare(
         g: &mut GraphBuilder,
         group: &DenseBagGroup,
@@ -372,7 +389,11 @@ impl DenseBagLookups {
                 ),
             ));
         }
-        if !out_stride.is_multiple_of(4) || col_offsets.iter().any(|c| !c.is_multiple_of(4)) {
+        // The vec4 kernels write whole vec4s; the scalar ones (widths not a multiple of 4) any column.
+        let vec4 = group.dim.is_multiple_of(4);
+        if vec4
+            && (!out_stride.is_multiple_of(4) || col_offsets.iter().any(|c| !c.is_multiple_of(4)))
+        {
             return Err(Error::shape(
                 None,
                 "dense tables pool into columns at multiples of 4",
@@ -712,34 +733,6 @@ impl DenseBagLookups {
             }
         }
         Ok(out)
-    }
-}
-
-/// Sorts (row, position) pairs by row, keeping positions in order within a row: a comparison
-/// sort for small batches, two stable 16-bit radix passes (O(n)) for large ones.
-fn sort_by_row(v: &mut Vec<(u32, u32)>) {
-    if v.len() < 1 << 15 {
-        v.sort_unstable();
-        return;
-    }
-    let mut tmp = vec![(0u32, 0u32); v.len()];
-    for shift in [0u32, 16] {
-        let mut count = vec![0usize; 1 << 16];
-        for &(r, _) in v.iter() {
-            count[((r >> shift) & 0xffff) as usize] += 1;
-        }
-        let mut at = 0;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for &e in v.iter() {
-            let k = ((e.0 >> shift) & 0xffff) as usize;
-            tmp[count[k]] = e;
-            count[k] += 1;
-        }
-        std::mem::swap(v, &mut tmp);
     }
 }
 

@@ -351,6 +351,20 @@ impl ParamArena {
             .collect())
     }
 
+    /// Weight `t` (padded `[stored_rows, stride]`) as a product's operand: for layers outside
+    /// [`Mlp`] whose weights live in the arena (the MD tables' projections, `nn::md`).
+    pub fn weight_at(&self, t: &ArenaTensor) -> MatrixAt {
+        self.at(&self.params, t)
+    }
+    /// Weight `t`'s transposed copy (`[stride, stored_rows]`) as a product's operand.
+    pub fn weight_t_at(&self, t: &ArenaTensor) -> MatrixAt {
+        self.at_t(t)
+    }
+    /// Weight `t`'s gradient bound on its own, as a weight-gradient product's output.
+    pub fn grad_at(&self, t: &ArenaTensor) -> MatrixAt {
+        self.own(&self.grads, t)
+    }
+
     /// Where weight `t`'s transposed copy lives: [stride, stored_rows] at its offset.
     fn at_t(&self, t: &ArenaTensor) -> MatrixAt {
         MatrixAt {

@@ -336,13 +336,26 @@ fn model_line(config: &DlrmConfig, model: &Dlrm) -> Result<String> {
     if qr > 0 {
         kinds.push(format!("{qr} quotient-remainder"));
     }
+    let md_widths: Vec<String> = (config.tables.iter())
+        .filter_map(|t| match t.kind {
+            TableKind::Md { dim } => Some(dim.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !md_widths.is_empty() {
+        kinds.push(format!(
+            "{} MD, widths {}",
+            md_widths.len(),
+            md_widths.join(",")
+        ));
+    }
     let tables = if kinds.is_empty() {
         "all dense".to_string()
     } else {
         kinds.join(", ")
     };
     let embedding = config.embedding_params()?;
-    let size = if tt + qr == 0 {
+    let size = if kinds.is_empty() {
         String::new()
     } else {
         format!(

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{nn, qr, tt};
+use super::{md, nn, qr, tt};
 use crate::error::{Error, Result};
 use crate::tt_shape::{Pooling, TtShape};
 
@@ -39,6 +39,9 @@ pub enum TwinTable {
         collisions: u64,
         operation: qr::QrOperation,
     },
+    /// A mixed-dimension table: `emb_l.{t}.embs.weight` `[rows, dim]` projected by
+    /// `emb_l.{t}.proj.weight` `[D, dim]`.
+    Md { rows: u64, dim: usize },
 }
 
 /// A QR table's parameters in f64 (owned; [`QrOwned::weights`] lends them to the twin).
@@ -149,6 +152,8 @@ pub fn step(
     let ids = |t: usize| -> Vec<u64> { (0..b).map(|s| sparse[s * tables + t] as u64).collect() };
     let mut emb = Vec::with_capacity(tables);
     let mut qr_pooled = HashMap::new();
+    // Each MD table's pooled rows, for its backward.
+    let mut md_pooled: HashMap<usize, Vec<f64>> = HashMap::new();
     for t in 0..tables {
         let idx = ids(t);
         emb.push(match &model.tables[t] {
@@ -166,6 +171,13 @@ pub fn step(
                     .map(|k| get(&format!("emb_l.{t}.tt_cores.{k}")).cloned())
                     .collect::<Result<_>>()?;
                 tt::forward(shape, &cores, &idx, &offsets, None, Pooling::Sum)
+            }
+            TwinTable::Md { dim, .. } => {
+                let rows = f64s(get(&format!("emb_l.{t}.embs.weight"))?);
+                let proj = f64s(get(&format!("emb_l.{t}.proj.weight"))?);
+                let (pooled, out) = md::forward(&rows, &proj, *dim, &idx, &offsets);
+                md_pooled.insert(t, pooled);
+                out
             }
         });
     }
@@ -241,6 +253,20 @@ pub fn step(
                 for (k, gk) in gk.into_iter().enumerate() {
                     grads.insert(format!("emb_l.{t}.tt_cores.{k}"), gk);
                 }
+            }
+            TwinTable::Md { rows, dim } => {
+                let proj = f64s(get(&format!("emb_l.{t}.proj.weight"))?);
+                let (g_rows, g_proj) = md::backward(
+                    *rows as usize,
+                    &proj,
+                    *dim,
+                    &idx,
+                    &offsets,
+                    &md_pooled[&t],
+                    &de,
+                );
+                grads.insert(format!("emb_l.{t}.embs.weight"), g_rows);
+                grads.insert(format!("emb_l.{t}.proj.weight"), g_proj);
             }
         }
     }
