@@ -23,7 +23,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use wgpu::naga;
 
-use crate::dlrm::{Dlrm, DlrmConfig, DlrmOptions, TtCacheOptions};
+use crate::dlrm::baselines::{DLRM_MD_TEMPERATURE, DLRM_MD_THRESHOLD};
+use crate::dlrm::{Baseline, Dlrm, DlrmConfig, DlrmOptions, TtCacheOptions};
 use crate::error::{Error, Result};
 use crate::gpu::shaders::{Kernel, Shader};
 use crate::gpu::{AdapterClass, Gpu, KernelClass};
@@ -72,25 +73,31 @@ pub fn build_plans(gpu: &Gpu, options: &ExportOptions) -> Result<Vec<String>> {
     let tt_kernels = TtKernels::for_class(options.class);
     let config = DlrmConfig::kaggle();
     let mut plans = Vec::new();
-    let mut model = Dlrm::zeroed(
-        gpu,
-        config.clone(),
-        DlrmOptions {
-            gemm: options.gemm,
-            kernels: match options.class {
-                AdapterClass::Cpu => KernelClass::Cpu,
-                AdapterClass::Gpu => KernelClass::Gpu,
-            },
-            tt_kernels: Some(tt_kernels),
-            ..DlrmOptions::default()
+    let dlrm_options = || DlrmOptions {
+        gemm: options.gemm,
+        kernels: match options.class {
+            AdapterClass::Cpu => KernelClass::Cpu,
+            AdapterClass::Gpu => KernelClass::Gpu,
         },
-    )?;
+        tt_kernels: Some(tt_kernels),
+        ..DlrmOptions::default()
+    };
+    let mut model = Dlrm::zeroed(gpu, config.clone(), dlrm_options())?;
     model.prepare_train(batch)?;
     plans.push(format!("dlrm kaggle train, batch {batch}"));
     model.prepare_eval(batch)?;
     plans.push(format!("dlrm kaggle eval, batch {batch}"));
     let gemm = model.gemm_variant();
     drop(model);
+    // dlrm's mixed-dimension tables (`--embedding md`): widths 1 to 4, so the embedding
+    // kernels' scalar forms too.
+    let md = DlrmConfig::kaggle_dense().with_baseline(Baseline::Md {
+        threshold: DLRM_MD_THRESHOLD,
+        temperature: DLRM_MD_TEMPERATURE,
+        round_dims: false,
+    })?;
+    Dlrm::zeroed(gpu, md, dlrm_options())?.prepare_train(batch)?;
+    plans.push(format!("dlrm kaggle md train, batch {batch}"));
 
     // Standalone tables in every call mode: the largest Kaggle TT table with each fused update,
     // and with a row cache (its probe, pooling, update and refresh kernels).
