@@ -7,11 +7,8 @@
 // reduces its terms in a fixed order (lookups of a row in the order of the GPU's stable sort,
 // shaders/tt_route.wgsl; chunks one after the other). No atomics.
 //
-// Storage: bindings typed `core_t` hold TT cores (f32, or f16 with `--tt-precision f16`),
-// `lead_t` the chain's A and the core gradient's P (core 0 where A_FROM_CORE / P_MODE 1, else
-// f32 scratch): aliases that src/gpu/shaders.rs (ShaderTypes) prepends. Values are read into
-// f32, all arithmetic is f32, and a core written back is rounded to core_t once.
-//
+// `core_t` (TT cores: f32 or f16) and `lead_t` (A / P: core 0 or f32 scratch) are aliases from
+// src/gpu/shaders.rs (ShaderTypes); reads widen to f32, arithmetic is f32, writes round once.
 // Layout: core k is [p_k, R_k * q_k * R_{k+1}]; the slice of digit i is row-major [R_k, q_k, R_{k+1}].
 // Per-lookup prefixes P_k are [Q_k, R_k] (Q_k = q_0 ... q_{k-1}), row-major.
 

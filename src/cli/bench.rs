@@ -282,8 +282,11 @@ fn bench_dlrm(a: BenchDlrmArgs) -> anyhow::Result<()> {
         return bench_dlrm_counts(&a, &gpu);
     }
     if !a.run.json {
-        println!("adapter: {}", gpu.adapter_name());
-        println!("tt precision: {}", a.tt_precision.name());
+        println!(
+            "adapter: {}{}",
+            gpu.adapter_name(),
+            f16_note(a.tt_precision)
+        );
         println!(
             "{:<7} {:>6} {:>7} {:>12} {:>12} {:>14} {:>10} {:>9}",
             "variant",
@@ -462,6 +465,15 @@ fn dlrm_node_records(r: &DlrmBenchResult, variant: &str, batch: usize) -> Vec<St
         .collect()
 }
 
+/// What the adapter line adds for `--tt-precision f16` (nothing for f32: the default output
+/// stays as it was).
+fn f16_note(p: ttrec::tt::CorePrecision) -> &'static str {
+    match p {
+        ttrec::tt::CorePrecision::F16 => ", TT cores stored as f16",
+        ttrec::tt::CorePrecision::F32 => "",
+    }
+}
+
 /// `ttrec bench tt`
 #[derive(Debug, Args)]
 #[command(mut_arg("json", |a| a.help(r#"Print one JSON object per configuration ("type": "bench_tt"; with --profile also one "bench_tt_kernel" per kernel)"#)))]
@@ -513,8 +525,11 @@ fn bench_tt(a: BenchTtArgs) -> anyhow::Result<()> {
     let gpu = a.run.gpu()?;
     gpu.check_precision(a.tt_precision, "--tt-precision")?;
     if !a.run.json {
-        println!("adapter: {}", gpu.adapter_name());
-        println!("tt precision: {}", a.tt_precision.name());
+        println!(
+            "adapter: {}{}",
+            gpu.adapter_name(),
+            f16_note(a.tt_precision)
+        );
         println!(
             "{:<11} {:>10} {:>3} {:>7} {:>9} {:>8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>10} {:>10} {:>17}",
             "config",

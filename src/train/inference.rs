@@ -94,6 +94,7 @@ pub(super) fn run(
         embedding_params: config.embedding_params()?,
         uncompressed_embedding_params: config.uncompressed_embedding_params(),
         tt_params,
+        tt_precision: model.options().tt_precision,
         dense_table_params,
         mlp_params,
         tt_tables: super::setup::tt_table_count(&config),

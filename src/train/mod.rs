@@ -440,6 +440,7 @@ fn summary(
         embedding_params: config.embedding_params()?,
         uncompressed_embedding_params: config.uncompressed_embedding_params(),
         tt_params,
+        tt_precision: t.model.options().tt_precision,
         dense_table_params: dense_params,
         mlp_params,
         tt_tables: setup::tt_table_count(config),

@@ -194,6 +194,8 @@ pub struct TrainSummary {
     pub embedding_params: u64,
     pub uncompressed_embedding_params: u64,
     pub tt_params: u64,
+    /// How the TT cores were stored (their bytes per parameter).
+    pub tt_precision: crate::tt::CorePrecision,
     pub dense_table_params: u64,
     pub mlp_params: u64,
     pub tt_tables: usize,
@@ -276,6 +278,8 @@ impl TrainSummary {
                 .map(|(k, n)| (k.to_string(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>(),
             "tt_core_params": self.tt_params,
+            "tt_core_bytes": self.tt_precision.bytes() * self.tt_params,
+            "tt_precision": self.tt_precision.name(),
             "dense_table_params": self.dense_table_params,
             "mlp_params": self.mlp_params,
             "model_bytes": 4 * (self.embedding_params + self.mlp_params),
@@ -332,9 +336,14 @@ impl TrainSummary {
             );
         }
         s += &format!(
-            "model: TT cores {} params ({}) in {} tables, dense tables {} params ({}), MLPs {} params ({})\n",
+            "model: TT cores {} params ({}{}) in {} tables, dense tables {} params ({}), MLPs {} params ({})\n",
             self.tt_params,
-            bytes(4 * self.tt_params),
+            bytes(self.tt_precision.bytes() * self.tt_params),
+            if self.tt_precision == crate::tt::CorePrecision::F16 {
+                " as f16"
+            } else {
+                ""
+            },
             self.tt_tables,
             self.dense_table_params,
             bytes(4 * self.dense_table_params),
