@@ -243,36 +243,6 @@ fn small_config(seed: u64) -> DlrmConfig {
     small_dlrm_config(seed, true)
 }
 
-fn random_batch(config: &DlrmConfig, b: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    use rand::Rng;
-    let mut r = rng(seed);
-    let dense: Vec<f32> = (0..b * config.dense_features())
-        .map(|_| r.random_range(0.0..3.0))
-        .collect();
-    let sparse: Vec<u32> = (0..b)
-        .flat_map(|_| {
-            config
-                .tables
-                .iter()
-                // Every row of every table can come up, so every digit of every TT core does.
-                .map(|t| r.random_range(0..t.rows) as u32)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let labels: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as u8 as f32).collect();
-    (dense, sparse, labels)
-}
-
-fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
-    m.parameter_names()
-        .into_iter()
-        .map(|(n, _)| {
-            let v = m.parameter(&n).unwrap();
-            (n, v)
-        })
-        .collect()
-}
-
 #[test]
 fn gpu_steps_match_twin_on_a_small_model() {
     for variant in [GemmVariant::Registers, GemmVariant::Tiled] {
@@ -296,8 +266,8 @@ fn check_steps_against_twin(options: DlrmOptions, variant: &str) {
         let mut m = Dlrm::new(&gpu(), config.clone(), options).unwrap();
         // Batch sizes off the kernels' tiles; three steps so updated parameters feed the next.
         for (i, b) in [13usize, 8, 13].into_iter().enumerate() {
-            let (dense, sparse, labels) = random_batch(&config, b, 40 + i as u64);
-            let before = params_of(&m);
+            let (dense, sparse, labels) = common::random_dlrm_batch(&config, b, 40 + i as u64);
+            let before = common::parameters_of(&m);
             let want = twin::step(&twin_model(&config), &before, &dense, &sparse, &labels).unwrap();
             let batch = DlrmBatch {
                 dense: &dense,
@@ -347,7 +317,7 @@ fn training_is_bitwise_deterministic_and_replays_build_nothing() {
         let mut m = Dlrm::new(&gpu, config.clone(), options).unwrap();
         let mut built = None;
         for i in 0..4 {
-            let (dense, sparse, labels) = random_batch(&config, 16, 70 + i);
+            let (dense, sparse, labels) = common::random_dlrm_batch(&config, 16, 70 + i);
             m.train_step(&DlrmBatch {
                 dense: &dense,
                 sparse: &sparse,
@@ -365,7 +335,7 @@ fn training_is_bitwise_deterministic_and_replays_build_nothing() {
             .iter()
             .map(|s| s.loss.to_bits())
             .collect();
-        let mut p: Vec<(String, Vec<u32>)> = params_of(&m)
+        let mut p: Vec<(String, Vec<u32>)> = common::parameters_of(&m)
             .into_iter()
             .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
             .collect();
@@ -396,7 +366,7 @@ fn gpu_kernel_class_training_is_bitwise_deterministic() {
     let run = |options: DlrmOptions| {
         let mut m = Dlrm::new(&gpu(), config.clone(), options).unwrap();
         for i in 0..3 {
-            let (dense, sparse, labels) = random_batch(&config, 40, 90 + i);
+            let (dense, sparse, labels) = common::random_dlrm_batch(&config, 40, 90 + i);
             m.train_step(&DlrmBatch {
                 dense: &dense,
                 sparse: &sparse,
@@ -410,7 +380,7 @@ fn gpu_kernel_class_training_is_bitwise_deterministic() {
             .iter()
             .map(|s| s.loss as f32)
             .collect();
-        let mut p: Vec<(String, Vec<f32>)> = params_of(&m).into_iter().collect();
+        let mut p: Vec<(String, Vec<f32>)> = common::parameters_of(&m).into_iter().collect();
         p.sort_by(|a, b| a.0.cmp(&b.0));
         (losses, p)
     };
@@ -441,8 +411,8 @@ fn gpu_kernel_class_training_is_bitwise_deterministic() {
 fn bad_batches_are_named_errors_before_gpu_work() {
     let config = small_config(1);
     let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
-    let (dense, mut sparse, labels) = random_batch(&config, 6, 2);
-    let before = params_of(&m);
+    let (dense, mut sparse, labels) = common::random_dlrm_batch(&config, 6, 2);
+    let before = common::parameters_of(&m);
     // Index out of range in table 1 (TT, 200 rows), sample 4.
     sparse[4 * 4 + 1] = 200;
     let e = m
@@ -502,7 +472,7 @@ fn bad_batches_are_named_errors_before_gpu_work() {
     assert!(e.contains("label of sample 5"), "{e}");
     assert_eq!(m.steps(), 0);
     assert!(
-        params_of(&m) == before,
+        common::parameters_of(&m) == before,
         "a rejected batch changed the model"
     );
     let e = m
@@ -532,13 +502,16 @@ fn bad_batches_are_named_errors_before_gpu_work() {
         e.contains("table 3") && e.contains("element 3 of core 1"),
         "{e}"
     );
-    assert!(params_of(&m) == before, "a rejected core changed the model");
+    assert!(
+        common::parameters_of(&m) == before,
+        "a rejected core changed the model"
+    );
     // One core replaced alone: it reads back, the table's other core is untouched.
     core[3] = 0.25;
     m.set_parameter("emb_l.3.tt_cores.1", &core).unwrap();
     assert_eq!(m.parameter("emb_l.3.tt_cores.1").unwrap(), core);
     assert_eq!(
-        params_of(&m)["emb_l.3.tt_cores.0"],
+        common::parameters_of(&m)["emb_l.3.tt_cores.0"],
         before["emb_l.3.tt_cores.0"]
     );
 }
@@ -601,10 +574,10 @@ fn terabyte_configuration_trains_at_small_scale() {
     assert_eq!(config.dim(), 64);
     assert_eq!(config.top_widths()[0], 415);
     let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
-    let (dense, sparse, labels) = random_batch(&config, 6, 9);
+    let (dense, sparse, labels) = common::random_dlrm_batch(&config, 6, 9);
     let want = twin::step(
         &twin_model(&config),
-        &params_of(&m),
+        &common::parameters_of(&m),
         &dense,
         &sparse,
         &labels,
@@ -661,7 +634,7 @@ fn profiled_steps_train_and_tick_the_row_cache_like_plain_steps() {
         };
         let mut m = Dlrm::new(&gpu, config.clone(), options).unwrap();
         for i in 0..5 {
-            let (dense, sparse, labels) = random_batch(&config, 12, 90 + i);
+            let (dense, sparse, labels) = common::random_dlrm_batch(&config, 12, 90 + i);
             let batch = DlrmBatch {
                 dense: &dense,
                 sparse: &sparse,
@@ -680,7 +653,7 @@ fn profiled_steps_train_and_tick_the_row_cache_like_plain_steps() {
             .map(|s| s.loss.to_bits())
             .collect();
         let (cache, refreshes) = m.cache_stats().unwrap().expect("a row cache");
-        let mut p: Vec<(String, Vec<u32>)> = params_of(&m)
+        let mut p: Vec<(String, Vec<u32>)> = common::parameters_of(&m)
             .into_iter()
             .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
             .collect();

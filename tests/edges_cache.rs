@@ -450,7 +450,7 @@ fn a_cached_dlrm_step_matches_the_twin() {
     let mut counts: HashMap<u32, u32> = HashMap::new();
     for (s, (dense, sparse, labels)) in batches[..2].iter().enumerate() {
         // Warm-up steps: no member yet, the step is the plain model's.
-        let before = params_of(&m);
+        let before = common::parameters_of(&m);
         let want = dtwin::step(
             &common::twins::twin_model(&config),
             &before,
@@ -583,16 +583,6 @@ fn a_cached_dlrm_step_matches_the_twin() {
         2e-5,
         1e-7,
     );
-}
-
-fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
-    m.parameter_names()
-        .into_iter()
-        .map(|(n, _)| {
-            let v = m.parameter(&n).unwrap();
-            (n, v)
-        })
-        .collect()
 }
 
 /// A cache member's training, from closed forms: after a refresh its row-wise Adagrad state is

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::twins::dlrm as dtwin;
 use common::*;
 use rand::Rng;
@@ -34,16 +32,6 @@ fn batch(config: &DlrmConfig, b: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<f
     (dense, sparse, labels)
 }
 
-fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
-    m.parameter_names()
-        .into_iter()
-        .map(|(n, _)| {
-            let v = m.parameter(&n).unwrap();
-            (n, v)
-        })
-        .collect()
-}
-
 /// After three training steps, `predict` of 13 samples and `predict_padded` of 13 and of 1
 /// sample (padded to plans of 32 and 64) give the twin's probabilities, sample by sample.
 #[test]
@@ -64,7 +52,7 @@ fn predict_and_predict_padded_match_the_twin() {
             })
             .unwrap();
         }
-        let params = params_of(&m);
+        let params = common::parameters_of(&m);
         let (dense, sparse, labels) = batch(&config, 13, 30);
         let want = dtwin::step(
             &common::twins::twin_model(&config),
@@ -123,7 +111,7 @@ fn predict_and_predict_padded_match_the_twin() {
         );
         // Predictions leave the model alone.
         assert!(
-            params_of(&m) == params,
+            common::parameters_of(&m) == params,
             "{what}: predicting changed the model"
         );
     }

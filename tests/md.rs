@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::twins::dlrm as twin;
-use common::{assert_close, gpu, rng, temp_dir};
+use common::{assert_close, gpu, temp_dir};
 use ttrec::dlrm::baselines::md_dims;
 use ttrec::dlrm::{Dlrm, DlrmBatch, DlrmConfig, DlrmOptions, OptimizerKind, TableKind};
 use ttrec::gpu::KernelClass;
@@ -18,7 +16,6 @@ use ttrec::kernels::matmul::GemmVariant;
 use ttrec::nn::md::{proj_name, MdLookups, MdOut, MdTableSpec, MdTables};
 use ttrec::nn::{ArenaLayout, ParamArena};
 use ttrec::tt::{Bags, Optimizer};
-use ttrec::twin::dlrm::{TwinModel, TwinTable};
 
 const RTOL: f64 = 2e-5;
 const ATOL: f64 = 1e-7;
@@ -224,48 +221,6 @@ fn md_config(seed: u64) -> DlrmConfig {
     c
 }
 
-fn twin_model(config: &DlrmConfig) -> TwinModel {
-    let mut m = common::twins::twin_model(config);
-    for (t, table) in config.tables.iter().enumerate() {
-        if let TableKind::Md { dim } = table.kind {
-            m.tables[t] = TwinTable::Md {
-                rows: table.rows,
-                dim,
-            };
-        }
-    }
-    m
-}
-
-fn random_batch(config: &DlrmConfig, b: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    use rand::Rng;
-    let mut r = rng(seed);
-    let dense: Vec<f32> = (0..b * config.dense_features())
-        .map(|_| r.random_range(0.0..3.0))
-        .collect();
-    let sparse: Vec<u32> = (0..b)
-        .flat_map(|_| {
-            config
-                .tables
-                .iter()
-                .map(|t| r.random_range(0..t.rows) as u32)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let labels: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as u8 as f32).collect();
-    (dense, sparse, labels)
-}
-
-fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
-    m.parameter_names()
-        .into_iter()
-        .map(|(n, _)| {
-            let v = m.parameter(&n).unwrap();
-            (n, v)
-        })
-        .collect()
-}
-
 /// Steps of the model built with `options` against the twin: loss, every gradient (MD rows
 /// and projections among them), every updated parameter (SGD: the twin's; Adagrad: the first
 /// step's s = g^2, w - lr g / (sqrt(s) + eps) from the GPU's own gradient).
@@ -290,9 +245,16 @@ fn check_against_twin(options: DlrmOptions, batches: &[usize], what: &str) {
     assert_eq!(shape("emb_l.3.embs.weight"), vec![99, 5]);
     assert_eq!(shape("emb_l.3.proj.weight"), vec![8, 5]);
     for (i, &b) in batches.iter().enumerate() {
-        let (dense, sparse, labels) = random_batch(&config, b, 40 + i as u64);
-        let before = params_of(&m);
-        let want = twin::step(&twin_model(&config), &before, &dense, &sparse, &labels).unwrap();
+        let (dense, sparse, labels) = common::random_dlrm_batch(&config, b, 40 + i as u64);
+        let before = common::parameters_of(&m);
+        let want = twin::step(
+            &common::twins::twin_model(&config),
+            &before,
+            &dense,
+            &sparse,
+            &labels,
+        )
+        .unwrap();
         let batch = DlrmBatch {
             dense: &dense,
             sparse: &sparse,
@@ -361,9 +323,9 @@ fn md_training_is_bitwise_deterministic_and_bad_ids_are_named() {
     let config = md_config(5);
     let run = || {
         let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
-        let init = params_of(&m);
+        let init = common::parameters_of(&m);
         for i in 0..3 {
-            let (dense, sparse, labels) = random_batch(&config, 9, 70 + i);
+            let (dense, sparse, labels) = common::random_dlrm_batch(&config, 9, 70 + i);
             m.train_step(&DlrmBatch {
                 dense: &dense,
                 sparse: &sparse,
@@ -371,7 +333,7 @@ fn md_training_is_bitwise_deterministic_and_bad_ids_are_named() {
             })
             .unwrap();
         }
-        (init, params_of(&m), m)
+        (init, common::parameters_of(&m), m)
     };
     let (init_a, a, mut model) = run();
     let (init_b, b, _) = run();
@@ -394,7 +356,7 @@ fn md_training_is_bitwise_deterministic_and_bad_ids_are_named() {
         assert_ne!(init_a[n], *v, "{n} trained");
     }
     // An id past an MD table's rows: the table, sample and value named, nothing run.
-    let (dense, mut sparse, labels) = random_batch(&config, 4, 99);
+    let (dense, mut sparse, labels) = common::random_dlrm_batch(&config, 4, 99);
     let tables = config.tables.len();
     sparse[2 * tables + 5] = 41;
     let err = model

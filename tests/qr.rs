@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -162,35 +161,6 @@ fn qr_config(seed: u64, operation: QrOperation) -> DlrmConfig {
     c
 }
 
-fn random_batch(config: &DlrmConfig, b: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    use rand::Rng;
-    let mut r = rng(seed);
-    let dense: Vec<f32> = (0..b * config.dense_features())
-        .map(|_| r.random_range(0.0..3.0))
-        .collect();
-    let sparse: Vec<u32> = (0..b)
-        .flat_map(|_| {
-            config
-                .tables
-                .iter()
-                .map(|t| r.random_range(0..t.rows) as u32)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let labels: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as u8 as f32).collect();
-    (dense, sparse, labels)
-}
-
-fn params_of(m: &Dlrm) -> HashMap<String, Vec<f32>> {
-    m.parameter_names()
-        .into_iter()
-        .map(|(n, _)| {
-            let v = m.parameter(&n).unwrap();
-            (n, v)
-        })
-        .collect()
-}
-
 /// `steps` steps of the QR model with `options` against the twin: loss, every gradient, every
 /// updated parameter (SGD; Adagrad from a zero accumulator, so one step).
 fn check_against_twin(operation: QrOperation, options: DlrmOptions, steps: usize) {
@@ -206,8 +176,8 @@ fn check_against_twin(operation: QrOperation, options: DlrmOptions, steps: usize
     let lo = (1.0f32 / 200.0).sqrt();
     assert!(wq.iter().all(|&v| (lo..1.0).contains(&v)), "init range");
     for (i, b) in [13usize, 8].into_iter().take(steps).enumerate() {
-        let (dense, sparse, labels) = random_batch(&config, b, 40 + i as u64);
-        let before = params_of(&m);
+        let (dense, sparse, labels) = common::random_dlrm_batch(&config, b, 40 + i as u64);
+        let before = common::parameters_of(&m);
         let want = twin::step(&twin_model(&config), &before, &dense, &sparse, &labels).unwrap();
         m.train_step(&DlrmBatch {
             dense: &dense,
@@ -282,7 +252,7 @@ fn qr_training_is_bitwise_deterministic_and_every_node_has_a_cost() {
     let run = || {
         let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
         for i in 0..3 {
-            let (dense, sparse, labels) = random_batch(&config, 16, 70 + i);
+            let (dense, sparse, labels) = common::random_dlrm_batch(&config, 16, 70 + i);
             m.train_step(&DlrmBatch {
                 dense: &dense,
                 sparse: &sparse,
@@ -290,7 +260,7 @@ fn qr_training_is_bitwise_deterministic_and_every_node_has_a_cost() {
             })
             .unwrap();
         }
-        let mut p: Vec<(String, Vec<u32>)> = params_of(&m)
+        let mut p: Vec<(String, Vec<u32>)> = common::parameters_of(&m)
             .into_iter()
             .map(|(n, v)| (n, bits(&v)))
             .collect();
@@ -315,7 +285,7 @@ fn qr_training_is_bitwise_deterministic_and_every_node_has_a_cost() {
 fn bad_input_and_unsupported_uses_are_named_errors() {
     let config = qr_config(7, QrOperation::Add);
     let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
-    let (dense, mut sparse, labels) = random_batch(&config, 4, 2);
+    let (dense, mut sparse, labels) = common::random_dlrm_batch(&config, 4, 2);
     let tables = config.tables.len();
     sparse[2 * tables + 1] = 200; // sample 2, table 1 (200 rows, QR)
     let batch = DlrmBatch {
@@ -375,7 +345,7 @@ fn bad_input_and_unsupported_uses_are_named_errors() {
 fn a_model_loaded_from_its_parameters_predicts_bitwise_the_same() {
     let config = qr_config(9, QrOperation::Concat);
     let mut m = Dlrm::new(&gpu(), config.clone(), DlrmOptions::default()).unwrap();
-    let (dense, sparse, labels) = random_batch(&config, 12, 3);
+    let (dense, sparse, labels) = common::random_dlrm_batch(&config, 12, 3);
     let batch = DlrmBatch {
         dense: &dense,
         sparse: &sparse,
@@ -385,7 +355,7 @@ fn a_model_loaded_from_its_parameters_predicts_bitwise_the_same() {
     let p = m.predict(&batch).unwrap();
     let mut z = Dlrm::zeroed(&gpu(), config, DlrmOptions::default()).unwrap();
     assert_ne!(bits(&z.predict(&batch).unwrap()), bits(&p));
-    for (n, v) in params_of(&m) {
+    for (n, v) in common::parameters_of(&m) {
         z.set_parameter(&n, &v).unwrap();
     }
     assert_eq!(bits(&z.predict(&batch).unwrap()), bits(&p));

@@ -131,6 +131,42 @@ pub fn small_dlrm_config(seed: u64, second_dense: bool) -> ttrec::dlrm::DlrmConf
     }
 }
 
+/// A random batch for `config`'s model: `b` samples of dense features in [0, 3), one id per
+/// table drawn over all its rows (so every row, and every digit of a TT core, can come up), and
+/// every third sample clicked. Returns (dense `[b, features]`, sparse `[b, tables]`, labels).
+pub fn random_dlrm_batch(
+    config: &ttrec::dlrm::DlrmConfig,
+    b: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    let mut r = rng(seed);
+    let dense: Vec<f32> = (0..b * config.dense_features())
+        .map(|_| r.random_range(0.0..3.0))
+        .collect();
+    let sparse: Vec<u32> = (0..b)
+        .flat_map(|_| {
+            config
+                .tables
+                .iter()
+                .map(|t| r.random_range(0..t.rows) as u32)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let labels: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as u8 as f32).collect();
+    (dense, sparse, labels)
+}
+
+/// Every parameter of `m` by its dlrm name.
+pub fn parameters_of(m: &ttrec::dlrm::Dlrm) -> std::collections::HashMap<String, Vec<f32>> {
+    m.parameter_names()
+        .into_iter()
+        .map(|(n, _)| {
+            let v = m.parameter(&n).unwrap();
+            (n, v)
+        })
+        .collect()
+}
+
 pub mod criteo;
 /// The 200-line Criteo-format sample the tests write themselves (see `criteo.rs`).
 #[allow(unused_imports)] // not every test file uses both
@@ -186,6 +222,10 @@ pub mod twins {
                             rows: config.tables[t].rows,
                             collisions: *collisions,
                             operation: qr_operation(*operation),
+                        },
+                        (ttrec::dlrm::TableKind::Md { dim }, _) => TwinTable::Md {
+                            rows: config.tables[t].rows,
+                            dim: *dim,
                         },
                         (_, None) => TwinTable::Dense {
                             rows: config.tables[t].rows,
