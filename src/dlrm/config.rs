@@ -469,15 +469,13 @@ impl DlrmConfig {
                     ));
                 }
             }
-            TableKind::Md { dim } => {
-                if *dim == 0 || *dim >= d {
-                    return Err(Error::shape(
-                        Some(t),
-                        format!(
-                            "a mixed-dimension table's width {dim} must be between 1 and the embedding dimension {d} (excluded: at {d} it is dense)"
-                        ),
-                    ));
-                }
+            TableKind::Md { dim } if *dim == 0 || *dim >= d => {
+                return Err(Error::shape(
+                    Some(t),
+                    format!(
+                        "a mixed-dimension table's width {dim} must be between 1 and the embedding dimension {d} (excluded: at {d} it is dense)"
+                    ),
+                ));
             }
             _ => {}
         }
