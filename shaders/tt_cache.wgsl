@@ -430,7 +430,8 @@ fn select_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // ---------------------------------------------------------------------------------------------
 // cache_pool: one invocation per (bag, column) of the batch; adds the bag's cached rows
 // out[bag_dest[b] + c] += sum over the bag's hits n (in lookup order) of scale_n cache[hit[n], c].
-// Runs after the TT pooling wrote `out`. Bags without hits leave `out` untouched.
+// Runs after the TT pooling wrote `out`. Bags without hits leave `out` untouched. The cached
+// rows are stored as `core_t` (f16 with f16 cores, read into f32; f32: the identity).
 
 override D: u32 = 16u; // columns
 
@@ -438,7 +439,7 @@ override D: u32 = 16u; // columns
 @group(0) @binding(2) var<storage, read> po_bag_dest: array<u32>;
 @group(0) @binding(3) var<storage, read> po_weights: array<f32>;
 @group(0) @binding(4) var<storage, read> po_hit: array<u32>;
-@group(0) @binding(5) var<storage, read> po_cache: array<f32>;   // [C, D]
+@group(0) @binding(5) var<storage, read> po_cache: array<core_t>; // [C, D], the cores' type
 @group(0) @binding(6) var<storage, read_write> po_out: array<f32>;
 
 @compute @workgroup_size(64)
@@ -466,7 +467,7 @@ fn cache_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             if (route.pool == 2u) {
                 s = po_weights[n];
             }
-            acc = acc + s * po_cache[slot * dim + c];
+            acc = acc + s * f32(po_cache[slot * dim + c]);
             any = true;
         }
     }
@@ -583,7 +584,8 @@ fn slot_sort_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 // g = scale_n dout[bag_dest[bag(n)] + c]. OPTIMIZER 0: SGD w -= lr g, one invocation per
 // (sorted position, column). 1: row-wise Adagrad, one invocation per sorted position:
 // state += mean over the columns of g^2, then w -= lr g / (sqrt(state) + eps). Only the first
-// position of each slot's run works; it walks the run.
+// position of each slot's run works; it walks the run. With f16 rows (`core_t`) each
+// occurrence's update is computed in f32 from the stored value and rounded once to f16.
 
 override OPTIMIZER: u32 = 0u;
 
@@ -594,7 +596,7 @@ override OPTIMIZER: u32 = 0u;
 @group(0) @binding(3) var<storage, read> cu_hit: array<u32>;
 @group(0) @binding(4) var<storage, read> cu_sorted: array<u32>;
 @group(0) @binding(5) var<storage, read> cu_dout: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cu_values: array<f32>; // [C, D]
+@group(0) @binding(6) var<storage, read_write> cu_values: array<core_t>; // [C, D]
 @group(0) @binding(7) var<storage, read_write> cu_state: array<f32>;  // [C] (Adagrad)
 @group(0) @binding(8) var<uniform> opt: OptParams;
 
@@ -626,7 +628,7 @@ fn cache_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let s = cu_scale[n];
         if (OPTIMIZER == 0u) {
             let g = s * cu_dout[ds.x + c];
-            cu_values[row + c] = cu_values[row + c] - opt.lr * g;
+            cu_values[row + c] = core_t(f32(cu_values[row + c]) - opt.lr * g);
         } else {
             var sq = 0.0;
             for (var k = 0u; k < dim; k = k + 1u) {
@@ -638,8 +640,27 @@ fn cache_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let den = sqrt(st) + opt.eps;
             for (var k = 0u; k < dim; k = k + 1u) {
                 let g = s * cu_dout[ds.x + k];
-                cu_values[row + k] = cu_values[row + k] - opt.lr * g / den;
+                cu_values[row + k] = core_t(f32(cu_values[row + k]) - opt.lr * g / den);
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cache_store: the refresh's computed rows (f32, [C, D]) into the cache as `core_t`, each value
+// rounded once (used where the rows are stored as f16; f32 rows are written in place).
+
+override LEN: u32 = 0u; // C * D
+
+@group(0) @binding(0) var<storage, read> st_rows: array<f32>;
+@group(0) @binding(1) var<storage, read_write> st_values: array<core_t>;
+
+@compute @workgroup_size(64)
+fn cache_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= LEN) {
+        return;
+    }
+    st_values[i] = core_t(st_rows[i]);
 }

@@ -130,7 +130,7 @@ pub(super) fn record_checks(
                 format!("finite tt group {gi} cache"),
                 &cache.values,
                 code,
-                false,
+                cache.precision == CorePrecision::F16,
             )?;
             code -= 1;
         }

@@ -278,6 +278,7 @@ kernels! {
     SlotSortScan => TtCache::"slot_sort_scan" [counts, bases],
     SlotSortPlace => TtCache::"slot_sort_place" [route, hit, src, counts, bases, dst],
     CacheUpdate => TtCache::"cache_update" [route, dest, scale, hit, sorted, dout, values, state, opt],
+    CacheStore => TtCache::"cache_store" [rows, values],
     Optim => Optim::"optim" [params, grad, weight, state],
     OptimArena => Optim::"optim_arena" [params, grad, weight, state, weight_t, tensors, step, stats],
     GemmTn => Matmul::"gemm_tn" [a, b, c, bias, mask, ct],

@@ -10,12 +10,12 @@
 
 use crate::cache::{SELECTION_WORDS, STATS_WORDS};
 use crate::error::{Error, Result};
-use crate::gpu::shaders::Kernel;
+use crate::gpu::shaders::{CorePrecision, Kernel, ShaderTypes};
 use crate::gpu::{grid, Gpu};
 use crate::graph::{Buf, Cost, GraphBuilder};
 use crate::kernels::optim::UpdateKind;
 use crate::kernels::tt_route::record_route_bags;
-use crate::kernels::{groups, launch_grid, named, WORKGROUP};
+use crate::kernels::{groups, launch_grid, launch_grid_typed, launch_typed, named, WORKGROUP};
 
 pub use crate::cache::{EMPTY, NONE};
 
@@ -269,11 +269,37 @@ pub fn record_cache_pool(
     max_lookups: usize,
     bag_run: usize,
 ) -> Result<()> {
+    record_cache_pool_as(
+        g,
+        label,
+        [route, offsets, bag_dest, weights, hit],
+        cache_values,
+        out,
+        [dim, max_bags, max_lookups, bag_run],
+        CorePrecision::F32,
+    )
+}
+
+/// [`record_cache_pool`] of cached rows stored at `precision` (f16: read into f32).
+/// `inputs`: route, offsets, bag_dest, weights, hit; `sizes`: dim, max_bags, max_lookups,
+/// bag_run.
+pub fn record_cache_pool_as(
+    g: &mut GraphBuilder,
+    label: &str,
+    inputs: [Buf; 5],
+    cache_values: Buf,
+    out: Buf,
+    sizes: [usize; 4],
+    precision: CorePrecision,
+) -> Result<()> {
+    let [route, offsets, bag_dest, weights, hit] = inputs;
+    let [dim, max_bags, max_lookups, bag_run] = sizes;
     let gr = groups(g, (max_bags * dim) as u64);
-    launch_grid(
+    launch_grid_typed(
         g,
         label,
         Kernel::CachePool,
+        ShaderTypes::new(precision, false),
         &[("D", dim as f64)],
         named![
             route,
@@ -359,6 +385,32 @@ pub fn record_cache_update(
     capacity_c: usize,
     row_run: usize,
 ) -> Result<()> {
+    record_cache_update_as(
+        g,
+        label,
+        [route, offsets, bag_dest, weights, hit, dout],
+        [values, state, opt],
+        kind,
+        [dim, max_lookups, capacity_c, row_run],
+        CorePrecision::F32,
+    )
+}
+
+/// [`record_cache_update`] of cached rows stored at `precision` (f16: each occurrence's update
+/// computed in f32 and rounded once to f16). `inputs`: route, offsets, bag_dest, weights, hit,
+/// dout; `trained`: values, state, opt; `sizes`: dim, max_lookups, capacity_c, row_run.
+pub fn record_cache_update_as(
+    g: &mut GraphBuilder,
+    label: &str,
+    inputs: [Buf; 6],
+    trained: [Buf; 3],
+    kind: UpdateKind,
+    sizes: [usize; 4],
+    precision: CorePrecision,
+) -> Result<()> {
+    let [route, offsets, bag_dest, weights, hit, dout] = inputs;
+    let [values, state, opt] = trained;
+    let [dim, max_lookups, capacity_c, row_run] = sizes;
     if capacity_c == 0 || max_lookups == 0 {
         return Ok(());
     }
@@ -447,10 +499,11 @@ pub fn record_cache_update(
         max_lookups,
     )?;
     let gr = groups(g, threads as u64);
-    launch_grid(
+    launch_grid_typed(
         g,
         format!("{label} update"),
         Kernel::CacheUpdate,
+        ShaderTypes::new(precision, false),
         &[("D", dim as f64), ("OPTIMIZER", code)],
         named![
             route,
@@ -476,6 +529,34 @@ pub fn record_cache_update(
         flops: 6.0 * l * d,
         bytes: 4.0 * (l * (2.0 * d + 4.0) + 2.0 * l * d),
         serial: (row_run * per_thread) as u64,
+    });
+    Ok(())
+}
+
+/// Stores `len` computed rows' values (`rows`, f32) into cached rows held at `precision`, each
+/// rounded once (round to nearest): how a refresh fills an f16 cache, whose rows it computes
+/// into f32 scratch first.
+pub fn record_cache_store(
+    g: &mut GraphBuilder,
+    label: &str,
+    rows: Buf,
+    values: Buf,
+    len: usize,
+    precision: CorePrecision,
+) -> Result<()> {
+    launch_typed(
+        g,
+        label,
+        Kernel::CacheStore,
+        ShaderTypes::new(precision, false),
+        &[("LEN", len as f64)],
+        named![rows, values],
+        len.max(1) as u64,
+    )?;
+    g.set_cost(Cost {
+        flops: 0.0,
+        bytes: (4 + precision.bytes()) as f64 * len as f64,
+        serial: 1,
     });
     Ok(())
 }

@@ -245,7 +245,14 @@ impl TtParams {
                     None,
                     "a TT cache trains its rows directly: it needs the SGD or Adagrad optimizer",
                 )),
-                Some(config) => Some(TtCache::new(gpu, config, &tables, shape.dim(), adagrad)?),
+                Some(config) => Some(TtCache::new(
+                    gpu,
+                    config,
+                    &tables,
+                    shape.dim(),
+                    adagrad,
+                    options.precision,
+                )?),
             };
         let t = TtParams {
             gpu: gpu.clone(),

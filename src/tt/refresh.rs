@@ -9,8 +9,9 @@
 //! them uses it), which keeps the module graph free of cycles.
 
 use crate::error::{Error, Result};
+use crate::gpu::shaders::CorePrecision;
 use crate::graph::{Buf, GraphBuilder, Plan, PlanInput};
-use crate::kernels::tt_cache::record_cache_select;
+use crate::kernels::tt_cache::{record_cache_select, record_cache_store};
 use crate::tt::lookups::TtLookups;
 use crate::tt::params::TtParams;
 
@@ -82,7 +83,28 @@ fn build_refresh(params: &TtParams) -> Result<(Plan, PlanInput)> {
     )?;
     g.clear("cache refresh zero state", Buf::from(&c.state));
     let lookups = TtLookups::declare_members(&mut g, params, "cache refresh");
-    lookups.record_forward(&mut g, params, &Buf::from(&c.values))?;
+    match c.precision {
+        CorePrecision::F32 => {
+            lookups.record_forward(&mut g, params, &Buf::from(&c.values))?;
+        }
+        // f16 rows: computed in f32 into scratch, then each value rounded once into the cache.
+        CorePrecision::F16 => {
+            let len = rows * params.shape().dim();
+            let computed = g.transient("cache refresh rows", len as u64 * 4);
+            // Zeroed: rows past the members (not written by the forward) store as 0, never as
+            // whatever the scratch held (the finite check reads every cached word).
+            g.clear("cache refresh zero rows", computed.clone());
+            lookups.record_forward(&mut g, params, &computed)?;
+            record_cache_store(
+                &mut g,
+                "cache refresh store",
+                computed,
+                Buf::from(&c.values),
+                len,
+                CorePrecision::F16,
+            )?;
+        }
+    }
     let plan = g.build()?;
     let mut input = plan.new_input();
     lookups.fill_members(&mut input, params)?;

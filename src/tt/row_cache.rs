@@ -8,9 +8,13 @@
 //! reference): every member's row, staying or new, is computed again from the current cores,
 //! and its row-wise Adagrad state starts at zero. A row that leaves the cache is served from the
 //! cores at once (its slot is gone with the refresh).
+//!
+//! The cached rows are stored at the cores' precision (`--tt-precision`): f16 rows for f16 cores,
+//! read into f32, trained in f32 and rounded once per update (see shaders/tt_cache.wgsl).
 
 use crate::cache::{CacheConfig, CacheStats, SELECTION_WORDS, STATS_WORDS};
 use crate::error::Result;
+use crate::gpu::shaders::CorePrecision;
 use crate::gpu::Gpu;
 use crate::graph::{Plan, PlanInput};
 use crate::kernels::tt_cache::{CacheHash, NONE};
@@ -25,8 +29,10 @@ pub struct TtCache {
     pub(crate) members: wgpu::Buffer,
     /// The last refresh's member count (and the select's working state).
     pub(crate) selection: wgpu::Buffer,
-    /// The cached rows, [C, D].
+    /// The cached rows, [C, D], stored at `precision`.
     pub(crate) values: wgpu::Buffer,
+    /// The cached rows' storage type: the cores'.
+    pub(crate) precision: CorePrecision,
     /// Row-wise Adagrad state, C (a placeholder with SGD).
     pub(crate) state: wgpu::Buffer,
     /// Counters the probes add to ([`STATS_WORDS`]), read and zeroed by [`TtCache::read_stats`].
@@ -41,13 +47,14 @@ pub struct TtCache {
 }
 
 impl TtCache {
-    /// The cache of a group of `tables` with rows of `dim` columns.
+    /// The cache of a group of `tables` with rows of `dim` columns stored at `precision`.
     pub(crate) fn new(
         gpu: &Gpu,
         config: CacheConfig,
         tables: &[GroupTable],
         dim: usize,
         adagrad: bool,
+        precision: CorePrecision,
     ) -> Result<Self> {
         let mut key_offsets = Vec::with_capacity(tables.len());
         let mut keys = 0u64;
@@ -63,7 +70,12 @@ impl TtCache {
             hash,
             members: gpu.storage_from("tt cache members", &vec![NONE; c]),
             selection: gpu.storage("tt cache selection", SELECTION_WORDS as u64 * 4),
-            values: gpu.storage("tt cache rows", (c * dim) as u64 * 4),
+            // Whole 4-byte words (an f16 cache of an odd C x D ends in half a word).
+            values: gpu.storage(
+                "tt cache rows",
+                ((c * dim) as u64 * precision.bytes()).next_multiple_of(4),
+            ),
+            precision,
             state: gpu.storage("tt cache state", if adagrad { c as u64 * 4 } else { 16 }),
             stats: gpu.storage("tt cache stats", STATS_WORDS as u64 * 4),
             key_offsets,
@@ -146,7 +158,14 @@ impl TtCache {
         let m = gpu.read_u32(&self.selection, 0, 1)?[0] as usize;
         let m = m.min(self.config.rows);
         let keys = gpu.read_u32(&self.members, 0, m)?;
-        let values = gpu.read_f32(&self.values, 0, m * dim)?;
+        let bytes = gpu.read_bytes(&self.values, 0, (m * dim) as u64 * self.precision.bytes())?;
+        let values: Vec<f32> = match self.precision {
+            CorePrecision::F32 => bytemuck::pod_collect_to_vec(&bytes),
+            CorePrecision::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+                .collect(),
+        };
         Ok(keys
             .into_iter()
             .enumerate()

@@ -271,6 +271,47 @@ pub fn update_rows(
     state: &mut [f32],
     opt: TwinOpt,
 ) {
+    update_rows_stored(batch, hit, dout, dim, values, state, opt, |w| w);
+}
+
+/// [`update_rows`] of cached rows stored as f16 (`values` hold f16 values widened to f32, as
+/// the cache stores them with f16 cores): each occurrence's new value is computed in f32 and
+/// rounded once to f16 (round to nearest, ties to even), as `cache_update` with `core_t = f16`
+/// does. The Adagrad state stays f32. Pooling needs no twin of its own: an f16 row widens to
+/// f32 exactly, so [`pool_hits`] over the widened values is the kernel's arithmetic.
+pub fn update_rows_f16(
+    batch: &TwinBatch,
+    hit: &[u32],
+    dout: &[f32],
+    dim: usize,
+    values: &mut [f32],
+    state: &mut [f32],
+    opt: TwinOpt,
+) {
+    update_rows_stored(
+        batch,
+        hit,
+        dout,
+        dim,
+        values,
+        state,
+        opt,
+        super::tt_f16::round_f16,
+    );
+}
+
+/// [`update_rows`] with each new value passed through `store` (the storage's rounding).
+#[allow(clippy::too_many_arguments)]
+fn update_rows_stored(
+    batch: &TwinBatch,
+    hit: &[u32],
+    dout: &[f32],
+    dim: usize,
+    values: &mut [f32],
+    state: &mut [f32],
+    opt: TwinOpt,
+    store: impl Fn(f32) -> f32,
+) {
     for b in 0..batch.num_bags {
         let (lo, hi) = (batch.offsets[b] as usize, batch.offsets[b + 1] as usize);
         let dest = batch.bag_dest[b] as usize;
@@ -285,7 +326,7 @@ pub fn update_rows(
             match opt {
                 TwinOpt::Sgd { lr } => {
                     for (c, w) in row.iter_mut().enumerate() {
-                        *w -= lr * g(c);
+                        *w = store(*w - lr * g(c));
                     }
                 }
                 TwinOpt::Adagrad { lr, eps } => {
@@ -296,7 +337,7 @@ pub fn update_rows(
                     state[slot] += sq / dim as f32;
                     let den = state[slot].sqrt() + eps;
                     for (c, w) in row.iter_mut().enumerate() {
-                        *w -= lr * g(c) / den;
+                        *w = store(*w - lr * g(c) / den);
                     }
                 }
             }

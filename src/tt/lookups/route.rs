@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Buf, GraphBuilder};
 use crate::kernels::tt::{ChunkParams, GradPieces};
-use crate::kernels::tt_cache::{record_cache_pool, record_cache_probe, record_cache_update};
+use crate::kernels::tt_cache::{record_cache_pool_as, record_cache_probe, record_cache_update_as};
 use crate::kernels::tt_route::{
     record_compact, record_members_batch, record_route_bags, record_route_digits, record_sort,
     CompactBuffers, CompactLayout, RouteParams, SortBuffers, SortLayout,
@@ -202,20 +202,25 @@ impl Routing {
         let (Some(routing), Some(cache)) = (&self.cache, params.cache()) else {
             return Ok(());
         };
-        record_cache_pool(
+        record_cache_pool_as(
             g,
             &format!("{tag} cache pool"),
-            inputs.route.clone(),
-            inputs.offsets.clone(),
-            inputs.bag_dest.clone(),
-            inputs.weights.clone(),
-            routing.bufs.hit.clone(),
+            [
+                inputs.route.clone(),
+                inputs.offsets.clone(),
+                inputs.bag_dest.clone(),
+                inputs.weights.clone(),
+                routing.bufs.hit.clone(),
+            ],
             Buf::from(&cache.values),
             out.clone(),
-            params.shape().dim(),
-            layout.bag_cap,
-            layout.nnz_cap,
-            layout.runs.bag,
+            [
+                params.shape().dim(),
+                layout.bag_cap,
+                layout.nnz_cap,
+                layout.runs.bag,
+            ],
+            cache.precision,
         )
     }
 
@@ -234,23 +239,30 @@ impl Routing {
         else {
             return Ok(());
         };
-        record_cache_update(
+        record_cache_update_as(
             g,
             &format!("{tag} cache update"),
-            inputs.route.clone(),
-            inputs.offsets.clone(),
-            inputs.bag_dest.clone(),
-            inputs.weights.clone(),
-            routing.bufs.hit.clone(),
-            dout.clone(),
-            Buf::from(&cache.values),
-            Buf::from(&cache.state),
-            Buf::from(params.opt_buffer(0)),
+            [
+                inputs.route.clone(),
+                inputs.offsets.clone(),
+                inputs.bag_dest.clone(),
+                inputs.weights.clone(),
+                routing.bufs.hit.clone(),
+                dout.clone(),
+            ],
+            [
+                Buf::from(&cache.values),
+                Buf::from(&cache.state),
+                Buf::from(params.opt_buffer(0)),
+            ],
             kind,
-            params.shape().dim(),
-            layout.nnz_cap,
-            cache.config.rows,
-            layout.runs.row,
+            [
+                params.shape().dim(),
+                layout.nnz_cap,
+                cache.config.rows,
+                layout.runs.row,
+            ],
+            cache.precision,
         )
     }
 }
