@@ -4,10 +4,13 @@
 
 mod common;
 
-use ttrec::compress::plan::{choose_tables, model_plan, parse_bytes, parse_compression};
+use ttrec::compress::plan::{
+    choose_tables, model_plan, model_plan_at, parse_bytes, parse_compression,
+};
 use ttrec::compress::tt_svd::{tt_svd_f64, tt_to_dense_f64};
 use ttrec::compress::{tt_svd, Budget, RankChoice, Selection};
 use ttrec::dlrm::{DlrmConfig, TableKind};
+use ttrec::tt::CorePrecision;
 use ttrec::tt::{TtOptions, TtParams, TtShape};
 
 fn fixture() -> serde_json::Value {
@@ -335,6 +338,18 @@ fn budgets_choose_tables_and_ranks() {
             .mlp_optimizer_bytes,
         0
     );
+    // With f16 cores (--tt-precision f16) a TT table's parameters take 2 bytes each, its
+    // Adagrad state still 4; dense tables and the MLPs are unchanged.
+    let f16 = model_plan_at(&DlrmConfig::kaggle(), true, None, CorePrecision::F16).unwrap();
+    for (a, b) in plan.tables.iter().zip(&f16.tables) {
+        if a.form == "tt" {
+            assert_eq!(2 * b.param_bytes, a.param_bytes, "{}", a.name);
+            assert_eq!(b.optimizer_bytes, a.optimizer_bytes, "{}", a.name);
+        } else {
+            assert_eq!(b.param_bytes, a.param_bytes, "{}", a.name);
+        }
+    }
+    assert!(f16.embedding_bytes() < plan.embedding_bytes());
 }
 
 #[test]

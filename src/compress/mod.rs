@@ -17,7 +17,9 @@ use crate::gpu::Gpu;
 use crate::tt::{TtOptions, TtParams};
 use crate::tt_shape::TtShape;
 
-pub use plan::{choose_tables, model_plan, Budget, ModelPlan, Selection, TT_PAYS_FACTOR};
+pub use plan::{
+    choose_tables, model_plan, model_plan_at, Budget, ModelPlan, Selection, TT_PAYS_FACTOR,
+};
 pub use tt_svd::{
     reconstruction_error, tt_svd, tt_to_dense, RankChoice, ReconstructionError, TtSvd,
 };

@@ -17,6 +17,7 @@
 use crate::cache::CacheConfig;
 use crate::dlrm::{DlrmConfig, TableKind, TtCacheOptions};
 use crate::error::{Error, Result};
+use crate::tt::CorePrecision;
 use crate::tt_shape::TtShape;
 
 /// TT pays when the dense table has at least this many times the cores' parameters.
@@ -311,25 +312,47 @@ pub struct ModelPlan {
 
 /// Bytes of a TT table's row cache (values, row-wise optimizer state, the hash table's three
 /// u32 arrays and the slots' keys), as if cached alone (a TT group shares one hash table).
-fn cache_bytes(cache: &TtCacheOptions, rows: u64, dim: usize, adagrad: bool) -> Result<u64> {
+fn cache_bytes(
+    cache: &TtCacheOptions,
+    rows: u64,
+    dim: usize,
+    adagrad: bool,
+    value_bytes: u64,
+) -> Result<u64> {
     let c: CacheConfig = cache.config(rows, 1)?;
-    let per_row = 4 * dim as u64 + 4 + if adagrad { 4 } else { 0 };
+    let per_row = value_bytes * dim as u64 + 4 + if adagrad { 4 } else { 0 };
     Ok(c.rows as u64 * per_row + 12 * c.hash_entries as u64)
 }
 
 /// The plan of `config` trained with SGD (`adagrad` false) or elementwise Adagrad, with the TT
-/// tables' row cache where `cache` asks for one.
+/// tables' row cache where `cache` asks for one, every parameter f32.
 pub fn model_plan(
     config: &DlrmConfig,
     adagrad: bool,
     cache: Option<&TtCacheOptions>,
+) -> Result<ModelPlan> {
+    model_plan_at(config, adagrad, cache, CorePrecision::F32)
+}
+
+/// [`model_plan`] with the TT cores and their cached rows stored at `precision`
+/// (`--tt-precision`; the optimizer state stays f32).
+pub fn model_plan_at(
+    config: &DlrmConfig,
+    adagrad: bool,
+    cache: Option<&TtCacheOptions>,
+    precision: CorePrecision,
 ) -> Result<ModelPlan> {
     let dim = config.dim();
     let state = |bytes: u64| if adagrad { bytes } else { 0 };
     let mut tables = Vec::with_capacity(config.tables.len());
     for (t, table) in config.tables.iter().enumerate() {
         let dense_bytes = 4 * table.rows * dim as u64;
-        let param_bytes = 4 * config.table_params(t).map_err(|e| e.with_table(t))?;
+        let params = config.table_params(t).map_err(|e| e.with_table(t))?;
+        let value_bytes = match (&table.kind, precision) {
+            (TableKind::Tt { .. }, CorePrecision::F16) => 2,
+            _ => 4,
+        };
+        let param_bytes = value_bytes * params;
         let mut plan = TablePlan {
             name: table_name(t),
             rows: table.rows,
@@ -340,7 +363,7 @@ pub fn model_plan(
             qr: None,
             md: None,
             param_bytes,
-            optimizer_bytes: state(param_bytes),
+            optimizer_bytes: state(4 * params),
             cache_bytes: 0,
             dense_bytes,
         };
@@ -353,8 +376,8 @@ pub fn model_plan(
                     plan.ranks = shape.interior_ranks().to_vec();
                 }
                 if let Some(c) = cache {
-                    plan.cache_bytes =
-                        cache_bytes(c, table.rows, dim, adagrad).map_err(|e| e.with_table(t))?;
+                    plan.cache_bytes = cache_bytes(c, table.rows, dim, adagrad, value_bytes)
+                        .map_err(|e| e.with_table(t))?;
                 }
             }
             TableKind::Qr {

@@ -179,7 +179,12 @@ pub fn plan(
     let cache = setup::cache_options(args);
     let adagrad = matches!(checked.optimizer, OptimizerKind::Adagrad { .. });
     Ok((
-        crate::compress::model_plan(&config, adagrad, cache.as_ref())?,
+        crate::compress::model_plan_at(
+            &config,
+            adagrad,
+            cache.as_ref(),
+            args.tt_precision.unwrap_or_default(),
+        )?,
         notes,
     ))
 }

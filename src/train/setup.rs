@@ -284,7 +284,8 @@ pub(super) fn plan_json(
 ) -> Result<serde_json::Value> {
     let cache = cache_options(args);
     let adagrad = matches!(optimizer, OptimizerKind::Adagrad { .. });
-    Ok(crate::compress::model_plan(config, adagrad, cache.as_ref())?.to_json())
+    let precision = args.tt_precision.unwrap_or_default();
+    Ok(crate::compress::model_plan_at(config, adagrad, cache.as_ref(), precision)?.to_json())
 }
 
 /// The TT row cache `--cache-rows` and its steps ask for.
