@@ -381,7 +381,24 @@ impl Dlrm {
         let pairs = (cfg.vectors() * (cfg.vectors() - 1) / 2) as f64;
         let mut tt = 0.0;
         let mut dense = 0.0;
+        let mut qr = 0.0;
+        let mut md = 0.0;
         for t in 0..cfg.tables.len() {
+            match &cfg.tables[t].kind {
+                // Both parts pooled and updated (2 x 2 part), the combine (D) and the gradient's
+                // split (2 D for mult).
+                TableKind::Qr { operation, .. } => {
+                    qr += 4.0 * operation.part_dim(cfg.dim()) as f64 + 3.0 * d;
+                    continue;
+                }
+                // Rows of width m pooled and updated (2 m); the projection's forward, weight
+                // gradient and input gradient (3 x 2 m D).
+                TableKind::Md { dim } => {
+                    md += 2.0 * *dim as f64 + 6.0 * *dim as f64 * d;
+                    continue;
+                }
+                _ => {}
+            }
             match cfg.tt_shape(t).ok().flatten() {
                 Some(s) => {
                     let chain: f64 = (1..s.d())
@@ -400,6 +417,8 @@ impl Dlrm {
             ("interaction", 2.0 * d * pairs * 3.0),
             ("TT tables", tt),
             ("dense tables", dense),
+            ("QR tables", qr),
+            ("MD tables", md),
         ]
     }
 
