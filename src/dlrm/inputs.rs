@@ -223,7 +223,7 @@ pub(super) fn fill(
     inputs: &BatchInputs,
     batch: &DlrmBatch,
     slot: Option<u32>,
-) -> Result<Option<Vec<Vec<u32>>>> {
+) -> Result<FilledIds> {
     let b = inputs.batch;
     let tables = net.config.tables.len();
     let features = net.config.dense_features();
@@ -267,13 +267,30 @@ pub(super) fn fill(
         };
         lk.fill(input, &grp.params, &bags, &place, Pooling::Sum)?;
     }
+    let mut qr_ids = None;
     if let (Some(q), Some(lk)) = (&net.qr, &inputs.qr) {
-        q.fill(input, lk, &q.ids(batch.sparse, tables, b))?;
+        let ids = q.ids(batch.sparse, tables, b);
+        q.fill(input, lk, &ids)?;
+        qr_ids = Some(ids);
     }
+    let mut md_ids_out = None;
     if let (Some(md), Some(lk)) = (&net.md, &inputs.md) {
         let ids = md_ids(&net.config, &net.md_index, batch.sparse);
         let bags: Vec<Bags> = ids.iter().map(|i| Bags::new(i, &offsets)).collect();
         lk.fill(input, md, &bags)?;
+        md_ids_out = Some(ids);
     }
-    Ok(dense_ids)
+    Ok(FilledIds {
+        dense: dense_ids,
+        qr: qr_ids,
+        md: md_ids_out,
+    })
+}
+
+/// The ids a filled input holds, per kind of table (None: the model has none of that kind),
+/// kept by `Dlrm` for the gradients of the last step without splitting the batch again.
+pub(super) struct FilledIds {
+    pub(super) dense: Option<Vec<Vec<u32>>>,
+    pub(super) qr: Option<Vec<Vec<u32>>>,
+    pub(super) md: Option<Vec<Vec<u32>>>,
 }

@@ -262,13 +262,10 @@ impl Dlrm {
         let sp = self
             .train_plans
             .get_or_build(b, || build_train_plan(net, stats, b))?;
-        self.last_dense_ids = fill(net, &mut sp.input, &sp.inputs, batch, Some(slot))?;
-        let tables = net.config.tables.len();
-        self.last_qr_ids = net.qr.as_ref().map(|q| q.ids(batch.sparse, tables, b));
-        self.last_md_ids = net
-            .md
-            .as_ref()
-            .map(|_| crate::dlrm::md::md_ids(&net.config, &net.md_index, batch.sparse));
+        let ids = fill(net, &mut sp.input, &sp.inputs, batch, Some(slot))?;
+        self.last_dense_ids = ids.dense;
+        self.last_qr_ids = ids.qr;
+        self.last_md_ids = ids.md;
         let out = replay(&sp.plan, &sp.input)?;
         self.unread.push_back((self.steps, b));
         self.steps += 1;

@@ -166,7 +166,7 @@ pub(super) fn run_split(
     group: &dyn Collective,
 ) -> Result<f64> {
     let b = sp.grad.inputs.batch;
-    let ids = fill(net, &mut sp.grad.input, &sp.grad.inputs, batch, Some(slot))?;
+    let ids = fill(net, &mut sp.grad.input, &sp.grad.inputs, batch, Some(slot))?.dense;
     sp.grad.plan.run_with(&sp.grad.input)?;
     let mut grads = net.gpu.read_f32(&sp.flat, 0, sp.flat_len)?;
     let dt = match &sp.dt {
