@@ -317,3 +317,47 @@ fn a_dlrm_step_flags_non_finite_parameters() {
         .collect();
     assert!(params.iter().any(|x| !x.is_finite()));
 }
+
+/// A core value beyond f16's range (1e6 > 65504) is finite in an f32 table and infinite once
+/// stored as f16: the f16 table's step flags that core's region (an f16 core holds two values
+/// per word: an odd and an even element are tried), the f32 table's step flags nothing. The value
+/// sits in a row-digit slice no lookup reads (every id is 0), so nothing else changes first.
+#[test]
+fn a_tt_core_value_beyond_f16_range_is_flagged_only_in_f16() {
+    let gpu = gpu();
+    for precision in [ttrec::tt::CorePrecision::F32, ttrec::tt::CorePrecision::F16] {
+        for (k, back, big) in [(1usize, 1usize, 1e6f32), (2, 2, -1e6)] {
+            let options = DlrmOptions {
+                tt_precision: precision,
+                ..DlrmOptions::default()
+            };
+            let mut m = Dlrm::new(&gpu, small_config(0.1), options).unwrap();
+            let name = format!("emb_l.1.tt_cores.{k}");
+            let mut core = m.parameter(&name).unwrap();
+            let at = core.len() - back;
+            core[at] = big;
+            m.set_parameter(&name, &core).unwrap();
+            let b = 16;
+            let dense: Vec<f32> = (0..b * 13).map(|i| (i % 7) as f32 * 0.25).collect();
+            let sparse = vec![0u32; b * 2];
+            let labels: Vec<f32> = (0..b).map(|i| (i % 2) as f32).collect();
+            m.train_step(&DlrmBatch {
+                dense: &dense,
+                sparse: &sparse,
+                labels: &labels,
+            })
+            .unwrap();
+            let s = m.take_stats().unwrap()[0];
+            assert!(!s.non_finite_logits, "{precision:?} core {k}: {s:?}");
+            let want = match precision {
+                ttrec::tt::CorePrecision::F16 => Some(format!("core {k} of TT group 0")),
+                ttrec::tt::CorePrecision::F32 => None,
+            };
+            assert_eq!(
+                m.non_finite_region(s.non_finite_code),
+                want,
+                "{precision:?} core {k} element {at}"
+            );
+        }
+    }
+}
